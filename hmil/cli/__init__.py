@@ -1,0 +1,81 @@
+"""The ``hmil`` command: a thin argparse front-end over the library.
+
+Each sub-command lives in its own module of this package and exposes ``NAME``, ``HELP``,
+``add_arguments(parser)`` and ``run(args) -> int``; :data:`COMMANDS` is the registry. The
+dispatcher below is the only place that turns exceptions into exit codes:
+
+* :class:`hmil.errors.HMILError` → one line ``error: <where>: <problem>`` on stderr, exit 2;
+* a command over many items returns 3 itself when it skipped items it reported;
+* Ctrl-C → exit 130 without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from hmil.errors import HMILError
+
+#: sub-command name -> module (imported lazily so ``hmil --help`` stays fast)
+COMMANDS: dict[str, str] = {
+    "demo": "hmil.cli.demo",
+    "tile": "hmil.cli.tile",
+    "extract": "hmil.cli.extract",
+    "split": "hmil.cli.split",
+    "train": "hmil.cli.train",
+    "evaluate": "hmil.cli.evaluate",
+    "predict": "hmil.cli.predict",
+    "heatmap": "hmil.cli.heatmap",
+    "view": "hmil.cli.view",
+    "status": "hmil.cli.status",
+}
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_SKIPPED = 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hmil",
+        description="HMIL Studio: hierarchical multiple-instance learning on whole-slide images.",
+    )
+    from hmil import __version__
+
+    parser.add_argument("--version", action="version", version=f"hmil {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module_name in COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:  # a command whose module is not written yet
+            if exc.name != module_name:
+                raise
+            continue
+        cmd = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(cmd)
+        cmd.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args))
+    except HMILError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+def report(where: object, problem: str) -> None:
+    """Print one ``error: <where>: <problem>`` line (for items a batch command skips)."""
+    print(f"error: {where}: {problem}", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data on disk: feature bags, label tables and splits."""

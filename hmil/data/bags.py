@@ -1,0 +1,318 @@
+"""Feature bags: one slide = N instance feature vectors (+ optional patch coordinates).
+
+Reads the layouts people already have on disk:
+
+* ``.pt``  — CLAM ``pt_files`` (a float tensor ``(N, D)``) or a dict with ``features`` ``(N, D)``
+  and optionally ``coords`` ``(N, 2)``; loaded with ``weights_only=True`` (no code execution)
+  and memory-mapped, so the file is not read into memory twice.
+* ``.h5``  — CLAM ``h5_files`` / TRIDENT ``features_<enc>``: dataset ``features`` ``(N, D)`` or
+  ``(1, N, D)``, dataset ``coords`` ``(N, 2)``, attributes on ``coords`` (``patch_size``,
+  ``patch_level``, ``patch_size_level0``, ...) and on ``features`` (``encoder``) kept as ``attrs``.
+
+Copies: an ``.h5`` float32 dataset is read straight into one numpy buffer that the returned
+tensor shares (one copy: disk → memory); ``.pt`` tensors are memory-mapped. Only a dtype
+conversion (e.g. float16 → float32) makes a second buffer.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+
+from hmil.errors import BagError
+from hmil.io import atomic_path
+
+BAG_SUFFIXES = (".h5", ".pt")
+
+#: rows checked for non-finite values at a time (bounds the temporary boolean buffer)
+_FINITE_CHUNK_ROWS = 65536
+
+
+@dataclass
+class Bag:
+    """The instances of one slide.
+
+    Attributes:
+        features: ``(N, D)`` float32 tensor on CPU.
+        coords: ``(N, 2)`` int64 level-0 (x, y) of each patch's top-left corner, or None.
+        attrs: metadata from the file (patch size, level, encoder name, ...).
+        path: where the bag was read from (None for in-memory bags).
+    """
+
+    features: torch.Tensor
+    coords: np.ndarray | None = None
+    attrs: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def n_instances(self) -> int:
+        return int(self.features.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.features.shape[1])
+
+    @property
+    def slide_id(self) -> str:
+        return self.path.stem if self.path is not None else str(self.attrs.get("slide_id", "bag"))
+
+
+def find_bag(features_dir: str | Path, slide_id: str) -> Path | None:
+    """The bag file of ``slide_id`` in ``features_dir`` (``.h5`` preferred), or None.
+
+    Also looks in CLAM's ``h5_files/`` and ``pt_files/`` subfolders.
+    """
+    root = Path(features_dir)
+    for folder in (root, root / "h5_files", root / "pt_files"):
+        for suffix in BAG_SUFFIXES:
+            candidate = folder / f"{slide_id}{suffix}"
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def load_bag(
+    source: str | Path | torch.Tensor | np.ndarray | Bag,
+    expected_dim: int | None = None,
+    check_finite: bool = True,
+) -> Bag:
+    """Load and validate one bag.
+
+    Args:
+        source: a ``.pt``/``.h5`` path, an ``(N, D)`` tensor/array, or a :class:`Bag`.
+        expected_dim: if given, D must equal it (the model's input dimension).
+        check_finite: reject NaN/Inf features (checked in chunks, bounded extra memory).
+
+    Returns:
+        A :class:`Bag` with ``features`` ``(N, D)`` float32.
+
+    Raises:
+        BagError: naming the file, for a missing/unreadable file, 0 instances, a tensor that is
+            not 2-D, non-finite values, coords whose count differs from N, or a wrong D.
+    """
+    if isinstance(source, Bag):
+        bag = source
+    elif isinstance(source, torch.Tensor | np.ndarray):
+        bag = Bag(features=_as_float_tensor(source, "bag"))
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise BagError(path, "bag file not found")
+        suffix = path.suffix.lower()
+        if suffix == ".h5" or suffix == ".hdf5":
+            bag = _load_h5(path)
+        elif suffix in (".pt", ".pth"):
+            bag = _load_pt(path)
+        else:
+            raise BagError(path, f"unsupported bag format '{suffix}' (expected .h5 or .pt)")
+    validate_bag(bag, expected_dim=expected_dim, check_finite=check_finite)
+    return bag
+
+
+def validate_bag(bag: Bag, expected_dim: int | None = None, check_finite: bool = True) -> None:
+    """Raise :class:`BagError` if ``bag`` cannot be fed to a model (see :func:`load_bag`)."""
+    where = bag.path if bag.path is not None else "bag"
+    x = bag.features
+    if x.ndim != 2:
+        raise BagError(where, f"features must be 2-D (N, D), found shape {tuple(x.shape)}")
+    n, d = x.shape
+    if n == 0:
+        raise BagError(where, "bag has 0 instances")
+    if d == 0:
+        raise BagError(where, "features have dimension 0")
+    if expected_dim is not None and d != expected_dim:
+        raise BagError(where, f"feature dimension {d} does not match the model's {expected_dim}")
+    if bag.coords is not None:
+        c = bag.coords
+        if c.ndim != 2 or c.shape[1] != 2:
+            raise BagError(where, f"coords must have shape (N, 2), found {tuple(c.shape)}")
+        if c.shape[0] != n:
+            raise BagError(where, f"{c.shape[0]} coords for {n} feature vectors")
+    if check_finite:
+        for start in range(0, n, _FINITE_CHUNK_ROWS):
+            chunk = x[start : start + _FINITE_CHUNK_ROWS]
+            if not bool(torch.isfinite(chunk).all()):
+                bad = int((~torch.isfinite(chunk)).any(dim=1).nonzero()[0, 0]) + start
+                raise BagError(
+                    where, f"non-finite feature values (NaN/Inf), first at instance {bad}"
+                )
+
+
+def _as_float_tensor(data: Any, where: str | Path) -> torch.Tensor:
+    if isinstance(data, np.ndarray):
+        if data.dtype.kind not in "fiu":
+            raise BagError(where, f"features must be numeric, found dtype {data.dtype}")
+        tensor = torch.from_numpy(data)
+    elif isinstance(data, torch.Tensor):
+        tensor = data
+    else:
+        raise BagError(where, f"expected a feature tensor, found {type(data).__name__}")
+    if tensor.ndim == 3 and tensor.shape[0] == 1:
+        tensor = tensor[0]
+    if tensor.dtype != torch.float32:
+        if tensor.is_complex() or tensor.dtype == torch.bool:
+            raise BagError(where, f"features must be real numbers, found dtype {tensor.dtype}")
+        tensor = tensor.to(torch.float32)
+    return tensor
+
+
+def _load_pt(path: Path) -> Bag:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:
+        # mmap needs the zip format; legacy torch.save files load without it
+        obj = _torch_load_plain(path)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+        raise BagError(path, f"not a readable torch file ({_first_line(exc)})") from None
+    coords: np.ndarray | None = None
+    attrs: dict[str, Any] = {}
+    if isinstance(obj, dict):
+        if "features" not in obj:
+            raise BagError(path, "dict bag has no 'features' entry")
+        features = _as_float_tensor(obj["features"], path)
+        if obj.get("coords") is not None:
+            coords = _as_coords(obj["coords"], path)
+        attrs = {k: v for k, v in obj.items() if k not in ("features", "coords") and _is_plain(v)}
+    else:
+        features = _as_float_tensor(obj, path)
+    return Bag(features=features, coords=coords, attrs=attrs, path=path)
+
+
+def _torch_load_plain(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt or unsafe files
+        raise BagError(path, f"not a readable torch file ({_first_line(exc)})") from None
+
+
+def _load_h5(path: Path) -> Bag:
+    try:
+        with h5py.File(path, "r") as f:
+            if "features" not in f:
+                raise BagError(path, "h5 file has no 'features' dataset")
+            dset = f["features"]
+            if not isinstance(dset, h5py.Dataset):
+                raise BagError(path, "'features' is not a dataset")
+            if dset.dtype.kind not in "fiu":
+                raise BagError(path, f"features must be numeric, found dtype {dset.dtype}")
+            # read straight into a float32 buffer: one copy from disk, shared with the tensor
+            buffer = np.empty(dset.shape, dtype=np.float32)
+            if buffer.size:
+                dset.read_direct(buffer)
+            attrs: dict[str, Any] = {k: _plain(v) for k, v in dset.attrs.items()}
+            coords = None
+            if "coords" in f:
+                cset = f["coords"]
+                coords = _as_coords(cset[()], path)
+                attrs.update({k: _plain(v) for k, v in cset.attrs.items()})
+            attrs.update({k: _plain(v) for k, v in f.attrs.items()})
+    except BagError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise BagError(path, f"not a readable HDF5 bag ({_first_line(exc)})") from None
+    features = torch.from_numpy(buffer)
+    if features.ndim == 3 and features.shape[0] == 1:
+        features = features[0]
+    return Bag(features=features, coords=coords, attrs=attrs, path=path)
+
+
+def _as_coords(data: Any, where: Path) -> np.ndarray:
+    arr = data.numpy() if isinstance(data, torch.Tensor) else np.asarray(data)
+    if arr.ndim == 3 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.dtype.kind not in "fiu":
+        raise BagError(where, f"coords must be numeric, found dtype {arr.dtype}")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise BagError(where, "coords contain NaN/Inf")
+    return arr.astype(np.int64, copy=False)
+
+
+def _plain(value: Any) -> Any:
+    """h5py attribute → JSON-friendly Python value."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _is_plain(value: Any) -> bool:
+    return isinstance(value, str | int | float | bool) or value is None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def save_bag(
+    path: str | Path,
+    features: torch.Tensor | np.ndarray,
+    coords: np.ndarray | None = None,
+    attrs: dict[str, Any] | None = None,
+    coords_attrs: dict[str, Any] | None = None,
+) -> Path:
+    """Write a bag atomically in the contract's layout.
+
+    ``.h5``: datasets ``features`` ``(N, D)`` float32 and ``coords`` ``(N, 2)`` int64, ``attrs``
+    on ``features`` (e.g. ``encoder``, ``dim``) and ``coords_attrs`` on ``coords`` (e.g.
+    ``patch_size_level0``). ``.pt``: a dict ``{"features", "coords", **attrs}`` of plain types.
+    """
+    out = Path(path)
+    feats = features.detach().cpu().numpy() if isinstance(features, torch.Tensor) else features
+    feats = np.ascontiguousarray(feats, dtype=np.float32)
+    with atomic_path(out) as tmp:
+        if out.suffix.lower() == ".pt":
+            payload: dict[str, Any] = {"features": torch.from_numpy(feats)}
+            if coords is not None:
+                payload["coords"] = torch.from_numpy(np.asarray(coords, dtype=np.int64))
+            payload.update({k: v for k, v in (attrs or {}).items() if _is_plain(v)})
+            torch.save(payload, tmp)
+        else:
+            with h5py.File(tmp, "w") as f:
+                fd = f.create_dataset("features", data=feats)
+                for k, v in (attrs or {}).items():
+                    fd.attrs[k] = v
+                if coords is not None:
+                    cd = f.create_dataset("coords", data=np.asarray(coords, dtype=np.int64))
+                    for k, v in (coords_attrs or {}).items():
+                        cd.attrs[k] = v
+    return out
+
+
+def infer_patch_size(coords: np.ndarray, attrs: dict[str, Any] | None = None) -> int:
+    """Level-0 patch size of a bag: from its attributes, else the most common grid step.
+
+    Order: ``patch_size_level0`` (TRIDENT), ``patch_size`` × downsample of ``patch_level``
+    (CLAM; downsample from the ``downsample`` attribute when stored), else the most common
+    positive difference between sorted unique x (and y) coordinates.
+    """
+    attrs = attrs or {}
+    if attrs.get("patch_size_level0"):
+        return int(attrs["patch_size_level0"])
+    if attrs.get("patch_size"):
+        size = float(attrs["patch_size"])
+        down = attrs.get("downsample")
+        # CLAM stores the level's downsample beside patch_size; without it assume level 0
+        factor = float(np.ravel(down)[0]) if down is not None else 1.0
+        return max(1, round(size * factor))
+    steps: list[np.ndarray] = []
+    for axis in (0, 1):
+        values = np.unique(coords[:, axis])
+        if values.size > 1:
+            d = np.diff(values)
+            steps.append(d[d > 0])
+    all_steps = np.concatenate(steps) if steps else np.array([], dtype=np.int64)
+    if all_steps.size == 0:
+        return 256
+    vals, counts = np.unique(all_steps, return_counts=True)
+    return int(vals[np.argmax(counts)])
