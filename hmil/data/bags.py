@@ -206,13 +206,13 @@ def _load_h5(path: Path) -> Bag:
             buffer = np.empty(dset.shape, dtype=np.float32)
             if buffer.size:
                 dset.read_direct(buffer)
-            attrs: dict[str, Any] = {k: _plain(v) for k, v in dset.attrs.items()}
+            attrs: dict[str, Any] = {k: plain_value(v) for k, v in dset.attrs.items()}
             coords = None
             if "coords" in f:
                 cset = f["coords"]
                 coords = _as_coords(cset[()], path)
-                attrs.update({k: _plain(v) for k, v in cset.attrs.items()})
-            attrs.update({k: _plain(v) for k, v in f.attrs.items()})
+                attrs.update({k: plain_value(v) for k, v in cset.attrs.items()})
+            attrs.update({k: plain_value(v) for k, v in f.attrs.items()})
     except BagError:
         raise
     except (OSError, KeyError, ValueError, TypeError) as exc:
@@ -234,7 +234,7 @@ def _as_coords(data: Any, where: Path) -> np.ndarray:
     return arr.astype(np.int64, copy=False)
 
 
-def _plain(value: Any) -> Any:
+def plain_value(value: Any) -> Any:
     """h5py attribute → JSON-friendly Python value."""
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")

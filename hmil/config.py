@@ -1,0 +1,360 @@
+"""Run configuration: dataclasses with a documented default for every field, YAML in and out.
+
+``hmil train --config FILE`` reads a YAML file holding any subset of the sections below; CLI
+flags override it; the fully resolved config is written to ``RUN/config.yaml`` so that a run can
+be reproduced from that file alone. Unknown keys and wrong types are errors naming the key.
+Each field's ``metadata["help"]`` is its documentation (``hmil train --print-config`` shows it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hmil.errors import ConfigError
+
+
+def _f(default: Any, help: str) -> Any:
+    """A dataclass field with an immutable default and its documentation."""
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of HMIL (defaults: the reference model, ~1.3 M parameters at D = 1024)."""
+
+    hidden_dim: int = _f(256, "width of the re-embedding MLP's hidden layer (D→hidden→coarse_dim)")
+    coarse_dim: int = _f(1024, "coarse instance feature size h_c")
+    fine_dim: int = _f(256, "fine instance feature size h_f = Linear(coarse_dim→fine_dim)(h_c)")
+    coarse_attention_dim: int = _f(256, "hidden size of the coarse class-wise gated attention")
+    fine_attention_dim: int = _f(64, "hidden size of the fine class-wise gated attention")
+    dropout: float = _f(0.0, "dropout after the re-embedding MLP and in the attention (0 = off)")
+
+    def validate(self) -> None:
+        for name in ("hidden_dim", "coarse_dim", "fine_dim"):
+            _require(getattr(self, name) >= 1, f"model.{name}", "must be ≥ 1")
+        for name in ("coarse_attention_dim", "fine_attention_dim"):
+            _require(getattr(self, name) >= 1, f"model.{name}", "must be ≥ 1")
+        _require(0.0 <= self.dropout < 1.0, "model.dropout", "must lie in [0, 1)")
+
+
+CURRICULUM_FACTORS = ("coarse", "contrastive", "none")
+
+
+@dataclass
+class LossTerm:
+    """One loss term: on/off, weight, and which curriculum factor multiplies it."""
+
+    enabled: bool = _f(True, "include this term in the loss")
+    weight: float = _f(1.0, "constant weight of this term")
+    curriculum: str = _f(
+        "none", "'coarse' multiplies by β, 'contrastive' by 1 − β, 'none' by 1 (β: schedule)"
+    )
+
+    def validate(self, where: str) -> None:
+        _require(self.weight >= 0, f"{where}.weight", "must be ≥ 0")
+        _require(
+            self.curriculum in CURRICULUM_FACTORS,
+            f"{where}.curriculum",
+            f"must be one of {', '.join(CURRICULUM_FACTORS)}",
+        )
+
+
+SCHEDULES = ("linear", "quadratic", "constant")
+
+
+@dataclass
+class LossConfig:
+    """Loss terms and curriculum weighting.
+
+    Project default (``shared/method/HMIL.md``):
+    L = L_ce^f + β·(L_ce^c + L_ba + L_ia) + (1 − β)·L_con with β = 1 − e/E. The released code's
+    variant is ``schedule: quadratic`` with ``bag_align.curriculum: none`` and
+    ``inst_align.enabled: false``; the paper figure's is ``bag_align`` and ``inst_align`` off.
+    """
+
+    ce_fine: LossTerm = field(
+        default_factory=lambda: LossTerm(curriculum="none"),
+        metadata={"help": "cross-entropy of the fine head"},
+    )
+    ce_coarse: LossTerm = field(
+        default_factory=lambda: LossTerm(curriculum="coarse"),
+        metadata={"help": "cross-entropy of the coarse head"},
+    )
+    bag_align: LossTerm = field(
+        default_factory=lambda: LossTerm(curriculum="coarse"),
+        metadata={"help": "bag-level alignment: −log (Mᵀ softmax(fine logits))[y_coarse]"},
+    )
+    inst_align: LossTerm = field(
+        default_factory=lambda: LossTerm(curriculum="coarse"),
+        metadata={"help": "instance-level alignment: mean_n 1 − cos(A_c[:, n], (Mᵀ A_f)[:, n])"},
+    )
+    supcon: LossTerm = field(
+        default_factory=lambda: LossTerm(curriculum="contrastive"),
+        metadata={"help": "supervised contrastive loss on the class-wise fine bag embeddings"},
+    )
+    schedule: str = _f(
+        "linear", "β over epochs: linear 1 − e/E, quadratic 1 − (e/E)², constant (beta)"
+    )
+    beta: float = _f(0.5, "β for the constant schedule")
+    temperature: float = _f(0.1, "SupCon temperature τ (paper: 0.1)")
+    temperature_schedule: str = _f(
+        "constant", "constant τ, or 'cosine' τ(e) = 0.1 + 0.9·(1 + cos(2πe/E))/2 (released code)"
+    )
+    supcon_memory: int = _f(
+        64,
+        "bags whose detached fine embeddings are kept as extra SupCon contrasts (emptied every "
+        "epoch). Bags are forwarded one at a time, so this memory replaces the reference's "
+        "whole-step graph and keeps RAM bounded",
+    )
+
+    def terms(self) -> dict[str, LossTerm]:
+        return {
+            "ce_fine": self.ce_fine,
+            "ce_coarse": self.ce_coarse,
+            "bag_align": self.bag_align,
+            "inst_align": self.inst_align,
+            "supcon": self.supcon,
+        }
+
+    def validate(self) -> None:
+        for name, term in self.terms().items():
+            term.validate(f"loss.{name}")
+        _require(self.schedule in SCHEDULES, "loss.schedule", f"must be one of {SCHEDULES}")
+        _require(0.0 <= self.beta <= 1.0, "loss.beta", "must lie in [0, 1]")
+        _require(self.temperature > 0, "loss.temperature", "must be > 0")
+        _require(
+            self.temperature_schedule in ("constant", "cosine"),
+            "loss.temperature_schedule",
+            "must be 'constant' or 'cosine'",
+        )
+        _require(self.supcon_memory >= 0, "loss.supcon_memory", "must be ≥ 0")
+
+
+SELECT_METRICS = ("fine_auc", "fine_balanced_accuracy", "fine_macro_f1", "val_loss")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation (defaults: the reference recipe, Adam 1e-4, 200 epochs, 64 bags per step)."""
+
+    epochs: int = _f(200, "number of epochs E")
+    lr: float = _f(1e-4, "Adam learning rate")
+    weight_decay: float = _f(0.0, "Adam weight decay")
+    bags_per_step: int = _f(
+        64, "bags whose losses are averaged into one optimiser step (gradient accumulation)"
+    )
+    plateau_factor: float = _f(0.1, "ReduceLROnPlateau factor")
+    plateau_patience: int = _f(5, "ReduceLROnPlateau patience (epochs)")
+    select_metric: str = _f(
+        "fine_auc", "validation metric that picks the best epoch (ties → lower val loss)"
+    )
+    early_stop_patience: int = _f(0, "stop after this many epochs without improvement (0 = off)")
+    max_instances: int = _f(
+        0, "randomly subsample bags larger than this during training (0 = use all instances)"
+    )
+    seed: int = _f(0, "seed of all randomness (shuffling, init, subsampling)")
+    device: str = _f("auto", "auto (CUDA when present), cpu or cuda[:i]")
+    amp: bool = _f(True, "bf16 autocast on CUDA (ignored on CPU)")
+    cache_bags_gb: float = _f(
+        4.0, "keep loaded training bags in RAM up to this many GB (0 = re-read every epoch)"
+    )
+
+    def validate(self) -> None:
+        _require(self.epochs >= 1, "train.epochs", "must be ≥ 1")
+        _require(self.lr > 0, "train.lr", "must be > 0")
+        _require(self.weight_decay >= 0, "train.weight_decay", "must be ≥ 0")
+        _require(self.bags_per_step >= 1, "train.bags_per_step", "must be ≥ 1")
+        _require(0 < self.plateau_factor < 1, "train.plateau_factor", "must lie in (0, 1)")
+        _require(self.plateau_patience >= 0, "train.plateau_patience", "must be ≥ 0")
+        _require(
+            self.select_metric in SELECT_METRICS,
+            "train.select_metric",
+            f"must be one of {', '.join(SELECT_METRICS)}",
+        )
+        _require(self.early_stop_patience >= 0, "train.early_stop_patience", "must be ≥ 0")
+        _require(self.max_instances >= 0, "train.max_instances", "must be ≥ 0")
+        _require(self.cache_bags_gb >= 0, "train.cache_bags_gb", "must be ≥ 0")
+
+
+@dataclass
+class DataConfig:
+    """Where the cohort lives (paths are stored as given, resolved against the working dir)."""
+
+    labels: str = _f("", "label table CSV (slide_id, label, optional case_id)")
+    features: str = _f("", "directory of bags <slide_id>.h5 / .pt")
+    splits: str = _f("", "directory of splits_<k>.csv")
+    hierarchy: str = _f("", "hierarchy preset name (bracs, panda, ccc) or YAML/JSON file")
+    folds: str = _f("all", "folds to train: 'all' or comma-separated indices, e.g. 0,1")
+    encoder: str = _f("", "name of the encoder that made the features (recorded in checkpoints)")
+
+    def validate(self) -> None:
+        return None
+
+
+@dataclass
+class LauncherConfig:
+    """How folds are run: in this process, in local worker processes, or as SLURM jobs."""
+
+    kind: str = _f("inline", "inline (this process), local (submitit local processes) or slurm")
+    workers: int = _f(1, "folds running at the same time with the local launcher")
+    partition: str = _f("", "SLURM partition")
+    gpus_per_job: int = _f(0, "GPUs per SLURM job")
+    cpus_per_job: int = _f(4, "CPUs per job")
+    mem_gb: int = _f(32, "memory per SLURM job in GB")
+    time_min: int = _f(720, "SLURM time limit per job in minutes")
+    account: str = _f("", "SLURM account (optional)")
+    qos: str = _f("", "SLURM QOS (optional)")
+    extra: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "extra submitit/SLURM parameters, e.g. {constraint: a100}"},
+    )
+
+    def validate(self) -> None:
+        _require(
+            self.kind in ("inline", "local", "slurm"),
+            "launcher.kind",
+            "must be inline, local or slurm",
+        )
+        _require(self.workers >= 1, "launcher.workers", "must be ≥ 1")
+
+
+@dataclass
+class Config:
+    """Everything a training run needs; ``RUN/config.yaml`` is this object written out."""
+
+    data: DataConfig = field(default_factory=DataConfig, metadata={"help": "cohort paths"})
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "architecture"})
+    loss: LossConfig = field(default_factory=LossConfig, metadata={"help": "loss terms"})
+    train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "optimisation"})
+    launcher: LauncherConfig = field(
+        default_factory=LauncherConfig, metadata={"help": "where folds run"}
+    )
+
+    def validate(self) -> Config:
+        for section in (self.data, self.model, self.loss, self.train, self.launcher):
+            section.validate()
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None, source: str = "config") -> Config:
+        return _build(cls(), data or {}, source, prefix="").validate()
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Config:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(p, "config file not found")
+        try:
+            data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise ConfigError(p, f"cannot parse YAML ({str(exc).splitlines()[0]})") from None
+        if data is not None and not isinstance(data, dict):
+            raise ConfigError(p, "a config file must be a mapping of sections")
+        return cls.from_dict(data, source=str(p))
+
+    def override(self, dotted: dict[str, Any]) -> Config:
+        """A copy with ``{"train.epochs": 5, ...}`` applied (None values are skipped)."""
+        data = self.to_dict()
+        for key, value in dotted.items():
+            if value is None:
+                continue
+            node = data
+            *parents, leaf = key.split(".")
+            for part in parents:
+                node = node[part]
+            node[leaf] = value
+        return Config.from_dict(data, source="command line")
+
+
+def _require(ok: bool, key: str, problem: str) -> None:
+    if not ok:
+        raise ConfigError(key, problem)
+
+
+def _build(base: Any, data: Any, source: str, prefix: str) -> Any:
+    """A copy of dataclass instance ``base`` with the values in ``data`` applied recursively.
+
+    Starting from the default instance (not the class) keeps per-field defaults of nested
+    sections, e.g. ``loss.ce_coarse`` keeps ``curriculum: coarse`` when only its weight is set.
+    Unknown keys and wrong types are errors naming the dotted key.
+    """
+    cls = type(base)
+    where = prefix.rstrip(".") or "config"
+    if not isinstance(data, dict):
+        raise ConfigError(source, f"'{where}' must be a mapping, found {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            source,
+            f"unknown config key '{prefix}{unknown[0]}' (known in '{where}': {', '.join(fields)})",
+        )
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        hint = hints[name]
+        key = f"{prefix}{name}"
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(getattr(base, name), value, source, prefix=f"{key}.")
+        else:
+            kwargs[name] = _coerce(value, hint, key, source)
+    return dataclasses.replace(base, **kwargs)
+
+
+def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+        origin = typing.get_origin(hint)
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(source, f"'{key}' must be a mapping")
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(source, f"'{key}' must be true or false, found {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(source, f"'{key}' must be an integer, found {value!r}")
+    if hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(source, f"'{key}' must be a number, found {value!r}")
+    if hint is str:
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(source, f"'{key}' must be a string, found {value!r}")
+    return value
+
+
+def describe(cls: type = Config, prefix: str = "") -> list[str]:
+    """One ``key: default  # help`` line per field (for ``--print-config`` and the docs)."""
+    lines: list[str] = []
+    hints = typing.get_type_hints(cls)
+    instance = cls()
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        help_text = f.metadata.get("help", "")
+        if dataclasses.is_dataclass(hint):
+            lines.append(f"{prefix}{f.name}:  # {help_text}")
+            lines.extend(describe(hint, prefix + "  "))
+        else:
+            lines.append(f"{prefix}{f.name}: {getattr(instance, f.name)!r}  # {help_text}")
+    return lines

@@ -1,0 +1,68 @@
+"""The label table (``labels.csv``): one row per slide, fine label names of a hierarchy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from hmil.errors import LabelError
+from hmil.hierarchy import Hierarchy
+
+REQUIRED_COLUMNS = ("slide_id", "label")
+
+
+def read_labels(path: str | Path, hierarchy: Hierarchy) -> pd.DataFrame:
+    """Read and validate a label table.
+
+    Returns:
+        A DataFrame indexed 0..S-1 with the file's columns plus ``case_id`` (defaults to
+        ``slide_id``), ``fine_idx``, ``coarse_idx`` and ``coarse`` (the derived coarse name).
+        Ids are read as strings so zero-padded ids keep their padding.
+
+    Raises:
+        LabelError: naming the file (and the row, 1-based as in a spreadsheet with its header on
+            row 1) for a missing file or column, an empty or unknown label, an empty slide id, or
+            a duplicate slide id.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise LabelError(p, "label table not found")
+    try:
+        df = pd.read_csv(p, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise LabelError(p, f"cannot parse CSV ({str(exc).splitlines()[0]})") from None
+    df.columns = [c.strip() for c in df.columns]
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise LabelError(
+            p, f"missing column(s) {', '.join(missing)} (have: {', '.join(df.columns)})"
+        )
+    if df.empty:
+        raise LabelError(p, "label table has no rows")
+    df["slide_id"] = df["slide_id"].str.strip()
+    df["label"] = df["label"].str.strip()
+    if "case_id" not in df.columns:
+        df["case_id"] = df["slide_id"]
+    df["case_id"] = df["case_id"].str.strip()
+    df.loc[df["case_id"] == "", "case_id"] = df["slide_id"]
+    fine_idx: list[int] = []
+    for row, (slide_id, label) in enumerate(zip(df["slide_id"], df["label"], strict=True), start=2):
+        if not slide_id:
+            raise LabelError(p, f"row {row}: empty slide_id")
+        if not label:
+            raise LabelError(p, f"row {row}: slide '{slide_id}' has an empty label")
+        if label not in hierarchy.fine:
+            raise LabelError(
+                p,
+                f"row {row}: label '{label}' of slide '{slide_id}' is not a fine class of "
+                f"hierarchy '{hierarchy.name}' ({', '.join(hierarchy.fine)})",
+            )
+        fine_idx.append(hierarchy.fine.index(label))
+    dup = df["slide_id"][df["slide_id"].duplicated()].tolist()
+    if dup:
+        raise LabelError(p, f"duplicate slide_id(s): {', '.join(sorted(set(dup))[:5])}")
+    df["fine_idx"] = fine_idx
+    df["coarse_idx"] = [hierarchy.parent[j] for j in fine_idx]
+    df["coarse"] = [hierarchy.coarse[c] for c in df["coarse_idx"]]
+    return df.reset_index(drop=True)

@@ -1,0 +1,168 @@
+"""Train/val/test splits per fold, stratified by fine label and grouped by patient.
+
+On disk each fold is CLAM's ``splits_<k>.csv``: columns ``train``, ``val``, ``test`` of slide
+ids (unequal lengths, blanks pad), with CLAM's unnamed leading index column.
+
+Two designs, both deterministic by seed:
+
+* default (``test_frac=None``): k-fold cross-validation — the k test sets partition the cohort
+  (``StratifiedGroupKFold``); a validation set of ``val_frac`` is drawn from the rest.
+* ``test_frac`` given: CLAM/HMIL-style Monte-Carlo splits — every fold draws its own test and
+  validation sets of the given fractions (the paper's ten 80/10/10 splits).
+
+Groups (``case_id``) never straddle two parts of a fold.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold
+
+from hmil.errors import SplitError
+from hmil.io import write_text_atomic
+
+
+@dataclass(frozen=True)
+class Split:
+    """Slide ids of one fold."""
+
+    train: tuple[str, ...]
+    val: tuple[str, ...]
+    test: tuple[str, ...]
+
+    def parts(self) -> dict[str, tuple[str, ...]]:
+        return {"train": self.train, "val": self.val, "test": self.test}
+
+
+def make_splits(
+    labels: pd.DataFrame,
+    k: int,
+    seed: int = 0,
+    val_frac: float = 0.1,
+    test_frac: float | None = None,
+) -> list[Split]:
+    """Make ``k`` folds from a label table (see :func:`hmil.data.labels.read_labels`).
+
+    Args:
+        labels: needs columns ``slide_id``, ``case_id``, ``fine_idx``.
+        k: number of folds (≥ 2 for cross-validation, ≥ 1 with ``test_frac``).
+        seed: makes the splits reproducible.
+        val_frac: fraction of the cohort in each validation set (0 for none).
+        test_frac: None for k-fold cross-validation, else the test fraction of every fold.
+    """
+    if k < 1 or (test_frac is None and k < 2):
+        raise SplitError("--k", f"need k ≥ 2 folds for cross-validation (got {k})")
+    if not 0 <= val_frac < 1 or (test_frac is not None and not 0 < test_frac < 1):
+        raise SplitError("--val-frac/--test-frac", "fractions must lie in [0, 1)")
+    n_groups = labels["case_id"].nunique()
+    if n_groups < 3:
+        raise SplitError("labels", f"need at least 3 cases to split, found {n_groups}")
+    ids = labels["slide_id"].to_numpy()
+    y = labels["fine_idx"].to_numpy()
+    groups = labels["case_id"].to_numpy()
+    folds: list[Split] = []
+    if test_frac is None:
+        outer = _group_kfold(k, seed).split(ids, y, groups)
+        test_parts = [test for _, test in outer]
+    else:
+        test_parts = [
+            _draw(np.arange(len(ids)), y, groups, test_frac, seed + 1000 * f) for f in range(k)
+        ]
+    for fold, test_idx in enumerate(test_parts):
+        rest = np.setdiff1d(np.arange(len(ids)), test_idx)
+        val_idx = (
+            rest[_draw(np.arange(len(rest)), y[rest], groups[rest], val_frac, seed + 7 + fold)]
+            if val_frac > 0
+            else np.array([], dtype=int)
+        )
+        train_idx = np.setdiff1d(rest, val_idx)
+        folds.append(
+            Split(
+                train=tuple(ids[np.sort(train_idx)]),
+                val=tuple(ids[np.sort(val_idx)]),
+                test=tuple(ids[np.sort(test_idx)]),
+            )
+        )
+    return folds
+
+
+def _group_kfold(n_splits: int, seed: int) -> StratifiedGroupKFold:
+    return StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+
+
+def _draw(
+    index: np.ndarray, y: np.ndarray, groups: np.ndarray, frac: float, seed: int
+) -> np.ndarray:
+    """Indices (into ``index``) of a stratified, group-respecting subset of about ``frac``."""
+    n_groups = len(np.unique(groups))
+    n_splits = int(np.clip(round(1 / frac), 2, n_groups))
+    with warnings.catch_warnings():
+        # "The least populated class has fewer members than n_splits": expected for rare classes
+        warnings.simplefilter("ignore", UserWarning)
+        _, part = next(_group_kfold(n_splits, seed).split(index, y, groups))
+    return index[part]
+
+
+def write_splits(splits: list[Split], out_dir: str | Path) -> list[Path]:
+    """Write ``splits_<k>.csv`` per fold (CLAM layout) atomically; returns the paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k, split in enumerate(splits):
+        columns = {name: pd.Series(list(ids), dtype=object) for name, ids in split.parts().items()}
+        frame = pd.DataFrame(columns)
+        path = out / f"splits_{k}.csv"
+        write_text_atomic(path, frame.to_csv(index=True))
+        paths.append(path)
+    return paths
+
+
+def read_split(path: str | Path, known_ids: set[str] | None = None) -> Split:
+    """Read one ``splits_<k>.csv``; with ``known_ids``, every id must have a label.
+
+    Raises:
+        SplitError: naming the file for a missing file or column, a slide in two parts, or a
+            slide that is not in ``known_ids``.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise SplitError(p, "split file not found")
+    try:
+        frame = pd.read_csv(p, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise SplitError(p, f"cannot parse CSV ({str(exc).splitlines()[0]})") from None
+    missing = [c for c in ("train", "val", "test") if c not in frame.columns]
+    if missing:
+        raise SplitError(p, f"missing column(s) {', '.join(missing)}")
+    parts = {c: tuple(s.strip() for s in frame[c] if s.strip()) for c in ("train", "val", "test")}
+    seen: dict[str, str] = {}
+    for part, ids in parts.items():
+        for slide_id in ids:
+            if slide_id in seen and seen[slide_id] != part:
+                raise SplitError(p, f"slide '{slide_id}' is in both {seen[slide_id]} and {part}")
+            seen[slide_id] = part
+            if known_ids is not None and slide_id not in known_ids:
+                raise SplitError(p, f"{part} slide '{slide_id}' has no row in the label table")
+    if not parts["train"]:
+        raise SplitError(p, "the train column is empty")
+    return Split(**parts)
+
+
+def list_split_files(splits_dir: str | Path) -> dict[int, Path]:
+    """``{fold: path}`` for every ``splits_<k>.csv`` in a directory, sorted by fold."""
+    d = Path(splits_dir)
+    if not d.is_dir():
+        raise SplitError(d, "splits directory not found")
+    found: dict[int, Path] = {}
+    for path in d.glob("splits_*.csv"):
+        suffix = path.stem.removeprefix("splits_")
+        if suffix.isdigit():
+            found[int(suffix)] = path
+    if not found:
+        raise SplitError(d, "no splits_<k>.csv files found")
+    return dict(sorted(found.items()))

@@ -1,0 +1,267 @@
+"""Prediction with a trained checkpoint: ``hmil.load_checkpoint(path).predict(bag)``.
+
+Bags small enough to hold comfortably are forwarded at once; larger ``.h5`` bags (above
+``stream_bytes``) are read in chunks and pooled with the exact online softmax
+(:meth:`hmil.model.HMIL.forward_streaming`), so memory stays bounded by one chunk plus the
+K×N attention scores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+
+from hmil.checkpoint import CheckpointInfo, load_checkpoint_file
+from hmil.data.bags import Bag, load_bag, plain_value, validate_bag
+from hmil.decoding import decode
+from hmil.device import resolve_device
+from hmil.errors import BagError
+from hmil.hierarchy import Hierarchy
+from hmil.model import HMIL, HMILOutput
+
+#: bags whose features exceed this many bytes are streamed from disk (h5 only)
+DEFAULT_STREAM_BYTES = 1 << 30
+DEFAULT_CHUNK_ROWS = 65536
+
+
+@dataclass
+class Prediction:
+    """One bag's prediction.
+
+    Attributes:
+        slide_id: file stem or given id.
+        n_instances: N.
+        hierarchy: the checkpoint's label tree.
+        fine_probs: ``(Kf,)`` softmax of the fine head.
+        coarse_head_probs: ``(Kc,)`` softmax of the coarse head.
+        attention: ``{"coarse": (Kc, N), "fine": (Kf, N)}`` numpy arrays, or None.
+        coords: ``(N, 2)`` level-0 patch coordinates from the bag, or None.
+        bag_attrs: metadata stored with the bag (patch size, encoder, ...).
+    """
+
+    slide_id: str
+    n_instances: int
+    hierarchy: Hierarchy
+    fine_probs: np.ndarray
+    coarse_head_probs: np.ndarray
+    attention: dict[str, np.ndarray] | None = None
+    coords: np.ndarray | None = None
+    bag_attrs: dict[str, Any] | None = None
+
+    @property
+    def coarse_probs(self) -> np.ndarray:
+        """``(Kc,)`` = Mᵀ p_f, the fine probabilities summed per coarse class."""
+        return self.fine_probs @ self.hierarchy.mapping
+
+    @property
+    def fine_pred(self) -> str:
+        return self.hierarchy.fine[int(np.argmax(self.fine_probs))]
+
+    @property
+    def coarse_pred(self) -> str:
+        return self.hierarchy.coarse[int(np.argmax(self.coarse_probs))]
+
+    @property
+    def consistent(self) -> bool:
+        """True when the coarse prediction is the parent of the fine prediction."""
+        return self.hierarchy.parent_of(self.fine_pred) == self.coarse_pred
+
+    def to_dict(self, attention: bool = False) -> dict[str, Any]:
+        """The contract's prediction record (``attention`` only when asked and available)."""
+        h = self.hierarchy
+        record: dict[str, Any] = {
+            "slide_id": self.slide_id,
+            "n_instances": self.n_instances,
+            "coarse": {
+                "pred": self.coarse_pred,
+                "probs": _named(h.coarse, self.coarse_probs),
+                "head_pred": h.coarse[int(np.argmax(self.coarse_head_probs))],
+                "head_probs": _named(h.coarse, self.coarse_head_probs),
+            },
+            "fine": {"pred": self.fine_pred, "probs": _named(h.fine, self.fine_probs)},
+            "consistent": self.consistent,
+        }
+        if attention and self.attention is not None:
+            record["attention"] = {
+                "coarse": {n: self.attention["coarse"][i].tolist() for i, n in enumerate(h.coarse)},
+                "fine": {n: self.attention["fine"][i].tolist() for i, n in enumerate(h.fine)},
+            }
+        return record
+
+
+def _named(names: tuple[str, ...], values: np.ndarray) -> dict[str, float]:
+    return {n: round(float(v), 6) for n, v in zip(names, values, strict=True)}
+
+
+class Predictor:
+    """A loaded checkpoint on a device, ready to predict bags.
+
+    Args:
+        model: the HMIL network (moved to ``device``, eval mode).
+        info: what the checkpoint says about itself (hierarchy, D, encoder, config).
+        device: where to run.
+        precision: ``fp32`` or ``bf16`` (autocast; CUDA only, ignored on CPU).
+        stream_bytes: ``.h5`` bags larger than this are streamed in chunks.
+        chunk_rows: instances per chunk when streaming.
+    """
+
+    def __init__(
+        self,
+        model: HMIL,
+        info: CheckpointInfo,
+        device: torch.device,
+        precision: str = "fp32",
+        stream_bytes: int = DEFAULT_STREAM_BYTES,
+        chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    ) -> None:
+        self.model = model.to(device).eval()
+        self.info = info
+        self.device = device
+        self.precision = precision
+        self.stream_bytes = stream_bytes
+        self.chunk_rows = chunk_rows
+
+    @property
+    def hierarchy(self) -> Hierarchy:
+        return self.info.hierarchy
+
+    @property
+    def in_dim(self) -> int:
+        return self.info.in_dim
+
+    def _autocast(self) -> Any:
+        enabled = self.precision == "bf16" and self.device.type == "cuda"
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    @torch.inference_mode()
+    def forward_bag(self, features: torch.Tensor) -> HMILOutput:
+        """Forward ``(N, D)`` features (already validated) on the predictor's device."""
+        with self._autocast():
+            return self.model(features.to(self.device, non_blocking=True))
+
+    def predict(
+        self,
+        source: str | Path | torch.Tensor | np.ndarray | Bag,
+        attention: bool = False,
+        slide_id: str | None = None,
+    ) -> Prediction:
+        """Predict one bag (path, ``(N, D)`` tensor/array, or :class:`Bag`).
+
+        Raises:
+            BagError: naming the file for an unreadable bag, N = 0, non-finite features, a
+                wrong shape, or a D different from the checkpoint's.
+        """
+        if isinstance(source, str | Path) and self._should_stream(Path(source)):
+            return self._predict_streaming(Path(source), attention, slide_id)
+        bag = load_bag(source, expected_dim=self.in_dim)
+        out = self.forward_bag(bag.features)
+        return self._to_prediction(out, bag.n_instances, slide_id or bag.slide_id, bag, attention)
+
+    def _to_prediction(
+        self, out: HMILOutput, n: int, slide_id: str, bag: Bag | None, attention: bool
+    ) -> Prediction:
+        att = None
+        if attention:
+            att = {
+                "coarse": out.coarse_attention.float().cpu().numpy(),
+                "fine": out.fine_attention.float().cpu().numpy(),
+            }
+        return Prediction(
+            slide_id=slide_id,
+            n_instances=n,
+            hierarchy=self.hierarchy,
+            fine_probs=torch.softmax(out.fine_logits.float(), -1).cpu().numpy().astype(np.float64),
+            coarse_head_probs=torch.softmax(out.coarse_logits.float(), -1)
+            .cpu()
+            .numpy()
+            .astype(np.float64),
+            attention=att,
+            coords=None if bag is None else bag.coords,
+            bag_attrs=None if bag is None else bag.attrs,
+        )
+
+    def _should_stream(self, path: Path) -> bool:
+        if path.suffix.lower() not in (".h5", ".hdf5") or not path.is_file():
+            return False
+        try:
+            with h5py.File(path, "r") as f:
+                d = f.get("features")
+                return isinstance(d, h5py.Dataset) and d.size * 4 > self.stream_bytes
+        except OSError:
+            return False  # let load_bag report the unreadable file
+
+    @torch.inference_mode()
+    def _predict_streaming(self, path: Path, attention: bool, slide_id: str | None) -> Prediction:
+        coords, attrs, n = None, {}, 0
+        try:
+            with h5py.File(path, "r") as f:
+                dset = f["features"]
+                shape = dset.shape[1:] if dset.ndim == 3 and dset.shape[0] == 1 else dset.shape
+                if len(shape) != 2:
+                    raise BagError(path, f"features must be 2-D (N, D), found shape {dset.shape}")
+                n, d = shape
+                if n == 0:
+                    raise BagError(path, "bag has 0 instances")
+                if d != self.in_dim:
+                    raise BagError(
+                        path, f"feature dimension {d} does not match the model's {self.in_dim}"
+                    )
+                if "coords" in f:
+                    coords = np.asarray(f["coords"][()], dtype=np.int64)
+                    if coords.shape != (n, 2):
+                        raise BagError(path, f"{coords.shape[0]} coords for {n} feature vectors")
+                    attrs = {k: plain_value(v) for k, v in f["coords"].attrs.items()}
+                with self._autocast():
+                    out = self.model.forward_streaming(
+                        self._h5_chunks(path, dset), keep_attention=attention
+                    )
+        except OSError as exc:
+            raise BagError(path, f"not a readable HDF5 bag ({str(exc).splitlines()[0]})") from None
+        bag = Bag(features=torch.empty(0, self.in_dim), coords=coords, attrs=attrs, path=path)
+        return self._to_prediction(out, n, slide_id or path.stem, bag, attention)
+
+    def _h5_chunks(self, path: Path, dset: h5py.Dataset) -> Iterator[torch.Tensor]:
+        """Yield validated ``(n, D)`` chunks of an h5 features dataset on the device.
+
+        Chunks are read into a reusable pinned buffer on CUDA so host→device copies are async.
+        """
+        squeeze = dset.ndim == 3
+        n = dset.shape[1] if squeeze else dset.shape[0]
+        d = dset.shape[-1]
+        pin = self.device.type == "cuda"
+        buffer = torch.empty((self.chunk_rows, d), dtype=torch.float32, pin_memory=pin)
+        for start in range(0, n, self.chunk_rows):
+            stop = min(start + self.chunk_rows, n)
+            view = buffer[: stop - start]
+            sel = np.s_[0, start:stop] if squeeze else np.s_[start:stop]
+            dset.read_direct(view.numpy(), source_sel=sel)
+            chunk = Bag(features=view, path=path)
+            try:
+                validate_bag(chunk, expected_dim=self.in_dim)
+            except BagError as exc:
+                raise BagError(path, f"{exc.problem} (rows {start}..{stop - 1})") from None
+            yield view.to(self.device, non_blocking=True)
+            if pin:
+                torch.cuda.current_stream().synchronize()  # buffer is reused by the next read
+
+
+def load_checkpoint(
+    path: str | Path, device: str | torch.device = "auto", precision: str = "fp32", **kwargs: Any
+) -> Predictor:
+    """Load a checkpoint for prediction (``device="auto"``: CUDA when present)."""
+    dev = resolve_device(device)
+    model, info = load_checkpoint_file(path, map_location="cpu")
+    return Predictor(model, info, dev, precision=precision, **kwargs)
+
+
+def decode_predictions(predictions: list[Prediction], hierarchy: Hierarchy) -> Any:
+    """Stack many predictions and decode them together (see :func:`hmil.decoding.decode`)."""
+    fine = np.stack([p.fine_probs for p in predictions])
+    head = np.stack([p.coarse_head_probs for p in predictions])
+    return decode(fine, hierarchy, head)

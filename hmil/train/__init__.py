@@ -1,0 +1,1 @@
+"""Training folds, metrics, run directories and launchers."""
