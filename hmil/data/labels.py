@@ -12,8 +12,11 @@ from hmil.hierarchy import Hierarchy
 REQUIRED_COLUMNS = ("slide_id", "label")
 
 
-def read_labels(path: str | Path, hierarchy: Hierarchy) -> pd.DataFrame:
+def read_labels(path: str | Path, hierarchy: Hierarchy | None) -> pd.DataFrame:
     """Read and validate a label table.
+
+    With ``hierarchy=None`` (enough for splitting) labels are only checked to be non-empty,
+    ``fine_idx`` indexes the sorted distinct labels and no coarse columns are added.
 
     Returns:
         A DataFrame indexed 0..S-1 with the file's columns plus ``case_id`` (defaults to
@@ -47,22 +50,25 @@ def read_labels(path: str | Path, hierarchy: Hierarchy) -> pd.DataFrame:
     df["case_id"] = df["case_id"].str.strip()
     df.loc[df["case_id"] == "", "case_id"] = df["slide_id"]
     fine_idx: list[int] = []
+    names = hierarchy.fine if hierarchy is not None else tuple(sorted(set(df["label"]) - {""}))
     for row, (slide_id, label) in enumerate(zip(df["slide_id"], df["label"], strict=True), start=2):
         if not slide_id:
             raise LabelError(p, f"row {row}: empty slide_id")
         if not label:
             raise LabelError(p, f"row {row}: slide '{slide_id}' has an empty label")
-        if label not in hierarchy.fine:
+        if hierarchy is not None and label not in hierarchy.fine:
             raise LabelError(
                 p,
                 f"row {row}: label '{label}' of slide '{slide_id}' is not a fine class of "
                 f"hierarchy '{hierarchy.name}' ({', '.join(hierarchy.fine)})",
             )
-        fine_idx.append(hierarchy.fine.index(label))
+        fine_idx.append(names.index(label))
     dup = df["slide_id"][df["slide_id"].duplicated()].tolist()
     if dup:
         raise LabelError(p, f"duplicate slide_id(s): {', '.join(sorted(set(dup))[:5])}")
     df["fine_idx"] = fine_idx
+    if hierarchy is None:
+        return df.reset_index(drop=True)
     df["coarse_idx"] = [hierarchy.parent[j] for j in fine_idx]
     df["coarse"] = [hierarchy.coarse[c] for c in df["coarse_idx"]]
     return df.reset_index(drop=True)

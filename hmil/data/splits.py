@@ -67,16 +67,25 @@ def make_splits(
     groups = labels["case_id"].to_numpy()
     folds: list[Split] = []
     if test_frac is None:
-        outer = _group_kfold(k, seed).split(ids, y, groups)
-        test_parts = [test for _, test in outer]
+        largest = int(np.bincount(y).max())
+        if k > n_groups or k > largest:
+            raise SplitError(
+                "--k", f"{k} folds need at least {k} cases and a class with ≥ {k} slides "
+                f"(found {n_groups} cases, largest class {largest})",
+            )  # fmt: skip
+        outer = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # rare classes: fewer members than k
+            test_parts = [test for _, test in outer.split(ids, y, groups)]
     else:
         test_parts = [
             _draw(np.arange(len(ids)), y, groups, test_frac, seed + 1000 * f) for f in range(k)
         ]
     for fold, test_idx in enumerate(test_parts):
         rest = np.setdiff1d(np.arange(len(ids)), test_idx)
+        rest_frac = min(val_frac * len(ids) / max(len(rest), 1), 1.0)  # of the cohort
         val_idx = (
-            rest[_draw(np.arange(len(rest)), y[rest], groups[rest], val_frac, seed + 7 + fold)]
+            rest[_draw(np.arange(len(rest)), y[rest], groups[rest], rest_frac, seed + 7 + fold)]
             if val_frac > 0
             else np.array([], dtype=int)
         )
@@ -91,21 +100,34 @@ def make_splits(
     return folds
 
 
-def _group_kfold(n_splits: int, seed: int) -> StratifiedGroupKFold:
-    return StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-
-
 def _draw(
     index: np.ndarray, y: np.ndarray, groups: np.ndarray, frac: float, seed: int
 ) -> np.ndarray:
-    """Indices (into ``index``) of a stratified, group-respecting subset of about ``frac``."""
-    n_groups = len(np.unique(groups))
-    n_splits = int(np.clip(round(1 / frac), 2, n_groups))
-    with warnings.catch_warnings():
-        # "The least populated class has fewer members than n_splits": expected for rare classes
-        warnings.simplefilter("ignore", UserWarning)
-        _, part = next(_group_kfold(n_splits, seed).split(index, y, groups))
-    return index[part]
+    """Indices (into ``index``) of a stratified, group-respecting subset of about ``frac``.
+
+    Greedy: visit the groups in a seeded random order and take a group when doing so brings
+    the per-class counts closer to ``frac`` × the class totals. Unlike
+    ``StratifiedGroupKFold`` this works for any fraction and for classes with only a few
+    slides (it never fails; a class of 3 slides at 10 % simply gets none).
+    """
+    rng = np.random.default_rng(seed)
+    classes, y_idx = np.unique(y, return_inverse=True)
+    target = frac * np.bincount(y_idx, minlength=classes.size)
+    unique_groups = np.unique(groups)
+    counts = np.zeros(classes.size)
+    chosen: list[np.ndarray] = []
+    for group in rng.permutation(unique_groups):
+        members = np.flatnonzero(groups == group)
+        add = np.bincount(y_idx[members], minlength=classes.size)
+        before = np.abs(counts - target).sum()
+        after = np.abs(counts + add - target).sum()
+        # ties (a 2-slide case against a 1-slide class quota) are taken while under the total
+        if after < before or (after == before and (counts + add).sum() <= target.sum()):
+            counts += add
+            chosen.append(members)
+    if not chosen:
+        return index[:0]
+    return index[np.sort(np.concatenate(chosen))]
 
 
 def write_splits(splits: list[Split], out_dir: str | Path) -> list[Path]:

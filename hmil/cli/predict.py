@@ -1,0 +1,55 @@
+"""``hmil predict``: one prediction record (JSON line) per bag."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from hmil.cli import EXIT_OK, EXIT_SKIPPED, EXIT_USAGE, report
+from hmil.errors import BagError
+from hmil.io import atomic_path
+from hmil.predict import load_checkpoint
+
+NAME = "predict"
+HELP = "predict bags with a checkpoint; one JSON record per bag (coarse, fine, consistency)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="checkpoint.pt")
+    parser.add_argument("bags", nargs="+", metavar="BAG", help="bag files (.h5 or .pt)")
+    parser.add_argument("--out", help="write JSON lines here (default: stdout)")
+    parser.add_argument("--attention", action="store_true", help="include class-wise attention")
+    parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    parser.add_argument(
+        "--precision", choices=("fp32", "bf16"), default="fp32", help="bf16 autocast on CUDA"
+    )
+    parser.add_argument("--strict", action="store_true", help="stop at the first bad bag")
+
+
+def run(args: argparse.Namespace) -> int:
+    predictor = load_checkpoint(args.checkpoint, device=args.device, precision=args.precision)
+    lines: list[str] = []
+    done = skipped = 0
+    for bag in args.bags:
+        try:
+            pred = predictor.predict(bag, attention=args.attention)
+        except BagError as exc:
+            if args.strict:
+                raise
+            report(exc.where, exc.problem)
+            skipped += 1
+            continue
+        line = json.dumps(pred.to_dict(attention=args.attention))
+        done += 1
+        if args.out:
+            lines.append(line)
+        else:
+            print(line, flush=True)
+    if args.out:
+        with atomic_path(args.out) as tmp:
+            tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        print(f"{args.out}: {len(lines)} prediction(s)", file=sys.stderr)
+    if skipped and not done:
+        return EXIT_USAGE  # nothing could be done
+    return EXIT_SKIPPED if skipped else EXIT_OK

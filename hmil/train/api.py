@@ -1,0 +1,163 @@
+"""Run-level training: resolve the config, write ``RUN/config.yaml``, train the chosen folds.
+
+Every fold job is :func:`run_fold_job`, which rebuilds everything from ``RUN/config.yaml``; the
+inline launcher calls it in this process, the local/SLURM launchers in other processes, so a
+fold behaves the same wherever it runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hmil.config import Config
+from hmil.data.labels import read_labels
+from hmil.data.splits import list_split_files, read_split
+from hmil.errors import ConfigError, RunError
+from hmil.hierarchy import Hierarchy
+from hmil.io import write_text_atomic
+from hmil.train.cohort import SkipHandler
+from hmil.train.loop import FoldResult, train_fold
+from hmil.train.runs import summarise_run
+
+CONFIG_NAME = "config.yaml"
+
+
+@dataclass
+class RunResult:
+    """What ``hmil train`` did: per-fold results and the summary over finished folds."""
+
+    run_dir: Path
+    folds: list[FoldResult] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        seen: dict[tuple[str, str], None] = {}
+        for fold in self.folds:
+            for item in fold.skipped:
+                seen.setdefault(item, None)
+        return list(seen)
+
+
+def resolve_folds(spec: str, available: list[int]) -> list[int]:
+    """``"all"`` or ``"0,2"`` → fold indices, each of which must have a split file."""
+    if spec.strip().lower() == "all":
+        return available
+    try:
+        folds = [int(part) for part in spec.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(
+            "--folds", f"expected 'all' or comma-separated integers, got '{spec}'"
+        ) from None
+    missing = [f for f in folds if f not in available]
+    if missing or not folds:
+        raise ConfigError(
+            "--folds", f"no split for fold(s) {missing or spec} (available: {available})"
+        )
+    return folds
+
+
+def absolute_paths(config: Config) -> Config:
+    """A copy whose data paths are absolute (a run must not depend on the working dir)."""
+    data = config.data
+    resolved = {
+        key: str(Path(getattr(data, key)).resolve()) if getattr(data, key) else ""
+        for key in ("labels", "features", "splits")
+    }
+    hierarchy = data.hierarchy
+    if hierarchy and Path(hierarchy).is_file():
+        resolved["hierarchy"] = str(Path(hierarchy).resolve())
+    return config.override({f"data.{k}": v for k, v in resolved.items()})
+
+
+def prepare_run(config: Config, out: str | Path, resume: bool = False) -> Path:
+    """Validate the data section and write ``RUN/config.yaml`` (kept as is when resuming).
+
+    Raises:
+        ConfigError: a required data path is missing.
+        RunError: resuming a run whose config differs from the one given.
+    """
+    for key in ("labels", "features", "splits", "hierarchy"):
+        if not getattr(config.data, key):
+            raise ConfigError(f"data.{key}", f"is required (--{key} or data.{key} in the config)")
+    run = Path(out)
+    run.mkdir(parents=True, exist_ok=True)
+    path = run / CONFIG_NAME
+    text = config.to_yaml()
+    if path.is_file() and resume:
+        stored = Config.from_file(path)
+        if stored.to_dict() != config.to_dict():
+            raise RunError(
+                path, "--resume with a config different from the run's; resume with the same "
+                "flags or without them (the stored config is used by `hmil train --resume "
+                "--out RUN` alone)",
+            )  # fmt: skip
+        return run
+    write_text_atomic(path, text)
+    return run
+
+
+def load_run_config(run_dir: str | Path) -> Config:
+    """The resolved config stored in a run directory."""
+    path = Path(run_dir) / CONFIG_NAME
+    if not path.is_file():
+        raise RunError(run_dir, f"not a run directory (no {CONFIG_NAME})")
+    return Config.from_file(path)
+
+
+def run_fold_job(
+    run_dir: str | Path,
+    fold: int,
+    resume: bool = False,
+    strict: bool = False,
+    verbose: bool = True,
+    on_skip: SkipHandler | None = None,
+    device: str | None = None,
+) -> FoldResult:
+    """Train one fold of a prepared run; everything comes from ``RUN/config.yaml``.
+
+    ``device`` overrides the config's device (the local launcher assigns GPUs round-robin).
+    """
+    config = load_run_config(run_dir)
+    if device:
+        config = config.override({"train.device": device})
+    hierarchy = Hierarchy.resolve(config.data.hierarchy)
+    labels = read_labels(config.data.labels, hierarchy)
+    split_path = list_split_files(config.data.splits).get(fold)
+    if split_path is None:
+        raise RunError(config.data.splits, f"no splits_{fold}.csv")
+    split = read_split(split_path, known_ids=set(labels["slide_id"]))
+    return train_fold(
+        config, hierarchy, labels, split, fold, run_dir,
+        resume=resume, strict=strict, on_skip=on_skip, verbose=verbose,
+    )  # fmt: skip
+
+
+def train(
+    config: Config,
+    out: str | Path,
+    resume: bool = False,
+    strict: bool = False,
+    verbose: bool = True,
+    on_skip: SkipHandler | None = None,
+) -> RunResult:
+    """Train ``config.data.folds`` one after another in this process (the inline launcher)."""
+    config = absolute_paths(config)
+    run = prepare_run(config, out, resume)
+    folds = resolve_folds(config.data.folds, list(list_split_files(config.data.splits)))
+    result = RunResult(run_dir=run)
+    for fold in folds:
+        result.folds.append(
+            run_fold_job(run, fold, resume=resume, strict=strict, verbose=verbose, on_skip=on_skip)
+        )
+    result.summary = summarise_run(run)
+    return result
+
+
+def config_from_yaml_text(text: str) -> Config:
+    """Parse a config given as YAML text (the viewer's training form)."""
+    return Config.from_dict(yaml.safe_load(text) or {}, source="config text")

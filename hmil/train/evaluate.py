@@ -1,0 +1,167 @@
+"""Test-set evaluation of a fold: metrics per level and the per-slide predictions table.
+
+Shared by the end of training and by ``hmil evaluate`` (which recomputes from checkpoints).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from hmil.data.splits import Split
+from hmil.decoding import Decoded, decode
+from hmil.errors import CheckpointError, RunError
+from hmil.hierarchy import Hierarchy
+from hmil.io import atomic_path, write_json_atomic
+from hmil.train.metrics import level_metrics, specificity
+from hmil.train.runs import FoldPaths
+
+if TYPE_CHECKING:
+    from hmil.train.cohort import SkipHandler
+
+
+def evaluation_report(
+    hierarchy: Hierarchy,
+    y_fine: np.ndarray,
+    fine_probs: np.ndarray,
+    coarse_head_probs: np.ndarray,
+    decoding: str = "fine_sum",
+) -> tuple[dict[str, Any], Decoded]:
+    """Metrics of all levels for S slides.
+
+    Args:
+        hierarchy: the label tree.
+        y_fine: ``(S,)`` true fine indices.
+        fine_probs: ``(S, Kf)``.
+        coarse_head_probs: ``(S, Kc)``.
+        decoding: ``fine_sum`` (default: coarse = argmax Mᵀ p_f) or ``top_down``.
+
+    Returns:
+        ``(report, decoded)``; the report has ``fine``, ``coarse`` (from the fine head, Mᵀ p_f)
+        and ``coarse_head`` (the coarse head's own probabilities) level metrics, the coarse
+        levels with ``specificity`` of the first coarse class, plus ``consistency`` (fraction of
+        slides whose coarse prediction is the parent of the fine one) and ``decoding``.
+    """
+    y_fine = np.asarray(y_fine, dtype=int)
+    y_coarse = np.asarray(hierarchy.parent)[y_fine]
+    dec = decode(fine_probs, hierarchy, coarse_head_probs, decoding)
+    report: dict[str, Any] = {
+        "decoding": decoding,
+        "n": int(y_fine.size),
+        "fine": level_metrics(y_fine, dec.fine_probs, hierarchy.fine, dec.fine_pred),
+        "coarse": level_metrics(y_coarse, dec.coarse_probs, hierarchy.coarse, dec.coarse_pred),
+    }
+    report["coarse"]["specificity"] = specificity(y_coarse, dec.coarse_pred, 0)
+    if dec.coarse_head_probs is not None and dec.coarse_head_pred is not None:
+        report["coarse_head"] = level_metrics(
+            y_coarse, dec.coarse_head_probs, hierarchy.coarse, dec.coarse_head_pred
+        )
+        report["coarse_head"]["specificity"] = specificity(y_coarse, dec.coarse_head_pred, 0)
+    report["consistency"] = float(dec.consistent.mean()) if y_fine.size else float("nan")
+    report["n_inconsistent"] = int((~dec.consistent).sum())
+    return report, dec
+
+
+def predictions_frame(
+    slide_ids: list[str], y_fine: np.ndarray, dec: Decoded, hierarchy: Hierarchy
+) -> pd.DataFrame:
+    """One row per slide: ids, true and predicted labels per level, flags and probabilities.
+
+    Columns: ``slide_id, true_coarse, true_fine, pred_coarse, pred_fine, pred_coarse_head,
+    consistent, correct_fine, correct_coarse, confidence`` then ``p_fine_<name>``,
+    ``p_coarse_<name>`` (Mᵀ p_f) and ``p_coarse_head_<name>``. ``confidence`` is the
+    probability of the predicted fine class.
+    """
+    y_fine = np.asarray(y_fine, dtype=int)
+    parent = np.asarray(hierarchy.parent)
+    frame: dict[str, Any] = {
+        "slide_id": list(slide_ids),
+        "true_coarse": [hierarchy.coarse[parent[j]] for j in y_fine],
+        "true_fine": [hierarchy.fine[j] for j in y_fine],
+        "pred_coarse": [hierarchy.coarse[c] for c in dec.coarse_pred],
+        "pred_fine": [hierarchy.fine[j] for j in dec.fine_pred],
+    }
+    if dec.coarse_head_pred is not None:
+        frame["pred_coarse_head"] = [hierarchy.coarse[c] for c in dec.coarse_head_pred]
+    frame["consistent"] = dec.consistent.tolist()
+    frame["correct_fine"] = (dec.fine_pred == y_fine).tolist()
+    frame["correct_coarse"] = (dec.coarse_pred == parent[y_fine]).tolist()
+    frame["confidence"] = dec.fine_probs[np.arange(len(y_fine)), dec.fine_pred].round(6).tolist()
+    for i, name in enumerate(hierarchy.fine):
+        frame[f"p_fine_{name}"] = dec.fine_probs[:, i].round(6)
+    for i, name in enumerate(hierarchy.coarse):
+        frame[f"p_coarse_{name}"] = dec.coarse_probs[:, i].round(6)
+    if dec.coarse_head_probs is not None:
+        for i, name in enumerate(hierarchy.coarse):
+            frame[f"p_coarse_head_{name}"] = dec.coarse_head_probs[:, i].round(6)
+    return pd.DataFrame(frame)
+
+
+def write_fold_evaluation(
+    paths: FoldPaths, report: dict[str, Any], predictions: pd.DataFrame
+) -> None:
+    """Write ``test_metrics.json`` and ``predictions.csv`` atomically (predictions first, so a
+    fold counts as finished only when both exist)."""
+    with atomic_path(paths.predictions) as tmp:
+        predictions.to_csv(tmp, index=False)
+    write_json_atomic(paths.test_metrics, report)
+
+
+def evaluate_run_fold(
+    run_dir: str | Path,
+    fold: int,
+    device: str = "auto",
+    decoding: str = "fine_sum",
+    strict: bool = False,
+    on_skip: SkipHandler | None = None,
+) -> dict[str, Any]:
+    """Recompute a fold's test metrics and predictions from its best checkpoint.
+
+    The run's stored config names the labels, features and splits. Raises
+    :class:`~hmil.errors.CheckpointError` when the checkpoint's hierarchy differs from the
+    run's (a checkpoint from another hierarchy) or its input dimension from the bags'.
+    """
+    from hmil.checkpoint import load_checkpoint_file
+    from hmil.data.labels import read_labels
+    from hmil.data.splits import list_split_files, read_split
+    from hmil.device import resolve_device
+    from hmil.train.api import load_run_config
+    from hmil.train.cohort import gather_fold
+    from hmil.train.loop import predict_items
+    from hmil.train.runs import fold_paths
+
+    config = load_run_config(run_dir)
+    hierarchy = Hierarchy.resolve(config.data.hierarchy)
+    paths = fold_paths(run_dir, fold)
+    model, info = load_checkpoint_file(paths.checkpoint)
+    if not info.hierarchy.same_as(hierarchy):
+        raise CheckpointError(
+            paths.checkpoint,
+            f"checkpoint hierarchy ({', '.join(info.hierarchy.fine)}) differs from the run's "
+            f"({', '.join(hierarchy.fine)})",
+        )
+    labels = read_labels(config.data.labels, hierarchy)
+    split_file = list_split_files(config.data.splits).get(fold)
+    if split_file is None:
+        raise RunError(config.data.splits, f"no splits_{fold}.csv")
+    split = read_split(split_file, known_ids=set(labels["slide_id"]))
+    test_only = Split(train=split.test, val=(), test=split.test)
+    cohort, store = gather_fold(
+        labels, test_only, config.data.features, store_budget_bytes=0, strict=strict,
+        on_skip=on_skip, expected_dim=info.in_dim, verbose=False,
+    )  # fmt: skip
+    dev = resolve_device(device)
+    items = cohort.parts["test"]
+    fine, head = predict_items(model.to(dev), items, store, dev)
+    y = np.array([it.fine for it in items], dtype=int)
+    report, dec = evaluation_report(hierarchy, y, fine, head, decoding)
+    report["fold"] = fold
+    report["best_epoch"] = info.epoch
+    report["skipped"] = [{"where": w, "problem": p} for w, p in cohort.skipped]
+    write_fold_evaluation(
+        paths, report, predictions_frame([it.slide_id for it in items], y, dec, hierarchy)
+    )
+    return report

@@ -1,0 +1,49 @@
+import pytest
+
+from hmil.config import Config, describe
+from hmil.errors import ConfigError
+
+
+def test_defaults_are_the_reference_recipe():
+    c = Config()
+    assert (c.train.lr, c.train.epochs, c.train.bags_per_step) == (1e-4, 200, 64)
+    assert (c.loss.schedule, c.loss.temperature) == ("linear", 0.1)
+    assert c.loss.supcon.curriculum == "contrastive" and c.loss.ce_coarse.curriculum == "coarse"
+
+
+def test_yaml_round_trip_and_partial_nested_override(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  epochs: 7\nloss:\n  ce_coarse:\n    weight: 2\n")
+    c = Config.from_file(path)
+    assert c.train.epochs == 7
+    assert c.loss.ce_coarse.weight == 2.0 and c.loss.ce_coarse.curriculum == "coarse"
+    assert Config.from_dict(c.to_dict()) == c
+    (tmp_path / "out.yaml").write_text(c.to_yaml())
+    assert Config.from_file(tmp_path / "out.yaml") == c
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "message"),
+    [
+        ("train:\n  epoch: 3\n", "unknown config key 'train.epoch'"),
+        ("trian:\n  epochs: 3\n", "unknown config key 'trian'"),
+        ("train:\n  epochs: many\n", "'train.epochs' must be an integer"),
+        ("loss:\n  schedule: cubic\n", "loss.schedule"),
+        ("train:\n  lr: -1\n", "train.lr"),
+        ("- a\n- b\n", "must be a mapping"),
+        ("train: [1, 2\n", "cannot parse YAML"),
+    ],
+)
+def test_malformed_configs_name_the_key(tmp_path, yaml_text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(ConfigError, match=message):
+        Config.from_file(path)
+
+
+def test_cli_style_override_and_documentation():
+    c = Config().override({"train.epochs": 3, "loss.supcon.enabled": False, "train.lr": None})
+    assert c.train.epochs == 3 and not c.loss.supcon.enabled and c.train.lr == 1e-4
+    lines = describe()
+    assert any(line.strip().startswith("epochs: 200  # number of epochs") for line in lines)
+    assert all("#" in line for line in lines)  # every field documented
