@@ -82,7 +82,8 @@ def train_fold(
         on_skip: called with ``(where, problem)`` for each skipped item.
         verbose: show progress.
         stop_check: polled after each epoch; returning True ends training early (as if the
-            last epoch were reached) — used by the viewer's stop button.
+            last epoch were reached). Default: the fold's ``STOP`` file exists (see
+            :attr:`hmil.train.runs.FoldPaths.stop_request`).
 
     Raises:
         RunError: the fold already has results and ``resume`` is False, or another process
@@ -100,6 +101,9 @@ def train_fold(
             paths.root,
             "fold already has training files; pass --resume to continue it or choose a new --out",
         )
+    if stop_check is None:
+        paths.stop_request.unlink(missing_ok=True)  # a stale request must not stop a new run
+        stop_check = paths.stop_request.exists
     with FoldLock(paths):
         return _train_locked(
             config, hierarchy, labels, split, fold, paths, resume, strict, on_skip, verbose,
@@ -118,7 +122,7 @@ def _train_locked(
     strict: bool,
     on_skip: SkipHandler | None,
     verbose: bool,
-    stop_check: Callable[[], bool] | None,
+    stop_check: Callable[[], bool],
 ) -> FoldResult:
     tc = config.train
     device = resolve_device(tc.device)
@@ -204,7 +208,8 @@ def _train_locked(
             )
             if tc.early_stop_patience and epoch - tracker.best_epoch >= tc.early_stop_patience:
                 break
-            if stop_check is not None and stop_check():
+            if stop_check():
+                write_status(paths, state="stopping", epoch=epoch)
                 break
     except BaseException:
         write_status(paths, state="interrupted", epoch=epoch)

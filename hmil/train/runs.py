@@ -68,6 +68,12 @@ class FoldPaths:
     def lock(self) -> Path:
         return self.root / ".lock"
 
+    @property
+    def stop_request(self) -> Path:
+        """Touching this file asks the training process to stop after the current epoch and
+        evaluate the best checkpoint so far (the viewer's stop button does this)."""
+        return self.root / "STOP"
+
     def finished(self) -> bool:
         return self.test_metrics.is_file() and self.checkpoint.is_file()
 
