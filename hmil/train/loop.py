@@ -101,10 +101,10 @@ def train_fold(
             paths.root,
             "fold already has training files; pass --resume to continue it or choose a new --out",
         )
-    if stop_check is None:
-        paths.stop_request.unlink(missing_ok=True)  # a stale request must not stop a new run
-        stop_check = paths.stop_request.exists
     with FoldLock(paths):
+        if stop_check is None:
+            paths.stop_request.unlink(missing_ok=True)  # a stale request must not stop us
+            stop_check = paths.stop_request.exists
         return _train_locked(
             config, hierarchy, labels, split, fold, paths, resume, strict, on_skip, verbose,
             stop_check,
