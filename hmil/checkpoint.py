@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import pickle
-import zipfile
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,13 +84,15 @@ def load_checkpoint_file(
     if not p.is_file():
         raise CheckpointError(p, "checkpoint file not found")
     try:
-        payload = torch.load(p, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # pickle-protocol warnings on odd files: we report
+            warnings.simplefilter("ignore")
+            payload = torch.load(p, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else "unsafe pickle"
         raise CheckpointError(
             p, f"refused: not a plain-data checkpoint (weights_only load failed: {first})"
         ) from None
-    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+    except Exception as exc:  # torch raises many types (KeyError, RuntimeError...) on garbage
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(p, f"not a readable checkpoint ({first})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:

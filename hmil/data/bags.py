@@ -17,7 +17,7 @@ conversion (e.g. float16 → float32) makes a second buffer.
 from __future__ import annotations
 
 import pickle
-import zipfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,12 +165,15 @@ def _as_float_tensor(data: Any, where: str | Path) -> torch.Tensor:
 
 def _load_pt(path: Path) -> Bag:
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:
-        # mmap needs the zip format; legacy torch.save files load without it
-        obj = _torch_load_plain(path)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+        with warnings.catch_warnings():  # torch warns about pickle protocols on odd files
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as exc:  # e.g. a pickle that would run code: refused
         raise BagError(path, f"not a readable torch file ({_first_line(exc)})") from None
+    except Exception:
+        # mmap needs the zip format (legacy torch.save files load without it); anything else
+        # is reported by the plain load below
+        obj = _torch_load_plain(path)
     coords: np.ndarray | None = None
     attrs: dict[str, Any] = {}
     if isinstance(obj, dict):
@@ -187,7 +190,9 @@ def _load_pt(path: Path) -> Bag:
 
 def _torch_load_plain(path: Path) -> Any:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt or unsafe files
         raise BagError(path, f"not a readable torch file ({_first_line(exc)})") from None
 
