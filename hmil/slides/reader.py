@@ -1,0 +1,529 @@
+"""One reader interface for every slide: OpenSlide first, tifffile and Pillow as fallbacks.
+
+OpenSlide (through the ``openslide-bin`` wheel, no system package) reads the vendor formats
+(SVS, NDPI, MRXS, SCN, ...) and tiled pyramidal TIFFs. Files it does not recognise — stripped
+TIFFs, PNG/JPEG exports — are opened by tifffile (uncompressed TIFFs are memory-mapped) or
+Pillow. Whatever the backend, a :class:`Slide` exposes the same things: level dimensions and
+downsamples, microns per pixel and objective power when the file states them, ``read_region``
+returning ``(h, w, 3)`` uint8 RGB arrays (areas outside the scan are white), and thumbnails.
+
+Every failure to open or decode raises :class:`hmil.errors.SlideError` naming the file. Opening
+decodes a small probe region, so a file whose tiles cannot be decoded is rejected at once rather
+than in the middle of a long job.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from PIL import Image
+
+from hmil.errors import SlideError
+
+#: microns-per-pixel values outside this range are resolution tags of non-microscopy images
+#: (e.g. 72 dpi = 352.8 µm/px) and are treated as unknown
+PLAUSIBLE_MPP = (0.05, 20.0)
+#: largest region one ``read_region`` call may return (pixels), guards against absurd requests
+MAX_REGION_PIXELS = 1 << 28
+#: level pixels decoded at once by :meth:`Slide.read_rect` (bounds memory for big thumbnails)
+BAND_PIXELS = 1 << 24
+#: tifffile decodes a whole level into memory; refuse levels larger than this (bytes).
+#: (Pillow applies its own decompression-bomb limit.)
+MAX_DECODED_BYTES = 1 << 31
+
+
+class SlideBackend(Protocol):
+    """What a file-format backend provides; :class:`Slide` adds the common logic on top."""
+
+    name: str
+    level_dimensions: tuple[tuple[int, int], ...]
+    level_downsamples: tuple[float, ...]
+    mpp: float | None
+    objective_power: float | None
+
+    def read(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
+        """``(h, w, 3)`` uint8 RGB of ``size`` level pixels whose top-left is ``location``
+        (level-0 pixels); areas outside the image are white. Raises SlideError."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Region:
+    """A rectangle in level-0 pixels: top-left ``(x, y)`` and size ``(w, h)``."""
+
+    x: float
+    y: float
+    w: float
+    h: float
+
+
+class Slide:
+    """An open slide (use as a context manager or call :meth:`close`).
+
+    Attributes:
+        path: the file.
+        slide_id: file name without its extension (``.ome.tiff`` counts as one extension).
+        backend: ``"openslide"``, ``"tifffile"`` or ``"pillow"``.
+        level_dimensions: ``(width, height)`` per level, level 0 first.
+        level_downsamples: level-0 pixels per level pixel, per level (level 0 is 1.0).
+        mpp: microns per level-0 pixel, or None when the file does not state a plausible one.
+        objective_power: scanner objective magnification of level 0, or None.
+    """
+
+    def __init__(self, path: Path, backend: SlideBackend) -> None:
+        self.path = path
+        self.slide_id = slide_id_from_path(path)
+        self._backend = backend
+        self.backend = backend.name
+        self.level_dimensions = backend.level_dimensions
+        self.level_downsamples = backend.level_downsamples
+        self.mpp = backend.mpp
+        self.objective_power = backend.objective_power
+
+    @property
+    def level_count(self) -> int:
+        return len(self.level_dimensions)
+
+    @property
+    def dimensions(self) -> tuple[int, int]:
+        """Level-0 ``(width, height)``."""
+        return self.level_dimensions[0]
+
+    @property
+    def magnification(self) -> float | None:
+        """Level-0 magnification: the objective power, else ``10 / mpp`` (0.25 µm/px ≈ 40×)."""
+        if self.objective_power is not None:
+            return self.objective_power
+        if self.mpp is not None:
+            return 10.0 / self.mpp
+        return None
+
+    def get_best_level_for_downsample(self, downsample: float) -> int:
+        """The coarsest level whose downsample is ≤ ``downsample`` (+1 % tolerance)."""
+        best = 0
+        for level, ds in enumerate(self.level_downsamples):
+            if ds <= downsample * 1.01:
+                best = level
+        return best
+
+    def read_region(
+        self, location: tuple[int, int], level: int, size: tuple[int, int]
+    ) -> np.ndarray:
+        """Read ``size = (w, h)`` pixels of ``level`` whose top-left is ``location`` (level 0).
+
+        Returns:
+            ``(h, w, 3)`` uint8 RGB; outside the slide (and transparent areas) is white.
+        """
+        if not 0 <= level < self.level_count:
+            raise SlideError(self.path, f"level {level} does not exist (0..{self.level_count - 1})")
+        w, h = int(size[0]), int(size[1])
+        if w <= 0 or h <= 0 or w * h > MAX_REGION_PIXELS:
+            raise SlideError(self.path, f"invalid region size {w}x{h}")
+        return self._backend.read((int(location[0]), int(location[1])), level, (w, h))
+
+    def read_rect(self, region: Region, out_size: tuple[int, int]) -> np.ndarray:
+        """Resample a level-0 rectangle to ``out_size = (W, H)`` pixels.
+
+        Reads from the coarsest level that is still at least as fine as the output and decodes
+        it in horizontal bands of at most :data:`BAND_PIXELS` level pixels, so a thumbnail of a
+        100k-pixel-wide slide never holds a whole level in memory.
+
+        Returns:
+            ``(H, W, 3)`` uint8 RGB.
+        """
+        out_w, out_h = int(out_size[0]), int(out_size[1])
+        if out_w <= 0 or out_h <= 0 or region.w <= 0 or region.h <= 0:
+            raise SlideError(self.path, f"invalid region {region} or output size {out_size}")
+        scale = min(region.w / out_w, region.h / out_h)
+        level = self.get_best_level_for_downsample(scale)
+        lds = self.level_downsamples[level]
+        level_w = region.w / lds
+        level_rows_per_out_row = region.h / lds / out_h
+        band = max(1, int(BAND_PIXELS / max(1.0, (level_w + 2) * level_rows_per_out_row)))
+        out = np.empty((out_h, out_w, 3), dtype=np.uint8)
+        for r0 in range(0, out_h, band):
+            r1 = min(out_h, r0 + band)
+            # level-pixel box of output rows [r0, r1), relative to the region's top-left
+            fx0, fx1 = region.x / lds, (region.x + region.w) / lds
+            fy0 = (region.y + region.h * r0 / out_h) / lds
+            fy1 = (region.y + region.h * r1 / out_h) / lds
+            ix0, iy0 = math.floor(fx0), math.floor(fy0)
+            ix1, iy1 = max(ix0 + 1, math.ceil(fx1)), max(iy0 + 1, math.ceil(fy1))
+            pixels = self.read_region(
+                (round(ix0 * lds), round(iy0 * lds)), level, (ix1 - ix0, iy1 - iy0)
+            )
+            img = Image.fromarray(pixels)
+            box = (fx0 - ix0, fy0 - iy0, fx1 - ix0, fy1 - iy0)
+            resized = img.resize((out_w, r1 - r0), Image.Resampling.BILINEAR, box=box)
+            out[r0:r1] = np.asarray(resized)
+        return out
+
+    def thumbnail(self, max_size: int) -> np.ndarray:
+        """The whole slide with its longer side ``max_size`` px (never upsampled).
+
+        Returns:
+            ``(H, W, 3)`` uint8 RGB.
+        """
+        w, h = self.dimensions
+        out = fit_size(w, h, max_size)
+        return self.read_rect(Region(0, 0, w, h), out)
+
+    def close(self) -> None:
+        self._backend.close()
+
+    def __enter__(self) -> Slide:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"Slide({self.slide_id!r}, backend={self.backend}, dims={self.dimensions}, "
+            f"levels={self.level_count}, mpp={self.mpp}, power={self.objective_power})"
+        )
+
+
+def fit_size(width: float, height: float, max_size: int) -> tuple[int, int]:
+    """``(W, H)`` with the aspect of ``width × height`` and longer side ≤ ``max_size`` (≥ 1 px)."""
+    scale = min(1.0, max_size / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def slide_id_from_path(path: str | Path) -> str:
+    """The slide id of a file: its name without extension (``x.ome.tiff`` → ``x``)."""
+    name = Path(path).name
+    lower = name.lower()
+    for double in (".ome.tiff", ".ome.tif"):
+        if lower.endswith(double):
+            return name[: -len(double)]
+    return Path(name).stem
+
+
+def open_slide(path: str | Path) -> Slide:
+    """Open a slide with the first backend that can read it.
+
+    Order: OpenSlide, then tifffile, then Pillow. A file OpenSlide recognises as a vendor format
+    (Aperio, Hamamatsu, ...) but cannot decode is rejected rather than handed to a fallback that
+    might decode garbage. Every backend must decode a small probe region before it is accepted.
+
+    Raises:
+        SlideError: naming the file, when it is missing, empty, or no backend can read it.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise SlideError(p, "slide file not found")
+    if p.is_file() and p.stat().st_size == 0:
+        raise SlideError(p, "empty file")
+    failures: list[str] = []
+    for name, opener in _BACKENDS:
+        try:
+            backend = opener(p)
+        except _BackendFailure as exc:
+            if exc.final:
+                raise SlideError(p, str(exc)) from None
+            failures.append(f"{name}: {exc}")
+            continue
+        except SlideError as exc:
+            failures.append(f"{name}: {exc.problem}")
+            continue
+        slide = Slide(p, backend)
+        try:
+            _probe(slide)
+        except SlideError as exc:
+            slide.close()
+            if backend.name == "openslide" and _openslide_vendor(p) not in (None, "generic-tiff"):
+                raise SlideError(p, f"cannot decode slide tiles ({exc.problem})") from None
+            failures.append(f"{name}: {exc.problem}")
+            continue
+        return slide
+    raise SlideError(p, "not a readable slide (" + "; ".join(failures) + ")")
+
+
+class _BackendFailure(Exception):
+    """A backend cannot open the file; ``final`` stops :func:`open_slide` from trying others."""
+
+    def __init__(self, message: str, final: bool = False) -> None:
+        super().__init__(message)
+        self.final = final
+
+
+def _probe(slide: Slide) -> None:
+    """Decode a small region of the coarsest level so that broken tiles fail at open time."""
+    level = slide.level_count - 1
+    w, h = slide.level_dimensions[level]
+    slide.read_region((0, 0), level, (min(w, 64), min(h, 64)))
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0][:200] if text else type(exc).__name__).rstrip(".")
+
+
+def _plausible_mpp(value: float | None) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    lo, hi = PLAUSIBLE_MPP
+    return float(value) if lo <= value <= hi else None
+
+
+def _float_or_none(value: object) -> float | None:
+    try:
+        out = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) and out > 0 else None
+
+
+# --------------------------------------------------------------------------- OpenSlide
+
+
+def _openslide_vendor(path: Path) -> str | None:
+    import openslide
+
+    try:
+        return openslide.OpenSlide.detect_format(str(path))
+    except Exception:  # detect_format raises on unreadable files in some versions
+        return None
+
+
+class _OpenSlideBackend:
+    name = "openslide"
+
+    def __init__(self, path: Path) -> None:
+        import openslide
+
+        self._path = path
+        self._error = openslide.OpenSlideError
+        vendor = _openslide_vendor(path)
+        if vendor is None:
+            raise _BackendFailure("unsupported or missing image file")
+        try:
+            self._osr = openslide.OpenSlide(str(path))
+        except openslide.OpenSlideError as exc:
+            raise _BackendFailure(
+                f"{vendor} file cannot be opened: {_short(exc)}", final=vendor != "generic-tiff"
+            ) from None
+        props = self._osr.properties
+        self.level_dimensions = tuple((int(w), int(h)) for w, h in self._osr.level_dimensions)
+        self.level_downsamples = tuple(float(d) for d in self._osr.level_downsamples)
+        mpp_x = _float_or_none(props.get("openslide.mpp-x"))
+        mpp_y = _float_or_none(props.get("openslide.mpp-y"))
+        mpp = (mpp_x + mpp_y) / 2 if mpp_x and mpp_y else mpp_x or mpp_y
+        self.mpp = _plausible_mpp(mpp)
+        self.objective_power = _float_or_none(props.get("openslide.objective-power"))
+
+    def read(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
+        try:
+            img = self._osr.read_region(location, level, size)
+        except self._error as exc:
+            raise SlideError(
+                self._path,
+                f"cannot decode region {size[0]}x{size[1]} at {location} level {level}: "
+                f"{_short(exc)}",
+            ) from None
+        return _rgba_to_rgb(np.asarray(img))
+
+    def close(self) -> None:
+        self._osr.close()
+
+
+def _rgba_to_rgb(rgba: np.ndarray) -> np.ndarray:
+    """Composite an ``(h, w, 4)`` uint8 RGBA array over white → ``(h, w, 3)`` uint8."""
+    rgb = rgba[..., :3]
+    alpha = rgba[..., 3]
+    if alpha.min() == 255:
+        return np.ascontiguousarray(rgb)
+    a = alpha[..., None].astype(np.float32) / 255.0
+    out = rgb.astype(np.float32) * a + 255.0 * (1.0 - a)
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- in-memory levels
+
+
+class _ArrayBackend:
+    """Levels held as ``(H, W, 3)`` uint8 arrays (decoded lazily, or memory-mapped)."""
+
+    def __init__(
+        self,
+        name: str,
+        path: Path,
+        level_shapes: list[tuple[int, int]],
+        loaders: list[Callable[[], np.ndarray]],
+        mpp: float | None,
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
+        self.name = name
+        self._path = path
+        self._on_close = on_close
+        self._loaders = loaders
+        self._cache: dict[int, np.ndarray] = {}
+        self._lock = threading.Lock()  # extraction reads from several threads
+        self.level_dimensions = tuple((w, h) for h, w in level_shapes)
+        w0, h0 = self.level_dimensions[0]
+        self.level_downsamples = tuple(((w0 / w) + (h0 / h)) / 2 for w, h in self.level_dimensions)
+        self.mpp = mpp
+        self.objective_power = None
+
+    def _level(self, level: int) -> np.ndarray:
+        with self._lock:
+            if level not in self._cache:
+                self._cache[level] = self._loaders[level]()
+            return self._cache[level]
+
+    def read(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
+        arr = self._level(level)
+        ds = self.level_downsamples[level]
+        x0, y0 = round(location[0] / ds), round(location[1] / ds)
+        w, h = size
+        out = np.full((h, w, 3), 255, dtype=np.uint8)
+        H, W = arr.shape[:2]
+        sx0, sy0 = max(0, x0), max(0, y0)
+        sx1, sy1 = min(W, x0 + w), min(H, y0 + h)
+        if sx1 > sx0 and sy1 > sy0:
+            out[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = arr[sy0:sy1, sx0:sx1]
+        return out
+
+    def close(self) -> None:
+        self._cache.clear()
+        if self._on_close is not None:
+            self._on_close()
+
+
+def _to_rgb_uint8(arr: np.ndarray, axes: str, path: Path) -> np.ndarray:
+    """Normalise a decoded image with tifffile-style ``axes`` to ``(H, W, 3)`` uint8."""
+    if axes.endswith("SYX") or (arr.ndim == 3 and axes == "SYX"):
+        arr = np.moveaxis(arr, -3, -1)
+        axes = axes[:-3] + "YXS"
+    if axes not in ("YX", "YXS"):
+        raise SlideError(path, f"not a 2-D RGB or grey image (axes {axes}, shape {arr.shape})")
+    if arr.dtype != np.uint8:
+        if arr.dtype.kind == "u":
+            arr = (arr >> (8 * (arr.dtype.itemsize - 1))).astype(np.uint8)
+        elif arr.dtype == np.bool_:
+            arr = arr.astype(np.uint8) * 255
+        else:
+            raise SlideError(path, f"unsupported pixel type {arr.dtype}")
+    if arr.ndim == 2:
+        return np.repeat(arr[:, :, None], 3, axis=2)
+    channels = arr.shape[2]
+    if channels == 3:
+        return arr
+    if channels == 4:
+        return _rgba_to_rgb(np.asarray(arr))
+    if channels == 1:
+        return np.repeat(arr, 3, axis=2)
+    if channels == 2:  # grey + alpha
+        return _rgba_to_rgb(np.concatenate([np.repeat(arr[..., :1], 3, 2), arr[..., 1:]], 2))
+    raise SlideError(path, f"unsupported number of channels {channels}")
+
+
+def _open_tifffile(path: Path) -> _ArrayBackend:
+    import tifffile
+
+    try:
+        tif = tifffile.TiffFile(str(path))
+    except (tifffile.TiffFileError, ValueError, OSError, IndexError, KeyError) as exc:
+        raise _BackendFailure(_short(exc)) from None
+    try:
+        if not tif.series:
+            raise SlideError(path, "TIFF has no image series")
+        series = tif.series[0]
+        levels = list(series.levels)
+        axes = series.axes
+        shapes: list[tuple[int, int]] = []
+        for lvl in levels:
+            ax = lvl.axes
+            shp = dict(zip(ax, lvl.shape, strict=True))
+            if "Y" not in shp or "X" not in shp:
+                raise SlideError(path, f"TIFF series has no Y/X axes (axes {ax})")
+            shapes.append((int(shp["Y"]), int(shp["X"])))
+        mpp = _plausible_mpp(_tiff_mpp(series.pages[0]))
+    except SlideError:
+        tif.close()
+        raise
+    except Exception as exc:  # tifffile raises many types on malformed tags
+        tif.close()
+        raise SlideError(path, f"malformed TIFF ({_short(exc)})") from None
+
+    def loader(index: int) -> Callable[[], np.ndarray]:
+        def load() -> np.ndarray:
+            lvl = levels[index]
+            nbytes = int(np.prod(lvl.shape)) * lvl.dtype.itemsize
+            try:
+                if index == 0 and len(levels) == 1 and series.pages[0].is_memmappable:
+                    data = tifffile.memmap(str(path), series=0, mode="r")
+                else:
+                    if nbytes > MAX_DECODED_BYTES:
+                        raise SlideError(
+                            path,
+                            f"level {index} needs {nbytes / 2**30:.1f} GiB to decode without "
+                            "OpenSlide (convert it to a tiled pyramidal TIFF)",
+                        )
+                    data = lvl.asarray(maxworkers=1)
+            except SlideError:
+                raise
+            except Exception as exc:  # unknown compression, truncated strips, ...
+                raise SlideError(path, f"cannot decode TIFF level {index}: {_short(exc)}") from None
+            return _to_rgb_uint8(data, axes, path)
+
+        return load
+
+    loaders = [loader(i) for i in range(len(levels))]
+    return _ArrayBackend("tifffile", path, shapes, loaders, mpp, on_close=tif.close)
+
+
+def _tiff_mpp(page: object) -> float | None:
+    """Microns per pixel from the TIFF resolution tags (None when absent or unitless)."""
+    tags = getattr(page, "tags", None)
+    if tags is None or "XResolution" not in tags:
+        return None
+    unit = tags.get("ResolutionUnit")
+    unit_value = int(unit.value) if unit is not None else 2
+    num, den = tags["XResolution"].value
+    if not num or not den:
+        return None
+    per_unit = num / den
+    microns = {2: 25400.0, 3: 10000.0}.get(unit_value)
+    return microns / per_unit if microns else None
+
+
+def _open_pillow(path: Path) -> _ArrayBackend:
+    try:
+        img = Image.open(path)
+    except Image.DecompressionBombError as exc:
+        raise SlideError(path, f"too large to decode without OpenSlide ({_short(exc)})") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        message = _short(exc).replace(f" '{path}'", "").replace(str(path), "the file")
+        raise _BackendFailure(message) from None
+    w, h = img.size
+    dpi = img.info.get("dpi")
+    mpp = _plausible_mpp(25400.0 / float(dpi[0])) if dpi and float(dpi[0]) > 0 else None
+
+    def load() -> np.ndarray:
+        try:
+            with img:
+                rgb = img.convert("RGBA") if "A" in img.getbands() else img.convert("RGB")
+                arr = np.asarray(rgb)
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise SlideError(path, f"cannot decode image: {_short(exc)}") from None
+        return _rgba_to_rgb(arr) if arr.shape[2] == 4 else arr
+
+    return _ArrayBackend("pillow", path, [(h, w)], [load], mpp, on_close=img.close)
+
+
+#: backends tried in order by :func:`open_slide`
+_BACKENDS: tuple[tuple[str, Callable[[Path], SlideBackend]], ...] = (
+    ("openslide", _OpenSlideBackend),
+    ("tifffile", _open_tifffile),
+    ("pillow", _open_pillow),
+)
