@@ -1,0 +1,441 @@
+"""Feature extraction: slide + patch coordinates + encoder → one bag per slide.
+
+The per-slide work (:func:`extract_slide`) streams: reader threads decode batches of patches
+(at most ``prefetch_batches`` batches in flight), the calling thread encodes each batch and
+writes its rows straight into the output ``.h5``, so memory stays bounded by a few batches
+whatever the number of patches. Outputs are written through :func:`hmil.io.atomic_path`, so a
+bag either exists complete or not at all; :func:`extract_slides` skips slides whose bags exist,
+which makes an interrupted run resumable and lets a launcher hand each worker a shard of the
+slide list.
+
+Bag layout (the contract's, identical to :func:`hmil.data.bags.save_bag`): dataset ``features``
+``(N, D)`` float32 with attributes ``encoder``, ``dim``; dataset ``coords`` ``(N, 2)`` int64
+with the patch attributes (``patch_size``, ``patch_level``, ``downsample``,
+``patch_size_level0``, ...). ``.pt``: ``{"features", "coords", "encoder", "dim",
+"patch_size_level0", ...}``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import h5py
+import numpy as np
+import torch
+from PIL import Image
+
+from hmil.data.bags import save_bag
+from hmil.errors import ConfigError, HMILError
+from hmil.io import atomic_path
+from hmil.progress import Progress
+from hmil.slides.encoders import PatchEncoder, create_encoder
+from hmil.slides.reader import Slide, open_slide, slide_id_from_path
+from hmil.slides.tissue import PatchFile, load_patches
+
+BAG_FORMATS = ("h5", "pt")
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """How to extract.
+
+    Attributes:
+        batch_size: patches encoded at once.
+        formats: bag files to write per slide: ``("h5",)``, ``("pt",)`` or both.
+        num_readers: threads decoding patches (OpenSlide releases the GIL while decoding).
+        prefetch_batches: decoded batches allowed in flight (bounds memory).
+        torch_threads: intra-op threads for a CPU encoder while extracting; None = the CPUs
+            left over by the readers (at least 1). Restored afterwards.
+        overwrite: re-extract slides whose bags already exist.
+    """
+
+    batch_size: int = 64
+    formats: tuple[str, ...] = ("h5",)
+    num_readers: int = 2
+    prefetch_batches: int = 4
+    torch_threads: int | None = None
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError("--batch-size", f"must be ≥ 1, got {self.batch_size}")
+        bad = [f for f in self.formats if f not in BAG_FORMATS]
+        if bad or not self.formats:
+            raise ConfigError("--format", f"expected h5, pt or both, got {list(self.formats)}")
+        if self.num_readers < 1 or self.prefetch_batches < 1:
+            raise ConfigError("num_readers", "num_readers and prefetch_batches must be ≥ 1")
+
+
+@dataclass(frozen=True)
+class ReadPlan:
+    """How to read the patches of one patch file from its slide.
+
+    Attributes:
+        level: slide level to read.
+        read_size: patch side at that level (pixels).
+        out_size: patch side handed to the encoder (pixels).
+        patch_size_level0: patch side at level 0 (pixels).
+    """
+
+    level: int
+    read_size: int
+    out_size: int
+    patch_size_level0: int
+
+
+@dataclass
+class SlideOutcome:
+    """Result of one slide.
+
+    Attributes:
+        slide_id: the slide.
+        status: ``done``, ``skipped`` (bags already there) or ``failed``.
+        n_patches: patches encoded (0 unless done).
+        seconds: wall time spent on the slide.
+        paths: bag files of the slide.
+        error: the problem, when failed.
+    """
+
+    slide_id: str
+    status: Literal["done", "skipped", "failed"]
+    n_patches: int = 0
+    seconds: float = 0.0
+    paths: list[Path] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def patches_per_s(self) -> float:
+        return self.n_patches / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class ExtractReport:
+    """Outcome of :func:`extract_slides`, one :class:`SlideOutcome` per slide."""
+
+    outcomes: list[SlideOutcome] = field(default_factory=list)
+
+    def _with(self, status: str) -> list[SlideOutcome]:
+        return [o for o in self.outcomes if o.status == status]
+
+    @property
+    def done(self) -> list[SlideOutcome]:
+        return self._with("done")
+
+    @property
+    def skipped(self) -> list[SlideOutcome]:
+        return self._with("skipped")
+
+    @property
+    def failed(self) -> list[SlideOutcome]:
+        return self._with("failed")
+
+
+def resolve_patches_dir(path: str | Path) -> Path:
+    """``hmil tile``'s output folder or its ``patches/`` subfolder → the folder of ``.h5`` files."""
+    root = Path(path)
+    if (root / "patches").is_dir():
+        return root / "patches"
+    if not root.is_dir():
+        raise HMILError(root, "patches folder not found (the output of `hmil tile`)")
+    return root
+
+
+def bag_paths(out_dir: str | Path, slide_id: str, formats: Sequence[str]) -> list[Path]:
+    """The bag files of ``slide_id`` in ``out_dir`` for ``formats``."""
+    return [Path(out_dir) / f"{slide_id}.{fmt}" for fmt in formats]
+
+
+def plan_reads(slide: Slide, patches: PatchFile, encoder_size: int | None) -> ReadPlan:
+    """Reading geometry from a patch file's attributes (ours, CLAM's or TRIDENT's).
+
+    ``patch_size_level0`` is used when stored; otherwise CLAM's ``patch_size`` at
+    ``patch_level`` is scaled by that level's downsample.
+
+    Raises:
+        HMILError: the patch file names a level the slide lacks, or was made for a slide of
+            other dimensions.
+    """
+    attrs = patches.attrs
+    level = int(attrs.get("patch_level", 0))
+    if not 0 <= level < slide.level_count:
+        raise HMILError(patches.path, f"patch_level {level} does not exist in {slide.path.name}")
+    w0, h0 = attrs.get("level0_width"), attrs.get("level0_height")
+    if w0 is not None and h0 is not None and (int(w0), int(h0)) != slide.dimensions:
+        raise HMILError(
+            patches.path,
+            f"made for a {int(w0)}x{int(h0)} slide, but {slide.path.name} is "
+            f"{slide.dimensions[0]}x{slide.dimensions[1]} (wrong slide or patch folder?)",
+        )
+    level_ds = slide.level_downsamples[level]
+    if attrs.get("patch_size_level0"):
+        size0 = int(attrs["patch_size_level0"])
+    elif attrs.get("patch_size"):
+        size0 = round(float(attrs["patch_size"]) * level_ds)
+    else:
+        raise HMILError(patches.path, "no patch_size or patch_size_level0 attribute on coords")
+    read_size = max(1, round(size0 / level_ds))
+    out_size = int(attrs.get("patch_size", read_size))
+    return ReadPlan(
+        level=level,
+        read_size=read_size,
+        out_size=encoder_size or out_size,
+        patch_size_level0=size0,
+    )
+
+
+def read_patch(slide: Slide, xy: np.ndarray, plan: ReadPlan) -> np.ndarray:
+    """One patch as ``(out_size, out_size, 3)`` uint8 (area-averaged when downscaled)."""
+    pixels = slide.read_region((int(xy[0]), int(xy[1])), plan.level, (plan.read_size,) * 2)
+    if plan.read_size == plan.out_size:
+        return pixels
+    resample = Image.Resampling.BOX if plan.out_size < plan.read_size else Image.Resampling.BILINEAR
+    return np.asarray(Image.fromarray(pixels).resize((plan.out_size,) * 2, resample))
+
+
+def iter_patch_batches(
+    slide: Slide,
+    coords: np.ndarray,
+    plan: ReadPlan,
+    batch_size: int,
+    num_readers: int = 2,
+    prefetch_batches: int = 4,
+) -> Iterator[np.ndarray]:
+    """Decoded patches in ``coords`` order, batch by batch, read ahead by a thread pool.
+
+    Yields:
+        ``(B, S, S, 3)`` uint8 arrays (``S = plan.out_size``, the last batch may be smaller).
+        At most ``prefetch_batches`` batches are decoded ahead of the consumer.
+    """
+    n = coords.shape[0]
+    starts = range(0, n, batch_size)
+
+    def read_batch(start: int) -> np.ndarray:
+        stop = min(n, start + batch_size)
+        out = np.empty((stop - start, plan.out_size, plan.out_size, 3), dtype=np.uint8)
+        for i in range(start, stop):
+            out[i - start] = read_patch(slide, coords[i], plan)
+        return out
+
+    with ThreadPoolExecutor(max_workers=num_readers, thread_name_prefix="hmil-read") as pool:
+        pending: deque[Future[np.ndarray]] = deque()
+        try:
+            for start in starts:
+                pending.append(pool.submit(read_batch, start))
+                if len(pending) >= prefetch_batches:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+def extract_slide(
+    slide_path: str | Path,
+    patch_file: str | Path,
+    out_dir: str | Path,
+    encoder: PatchEncoder,
+    config: ExtractConfig | None = None,
+    progress: bool = True,
+) -> SlideOutcome:
+    """Encode every patch of one slide and write its bag(s).
+
+    Args:
+        slide_path: the slide file.
+        patch_file: its ``patches/<slide_id>.h5``.
+        out_dir: where ``<slide_id>.h5`` / ``.pt`` go.
+        encoder: a built encoder (see :func:`hmil.slides.encoders.create_encoder`).
+        config: batch size, formats, reader threads.
+        progress: show a per-patch progress bar.
+
+    Raises:
+        HMILError: unreadable slide or patch file, 0 patches, mismatched patch file.
+    """
+    config = config or ExtractConfig()
+    started = time.perf_counter()
+    patches = load_patches(patch_file)
+    n = patches.coords.shape[0]
+    if n == 0:
+        raise HMILError(patches.path, "0 patches (nothing to extract)")
+    targets = bag_paths(out_dir, slide_id_from_path(slide_path), config.formats)
+    with open_slide(slide_path) as slide:
+        plan = plan_reads(slide, patches, encoder.input_size)
+        feature_attrs: dict[str, Any] = {"encoder": encoder.label, "dim": int(encoder.dim)}
+        coords_attrs = dict(patches.attrs)
+        coords_attrs["patch_size_level0"] = plan.patch_size_level0
+        bar = Progress(n, f"extract {slide.slide_id}", enabled=progress)
+        h5_target = next((t for t in targets if t.suffix == ".h5"), None)
+        features: np.ndarray | None = None
+        batches = iter_patch_batches(
+            slide,
+            patches.coords,
+            plan,
+            config.batch_size,
+            num_readers=config.num_readers,
+            prefetch_batches=config.prefetch_batches,
+        )
+        with contextlib.closing(batches), _torch_threads(_encoder_threads(encoder, config)):
+            encoded = _encode_batches(batches, encoder, bar)
+            if h5_target is not None:
+                _write_h5_streamed(
+                    h5_target, encoded, n, encoder.dim, patches.coords, feature_attrs, coords_attrs
+                )
+            else:
+                features = np.concatenate(list(encoded), axis=0)
+        bar.close()
+    for target in targets:
+        if target.suffix == ".pt":
+            if features is None and h5_target is not None:
+                with h5py.File(h5_target, "r") as f:
+                    features = np.asarray(f["features"][()])
+            assert features is not None
+            save_bag(target, features, patches.coords, {**coords_attrs, **feature_attrs})
+    return SlideOutcome(
+        slide_id=slide_id_from_path(slide_path),
+        status="done",
+        n_patches=n,
+        seconds=time.perf_counter() - started,
+        paths=targets,
+    )
+
+
+def _encode_batches(
+    batches: Iterable[np.ndarray], encoder: PatchEncoder, bar: Progress
+) -> Iterator[np.ndarray]:
+    """``(B, S, S, 3)`` uint8 batches → ``(B, D)`` float32 feature batches (on the CPU)."""
+    pin = encoder.device.type == "cuda"
+    for batch in batches:
+        x = torch.from_numpy(batch)
+        if pin:
+            x = x.pin_memory()
+        feats = encoder(x).float().cpu().numpy()
+        if not np.isfinite(feats).all():
+            raise HMILError(encoder.label, "encoder produced non-finite features (NaN/Inf)")
+        bar.update(len(batch))
+        yield feats
+
+
+def _write_h5_streamed(
+    path: Path,
+    feature_batches: Iterable[np.ndarray],
+    n: int,
+    dim: int,
+    coords: np.ndarray,
+    feature_attrs: dict[str, Any],
+    coords_attrs: dict[str, Any],
+) -> None:
+    """Write a bag ``.h5`` (save_bag's layout) filling ``features`` batch by batch."""
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        dset = f.create_dataset(
+            "features", shape=(n, dim), dtype=np.float32, chunks=(min(n, 1024), dim)
+        )
+        for key, value in feature_attrs.items():
+            dset.attrs[key] = value
+        row = 0
+        for feats in feature_batches:
+            if feats.shape[1] != dim:
+                raise HMILError(path, f"encoder returned dimension {feats.shape[1]}, not {dim}")
+            dset[row : row + feats.shape[0]] = feats
+            row += feats.shape[0]
+        if row != n:
+            raise HMILError(path, f"encoded {row} patches, expected {n}")
+        cset = f.create_dataset("coords", data=coords.astype(np.int64))
+        for key, value in coords_attrs.items():
+            cset.attrs[key] = value
+
+
+def _encoder_threads(encoder: PatchEncoder, config: ExtractConfig) -> int | None:
+    if encoder.device.type != "cpu":
+        return None
+    if config.torch_threads is not None:
+        return config.torch_threads
+    return max(1, (os.cpu_count() or 1) - config.num_readers)
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None) -> Iterator[None]:
+    """Temporarily set torch's intra-op thread count (readers need the other cores)."""
+    if n is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def extract_slides(
+    slides: Iterable[str | Path],
+    patches_dir: str | Path,
+    out_dir: str | Path,
+    encoder: PatchEncoder | str,
+    config: ExtractConfig | None = None,
+    *,
+    weights: str | Path | None = None,
+    device: str | torch.device = "auto",
+    strict: bool = False,
+    on_error: Callable[[str, str], None] | None = None,
+    log: Callable[[str], None] | None = None,
+    progress: bool = True,
+) -> ExtractReport:
+    """Extract bags for many slides; the unit a launcher runs per shard.
+
+    Args:
+        slides: slide files; each needs ``<patches_dir>/<slide_id>.h5``.
+        patches_dir: ``hmil tile``'s output folder or its ``patches/`` subfolder.
+        out_dir: bag folder.
+        encoder: a built encoder, or a registry name (built with ``weights`` and ``device``).
+        config: see :class:`ExtractConfig`.
+        strict: raise the first problem as :class:`HMILError` instead of skipping the slide.
+        on_error: called with ``(where, problem)`` for each skipped slide.
+        log: called with one line per finished or skipped slide.
+        progress: show progress bars.
+
+    Returns:
+        An :class:`ExtractReport`; slides whose bags already exist are ``skipped``.
+    """
+    config = config or ExtractConfig()
+    folder = resolve_patches_dir(patches_dir)
+    enc = encoder if isinstance(encoder, PatchEncoder) else create_encoder(encoder, weights, device)
+    paths = [Path(s) for s in slides]
+    report = ExtractReport()
+    seen: dict[str, Path] = {}
+    overall = Progress(len(paths), "slides", enabled=progress and len(paths) > 1)
+    for path in paths:
+        sid = slide_id_from_path(path)
+        try:
+            if sid in seen:
+                raise HMILError(path, f"duplicate slide id '{sid}' (also {seen[sid]})")
+            seen[sid] = path
+            targets = bag_paths(out_dir, sid, config.formats)
+            if not config.overwrite and all(t.is_file() for t in targets):
+                report.outcomes.append(SlideOutcome(sid, "skipped", paths=targets))
+                if log is not None:
+                    log(f"{sid}: bag exists, skipped ({', '.join(t.name for t in targets)})")
+            else:
+                outcome = extract_slide(path, folder / f"{sid}.h5", out_dir, enc, config, progress)
+                report.outcomes.append(outcome)
+                if log is not None:
+                    log(
+                        f"{sid}: {outcome.n_patches} patches → {enc.label} D={enc.dim} in "
+                        f"{outcome.seconds:.1f} s ({outcome.patches_per_s:.0f} patches/s)"
+                    )
+        except HMILError as exc:
+            if strict:
+                raise
+            report.outcomes.append(SlideOutcome(sid, "failed", error=exc.problem))
+            if on_error is not None:
+                on_error(exc.where, exc.problem)
+        overall.update(1)
+    overall.close()
+    return report
