@@ -1,0 +1,106 @@
+"""``hmil heatmap``: class-wise attention of a checkpoint on one bag → PNG, GeoJSON, crops."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from hmil.cli import EXIT_OK
+
+NAME = "heatmap"
+HELP = "draw one class's attention over the slide (PNG), export QuPath GeoJSON and top-k crops"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="checkpoint.pt")
+    parser.add_argument("--bag", required=True, help="the slide's bag (.h5/.pt with coords)")
+    parser.add_argument("--slide", help="draw over this slide (default: blank canvas)")
+    parser.add_argument("--level", choices=("coarse", "fine"), required=True, help="label level")
+    parser.add_argument("--label", required=True, help="class whose attention is drawn")
+    parser.add_argument("--out", required=True, help="output PNG")
+    parser.add_argument("--geojson", help="also write QuPath GeoJSON (one detection per patch)")
+    parser.add_argument(
+        "--max-size", type=int, default=2048, help="longer side of the PNG in pixels (2048)"
+    )
+    parser.add_argument("--alpha", type=float, default=0.5, help="overlay opacity 0..1 (0.5)")
+    parser.add_argument(
+        "--cmap",
+        default="viridis",
+        help="viridis (default), magma, coolwarm or jet",
+    )
+    parser.add_argument(
+        "--normalize",
+        choices=("percentile", "raw"),
+        default="percentile",
+        help="percentile: rank of each score (default); raw: min-max scaling",
+    )
+    parser.add_argument(
+        "--smooth", type=float, default=0.0, help="Gaussian sigma in patches (0 = off)"
+    )
+    parser.add_argument("--topk", type=int, default=0, help="crop the K top patches per class")
+    parser.add_argument("--crops", help="folder for the crops (with --topk, needs --slide)")
+    parser.add_argument(
+        "--patch-size",
+        type=float,
+        help="level-0 patch size (default: from the bag's attributes or coordinate grid)",
+    )
+    parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+
+
+def run(args: argparse.Namespace) -> int:
+    from hmil.data.bags import infer_patch_size
+    from hmil.errors import BagError, HMILError
+    from hmil.heatmap import HeatmapStyle, export_heatmap
+    from hmil.predict import load_checkpoint
+    from hmil.slides import open_slide
+
+    style = HeatmapStyle(
+        cmap=args.cmap, alpha=args.alpha, normalize=args.normalize, smooth=args.smooth
+    )
+    if args.topk > 0 and not (args.slide and args.crops):
+        raise HMILError("--topk", "needs --slide and --crops DIR (crops are cut from the slide)")
+    predictor = load_checkpoint(args.checkpoint, device=args.device)
+    names = getattr(predictor.hierarchy, args.level)
+    if args.label not in names:
+        raise HMILError(
+            "--label",
+            f"'{args.label}' is not a {args.level} class of this checkpoint "
+            f"(choose from: {', '.join(names)})",
+        )
+    pred = predictor.predict(args.bag, attention=True)
+    if pred.coords is None:
+        raise BagError(args.bag, "bag has no coords; heatmaps need patch coordinates")
+    rows = pred.attention[args.level] if pred.attention else None
+    if rows is None:
+        raise BagError(args.bag, "the model returned no attention")
+    attention = {name: rows[i] for i, name in enumerate(names)}
+    patch_size = args.patch_size or infer_patch_size(pred.coords, pred.bag_attrs or {})
+    slide = open_slide(args.slide) if args.slide else None
+    try:
+        outputs = export_heatmap(
+            attention,
+            args.label,
+            pred.coords,
+            patch_size,
+            args.out,
+            slide=slide,
+            geojson=args.geojson,
+            crops_dir=args.crops,
+            topk=args.topk,
+            max_size=args.max_size,
+            style=style,
+            bag_attrs=pred.bag_attrs,
+        )
+    finally:
+        if slide is not None:
+            slide.close()
+    print(
+        f"{outputs.png}: {args.level} '{args.label}' attention of {pred.n_instances} patches "
+        f"(patch {patch_size:g}px at level 0)",
+        file=sys.stderr,
+    )
+    if outputs.geojson is not None:
+        print(f"{outputs.geojson}: {pred.n_instances} detections", file=sys.stderr)
+    for name, paths in (outputs.crops or {}).items():
+        print(f"{args.crops}: {len(paths)} crops for '{name}'", file=sys.stderr)
+    return EXIT_OK
