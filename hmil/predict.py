@@ -241,11 +241,7 @@ class Predictor:
             view = buffer[: stop - start]
             sel = np.s_[0, start:stop] if squeeze else np.s_[start:stop]
             dset.read_direct(view.numpy(), source_sel=sel)
-            chunk = Bag(features=view, path=path)
-            try:
-                validate_bag(chunk, expected_dim=self.in_dim)
-            except BagError as exc:
-                raise BagError(path, f"{exc.problem} (rows {start}..{stop - 1})") from None
+            validate_bag(Bag(features=view, path=path), self.in_dim, row_offset=start)
             yield view.to(self.device, non_blocking=True)
             if pin:
                 torch.cuda.current_stream().synchronize()  # buffer is reused by the next read

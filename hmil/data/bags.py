@@ -116,8 +116,13 @@ def load_bag(
     return bag
 
 
-def validate_bag(bag: Bag, expected_dim: int | None = None, check_finite: bool = True) -> None:
-    """Raise :class:`BagError` if ``bag`` cannot be fed to a model (see :func:`load_bag`)."""
+def validate_bag(
+    bag: Bag, expected_dim: int | None = None, check_finite: bool = True, row_offset: int = 0
+) -> None:
+    """Raise :class:`BagError` if ``bag`` cannot be fed to a model (see :func:`load_bag`).
+
+    ``row_offset`` is added to instance indices in messages (for chunks of a streamed bag).
+    """
     where = bag.path if bag.path is not None else "bag"
     x = bag.features
     if x.ndim != 2:
@@ -139,7 +144,7 @@ def validate_bag(bag: Bag, expected_dim: int | None = None, check_finite: bool =
         for start in range(0, n, _FINITE_CHUNK_ROWS):
             chunk = x[start : start + _FINITE_CHUNK_ROWS]
             if not bool(torch.isfinite(chunk).all()):
-                bad = int((~torch.isfinite(chunk)).any(dim=1).nonzero()[0, 0]) + start
+                bad = int((~torch.isfinite(chunk)).any(dim=1).nonzero()[0, 0]) + start + row_offset
                 raise BagError(
                     where, f"non-finite feature values (NaN/Inf), first at instance {bad}"
                 )
