@@ -201,6 +201,8 @@ def heatmap_rgba(
     style = style or HeatmapStyle()
     values = normalize_scores(scores, style.normalize)
     c = _check_coords(coords)
+    if values.shape[0] != c.shape[0]:
+        raise HMILError("attention", f"{values.shape[0]} scores for {c.shape[0]} coords")
     out_w, out_h = int(out_size[0]), int(out_size[1])
     if out_w < 1 or out_h < 1 or region.w <= 0 or region.h <= 0:
         raise HMILError("region", f"empty region {region} or output size {out_size}")

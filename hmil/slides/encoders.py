@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import warnings
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import ClassVar
@@ -362,7 +363,9 @@ class TorchScriptEncoder(PatchEncoder):
         if not weights.is_file():
             raise ConfigError(weights, "weights file not found")
         try:
-            self._model = torch.jit.load(str(weights), map_location=device).eval()
+            with warnings.catch_warnings():  # torch ≥ 2.13 flags TorchScript as deprecated
+                warnings.simplefilter("ignore", DeprecationWarning)
+                self._model = torch.jit.load(str(weights), map_location=device).eval()
         except Exception as exc:  # torch raises RuntimeError/ValueError/... for non-TorchScript
             raise ConfigError(
                 weights,

@@ -432,7 +432,7 @@ def _open_tifffile(path: Path) -> _ArrayBackend:
 
     try:
         tif = tifffile.TiffFile(str(path))
-    except (tifffile.TiffFileError, ValueError, OSError, IndexError, KeyError) as exc:
+    except Exception as exc:  # parsers of untrusted bytes raise anything (struct.error, ...)
         raise _BackendFailure(_short(exc)) from None
     try:
         if not tif.series:
@@ -502,7 +502,7 @@ def _open_pillow(path: Path) -> _ArrayBackend:
         img = Image.open(path)
     except Image.DecompressionBombError as exc:
         raise SlideError(path, f"too large to decode without OpenSlide ({_short(exc)})") from None
-    except (OSError, ValueError, SyntaxError) as exc:
+    except Exception as exc:  # parsers of untrusted bytes raise anything (struct.error, ...)
         message = _short(exc).replace(f" '{path}'", "").replace(str(path), "the file")
         raise _BackendFailure(message) from None
     w, h = img.size
@@ -514,7 +514,7 @@ def _open_pillow(path: Path) -> _ArrayBackend:
             with img:
                 rgb = img.convert("RGBA") if "A" in img.getbands() else img.convert("RGB")
                 arr = np.asarray(rgb)
-        except (OSError, ValueError, SyntaxError) as exc:
+        except Exception as exc:  # truncated or corrupt data: any decoder error
             raise SlideError(path, f"cannot decode image: {_short(exc)}") from None
         return _rgba_to_rgb(arr) if arr.shape[2] == 4 else arr
 

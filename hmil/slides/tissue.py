@@ -495,27 +495,23 @@ def tile_slides(
     """Tile every slide into ``out_dir/patches/<id>.h5`` and ``out_dir/masks/<id>.png``.
 
     A bad slide (unreadable, 0 tissue patches, duplicate id) is passed to ``on_error`` and
-    skipped — or, with ``strict``, raised as :class:`HMILError` at once. A slide without tissue
-    patches still gets its QC image, so one can see why.
+    skipped — or, with ``strict``, its :class:`HMILError` is raised at once. A slide without
+    tissue patches still gets its QC image, so one can see why.
     """
     out = Path(out_dir)
     paths = [Path(s) for s in slides]
     report = TileReport()
     seen: dict[str, Path] = {}
     bar = Progress(len(paths), "tile", enabled=progress)
-
-    def fail(where: str | Path, problem: str) -> None:
-        if strict:
-            raise HMILError(where, problem)
-        report.failures.append((str(where), problem))
-        if on_error is not None:
-            on_error(str(where), problem)
-
     for path in paths:
         try:
-            _tile_one(path, out, config, seen, report, log, fail)
+            _tile_one(path, out, config, seen, report, log)
         except HMILError as exc:
-            fail(exc.where, exc.problem)
+            if strict:
+                raise
+            report.failures.append((exc.where, exc.problem))
+            if on_error is not None:
+                on_error(exc.where, exc.problem)
         bar.update(1)
     bar.close()
     return report
@@ -528,26 +524,25 @@ def _tile_one(
     seen: dict[str, Path],
     report: TileReport,
     log: Callable[[str], None] | None,
-    fail: Callable[[str | Path, str], None],
 ) -> None:
+    """Tile one slide into ``report``; raises HMILError for a slide that must be skipped."""
     with open_slide(path) as slide:
         sid = slide.slide_id
         if sid in seen:
-            fail(path, f"duplicate slide id '{sid}' (also {seen[sid]})")
-            return
+            raise HMILError(path, f"duplicate slide id '{sid}' (also {seen[sid]})")
         seen[sid] = path
         result = tile_slide(slide, config)
         if result.plan.note and log is not None:
             log(f"{sid}: {result.plan.note}")
         save_png(out / "masks" / f"{sid}.png", render_qc(slide, result))
     if result.n_patches == 0:
+        (out / "patches" / f"{sid}.h5").unlink(missing_ok=True)  # no stale coords from a rerun
         tissue = 100.0 * float(result.mask.mean())
-        fail(
+        raise HMILError(
             path,
             f"0 patches passed the tissue threshold {config.tissue_threshold:g} "
             f"(tissue covers {tissue:.1f}% of the slide; see masks/{sid}.png)",
         )
-        return
     target = save_patches(out / "patches" / f"{sid}.h5", result)
     report.patch_files[sid] = target
     report.n_patches[sid] = result.n_patches
