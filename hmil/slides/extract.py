@@ -43,6 +43,11 @@ from hmil.slides.tissue import PatchFile, load_patches
 BAG_FORMATS = ("h5", "pt")
 
 
+def default_readers() -> int:
+    """Reader threads when none are asked for: ``min(4, CPUs)``."""
+    return min(4, os.cpu_count() or 1)
+
+
 @dataclass(frozen=True)
 class ExtractConfig:
     """How to extract.
@@ -50,7 +55,9 @@ class ExtractConfig:
     Attributes:
         batch_size: patches encoded at once.
         formats: bag files to write per slide: ``("h5",)``, ``("pt",)`` or both.
-        num_readers: threads decoding patches (OpenSlide releases the GIL while decoding).
+        num_readers: threads decoding patches (OpenSlide releases the GIL while decoding);
+            default (or None) ``min(4, CPUs)``: on a 16-core machine a J2K slide extracted
+            1.75× faster with 4 readers than with 1.
         prefetch_batches: decoded batches allowed in flight (bounds memory).
         torch_threads: intra-op threads for a CPU encoder while extracting; None = the CPUs
             left over by the readers (at least 1). Restored afterwards.
@@ -59,7 +66,7 @@ class ExtractConfig:
 
     batch_size: int = 64
     formats: tuple[str, ...] = ("h5",)
-    num_readers: int = 2
+    num_readers: int = field(default_factory=default_readers)
     prefetch_batches: int = 4
     torch_threads: int | None = None
     overwrite: bool = False
@@ -70,8 +77,10 @@ class ExtractConfig:
         bad = [f for f in self.formats if f not in BAG_FORMATS]
         if bad or not self.formats:
             raise ConfigError("--format", f"expected h5, pt or both, got {list(self.formats)}")
+        if self.num_readers is None:  # e.g. an unset --readers option
+            object.__setattr__(self, "num_readers", default_readers())
         if self.num_readers < 1 or self.prefetch_batches < 1:
-            raise ConfigError("num_readers", "num_readers and prefetch_batches must be ≥ 1")
+            raise ConfigError("--readers", "num_readers and prefetch_batches must be ≥ 1")
 
 
 @dataclass(frozen=True)
