@@ -200,6 +200,9 @@ def build_cohort(
     workers = workers or min(2, os.cpu_count() or 1)
     meter = Progress(len(plan), "demo slides", enabled=progress, initial=len(plan) - len(todo))
     with meter:
+        if todo:
+            # built here first so that forked workers inherit it instead of each building one
+            _texture_bank(config.seed)
         if workers > 1 and len(todo) > 1:
             with ProcessPoolExecutor(max_workers=min(workers, len(todo))) as pool:
                 jobs = [pool.submit(_render_and_write, spec, config.seed, root) for spec in todo]
@@ -232,7 +235,7 @@ def load_cohort(root: str | Path) -> Cohort:
 
 @lru_cache(maxsize=1)
 def _texture_bank(seed: int) -> TextureBank:
-    """The cohort's textures, built once per process (each worker builds its own copy)."""
+    """The cohort's textures, built once per process (forked workers inherit the parent's)."""
     return build_texture_bank(seed, tuple(cls.name for cls in DEMO_CLASSES))
 
 

@@ -1,0 +1,233 @@
+"""The shipped demo checkpoint: copy one fold's checkpoint and write its model card.
+
+``hmil demo --update-checkpoint`` calls :func:`update_demo_checkpoint`. Which fold is copied is
+decided on *validation* (the run's selection metric at each fold's best epoch), never on test
+metrics, so the numbers on the card are honest held-out results; the card reports the copied
+fold's test metrics and the mean ± std over all folds, read from the run's files.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import platform
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+import hmil
+from hmil.demo.classes import DEMO_CLASSES
+from hmil.demo.pipeline import DemoResult
+from hmil.errors import HMILError
+from hmil.io import atomic_path, read_jsonl, write_text_atomic
+from hmil.train.api import load_run_config
+from hmil.train.runs import fold_paths, list_folds
+
+#: metrics shown on the card, per level
+CARD_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc")
+
+
+@dataclass(frozen=True)
+class FoldChoice:
+    """The fold whose checkpoint ships, and why.
+
+    Attributes:
+        fold: fold index.
+        metric: validation metric used (the run's ``train.select_metric``).
+        value: its value at the fold's best epoch.
+        epoch: that epoch.
+    """
+
+    fold: int
+    metric: str
+    value: float
+    epoch: int
+
+
+def default_checkpoint_dir() -> Path:
+    """``checkpoints/demo`` of the source checkout ``hmil`` was imported from.
+
+    Raises:
+        HMILError: when ``hmil`` is not imported from a source checkout (no pyproject.toml
+            beside the package), where the repository's folder cannot be found.
+    """
+    repo = Path(hmil.__file__).resolve().parents[1]
+    if not (repo / "pyproject.toml").is_file():
+        raise HMILError(
+            "--update-checkpoint",
+            "hmil is not running from a source checkout; pass --checkpoint-dir",
+        )
+    return repo / "checkpoints" / "demo"
+
+
+def choose_fold(run_dir: Path) -> FoldChoice:
+    """The finished fold whose checkpoint had the best validation score.
+
+    The score is the trainer's own (``select.value`` in ``metrics.jsonl`` at the epoch it
+    saved as best: the run's ``train.select_metric``, with its fallback when AUC is undefined);
+    ties go to the lower validation loss, then the lower fold index.
+    """
+    best: tuple[float, float, int] | None = None
+    choice: FoldChoice | None = None
+    for fold in list_folds(run_dir):
+        paths = fold_paths(run_dir, fold)
+        if not (paths.checkpoint.is_file() and paths.test_metrics.is_file()):
+            continue
+        saved = [r for r in read_jsonl(paths.metrics) if (r.get("select") or {}).get("best")]
+        if not saved:
+            continue
+        record = saved[-1]
+        value = _finite((record.get("select") or {}).get("value"), -math.inf)
+        loss = _finite((record.get("val") or {}).get("loss"), math.inf)
+        key = (value, -loss, -fold)
+        if best is None or key > best:
+            best = key
+            choice = FoldChoice(
+                fold=fold,
+                metric=str(record["select"].get("metric", "")),
+                value=value,
+                epoch=int(record.get("epoch", -1)),
+            )
+    if choice is None:
+        raise HMILError(run_dir, "no finished fold with a checkpoint and validation metrics")
+    return choice
+
+
+def update_demo_checkpoint(result: DemoResult, dest: Path, command: str) -> Path:
+    """Copy the chosen fold's checkpoint to ``dest/checkpoint.pt``, write ``dest/MODEL_CARD.md``.
+
+    Returns:
+        The checkpoint path.
+    """
+    choice = choose_fold(result.run_dir)
+    source = fold_paths(result.run_dir, choice.fold).checkpoint
+    target = Path(dest) / "checkpoint.pt"
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)
+    card = model_card(result, choice, command, checkpoint_bytes=target.stat().st_size)
+    write_text_atomic(Path(dest) / "MODEL_CARD.md", card)
+    return target
+
+
+def model_card(result: DemoResult, choice: FoldChoice, command: str, checkpoint_bytes: int) -> str:
+    """The Markdown model card: data, config, measured metrics, provenance."""
+    run = result.run_dir
+    config = load_run_config(run)
+    fold_test = json.loads(fold_paths(run, choice.fold).test_metrics.read_text(encoding="utf-8"))
+    cohort = result.cohort
+    n_params = _parameter_count(fold_paths(run, choice.fold).checkpoint)
+    counts: dict[str, int] = {}
+    for slide in cohort.slides:
+        counts[slide.label] = counts.get(slide.label, 0) + 1
+    today = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        "# HMIL demo checkpoint — trained on SYNTHETIC slides",
+        "",
+        "> **Synthetic data only.** This model was trained by `hmil demo` on procedurally",
+        "> generated slides. It has never seen a real patient slide and must not be used on",
+        "> one; it exists so the viewer has a model to show on the demo cohort.",
+        "",
+        "## Data",
+        f"- {len(cohort.slides)} synthetic slides in "
+        f"{len({s.case_id for s in cohort.slides})} synthetic cases "
+        f"(generator seed {cohort.config.seed}), level 0 at {cohort.config.mpp:g} µm/px "
+        f"({cohort.config.magnification:g}x), {cohort.config.min_size}–{cohort.config.max_size}"
+        " px a side.",
+        f"- {result.n_patches} tissue patches of {_patch_size(result)} px at 20x, encoded by "
+        f"the weight-free `{config.data.encoder}` descriptor.",
+        "- Each slide except `normal` has one planted lesion covering "
+        f"{cohort.config.lesion_fraction[0]:.0%}–{cohort.config.lesion_fraction[1]:.0%} of the "
+        "tissue; its appearance defines the label:",
+        "",
+        "| coarse | fine | slides | lesion appearance |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {c.coarse} | {c.name} | {counts.get(c.name, 0)} | {c.summary} |" for c in DEMO_CLASSES
+    ]
+    lines += [
+        "",
+        "## Model and training",
+        f"- HMIL (class-wise gated attention, coarse and fine heads), input dimension "
+        f"{_in_dim(fold_paths(run, choice.fold).checkpoint)}, {n_params:,} parameters, "
+        f"checkpoint {checkpoint_bytes / 1e6:.1f} MB.",
+        f"- {result.summary.get('n_folds', 0)}-fold cross-validation (case-grouped, stratified), "
+        f"{config.train.epochs} epochs per fold, Adam lr {config.train.lr:g}, "
+        f"{config.train.bags_per_step} bags per step, seed {config.train.seed}.",
+        f"- Shipped: fold {choice.fold}, chosen on validation `{choice.metric}` = "
+        f"{_fmt(choice.value)} (best epoch {choice.epoch}); test metrics were not used to choose.",
+        "",
+        "Full config (`run/config.yaml`, data paths omitted):",
+        "",
+        "```yaml",
+        yaml.safe_dump(
+            {k: v for k, v in config.to_dict().items() if k in ("model", "loss", "train")},
+            sort_keys=False,
+        ).rstrip(),
+        "```",
+        "",
+        "## Measured metrics (held-out test slides, synthetic)",
+        "",
+        f"Mean ± std over {result.summary.get('n_folds', 0)} folds (`run/summary.json`), and the "
+        f"shipped fold {choice.fold} (`run/fold_{choice.fold}/test_metrics.json`):",
+        "",
+        "| level | metric | mean ± std over folds | shipped fold |",
+        "|---|---|---|---|",
+    ]
+    for level in ("coarse", "fine"):
+        stats = result.summary.get(level, {})
+        for metric in CARD_METRICS:
+            summary = stats.get(metric)
+            mean = f"{summary['mean']:.3f} ± {summary['std']:.3f}" if summary else "n/a"
+            single = _fmt(fold_test.get(level, {}).get(metric))
+            lines.append(f"| {level} | {metric} | {mean} | {single} |")
+    lines += [
+        "",
+        f"These numbers come from {len(cohort.slides)} synthetic slides and describe this demo",
+        "only, not how HMIL performs on real data.",
+        "",
+        "## Provenance",
+        f"- Created: {today}",
+        f"- Command: `{command}`",
+        f"- hmil {hmil.__version__}, torch {torch.__version__}, Python "
+        f"{platform.python_version()}, {os.cpu_count()} CPU core(s).",
+        "- Wall time per step (s): "
+        + ", ".join(f"{step} {secs:g}" for step, secs in result.seconds.items()),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _finite(value: Any, default: float) -> float:
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else default
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, int | float) and math.isfinite(value) else "n/a"
+
+
+def _checkpoint(path: Path) -> dict[str, Any]:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _parameter_count(path: Path) -> int:
+    return sum(int(t.numel()) for t in _checkpoint(path)["state_dict"].values())
+
+
+def _in_dim(path: Path) -> int:
+    return int(_checkpoint(path)["in_dim"])
+
+
+def _patch_size(result: DemoResult) -> int:
+    import h5py
+
+    for path in sorted((result.tiles_dir / "patches").glob("*.h5")):
+        with h5py.File(path, "r") as handle:
+            return int(handle["coords"].attrs.get("patch_size", 256))
+    return 256
