@@ -28,6 +28,7 @@ from hmil.heatmap import (
     render_overlay,
     save_topk_crops,
     topk_indices,
+    write_geojson,
 )
 from hmil.slides import Region, open_slide
 
@@ -151,7 +152,7 @@ def test_general_layouts_use_the_splat_path() -> None:
     assert (rgba[..., 3] > 0).mean() > 0.95
 
 
-def test_geojson_one_detection_per_patch() -> None:
+def test_geojson_one_detection_per_patch(tmp_path: Path) -> None:
     coords = np.array([[0, 0], [256, 512]])
     data = geojson_collection(coords, 256, {"attention_IC": np.array([0.25, 0.75])})
     text = json.dumps(data)
@@ -165,6 +166,14 @@ def test_geojson_one_detection_per_patch() -> None:
     assert second["properties"]["measurements"] == {"attention_IC": 0.75}
     with pytest.raises(HMILError, match="1 values for 2 patches"):
         geojson_collection(coords, 256, {"attention_IC": np.array([0.1])})
+    # the streamed writer produces the same objects
+    many = _grid(30, 40, 256)
+    values = {"attention_a": np.random.default_rng(6).random(1200), 'odd "name"': np.ones(1200)}
+    written = json.loads(write_geojson(tmp_path / "g.geojson", many, 256, values).read_text())
+    assert written == geojson_collection(many, 256, values)
+    with pytest.raises(HMILError, match="non-finite"):
+        write_geojson(tmp_path / "bad.geojson", coords, 256, {"a": np.array([0.1, np.inf])})
+    assert not (tmp_path / "bad.geojson").exists()
 
 
 def test_topk_indices() -> None:
