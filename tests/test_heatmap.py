@@ -204,7 +204,8 @@ def test_overlay_on_a_slide_and_crops(small_slide: Path, tmp_path: Path) -> None
         paths = save_topk_crops(slide, coords, 128, scores, 2, tmp_path / "crops", "IC/x")
     assert [p.name for p in paths] == ["00_halves_x384_y0_a1.png", "01_halves_x384_y128_a0.5.png"]
     assert paths[0].parent.name == "IC_x"
-    crop = np.asarray(Image.open(paths[0]))
+    with Image.open(paths[0]) as image:
+        crop = np.asarray(image)
     assert crop.shape == (128, 128, 3) and (crop == (0, 0, 200)).all()
 
 
@@ -217,7 +218,8 @@ def test_export_heatmap_files_and_errors(small_slide: Path, tmp_path: Path) -> N
             geojson=tmp_path / "h.geojson", crops_dir=tmp_path / "crops", topk=3,
             bag_attrs={"level0_width": 512, "level0_height": 256},
         )  # fmt: skip
-        assert Image.open(out.png).size == (512, 256)
+        with Image.open(out.png) as png:
+            assert png.size == (512, 256)
         features = json.loads(out.geojson.read_text())["features"]
         assert len(features) == 8
         assert set(features[0]["properties"]["measurements"]) == {

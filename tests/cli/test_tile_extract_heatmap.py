@@ -121,8 +121,8 @@ def test_heatmap_over_the_slide_geojson_and_crops(
                  str(tmp_path / "crops"), "--smooth", "0.5", "--cmap", "magma",
                  "--device", "cpu"])  # fmt: skip
     assert code == 0
-    image = Image.open(tmp_path / "h.png")
-    assert max(image.size) == 512
+    with Image.open(tmp_path / "h.png") as image:
+        assert max(image.size) == 512
     bag = load_bag(root / "bags" / f"{sid}.h5")
     collection = json.loads((tmp_path / "h.geojson").read_text())
     assert collection["type"] == "FeatureCollection"
@@ -132,7 +132,9 @@ def test_heatmap_over_the_slide_geojson_and_crops(
     total = sum(f["properties"]["measurements"]["attention_IC"] for f in collection["features"])
     assert total == pytest.approx(1.0, abs=1e-4)  # attention is a softmax over the patches
     crops = sorted((tmp_path / "crops").glob("*/*.png"))
-    assert len(crops) == 2 * 7 and Image.open(crops[0]).size == (256, 256)
+    assert len(crops) == 2 * 7
+    with Image.open(crops[0]) as crop:
+        assert crop.size == (256, 256)
 
 
 def test_heatmap_on_a_blank_canvas_and_errors(
@@ -144,7 +146,8 @@ def test_heatmap_on_a_blank_canvas_and_errors(
     out = tmp_path / "blank.png"
     assert main([*base, "--bag", bag, "--level", "coarse", "--label", "malignant",
                  "--out", str(out)]) == 0  # fmt: skip
-    image = np.asarray(Image.open(out))
+    with Image.open(out) as png:
+        image = np.asarray(png)
     assert max(image.shape[:2]) <= 2048 and image.shape[2] == 3
     assert main([*base, "--bag", bag, "--level", "coarse", "--label", "IC",
                  "--out", str(out)]) == 2  # fmt: skip

@@ -144,8 +144,8 @@ def test_real_h_and_e_slides_are_tiled_on_tissue(
         hi, lo = pixels.max(axis=3), pixels.min(axis=3)
         saturation = ((hi - lo) / np.maximum(hi, 1)).mean(axis=(1, 2))
         assert saturation.min() > 0.12, sid
-        qc = Image.open(out / "masks" / f"{sid}.png")
-        assert max(qc.size) == 1024
+        with Image.open(out / "masks" / f"{sid}.png") as qc:
+            assert max(qc.size) == 1024
 
 
 def test_slides_without_tissue_patches_or_unreadable_are_reported(
