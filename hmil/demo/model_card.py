@@ -198,7 +198,8 @@ def model_card(result: DemoResult, choice: FoldChoice, command: str, checkpoint_
         f"- hmil {hmil.__version__}, torch {torch.__version__}, Python "
         f"{platform.python_version()}, {os.cpu_count()} CPU core(s).",
         "- Wall time per step (s): "
-        + ", ".join(f"{step} {secs:g}" for step, secs in result.seconds.items()),
+        + ", ".join(f"{step} {secs:g}" for step, secs in result.seconds.items())
+        + f" (machine load average over the last 5 min when done: {_load():.1f}).",
         "",
     ]
     return "\n".join(lines)
@@ -206,6 +207,14 @@ def model_card(result: DemoResult, choice: FoldChoice, command: str, checkpoint_
 
 def _finite(value: Any, default: float) -> float:
     return float(value) if isinstance(value, int | float) and math.isfinite(value) else default
+
+
+def _load() -> float:
+    """5-minute load average (NaN where the OS does not report one)."""
+    try:
+        return os.getloadavg()[1]
+    except (AttributeError, OSError):
+        return float("nan")
 
 
 def _fmt(value: Any) -> str:

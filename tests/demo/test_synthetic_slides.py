@@ -165,3 +165,24 @@ def test_stains_to_rgb_is_beer_lambert() -> None:
     pink = stains_to_rgb(np.float32([0.0]), np.float32([1.0]))[0]
     assert purple[2] > purple[0] > purple[1]  # hematoxylin: blue-purple
     assert pink[1] < pink[0] and pink[1] < pink[2]  # eosin: green absorbed
+
+
+def test_project_reader_and_tiler_use_the_metadata(written: tuple[Path, dict]) -> None:
+    from hmil.slides.reader import open_slide
+    from hmil.slides.tissue import TilingConfig, tile_slide
+
+    root, slides = written
+    slide: SyntheticSlide = slides["carcinoma-small"]
+    with open_slide(root / "slides" / f"{slide.spec.slide_id}.tiff") as opened:
+        assert opened.backend == "openslide"
+        assert opened.mpp == pytest.approx(0.5)
+        assert opened.magnification == 20
+        result = tile_slide(opened, TilingConfig(patch_size=256, magnification=20))
+    assert result.plan.patch_size_level0 == 256 and result.plan.patch_level == 0
+    # every tissue patch lies on the slide's tissue: its grid cell is mostly tissue in our mask
+    cells = 256 // MASK_DOWNSAMPLE
+    for x, y in result.coords:
+        cell = slide.tissue[y // MASK_DOWNSAMPLE : y // MASK_DOWNSAMPLE + cells,
+                            x // MASK_DOWNSAMPLE : x // MASK_DOWNSAMPLE + cells]  # fmt: skip
+        assert cell.mean() > 0.25
+    assert result.n_patches >= 0.6 * slide.tissue.sum() / cells**2
