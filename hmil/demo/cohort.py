@@ -29,7 +29,7 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from hmil.demo.classes import DEMO_CLASSES, HIERARCHY_NAME, demo_hierarchy
+from hmil.demo.classes import DEMO_CLASSES, HIERARCHY_NAME, demo_class, demo_hierarchy
 from hmil.demo.synthetic_slides import (
     MASK_DOWNSAMPLE,
     SYNTHETIC_NOTE,
@@ -37,6 +37,7 @@ from hmil.demo.synthetic_slides import (
     TextureBank,
     build_texture_bank,
     render_slide,
+    slide_files,
     write_slide,
 )
 from hmil.errors import HMILError
@@ -158,7 +159,7 @@ def plan_cohort(config: CohortConfig) -> list[PlannedSlide]:
         for _ in range(size):
             index = len(plan)
             width, height = (config.min_size + 256 * rng.integers(steps, size=2)).tolist()
-            has_lesion = next(c for c in DEMO_CLASSES if c.name == label).look is not None
+            has_lesion = demo_class(label).look is not None
             fraction = float(rng.uniform(*config.lesion_fraction)) if has_lesion else 0.0
             seed = int(np.random.SeedSequence([config.seed, index]).generate_state(1)[0])
             spec = SlideSpec(
@@ -196,7 +197,7 @@ def build_cohort(
     root = Path(out_dir)
     _check_same_config(root, config)
     plan = plan_cohort(config)
-    todo = [p.spec for p in plan if not (root / "slides" / f"{p.spec.slide_id}.tiff").is_file()]
+    todo = [p.spec for p in plan if not (root / slide_files(p.spec.slide_id).slide).is_file()]
     workers = workers or min(2, os.cpu_count() or 1)
     meter = Progress(len(plan), "demo slides", enabled=progress, initial=len(plan) - len(todo))
     with meter:
@@ -246,12 +247,12 @@ def _render_and_write(spec: SlideSpec, cohort_seed: int, root: Path) -> None:
 
 def _record(root: Path, planned: PlannedSlide) -> CohortSlide:
     spec = planned.spec
-    sid = spec.slide_id
-    tissue = np.asarray(Image.open(root / "masks" / f"{sid}_tissue.png")) > 0
-    lesion = np.asarray(Image.open(root / "masks" / f"{sid}_lesion.png")) > 0
+    files = slide_files(spec.slide_id)
+    tissue = np.asarray(Image.open(root / files.tissue_mask)) > 0
+    lesion = np.asarray(Image.open(root / files.lesion_mask)) > 0
     hierarchy = demo_hierarchy()
     return CohortSlide(
-        slide_id=sid,
+        slide_id=spec.slide_id,
         case_id=planned.case_id,
         label=spec.label,
         coarse=hierarchy.parent_of(spec.label),
@@ -259,10 +260,10 @@ def _record(root: Path, planned: PlannedSlide) -> CohortSlide:
         height=spec.height,
         mpp=spec.mpp,
         lesion_share=round(float(lesion.sum() / max(int(tissue.sum()), 1)), 4),
-        slide=f"slides/{sid}.tiff",
-        tissue_mask=f"masks/{sid}_tissue.png",
-        lesion_mask=f"masks/{sid}_lesion.png",
-        lesion_geojson=f"masks/{sid}_lesion.geojson",
+        slide=files.slide,
+        tissue_mask=files.tissue_mask,
+        lesion_mask=files.lesion_mask,
+        lesion_geojson=files.lesion_geojson,
     )
 
 
@@ -275,9 +276,8 @@ def _check_same_config(root: Path, config: CohortConfig) -> None:
     except (OSError, ValueError, KeyError, TypeError):
         raise HMILError(path, "unreadable cohort manifest; remove the directory") from None
     if existing != config:
-        changed = [
-            k for k, v in asdict(config).items() if asdict(existing).get(k) != v
-        ]  # e.g. n_slides
+        ours, theirs = asdict(config), asdict(existing)
+        changed = [key for key, value in ours.items() if theirs.get(key) != value]
         raise HMILError(
             root,
             f"holds a demo cohort built with different settings ({', '.join(changed)}); "

@@ -172,6 +172,16 @@ class SlideFiles:
     lesion_geojson: str
 
 
+def slide_files(slide_id: str) -> SlideFiles:
+    """The cohort-relative paths of one slide's TIFF and ground truth."""
+    return SlideFiles(
+        slide=f"slides/{slide_id}.tiff",
+        tissue_mask=f"masks/{slide_id}_tissue.png",
+        lesion_mask=f"masks/{slide_id}_lesion.png",
+        lesion_geojson=f"masks/{slide_id}_lesion.geojson",
+    )
+
+
 def render_slide(spec: SlideSpec, bank: TextureBank) -> SyntheticSlide:
     """Render level 0 and the ground-truth masks of ``spec`` (deterministic in ``spec.seed``).
 
@@ -211,11 +221,12 @@ def render_slide(spec: SlideSpec, bank: TextureBank) -> SyntheticSlide:
                 e += (adipose.e(*box) - e) * fat
             for island in islands:
                 island.paste(h, e, y0, x0)
-            lesion = lesion_edge.alpha(box, edge_noise[:, ::-1])
-            if lesion_tex is not None and not (isinstance(lesion, float) and lesion == 0.0):
-                keep = 1.0 - lesion
-                h = h * keep + lesion_tex.h(*box) * lesion + RIM_H_OD * 4.0 * lesion * keep
-                e = e * keep + lesion_tex.e(*box) * lesion
+            if lesion_tex is not None:
+                lesion = lesion_edge.alpha(box, edge_noise[:, ::-1])
+                if not (isinstance(lesion, float) and lesion == 0.0):
+                    keep = 1.0 - lesion
+                    h = h * keep + lesion_tex.h(*box) * lesion + RIM_H_OD * 4.0 * lesion * keep
+                    e = e * keep + lesion_tex.e(*box) * lesion
             stain = _resize_box(stain_field, box)
             h *= tissue * stain * h_gain
             e *= tissue * stain * e_gain
@@ -232,12 +243,7 @@ def write_slide(slide: SyntheticSlide, cohort_dir: str | Path) -> SlideFiles:
     """
     root = Path(cohort_dir)
     spec = slide.spec
-    files = SlideFiles(
-        slide=f"slides/{spec.slide_id}.tiff",
-        tissue_mask=f"masks/{spec.slide_id}_tissue.png",
-        lesion_mask=f"masks/{spec.slide_id}_lesion.png",
-        lesion_geojson=f"masks/{spec.slide_id}_lesion.geojson",
-    )
+    files = slide_files(spec.slide_id)
     _save_mask(slide.tissue, root / files.tissue_mask)
     _save_mask(slide.lesion, root / files.lesion_mask)
     geojson = lesion_geojson(slide.lesion, spec.label, spec.slide_id)
