@@ -5,7 +5,8 @@
 * :mod:`hmil.demo.synthetic_slides` — one slide: layout, rendering, ground-truth masks;
 * :mod:`hmil.demo.tiff` — pyramidal JPEG TIFF writer that OpenSlide reads;
 * :mod:`hmil.demo.cohort` — the cohort folder (slides, masks, labels, hierarchy, manifest);
-* :mod:`hmil.demo.pipeline` — cohort → tile → extract → split → train → evaluate.
+* :mod:`hmil.demo.pipeline` — cohort → tile → extract → split → train → evaluate;
+* :mod:`hmil.demo.model_card` — the shipped demo checkpoint and its model card.
 
 Everything it produces is synthetic and labelled so.
 """
