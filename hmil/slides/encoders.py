@@ -301,12 +301,14 @@ def _count(idx: torch.Tensor, bins: int, weights: torch.Tensor | None = None) ->
 
 
 def _channel_correlations(hed: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """Pearson correlations H–E, H–D, E–D of ``(B, P, 3)`` (with its ``(B, 3)`` mean/std)."""
+    """Pearson correlations H–E, H–D, E–D of stains ``(B, 3, P)`` (with ``(B, 3)`` mean/std).
+
+    Clamped to [−1, 1]: on flat patches (std ≈ 0) rounding could otherwise push them outside.
+    """
     pairs = ((0, 1), (0, 2), (1, 2))
-    cov = [(hed[:, :, i] * hed[:, :, j]).mean(1) - mean[:, i] * mean[:, j] for i, j in pairs]
-    return torch.stack(
-        [c / (std[:, i] * std[:, j] + 1e-8) for c, (i, j) in zip(cov, pairs, strict=True)], dim=1
-    )
+    cov = [(hed[:, i] * hed[:, j]).mean(1) - mean[:, i] * mean[:, j] for i, j in pairs]
+    corr = [c / (std[:, i] * std[:, j] + 1e-8) for c, (i, j) in zip(cov, pairs, strict=True)]
+    return torch.stack(corr, dim=1).clamp_(-1.0, 1.0)
 
 
 #: neighbour offsets (dy, dx) of an 8-neighbourhood, in circular order

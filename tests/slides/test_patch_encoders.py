@@ -90,6 +90,16 @@ def test_hed_channel_statistics_match_skimage(enc: PatchEncoder) -> None:
                                    rtol=1e-4, atol=1e-6)  # fmt: skip
         np.testing.assert_allclose(feats[:, names.index(f"{channel}_std")], hed[..., c].std(1),
                                    rtol=1e-3, atol=1e-5)  # fmt: skip
+    # stain correlations are Pearson correlations between the stain channels (found wrong
+    # once: they indexed pixels instead of channels and reached values of ±60)
+    corr = feats[:, [names.index(n) for n in ("corr_h_e", "corr_h_d", "corr_e_d")]]
+    assert np.abs(corr).max() <= 1.0
+    for i in range(6):
+        stds = hed[i].std(0)
+        for k, (a, b) in enumerate(((0, 1), (0, 2), (1, 2))):
+            if stds[a] > 1e-3 and stds[b] > 1e-3:
+                expected = np.corrcoef(hed[i, :, a], hed[i, :, b])[0, 1]
+                assert corr[i, k] == pytest.approx(expected, abs=2e-3)
 
 
 def test_hed_texture_separates_glass_tissue_and_nuclei(enc: PatchEncoder) -> None:
