@@ -1,0 +1,216 @@
+"""Pure viewer components on the fixture run: run tables, cohort tables, training helpers,
+figures and the per-slide prediction."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from viewer_fixtures import NO_SLIDE_ID
+
+from hmil.errors import ConfigError
+from hmil.predict import load_checkpoint
+from viewer.components import charts, cohort, runs, training
+from viewer.components.inference import patch_attention_rows, predict_slide
+from viewer.components.paths import PathRefused
+
+
+@pytest.fixture(scope="module")
+def info(viewer_run: Path) -> runs.RunInfo:
+    return runs.load_run_info(viewer_run)
+
+
+@pytest.fixture(scope="module")
+def predictions(viewer_run: Path) -> pd.DataFrame:
+    return runs.load_predictions(viewer_run)
+
+
+def test_discover_runs_finds_run_directories(viewer_root: Path, tmp_path: Path) -> None:
+    assert viewer_root / "run" in runs.discover_runs([viewer_root])
+    assert runs.discover_runs([viewer_root / "cohort"]) == []
+    assert runs.discover_runs([tmp_path / "missing"]) == []
+
+
+def test_predictions_of_all_folds_with_confidences(
+    predictions: pd.DataFrame, info: runs.RunInfo
+) -> None:
+    assert sorted(predictions["fold"].unique()) == [0, 1]
+    assert len(predictions) == 24  # k-fold: every slide is tested once
+    row = predictions.iloc[0]
+    assert row["confidence_fine"] == pytest.approx(row[f"p_fine_{row['pred_fine']}"], abs=1e-6)
+    assert row["confidence_coarse"] == pytest.approx(row[f"p_coarse_{row['pred_coarse']}"])
+    assert predictions["correct_fine"].dtype == bool
+    assert info.hierarchy.name == "bracs" and info.folds == (0, 1)
+
+
+def test_slide_table_and_file_lookup(info: runs.RunInfo, predictions: pd.DataFrame) -> None:
+    table = runs.slide_table(info, predictions)
+    assert len(table) == 24 and set(table["fold"]) == {0, 1}
+    row = table.iloc[0]
+    label = runs.slide_option_label(row)
+    assert row["slide_id"] in label and f"true {row['true_fine']}" in label and "pred" in label
+    folders = runs.cohort_dirs(info)
+    assert runs.find_slide_file("synth-0000", folders).name == "synth-0000.tiff"
+    assert runs.find_slide_file(NO_SLIDE_ID, folders) is None
+    assert runs.find_lesion_mask("synth-0000", folders).name == "synth-0000_lesion.png"
+    assert runs.find_bag_file(info, "synth-0000").suffix == ".h5"
+    assert runs.is_synthetic(info)
+
+
+def test_checkpoint_listing(viewer_run: Path, tmp_path: Path) -> None:
+    ckpts = runs.run_checkpoints(viewer_run)
+    assert sorted(ckpts) == [0, 1]
+    extra = tmp_path / "checkpoints" / "demo"
+    extra.mkdir(parents=True)
+    shutil.copy(ckpts[0], extra / "checkpoint.pt")
+    found = runs.list_checkpoints([viewer_run], [tmp_path / "checkpoints"])
+    assert found[:2] == [ckpts[0], ckpts[1]] and found[2] == extra / "checkpoint.pt"
+
+
+def test_metrics_table_matches_summary(viewer_run: Path) -> None:
+    per_fold = runs.fold_test_metrics(viewer_run)
+    table = cohort.metrics_table(per_fold)
+    assert list(table["fold"]) == ["0", "1", "mean ± std"]
+    summary = json.loads((viewer_run / "summary.json").read_text())
+    bacc = summary["fine"]["balanced_accuracy"]
+    assert table.iloc[-1]["fine bal. acc"] == f"{bacc['mean']:.3f} ± {bacc['std']:.3f}"
+    assert table.iloc[0]["fine bal. acc"] == f"{per_fold[0]['fine']['balanced_accuracy']:.3f}"
+
+
+def test_confusion_counts_and_filters(predictions: pd.DataFrame, info: runs.RunInfo) -> None:
+    counts = cohort.confusion_counts(predictions, "fine", info.hierarchy.fine)
+    assert counts.sum() == len(predictions)
+    assert np.trace(counts) == int(predictions["correct_fine"].sum())
+    wrong = cohort.filter_slides(
+        predictions, cohort.SlideFilter(level="coarse", only_misclassified=True)
+    )
+    assert (wrong["true_coarse"] != wrong["pred_coarse"]).all()
+    assert len(wrong) == int((~predictions["correct_coarse"]).sum())
+    assert wrong["confidence_coarse"].is_monotonic_decreasing
+    true_class = info.hierarchy.fine[0]
+    some = cohort.filter_slides(predictions, cohort.SlideFilter(true_class=true_class, folds=(1,)))
+    assert set(some["true_fine"]) <= {true_class} and set(some["fold"]) <= {1}
+    none = cohort.filter_slides(predictions, cohort.SlideFilter(min_conf=0.99, max_conf=1.0))
+    assert none.empty or (none["confidence_fine"] >= 0.99).all()
+
+
+def test_roc_curves_and_cell_selection(predictions: pd.DataFrame, info: runs.RunInfo) -> None:
+    curves = cohort.roc_curves(predictions, "coarse", info.hierarchy.coarse)
+    assert set(curves) == set(info.hierarchy.coarse)
+    for fpr, tpr, auc in curves.values():
+        assert fpr[0] == 0 and tpr[-1] == 1 and 0 <= auc <= 1
+    fig = charts.roc_figure(curves, "t")
+    assert len(fig.data) == len(curves) + 1
+    assert cohort.cell_from_selection({"selection": {"points": [{"x": "N", "y": "IC"}]}}) == (
+        "IC",
+        "N",
+    )
+    assert cohort.cell_from_selection({"selection": {"points": []}}) is None
+    assert cohort.cell_from_selection(None) is None
+
+
+def test_confusion_figure_is_clickable(info: runs.RunInfo) -> None:
+    counts = np.arange(9).reshape(3, 3)
+    fig = charts.confusion_figure(counts, info.hierarchy.coarse, "coarse")
+    heat, points = fig.data
+    assert heat.type == "heatmap" and points.type == "scatter"
+    assert len(points.x) == 9 and list(points.customdata) == list(range(9))
+
+
+def test_probability_bars_mark_the_truth() -> None:
+    fig = charts.probability_bars(["a", "b", "c"], np.array([0.2, 0.7, 0.1]), "c", "t")
+    bar = fig.data[0]
+    assert list(bar.y) == ["a", "b", "c (truth)"]
+    assert bar.marker.color[1] == charts.PRED_COLOUR and bar.marker.line.width[2] > 0
+
+
+def test_prediction_and_patch_attention(viewer_run: Path, info: runs.RunInfo) -> None:
+    predictor = load_checkpoint(viewer_run / "fold_0" / "checkpoint.pt", device="cpu")
+    result = predict_slide(predictor, runs.find_bag_file(info, "synth-0001"))
+    n = result.n_instances
+    assert result.attention_coarse.shape == (3, n) and result.attention_fine.shape == (7, n)
+    assert result.coarse_probs == pytest.approx(
+        np.bincount(result.parent, weights=result.fine_probs, minlength=3)
+    )
+    assert result.patch_size == 128 and result.coords.shape == (n, 2)
+    rows = patch_attention_rows(result, int(np.argmax(result.attention_fine[2])))
+    assert [r["label"] for r in rows] == list(result.coarse) + list(result.fine)
+    top = rows[len(result.coarse) + 2]
+    assert top["percentile"] == pytest.approx(100.0)
+    assert top["x_uniform"] == pytest.approx(top["attention"] * n)
+
+
+def test_training_curves_and_overview(viewer_run: Path) -> None:
+    overview = training.fold_overview(viewer_run)
+    assert list(overview["fold"]) == [0, 1]
+    assert set(overview["state"]) == {"finished"} and list(overview["epoch"]) == ["2/2", "2/2"]
+    curves = training.training_curves(viewer_run)
+    assert set(curves["fold"]) == {0, 1} and set(curves["epoch"]) == {0, 1}
+    assert {"train loss", "val loss", "val fine bal. acc"} <= set(curves["series"])
+    fig = charts.curves_figure(curves, "t")
+    assert len(fig.data) == curves.groupby(["fold", "series"]).ngroups
+
+
+def test_stop_request_and_eta(tmp_path: Path) -> None:
+    path = training.request_stop(tmp_path, 3)
+    assert path == tmp_path / "fold_3" / "STOP" and path.is_file()
+    assert training.format_eta(200) == "3 min 20 s"
+    assert training.format_eta(7260) == "2 h 1 min"
+    assert training.format_eta(None) == "" and training.format_eta(math.inf) == ""
+
+
+def test_training_form_paths_and_config(viewer_root: Path, tmp_path: Path) -> None:
+    roots = (viewer_root.resolve(),)
+    form = training.TrainForm(
+        out=str(viewer_root / "runs" / "new"),
+        labels=str(viewer_root / "cohort" / "labels.csv"),
+        features=str(viewer_root / "cohort" / "features"),
+        splits=str(viewer_root / "splits"),
+        hierarchy="bracs",
+        folds=[1],
+        overrides={"train.epochs": 3, "launcher.kind": "local"},
+        extra_yaml="model:\n  hidden_dim: 8\n",
+    )
+    paths = training.checked_paths(form, roots)
+    config = training.build_config(form, paths)
+    assert config.train.epochs == 3 and config.model.hidden_dim == 8
+    assert config.data.folds == "1" and config.launcher.kind == "local"
+    assert config.data.labels == str((viewer_root / "cohort" / "labels.csv").resolve())
+    with pytest.raises(PathRefused):
+        training.checked_paths(
+            training.TrainForm(**{**form.__dict__, "labels": "/etc/passwd"}), roots
+        )
+    with pytest.raises(PathRefused):
+        training.checked_paths(training.TrainForm(**{**form.__dict__, "out": str(tmp_path)}), roots)
+    bad = training.TrainForm(**{**form.__dict__, "extra_yaml": "model: [1"})
+    with pytest.raises(ConfigError, match="cannot parse YAML"):
+        training.build_config(bad, paths)
+    unknown = training.TrainForm(**{**form.__dict__, "extra_yaml": "model:\n  nope: 1\n"})
+    with pytest.raises(ConfigError, match="nope"):
+        training.build_config(unknown, paths)
+
+
+def test_create_splits_and_available_folds(viewer_root: Path, tmp_path: Path) -> None:
+    written = training.create_splits(
+        viewer_root / "cohort" / "labels.csv", "bracs", tmp_path / "s", 3, 0, 0.1, None
+    )
+    assert [p.name for p in written] == ["splits_0.csv", "splits_1.csv", "splits_2.csv"]
+    assert training.available_folds(tmp_path / "s") == [0, 1, 2]
+    assert training.available_folds(tmp_path / "missing") == []
+
+
+def test_process_alive_and_log_tail(tmp_path: Path) -> None:
+    import os
+
+    assert training.process_alive(os.getpid())
+    assert not training.process_alive(0)
+    log = tmp_path / "x.log"
+    log.write_bytes(b"a\rb\r" + b"\n".join(b"line %d" % i for i in range(100)))
+    tail = training.log_tail(log)
+    assert tail.splitlines()[-1] == "line 99" and len(tail.splitlines()) == 30
+    assert training.log_tail(tmp_path / "missing.log") == ""

@@ -1,0 +1,126 @@
+"""Streamlit caches around the pure loaders: models, slides, predictions, run tables.
+
+Keys include file signatures ``(path, mtime_ns, size)``, so a checkpoint rewritten by training or
+a fold finishing on disk is picked up on the next rerun without clearing anything by hand.
+
+* ``st.cache_resource`` — objects shared by every session and not copied: the loaded model
+  (:class:`hmil.predict.Predictor`, on the GPU when there is one) and open slide handles.
+* ``st.cache_data`` — picklable results: per-slide predictions with attention, run tables,
+  thumbnails and viewport base images (bounded by ``max_entries``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from hmil.heatmap import HeatmapStyle
+from hmil.slides.reader import Region, Slide
+from viewer.components import rendering, runs
+from viewer.components.inference import SlideResult
+
+
+def signature(path: Path | None) -> tuple[str, int, int] | None:
+    """``(path, mtime_ns, size)`` of one file, or None when missing."""
+    if path is None:
+        return None
+    sig = runs.file_signature([path])
+    return sig[0] if sig else None
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _predictor(path: str, _sig: Any) -> Any:
+    from hmil.predict import load_checkpoint
+
+    return load_checkpoint(path, device="auto")
+
+
+def predictor(path: Path) -> Any:
+    """The model of a checkpoint (loaded once per file version)."""
+    return _predictor(str(path), signature(path))
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _slide_result(ckpt: str, _ckpt_sig: Any, bag: str, _bag_sig: Any, slide_id: str) -> SlideResult:
+    from viewer.components.inference import predict_slide
+
+    return predict_slide(predictor(Path(ckpt)), Path(bag), slide_id=slide_id)
+
+
+def slide_result(checkpoint: Path, bag: Path, slide_id: str | None = None) -> SlideResult:
+    """Prediction + attention of one bag under one checkpoint (cached per file versions)."""
+    sid = slide_id or bag.stem
+    return _slide_result(str(checkpoint), signature(checkpoint), str(bag), signature(bag), sid)
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _slide(path: str, _sig: Any) -> Slide:
+    from hmil.slides.reader import open_slide
+
+    return open_slide(path)
+
+
+def slide(path: Path) -> Slide:
+    """An open slide handle shared across reruns and sessions (raises SlideError)."""
+    return _slide(str(path), signature(path))
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _thumbnail(path: str, _sig: Any, size: tuple[int, int]) -> np.ndarray:
+    s = slide(Path(path))
+    w, h = s.dimensions
+    return s.read_rect(Region(0, 0, w, h), size)
+
+
+def thumbnail(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """``(H, W, 3)`` picture of the whole slide at ``size = (W, H)``."""
+    return _thumbnail(str(path), signature(path), size)
+
+
+@st.cache_data(max_entries=48, show_spinner=False)
+def _base(path: str, _sig: Any, region: tuple[float, float, float, float], size: tuple[int, int]):
+    return rendering.base_image(slide(Path(path)), Region(*region), size)
+
+
+def base_image(path: Path | None, region: Region, size: tuple[int, int]) -> np.ndarray:
+    """Slide pixels of a viewport (white canvas without a slide); cached so that switching label
+    or style only re-colours the overlay."""
+    if path is None:
+        return rendering.base_image(None, region, size)
+    key = (region.x, region.y, region.w, region.h)
+    return _base(str(path), signature(path), key, (int(size[0]), int(size[1])))
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _mask(path: str, _sig: Any) -> np.ndarray:
+    return rendering.load_mask(Path(path))
+
+
+def mask(path: Path) -> np.ndarray:
+    return _mask(str(path), signature(path))
+
+
+@st.cache_data(max_entries=16, show_spinner=False, ttl=30)
+def _run_tables(run: str, _sig: Any) -> tuple[runs.RunInfo, pd.DataFrame, pd.DataFrame]:
+    info = runs.load_run_info(Path(run))
+    predictions = runs.load_predictions(Path(run))
+    return info, predictions, runs.slide_table(info, predictions)
+
+
+def run_tables(run: Path) -> tuple[runs.RunInfo, pd.DataFrame, pd.DataFrame]:
+    """``(info, stacked predictions, slide table)`` of a run, re-read when its files change."""
+    return _run_tables(str(run), runs.file_signature(runs.run_files(run)))
+
+
+@st.cache_data(max_entries=8, show_spinner=False, ttl=10)
+def discover_runs(roots: tuple[Path, ...]) -> list[Path]:
+    """Run directories under the data roots (re-scanned at most every 10 s)."""
+    return runs.discover_runs(roots)
+
+
+def style(cmap: str, alpha: float, normalize: str, smooth: float) -> HeatmapStyle:
+    return HeatmapStyle(cmap=cmap, alpha=alpha, normalize=normalize, smooth=smooth)  # type: ignore[arg-type]

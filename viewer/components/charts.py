@@ -1,0 +1,189 @@
+"""Plotly figures of the viewer: probability bars, confusion matrices, ROC and training curves.
+
+Pure builders (data in, ``go.Figure`` out) so tests can inspect the traces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+PRED_COLOUR = "#1f5fbf"
+OTHER_COLOUR = "#a9b8d0"
+TRUTH_COLOUR = "#1a9850"
+
+
+def probability_bars(
+    names: Sequence[str], probs: np.ndarray, truth: str | None, title: str
+) -> go.Figure:
+    """Horizontal bars of one level's probabilities; the argmax is dark, the true class is
+    outlined in green and labelled ``(truth)``."""
+    probs = np.asarray(probs, dtype=float)
+    best = int(np.argmax(probs))
+    labels = [f"{n} (truth)" if n == truth else n for n in names]
+    colours = [PRED_COLOUR if i == best else OTHER_COLOUR for i in range(len(names))]
+    widths = [3 if n == truth else 0 for n in names]
+    fig = go.Figure(
+        go.Bar(
+            x=probs,
+            y=labels,
+            orientation="h",
+            marker={
+                "color": colours,
+                "line": {"color": TRUTH_COLOUR, "width": widths},
+            },
+            text=[f"{p:.2f}" for p in probs],
+            textposition="outside",
+            hovertemplate="%{y}: %{x:.3f}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title={"text": title, "font": {"size": 14}},
+        xaxis={"range": [0, 1.15], "title": "probability"},
+        yaxis={"autorange": "reversed"},
+        height=60 + 28 * len(names),
+        margin={"l": 10, "r": 10, "t": 36, "b": 30},
+        showlegend=False,
+    )
+    return fig
+
+
+def confusion_figure(counts: np.ndarray, classes: Sequence[str], title: str) -> go.Figure:
+    """Confusion matrix (rows true, columns predicted) as a heatmap with counts, plus invisible
+    square markers at the cell centres so a click selects the cell
+    (``st.plotly_chart(on_select=...)`` reports points of scatter traces)."""
+    k = len(classes)
+    names = list(classes)
+    totals = counts.sum(axis=1, keepdims=True)
+    share = np.divide(counts, totals, out=np.zeros(counts.shape, dtype=float), where=totals > 0)
+    fig = go.Figure(
+        go.Heatmap(
+            z=share,
+            x=names,
+            y=names,
+            colorscale="Blues",
+            zmin=0,
+            zmax=1,
+            text=counts.astype(int),
+            texttemplate="%{text}",
+            hovertemplate="true %{y}, predicted %{x}: %{text} slides<extra></extra>",
+            colorbar={"title": "row share"},
+        )
+    )
+    xs, ys = np.meshgrid(np.arange(k), np.arange(k))
+    fig.add_trace(
+        go.Scatter(
+            x=[names[i] for i in xs.ravel()],
+            y=[names[j] for j in ys.ravel()],
+            mode="markers",
+            marker={"symbol": "square", "size": 28, "opacity": 0.01, "color": "#000"},
+            customdata=counts.ravel().astype(int),
+            hovertemplate="true %{y}, predicted %{x}: %{customdata} — click to list<extra></extra>",
+            showlegend=False,
+        )
+    )
+    fig.update_layout(
+        title={"text": title, "font": {"size": 14}},
+        xaxis={"title": "predicted", "type": "category"},
+        yaxis={"title": "true", "type": "category", "autorange": "reversed"},
+        height=120 + 40 * k,
+        margin={"l": 10, "r": 10, "t": 40, "b": 40},
+        clickmode="event+select",
+        dragmode="select",
+    )
+    return fig
+
+
+def roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], title: str) -> go.Figure:
+    """One-vs-rest ROC curve per class: ``name -> (fpr, tpr, auc)``."""
+    fig = go.Figure()
+    for name, (fpr, tpr, auc) in curves.items():
+        label = f"{name} (AUC {auc:.2f})" if np.isfinite(auc) else f"{name} (AUC n/a)"
+        fig.add_trace(go.Scatter(x=fpr, y=tpr, mode="lines", name=label))
+    fig.add_trace(
+        go.Scatter(
+            x=[0, 1],
+            y=[0, 1],
+            mode="lines",
+            line={"dash": "dot", "color": "#999"},
+            name="chance",
+            hoverinfo="skip",
+        )
+    )
+    fig.update_layout(
+        title={"text": title, "font": {"size": 14}},
+        xaxis={"title": "false positive rate", "range": [0, 1]},
+        yaxis={"title": "true positive rate", "range": [0, 1.02]},
+        height=380,
+        margin={"l": 10, "r": 10, "t": 40, "b": 40},
+    )
+    return fig
+
+
+FOLD_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2")
+SERIES_DASH = {
+    "train loss": "solid",
+    "val loss": "dash",
+    "val fine bal. acc": "solid",
+    "val fine AUC": "dash",
+    "val coarse bal. acc": "dot",
+}
+
+
+def curves_figure(curves: pd.DataFrame, title: str) -> go.Figure:
+    """Training curves, losses left and validation metrics right; one colour per fold, one
+    dash style per series. ``curves`` has columns ``fold, epoch, series, value, kind`` (kind
+    ``loss`` or ``metric``)."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "validation metrics"))
+    for (fold, series, kind), part in curves.groupby(["fold", "series", "kind"], sort=True):
+        colour = FOLD_COLOURS[int(fold) % len(FOLD_COLOURS)]
+        fig.add_trace(
+            go.Scatter(
+                x=part["epoch"],
+                y=part["value"],
+                mode="lines+markers",
+                name=f"fold {fold} · {series}",
+                line={"color": colour, "dash": SERIES_DASH.get(str(series), "solid")},
+                marker={"size": 5},
+            ),
+            row=1,
+            col=2 if kind == "metric" else 1,
+        )
+    fig.update_xaxes(title_text="epoch")
+    fig.update_yaxes(range=[0, 1.02], row=1, col=2)
+    fig.update_layout(
+        title={"text": title, "font": {"size": 14}},
+        height=380,
+        margin={"l": 10, "r": 10, "t": 60, "b": 40},
+        legend={"orientation": "h", "y": -0.25},
+    )
+    return fig
+
+
+def patch_attention_figure(rows: pd.DataFrame, title: str) -> go.Figure:
+    """Percentile of one patch's attention under every label, grouped by level."""
+    fig = go.Figure()
+    for level, part in rows.groupby("level", sort=False):
+        fig.add_trace(
+            go.Bar(
+                x=part["label"],
+                y=part["percentile"],
+                name=str(level),
+                customdata=np.stack([part["attention"], part["x_uniform"]], axis=1),
+                hovertemplate="%{x}: percentile %{y:.1f}<br>attention %{customdata[0]:.4g}"
+                " (×%{customdata[1]:.2f} uniform)<extra></extra>",
+            )
+        )
+    fig.update_layout(
+        title={"text": title, "font": {"size": 14}},
+        yaxis={"title": "percentile of this patch", "range": [0, 100]},
+        height=280,
+        margin={"l": 10, "r": 10, "t": 40, "b": 30},
+        barmode="group",
+    )
+    return fig

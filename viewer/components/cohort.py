@@ -1,0 +1,180 @@
+"""Cohort page tables: metrics per fold with mean ± std, confusion counts, filters, ROC data.
+
+Input is the stacked ``predictions.csv`` of a run (:func:`viewer.components.runs.load_predictions`,
+one row per slide and fold, columns ``true_<level>``, ``pred_<level>``, ``correct_<level>``,
+``confidence_<level>``, ``p_<level>_<class>``) and the folds' ``test_metrics.json``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+COHORT_LEVELS = ("coarse", "fine")
+#: metrics shown per fold: (level key in test_metrics.json, metric key, column title)
+METRIC_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("fine", "balanced_accuracy", "fine bal. acc"),
+    ("fine", "macro_f1", "fine macro F1"),
+    ("fine", "macro_auc", "fine macro AUC"),
+    ("coarse", "balanced_accuracy", "coarse bal. acc"),
+    ("coarse", "macro_f1", "coarse macro F1"),
+    ("coarse", "macro_auc", "coarse macro AUC"),
+    ("coarse_head", "balanced_accuracy", "coarse-head bal. acc"),
+)
+
+
+def metrics_table(per_fold: dict[int, dict[str, Any]]) -> pd.DataFrame:
+    """One row per finished fold plus ``mean ± std`` (population std, like summary.json).
+
+    Columns: ``fold``, one per :data:`METRIC_COLUMNS`, ``consistency``, ``n``. Cells are text
+    (one column mixes fold values and the summary): ``"0.812"`` per fold, ``"0.812 ± 0.034"``
+    in the summary row, ``""`` when a metric is undefined (e.g. AUC with a class missing).
+    """
+    rows: list[dict[str, Any]] = []
+    values: dict[str, list[float]] = {}
+    for fold in sorted(per_fold):
+        report = per_fold[fold]
+        row: dict[str, Any] = {"fold": str(fold)}
+        for level, metric, title in METRIC_COLUMNS:
+            value = _number(report.get(level, {}).get(metric))
+            row[title] = "" if value is None else f"{value:.3f}"
+            if value is not None:
+                values.setdefault(title, []).append(value)
+        consistency = _number(report.get("consistency"))
+        row["consistency"] = "" if consistency is None else f"{consistency:.3f}"
+        if consistency is not None:
+            values.setdefault("consistency", []).append(consistency)
+        row["n"] = str(report.get("n", ""))
+        rows.append(row)
+    if rows:
+        summary: dict[str, Any] = {"fold": "mean ± std"}
+        for title in [c[2] for c in METRIC_COLUMNS] + ["consistency"]:
+            vals = values.get(title, [])
+            summary[title] = f"{np.mean(vals):.3f} ± {np.std(vals):.3f}" if vals else ""
+        summary["n"] = str(sum(int(r["n"] or 0) for r in rows))
+        rows.append(summary)
+    return pd.DataFrame(rows)
+
+
+def _number(value: Any) -> float | None:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
+
+
+def confusion_counts(df: pd.DataFrame, level: str, classes: Sequence[str]) -> np.ndarray:
+    """``(K, K)`` int counts, rows = true class, columns = predicted class (at ``level``)."""
+    index = {name: i for i, name in enumerate(classes)}
+    counts = np.zeros((len(classes), len(classes)), dtype=np.int64)
+    if df.empty:
+        return counts
+    for t, p in zip(df[f"true_{level}"], df[f"pred_{level}"], strict=True):
+        if t in index and p in index:
+            counts[index[t], index[p]] += 1
+    return counts
+
+
+@dataclass(frozen=True)
+class SlideFilter:
+    """Which slides to list. ``None``/empty means "any".
+
+    Attributes:
+        level: ``coarse`` or ``fine``: the level the class filters and correctness refer to.
+        true_class: keep slides whose true class at ``level`` is this.
+        pred_class: keep slides predicted as this at ``level``.
+        min_conf, max_conf: keep slides whose confidence at ``level`` lies in this range.
+        only_misclassified: keep wrong predictions at ``level`` only.
+        folds: keep these folds only (empty = all).
+    """
+
+    level: str = "fine"
+    true_class: str | None = None
+    pred_class: str | None = None
+    min_conf: float = 0.0
+    max_conf: float = 1.0
+    only_misclassified: bool = False
+    folds: tuple[int, ...] = ()
+
+
+def filter_slides(df: pd.DataFrame, f: SlideFilter) -> pd.DataFrame:
+    """Rows of ``df`` matching ``f``, sorted by confidence at ``f.level`` (highest first, so the
+    most confidently wrong slides lead the misclassified list)."""
+    if df.empty:
+        return df
+    lv = f.level
+    keep = np.ones(len(df), dtype=bool)
+    if f.true_class:
+        keep &= (df[f"true_{lv}"] == f.true_class).to_numpy()
+    if f.pred_class:
+        keep &= (df[f"pred_{lv}"] == f.pred_class).to_numpy()
+    conf = df[f"confidence_{lv}"].to_numpy(dtype=float)
+    keep &= (conf >= f.min_conf - 1e-9) & (conf <= f.max_conf + 1e-9)
+    if f.only_misclassified:
+        keep &= ~df[f"correct_{lv}"].to_numpy(dtype=bool)
+    if f.folds:
+        keep &= df["fold"].isin(f.folds).to_numpy()
+    out = df[keep].sort_values(f"confidence_{lv}", ascending=False, kind="stable")
+    return out.reset_index(drop=True)
+
+
+def listing_columns(level: str) -> list[str]:
+    """Columns of the slide listing for ``level``."""
+    other = "coarse" if level == "fine" else "fine"
+    return [
+        "slide_id",
+        "fold",
+        f"true_{level}",
+        f"pred_{level}",
+        f"confidence_{level}",
+        f"true_{other}",
+        f"pred_{other}",
+        "consistent",
+    ]
+
+
+def roc_curves(
+    df: pd.DataFrame, level: str, classes: Sequence[str]
+) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
+    """One-vs-rest ROC per class from ``p_<level>_<class>``: ``name -> (fpr, tpr, auc)``.
+
+    A class with no positive or no negative slide gets an empty curve and AUC NaN.
+    """
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    out: dict[str, tuple[np.ndarray, np.ndarray, float]] = {}
+    if df.empty:
+        return out
+    truth = df[f"true_{level}"].to_numpy()
+    for name in classes:
+        column = f"p_{level}_{name}"
+        if column not in df:
+            continue
+        y = (truth == name).astype(int)
+        if y.min() == y.max():
+            out[name] = (np.array([]), np.array([]), float("nan"))
+            continue
+        scores = df[column].to_numpy(dtype=float)
+        fpr, tpr, _ = roc_curve(y, scores)
+        out[name] = (fpr, tpr, float(roc_auc_score(y, scores)))
+    return out
+
+
+def cell_from_selection(selection: Any) -> tuple[str, str] | None:
+    """``(true, predicted)`` of the confusion cell clicked, from ``st.plotly_chart``'s selection
+    state (``{"selection": {"points": [{"x": pred, "y": true, ...}]}}``), or None."""
+    try:
+        points = selection["selection"]["points"]
+    except (KeyError, TypeError):
+        return None
+    for point in points or []:
+        x, y = point.get("x"), point.get("y")
+        if x is not None and y is not None:
+            return str(y), str(x)
+    return None

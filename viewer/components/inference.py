@@ -1,0 +1,142 @@
+"""One slide's prediction in the form the slide page draws: plain numpy arrays, picklable.
+
+:class:`SlideResult` is what :func:`viewer.components.cached.slide_result` caches per
+(checkpoint, bag) pair, so switching label, level or viewport never re-runs the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hmil.data.bags import infer_patch_size
+from hmil.predict import Prediction, Predictor
+
+LEVELS = ("coarse", "fine")
+
+
+@dataclass(frozen=True)
+class SlideResult:
+    """Prediction + class-wise attention of one bag.
+
+    Attributes:
+        slide_id: bag id.
+        coarse: coarse class names (Kc).
+        fine: fine class names (Kf).
+        parent: ``(Kf,)`` coarse index of each fine class.
+        fine_probs: ``(Kf,)`` fine head softmax.
+        coarse_probs: ``(Kc,)`` Mᵀ p_f (fine probabilities summed per coarse class).
+        coarse_head_probs: ``(Kc,)`` the coarse head's own softmax.
+        attention_coarse: ``(Kc, N)`` float32, each row sums to 1 over the N patches.
+        attention_fine: ``(Kf, N)`` float32.
+        coords: ``(N, 2)`` int64 level-0 top-left corners, or None when the bag has none.
+        patch_size: level-0 patch side (stored in the bag or inferred from the coords grid).
+        encoder: encoder name stored with the bag ('' if none).
+    """
+
+    slide_id: str
+    coarse: tuple[str, ...]
+    fine: tuple[str, ...]
+    parent: tuple[int, ...]
+    fine_probs: np.ndarray
+    coarse_probs: np.ndarray
+    coarse_head_probs: np.ndarray
+    attention_coarse: np.ndarray
+    attention_fine: np.ndarray
+    coords: np.ndarray | None
+    patch_size: int
+    encoder: str = ""
+
+    @property
+    def n_instances(self) -> int:
+        return int(self.attention_fine.shape[1])
+
+    def names(self, level: str) -> tuple[str, ...]:
+        return self.coarse if level == "coarse" else self.fine
+
+    def attention(self, level: str) -> np.ndarray:
+        """``(K_level, N)`` attention of ``level``."""
+        return self.attention_coarse if level == "coarse" else self.attention_fine
+
+    def scores(self, level: str, label: str) -> np.ndarray:
+        """``(N,)`` attention of one class."""
+        return self.attention(level)[self.names(level).index(label)]
+
+    @property
+    def fine_pred(self) -> str:
+        return self.fine[int(np.argmax(self.fine_probs))]
+
+    @property
+    def coarse_pred(self) -> str:
+        return self.coarse[int(np.argmax(self.coarse_probs))]
+
+    @property
+    def coarse_head_pred(self) -> str:
+        return self.coarse[int(np.argmax(self.coarse_head_probs))]
+
+    @property
+    def consistent(self) -> bool:
+        """The coarse prediction (Mᵀ p_f) is the parent of the fine prediction."""
+        return self.coarse[self.parent[int(np.argmax(self.fine_probs))]] == self.coarse_pred
+
+    @property
+    def heads_agree(self) -> bool:
+        """The coarse head picks the same class as the fine head summed per coarse class."""
+        return self.coarse_head_pred == self.coarse_pred
+
+
+def from_prediction(pred: Prediction) -> SlideResult:
+    """Convert a :class:`hmil.predict.Prediction` made with ``attention=True``."""
+    if pred.attention is None:
+        raise ValueError("prediction was made without attention")
+    h = pred.hierarchy
+    coords = None if pred.coords is None else np.asarray(pred.coords, dtype=np.int64)
+    attrs = pred.bag_attrs or {}
+    patch = infer_patch_size(coords, attrs) if coords is not None else 256
+    return SlideResult(
+        slide_id=pred.slide_id,
+        coarse=tuple(h.coarse),
+        fine=tuple(h.fine),
+        parent=tuple(int(p) for p in h.parent),
+        fine_probs=np.asarray(pred.fine_probs, dtype=np.float64),
+        coarse_probs=np.asarray(pred.coarse_probs, dtype=np.float64),
+        coarse_head_probs=np.asarray(pred.coarse_head_probs, dtype=np.float64),
+        attention_coarse=np.asarray(pred.attention["coarse"], dtype=np.float32),
+        attention_fine=np.asarray(pred.attention["fine"], dtype=np.float32),
+        coords=coords,
+        patch_size=int(patch),
+        encoder=str(attrs.get("encoder", "")),
+    )
+
+
+def predict_slide(predictor: Predictor, bag: Path, slide_id: str | None = None) -> SlideResult:
+    """Run the model on one bag with class-wise attention (raises BagError for a bad bag)."""
+    return from_prediction(predictor.predict(bag, attention=True, slide_id=slide_id))
+
+
+def patch_attention_rows(result: SlideResult, index: int) -> list[dict[str, object]]:
+    """Attention of patch ``index`` under every label of both levels.
+
+    Each row: ``level, label, attention`` (the softmax weight), ``x_uniform`` (attention × N:
+    1.0 means the patch gets exactly its uniform share) and ``percentile`` (share of the
+    slide's patches with a lower score for that label, 0..100).
+    """
+    rows: list[dict[str, object]] = []
+    n = result.n_instances
+    for level in LEVELS:
+        att = result.attention(level)
+        for k, name in enumerate(result.names(level)):
+            row = att[k]
+            value = float(row[index])
+            rows.append(
+                {
+                    "level": level,
+                    "label": name,
+                    "attention": value,
+                    "x_uniform": value * n,
+                    "percentile": 100.0 * float((row < value).sum()) / max(1, n - 1),
+                }
+            )
+    return rows
