@@ -1,0 +1,45 @@
+"""HMIL Studio viewer — entry point (``hmil view [RUN]`` or ``streamlit run viewer/app.py``).
+
+Builds the navigation (slide, cohort, training pages), the shared sidebar run picker and the
+SYNTHETIC banner, then runs the selected page. The page scripts live in ``viewer/views/``, not
+``viewer/pages/``: Streamlit treats a ``pages/`` folder beside the entry script as a legacy
+multipage app and would run ``/cohort`` without this script (no sidebar, no settings).
+Settings come from ``HMIL_VIEW_*`` environment variables set by ``hmil view``
+(see :mod:`viewer.state`).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+if str(HERE.parent) not in sys.path:  # `streamlit run viewer/app.py` puts only viewer/ on the path
+    sys.path.insert(0, str(HERE.parent))
+
+import streamlit as st  # noqa: E402
+
+from viewer.components import shell  # noqa: E402
+
+st.set_page_config(page_title="HMIL Studio", page_icon=":material/biotech:", layout="wide")
+
+cfg = shell.settings()
+pages = [
+    st.Page(
+        "views/slide.py", title="Slide", icon=":material/biotech:", url_path="slide", default=True
+    ),
+    st.Page("views/cohort.py", title="Cohort", icon=":material/analytics:", url_path="cohort"),
+    st.Page("views/train.py", title="Training", icon=":material/model_training:", url_path="train"),
+]
+page = st.navigation(pages)
+shell.apply_query_params()
+run = shell.sidebar(cfg)
+if run is not None:
+    shell.synthetic_banner(run)
+elif cfg.checkpoint is not None and "demo" in cfg.checkpoint.parts:
+    st.warning(
+        "**SYNTHETIC demo model** — no run is open; the demo checkpoint was trained on generated "
+        "data (no patient data).",
+        icon=":material/science:",
+    )
+page.run()

@@ -1,0 +1,153 @@
+"""Sections of the cohort page (Streamlit layout over :mod:`viewer.components.cohort`).
+
+Widget keys: ``co_level``, ``co_true``, ``co_pred``, ``co_conf``, ``co_miscls``, ``co_folds``,
+``cm_coarse``, ``cm_fine`` (confusion charts, clickable), ``co_listing``, ``co_open_pick``,
+``co_open``, ``roc_level``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pandas as pd
+import streamlit as st
+
+from viewer.components import cached, charts, cohort, runs
+from viewer.components.cohort import COHORT_LEVELS, SlideFilter
+
+ANY = "(any)"
+PERSISTENT_KEYS = (
+    "co_level", "co_true", "co_pred", "co_conf", "co_miscls", "co_folds", "co_open_pick",
+    "roc_level",
+)  # fmt: skip
+
+
+def metrics_section(run: Path) -> None:
+    per_fold = runs.fold_test_metrics(run)
+    summary = runs.load_json(run / "summary.json")
+    st.subheader("Test metrics per fold")
+    if not per_fold:
+        st.info(
+            "No fold has finished yet: metrics appear when a fold's test evaluation is written."
+        )
+        return
+    table = cohort.metrics_table(per_fold)
+    st.dataframe(table, hide_index=True, key="metrics_table")
+    n = summary.get("n_folds", len(per_fold))
+    st.caption(
+        f"{len(per_fold)} finished fold(s) (summary.json: {n}); mean ± population std over folds. "
+        "coarse = fine probabilities summed per coarse class (Mᵀ p_f); coarse head = the "
+        "coarse classifier's own prediction."
+    )
+
+
+def _cell_clicked(level: str) -> None:
+    """Confusion-cell click → the listing's filters (level, true, predicted)."""
+    cell = cohort.cell_from_selection(st.session_state.get(f"cm_{level}"))
+    if cell is None:
+        return
+    st.session_state["co_level"] = level
+    st.session_state["co_true"], st.session_state["co_pred"] = cell
+
+
+def confusion_section(
+    info: runs.RunInfo, predictions: pd.DataFrame, folds: tuple[int, ...]
+) -> None:
+    st.subheader("Confusion matrices")
+    st.caption("Click a cell to list its slides below (or use the filters).")
+    subset = predictions[predictions["fold"].isin(folds)] if folds else predictions
+    cols = st.columns([1, 1.6])
+    for col, level in zip(cols, COHORT_LEVELS, strict=True):
+        classes = info.hierarchy.coarse if level == "coarse" else info.hierarchy.fine
+        counts = cohort.confusion_counts(subset, level, classes)
+        col.plotly_chart(
+            charts.confusion_figure(counts, classes, f"{level} ({int(counts.sum())} slides)"),
+            key=f"cm_{level}",
+            on_select=lambda lv=level: _cell_clicked(lv),
+            selection_mode="points",
+        )
+
+
+def filters(info: runs.RunInfo, predictions: pd.DataFrame) -> SlideFilter:
+    state = st.session_state
+    state.setdefault("co_level", "fine")
+    state.setdefault("co_conf", (0.0, 1.0))
+    state.setdefault("co_miscls", False)
+    folds = sorted(int(f) for f in predictions["fold"].unique())
+    state["co_folds"] = [f for f in state.get("co_folds", []) if f in folds]
+    cols = st.columns([1, 1, 1, 1.4, 1, 1.2])
+    level = str(cols[0].radio("Level", list(COHORT_LEVELS), key="co_level", horizontal=True))
+    classes = [ANY, *(info.hierarchy.coarse if level == "coarse" else info.hierarchy.fine)]
+    for key in ("co_true", "co_pred"):
+        if state.get(key) not in classes:
+            state[key] = ANY
+    true_class = cols[1].selectbox("True class", classes, key="co_true")
+    pred_class = cols[2].selectbox("Predicted class", classes, key="co_pred")
+    lo, hi = cols[3].slider("Confidence", 0.0, 1.0, key="co_conf", step=0.05)
+    miscls = bool(cols[4].checkbox("Misclassified only", key="co_miscls"))
+    chosen = cols[5].multiselect("Folds", folds, key="co_folds", placeholder="all folds")
+    return SlideFilter(
+        level=level,
+        true_class=None if true_class == ANY else str(true_class),
+        pred_class=None if pred_class == ANY else str(pred_class),
+        min_conf=float(lo),
+        max_conf=float(hi),
+        only_misclassified=miscls,
+        folds=tuple(int(f) for f in chosen),
+    )
+
+
+def slide_link(run: Path, slide_id: str) -> str:
+    """Relative URL of the slide page opening ``slide_id`` of ``run``."""
+    return "slide?" + urlencode({"run": str(run), "slide": slide_id})
+
+
+def listing(run: Path, rows: pd.DataFrame, level: str, title: str, key: str) -> None:
+    """A table of slides with an ``open`` link column to the slide page."""
+    st.markdown(f"**{title}** — {len(rows)} slide(s)")
+    if rows.empty:
+        return
+    shown = rows[cohort.listing_columns(level)].copy()
+    shown.insert(0, "open", [slide_link(run, s) for s in shown["slide_id"]])
+    shown[f"confidence_{level}"] = shown[f"confidence_{level}"].round(3)
+    st.dataframe(
+        shown,
+        hide_index=True,
+        key=key,
+        column_config={
+            "open": st.column_config.LinkColumn("open", display_text="open ↗", width="small")
+        },
+    )
+
+
+def open_on_slide_page(rows: pd.DataFrame) -> None:
+    """Pick a listed slide and open it on the slide page (same session, keeps the run)."""
+    if rows.empty:
+        return
+    ids = list(dict.fromkeys(rows["slide_id"].astype(str)))
+    state = st.session_state
+    if state.get("co_open_pick") not in ids:
+        state["co_open_pick"] = ids[0]
+    cols = st.columns([3, 1])
+    pick = cols[0].selectbox("Slide to open", ids, key="co_open_pick")
+    if cols[1].button("Open on slide page", key="co_open", use_container_width=True):
+        state["open_slide"] = str(pick)
+        st.switch_page("views/slide.py")
+
+
+def roc_section(info: runs.RunInfo, predictions: pd.DataFrame) -> None:
+    st.subheader("ROC curves (one-vs-rest)")
+    st.session_state.setdefault("roc_level", "fine")
+    level = str(st.radio("ROC level", list(COHORT_LEVELS), key="roc_level", horizontal=True))
+    classes = info.hierarchy.coarse if level == "coarse" else info.hierarchy.fine
+    curves = cohort.roc_curves(predictions, level, classes)
+    st.plotly_chart(
+        charts.roc_figure(curves, f"{level}: per-class ROC over all test predictions"),
+        key="roc_chart",
+    )
+
+
+def load(run: Path) -> tuple[runs.RunInfo, pd.DataFrame]:
+    info, predictions, _ = cached.run_tables(run)
+    return info, predictions

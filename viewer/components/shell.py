@@ -1,0 +1,173 @@
+"""What every page shares: settings, the sidebar run picker, the SYNTHETIC banner.
+
+Session state used here: ``run`` (the selected run directory as a string, '' for none) and the
+widget keys ``run_picker`` / ``run_path``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from hmil.errors import HMILError
+from viewer.components import cached, runs
+from viewer.components.paths import check_under_roots
+from viewer.state import ViewerSettings, settings_from_env
+
+NO_RUN = ""
+
+
+@st.cache_resource(show_spinner=False)
+def _settings_for(env_key: tuple[tuple[str, str], ...], cwd: str) -> ViewerSettings:
+    return settings_from_env(dict(env_key), cwd=cwd)
+
+
+def settings() -> ViewerSettings:
+    """The viewer's settings (from ``HMIL_VIEW_*``), computed once per environment."""
+    import os
+
+    env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("HMIL_VIEW_")))
+    return _settings_for(env, os.getcwd())
+
+
+def current_run() -> Path | None:
+    """The run chosen in the sidebar (None: no run, model-only mode)."""
+    value = st.session_state.get("run", NO_RUN)
+    return Path(value) if value else None
+
+
+def known_runs(cfg: ViewerSettings) -> list[Path]:
+    """Runs under the data roots, the start run first."""
+    found = cached.discover_runs(cfg.roots)
+    ordered = [cfg.run] if cfg.run is not None else []
+    return ordered + [r for r in found if r != cfg.run]
+
+
+def _label_run(path: str, cfg: ViewerSettings) -> str:
+    if not path:
+        return "(no run: model only)"
+    p = Path(path)
+    for root in cfg.roots:
+        if p != root and p.is_relative_to(root):
+            return f"{p.relative_to(root)}  ·  {root.name}/"
+    return str(p)
+
+
+def _open_typed_run() -> None:
+    cfg = settings()
+    text = st.session_state.get("run_path", "").strip()
+    if not text:
+        return
+    try:
+        path = check_under_roots(text, cfg.roots)
+    except HMILError as exc:
+        st.session_state["run_path_error"] = str(exc)
+        return
+    if not runs.is_run_dir(path):
+        st.session_state["run_path_error"] = f"{path}: not a run directory (no config.yaml)"
+        return
+    st.session_state.pop("run_path_error", None)
+    st.session_state["run"] = str(path)
+    st.session_state["run_picker"] = str(path)
+
+
+def _pick_run() -> None:
+    st.session_state["run"] = st.session_state.get("run_picker", NO_RUN)
+
+
+def sidebar(cfg: ViewerSettings) -> Path | None:
+    """Run picker in the sidebar; returns the current run."""
+    options = [str(r) for r in known_runs(cfg)]
+    if "run" not in st.session_state:
+        st.session_state["run"] = str(cfg.run) if cfg.run is not None else NO_RUN
+    current = st.session_state["run"]
+    if current and current not in options:
+        options.insert(0, current)
+    options.append(NO_RUN)
+    if st.session_state.get("run_picker") not in options:
+        st.session_state["run_picker"] = current
+    with st.sidebar:
+        st.selectbox(
+            "Run",
+            options,
+            key="run_picker",
+            format_func=lambda p: _label_run(p, cfg),
+            on_change=_pick_run,
+            help="Run directories found under the data roots.",
+        )
+        st.text_input(
+            "Open run by path",
+            key="run_path",
+            on_change=_open_typed_run,
+            placeholder="path/to/run",
+            help="Any run directory below a data root.",
+        )
+        if st.session_state.get("run_path_error"):
+            st.error(st.session_state["run_path_error"])
+        with st.expander("Data roots", expanded=False):
+            st.caption("The viewer reads files below these only (`hmil view --data-root DIR`).")
+            st.code("\n".join(str(r) for r in cfg.roots) or "(none)", language=None)
+    return current_run()
+
+
+def synthetic_banner(run: Path | None) -> None:
+    """A banner on every page when the run's data is SYNTHETIC."""
+    if run is None:
+        return
+    try:
+        info, _, _ = cached.run_tables(run)
+    except HMILError:
+        return
+    if runs.is_synthetic(info):
+        st.warning(
+            "**SYNTHETIC data** — this run was trained on generated slides and features "
+            "(no patient data). Predictions and attention maps demonstrate the software only.",
+            icon=":material/science:",
+        )
+
+
+def apply_query_params() -> None:
+    """Links such as ``slide?run=RUN&slide=ID`` (cohort page) open that run and slide once.
+
+    Runs before the sidebar's widgets exist, so it may set their state. A run outside the data
+    roots is refused like a typed path.
+    """
+    params = st.query_params
+    slide_id, run = params.get("slide"), params.get("run")
+    if not slide_id or st.session_state.get("query_applied") == (run, slide_id):
+        return
+    st.session_state["query_applied"] = (run, slide_id)
+    if run:
+        try:
+            path = check_under_roots(run, settings().roots)
+        except HMILError as exc:
+            st.session_state["run_path_error"] = str(exc)
+            return
+        if runs.is_run_dir(path):
+            st.session_state["run"] = str(path)
+            st.session_state["run_picker"] = str(path)
+    st.session_state["open_slide"] = slide_id
+
+
+def restore(*keys: str) -> None:
+    """Bring back widget values of this page after a visit to another page.
+
+    Streamlit forgets the state of widgets that were not drawn in a run; :func:`keep` saves it
+    under ``_keep_<key>`` and this puts it back before the widgets are created.
+    """
+    for key in keys:
+        kept = f"_keep_{key}"
+        if key not in st.session_state and kept in st.session_state:
+            st.session_state[key] = st.session_state[kept]
+
+
+def keep(*keys: str) -> None:
+    for key in keys:
+        if key in st.session_state:
+            st.session_state[f"_keep_{key}"] = st.session_state[key]
+
+
+def show_problem(exc: Exception) -> None:
+    """One clear line for a user-facing problem (no traceback)."""
+    st.error(str(exc), icon=":material/block:")

@@ -1,0 +1,259 @@
+"""Sections of the training page: the launch form and the live fold monitor.
+
+Widget keys: ``tr_out``, ``tr_labels``, ``tr_features``, ``tr_splits``, ``tr_hierarchy``,
+``tr_mk_splits``, ``tr_k``, ``tr_val``, ``tr_test``, ``tr_split_seed``, ``tr_folds``,
+``tr_epochs``, ``tr_lr``, ``tr_bps``, ``tr_seed``, ``tr_device``, ``tr_select``, ``tr_early``,
+``tr_maxinst``, ``tr_launcher``, ``tr_workers``, ``tr_extra``, ``tr_submit`` (the form);
+``tr_monitor``, ``tr_stop_<fold>`` (the monitor). Non-widget: ``tr_message``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+
+import streamlit as st
+
+from hmil.config import SELECT_METRICS
+from hmil.errors import ConfigError, HMILError
+from viewer.components import cached, charts, shell, training
+from viewer.components.training import TrainForm
+from viewer.state import ViewerSettings
+
+PERSISTENT_KEYS = (
+    "tr_out", "tr_labels", "tr_features", "tr_splits", "tr_hierarchy", "tr_mk_splits", "tr_k",
+    "tr_val", "tr_test", "tr_split_seed", "tr_folds", "tr_epochs", "tr_lr", "tr_bps", "tr_seed",
+    "tr_device", "tr_select", "tr_early", "tr_maxinst", "tr_launcher", "tr_workers", "tr_extra",
+    "tr_monitor",
+)  # fmt: skip
+REFRESH_S = 2.0
+
+
+def default_out(cfg: ViewerSettings) -> str:
+    """Where a new run goes by default: ``<first data root or demo folder>/runs/run-<time>``."""
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    bases = list(cfg.data_roots)
+    bases += [r for r in cfg.roots if r.name == "hmil-demo" and r.is_dir()]
+    if bases:
+        return str(bases[0] / "runs" / f"run-{stamp}")
+    if cfg.run is not None:
+        return str(cfg.run.parent / f"{cfg.run.name}-{stamp}")
+    return f"runs/run-{stamp}"
+
+
+def parse_folds(text: str) -> list[int]:
+    """``"all"``/empty → ``[]`` (all folds); ``"0, 2"`` → ``[0, 2]`` (ConfigError otherwise)."""
+    text = text.strip().lower()
+    if text in ("", "all"):
+        return []
+    try:
+        folds = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise ConfigError(
+            "folds", f"expected 'all' or comma-separated integers, got '{text}'"
+        ) from None
+    if any(f < 0 for f in folds):
+        raise ConfigError("folds", "fold indices are ≥ 0")
+    return folds
+
+
+def _form_defaults(cfg: ViewerSettings, run: Path | None) -> None:
+    state = st.session_state
+    if state.get("tr_defaults_for") == str(run) and "tr_out" in state:
+        return
+    state["tr_defaults_for"] = str(run)
+    data, train = {}, {}
+    if run is not None:
+        try:
+            info, _, _ = cached.run_tables(run)
+            data, train = info.config.get("data", {}), info.config.get("train", {})
+        except HMILError:
+            pass
+    state["tr_out"] = default_out(cfg)
+    state["tr_labels"] = data.get("labels", "")
+    state["tr_features"] = data.get("features", "")
+    state["tr_splits"] = data.get("splits", "")
+    state["tr_hierarchy"] = data.get("hierarchy", "bracs")
+    state["tr_folds"] = "all"
+    state["tr_epochs"] = int(train.get("epochs", 20))
+    state["tr_lr"] = float(train.get("lr", 1e-4))
+    state["tr_bps"] = int(train.get("bags_per_step", 64))
+    state["tr_seed"] = int(train.get("seed", 0))
+    state["tr_device"] = str(train.get("device", "auto"))
+    state["tr_select"] = str(train.get("select_metric", "fine_auc"))
+    state["tr_early"] = int(train.get("early_stop_patience", 0))
+    state["tr_maxinst"] = int(train.get("max_instances", 0))
+
+
+def launch_form(cfg: ViewerSettings, run: Path | None) -> None:
+    """The form; on submit: check paths, make splits if asked, launch, remember the run."""
+    _form_defaults(cfg, run)
+    state = st.session_state
+    if not cfg.data_roots and not any(r.name == "hmil-demo" and r.is_dir() for r in cfg.roots):
+        st.info(
+            "New runs must be written below a data root. Start the viewer with "
+            "`hmil view --data-root DIR` to choose where."
+        )
+    with st.form("train_form"):
+        st.text_input("Run directory (created or continued)", key="tr_out")
+        cols = st.columns(2)
+        cols[0].text_input("Label table (labels.csv)", key="tr_labels")
+        cols[1].text_input("Features folder (bags)", key="tr_features")
+        cols = st.columns(2)
+        cols[0].text_input("Splits folder (splits_<k>.csv)", key="tr_splits")
+        cols[1].text_input(
+            "Hierarchy", key="tr_hierarchy", help="preset (bracs, panda, ccc) or a YAML/JSON file"
+        )
+        with st.expander("Create splits in the splits folder", expanded=False):
+            st.checkbox("Create new splits before training", key="tr_mk_splits")
+            cols = st.columns(4)
+            cols[0].number_input("Folds k", 1, 50, 5, key="tr_k")
+            cols[1].number_input("Validation fraction", 0.0, 0.9, 0.1, 0.05, key="tr_val")
+            cols[2].number_input("Test fraction (0 = k-fold)", 0.0, 0.9, 0.0, 0.05, key="tr_test")
+            cols[3].number_input("Split seed", 0, 2**31 - 1, 0, key="tr_split_seed")
+        cols = st.columns(4)
+        cols[0].text_input("Folds", key="tr_folds", help="'all' or e.g. 0,1")
+        cols[1].number_input("Epochs", 1, 10000, key="tr_epochs")
+        cols[2].number_input("Learning rate", 1e-7, 1.0, key="tr_lr", format="%.2e")
+        cols[3].number_input("Bags per step", 1, 4096, key="tr_bps")
+        cols = st.columns(4)
+        cols[0].number_input("Seed", 0, 2**31 - 1, key="tr_seed")
+        cols[1].selectbox("Device", ["auto", "cpu", "cuda"], key="tr_device")
+        cols[2].selectbox("Select best epoch by", list(SELECT_METRICS), key="tr_select")
+        cols[3].number_input("Early-stop patience (0 = off)", 0, 10000, key="tr_early")
+        cols = st.columns(4)
+        cols[0].number_input("Max instances per bag (0 = all)", 0, 10**8, key="tr_maxinst")
+        cols[1].selectbox(
+            "Launcher",
+            ["inline", "local", "slurm"],
+            key="tr_launcher",
+            help="inline: one background process trains the folds in turn; local: one process "
+            "per fold; slurm: one SLURM job per fold (launcher section of the config)",
+        )
+        cols[2].number_input("Local workers", 1, 64, 1, key="tr_workers")
+        st.text_area(
+            "More config (YAML, any section)",
+            key="tr_extra",
+            height=100,
+            placeholder="model:\n  hidden_dim: 128\nloss:\n  schedule: quadratic",
+        )
+        submitted = st.form_submit_button("Launch training", key="tr_submit", type="primary")
+    if submitted:
+        state["tr_message"] = _submit(cfg)
+        if state["tr_message"][0] == "ok":
+            st.rerun()  # redraw the monitor (above the form) on the new run
+    message = state.get("tr_message")
+    if message:
+        kind, text = message
+        (st.success if kind == "ok" else st.error)(text)
+
+
+def _submit(cfg: ViewerSettings) -> tuple[str, str]:
+    state = st.session_state
+    try:
+        folds = parse_folds(str(state["tr_folds"]))
+        form = TrainForm(
+            out=str(state["tr_out"]),
+            labels=str(state["tr_labels"]),
+            features=str(state["tr_features"]),
+            splits=str(state["tr_splits"]),
+            hierarchy=str(state["tr_hierarchy"]),
+            folds=folds,
+            overrides={
+                "train.epochs": int(state["tr_epochs"]),
+                "train.lr": float(state["tr_lr"]),
+                "train.bags_per_step": int(state["tr_bps"]),
+                "train.seed": int(state["tr_seed"]),
+                "train.device": str(state["tr_device"]),
+                "train.select_metric": str(state["tr_select"]),
+                "train.early_stop_patience": int(state["tr_early"]),
+                "train.max_instances": int(state["tr_maxinst"]),
+                "launcher.kind": str(state["tr_launcher"]),
+                "launcher.workers": int(state["tr_workers"]),
+            },
+            extra_yaml=str(state.get("tr_extra", "")),
+        )
+        paths = training.checked_paths(form, cfg.roots)
+        busy = [r for r in training.read_launches(paths["out"]) if r["alive"]]
+        if busy:
+            raise HMILError(
+                paths["out"], f"a training (pid {busy[0]['pid']}) is still running here"
+            )
+        if state.get("tr_mk_splits"):
+            if training.available_folds(paths["splits"]):
+                raise HMILError(
+                    paths["splits"],
+                    "already holds splits; untick 'create new splits' to use them, or give "
+                    "another folder",
+                )
+            test = float(state["tr_test"]) or None
+            training.create_splits(
+                paths["labels"], form.hierarchy, paths["splits"], int(state["tr_k"]),
+                int(state["tr_split_seed"]), float(state["tr_val"]), test,
+            )  # fmt: skip
+        available = training.available_folds(paths["splits"])
+        if not available:
+            raise HMILError(paths["splits"], "no splits_<k>.csv here (tick 'create new splits')")
+        missing = [f for f in folds if f not in available]
+        if missing:
+            raise HMILError("folds", f"no split for fold(s) {missing} (available: {available})")
+        config = training.build_config(form, paths)
+        launch = training.launch_training(paths["out"], config)
+    except HMILError as exc:
+        return "error", str(exc)
+    cached.discover_runs.clear()
+    state["tr_monitor_next"] = str(launch.run)
+    return "ok", (
+        f"Started training of fold(s) {launch.folds} in {launch.run} (pid {launch.pid}); "
+        f"log: {launch.log}. It keeps running if you close or reload the page."
+    )
+
+
+def monitor_run_picker(cfg: ViewerSettings, run: Path | None) -> Path | None:
+    options = [str(r) for r in shell.known_runs(cfg)]
+    state = st.session_state
+    if state.get("tr_monitor_next"):
+        state["tr_monitor"] = state.pop("tr_monitor_next")
+    wanted = state.get("tr_monitor") or (str(run) if run else None)
+    if wanted and wanted not in options:
+        options.insert(0, wanted)
+    if not options:
+        st.info("No run found under the data roots yet.")
+        return None
+    if state.get("tr_monitor") not in options:
+        state["tr_monitor"] = wanted if wanted in options else options[0]
+    chosen = st.selectbox("Run to follow", options, key="tr_monitor")
+    return Path(chosen) if chosen else None
+
+
+def monitor(run: Path) -> None:
+    """Fold states, ETA, stop buttons, curves and launch logs of ``run`` (read from disk)."""
+    overview = training.fold_overview(run)
+    if overview.empty:
+        st.info(f"{run}: no fold has started yet.")
+    else:
+        st.dataframe(overview, hide_index=True, key="tr_overview")
+        running = overview[overview["state"].isin(["running", "queued"])]
+        if not running.empty:
+            cols = st.columns(min(6, len(running)))
+            for col, fold in zip(cols, running["fold"], strict=False):
+                stopping = bool(overview.loc[overview["fold"] == fold, "stop_requested"].iloc[0])
+                col.button(
+                    f"Stop fold {fold}" if not stopping else f"fold {fold}: stopping…",
+                    key=f"tr_stop_{fold}",
+                    on_click=training.request_stop,
+                    args=(run, int(fold)),
+                    disabled=stopping,
+                    help="Stops after the current epoch and evaluates the best checkpoint.",
+                )
+        curves = training.training_curves(run)
+        if not curves.empty:
+            st.plotly_chart(
+                charts.curves_figure(curves, "loss and validation curves per fold"),
+                key="tr_curves",
+            )
+    for record in training.read_launches(run)[:5]:
+        state = "running" if record["alive"] else "ended"
+        with st.expander(f"launch {record['started']} · folds {record['folds']} · pid "
+                         f"{record['pid']} · {state}"):  # fmt: skip
+            st.code(training.log_tail(Path(record["log"])) or "(no output yet)", language=None)

@@ -1,0 +1,44 @@
+"""Cohort page: metrics per fold, confusion matrices, slide lists, misclassified slides, ROC."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from hmil.errors import HMILError
+from viewer.components import cohort, cohort_ui, shell
+
+
+def main() -> None:
+    st.title("Cohort")
+    run = shell.current_run()
+    if run is None:
+        st.info("No run is open: pick one in the sidebar (or start `hmil view RUN`).")
+        return
+    try:
+        info, predictions = cohort_ui.load(run)
+    except HMILError as exc:
+        shell.show_problem(exc)
+        return
+    cohort_ui.metrics_section(run)
+    if predictions.empty:
+        return
+    st.subheader("Slides")
+    chosen = cohort_ui.filters(info, predictions)
+    cohort_ui.confusion_section(info, predictions, chosen.folds)
+    rows = cohort.filter_slides(predictions, chosen)
+    cohort_ui.listing(run, rows, chosen.level, "Matching slides", key="co_listing")
+    wrong = cohort.filter_slides(
+        predictions,
+        cohort.SlideFilter(level=chosen.level, only_misclassified=True, folds=chosen.folds),
+    )
+    st.subheader(f"Misclassified at the {chosen.level} level — most confident first")
+    cohort_ui.listing(run, wrong, chosen.level, "Misclassified", key="co_wrong")
+    cohort_ui.open_on_slide_page(wrong if not wrong.empty else rows)
+    cohort_ui.roc_section(info, predictions)
+
+
+shell.restore(*cohort_ui.PERSISTENT_KEYS)
+try:
+    main()
+finally:
+    shell.keep(*cohort_ui.PERSISTENT_KEYS)

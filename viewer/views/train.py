@@ -1,0 +1,31 @@
+"""Training page: launch folds in the background, follow their curves, stop them."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from viewer.components import shell, train_ui
+
+
+@st.fragment(run_every=train_ui.REFRESH_S)
+def live_monitor() -> None:
+    """Re-drawn every few seconds on its own (the rest of the page is not re-run)."""
+    run = train_ui.monitor_run_picker(shell.settings(), shell.current_run())
+    if run is not None:
+        train_ui.monitor(run)
+
+
+def main() -> None:
+    st.title("Training")
+    cfg = shell.settings()
+    st.subheader("Runs")
+    live_monitor()
+    st.subheader("Launch")
+    train_ui.launch_form(cfg, shell.current_run())
+
+
+shell.restore(*train_ui.PERSISTENT_KEYS)
+try:
+    main()
+finally:
+    shell.keep(*train_ui.PERSISTENT_KEYS)
