@@ -1,0 +1,129 @@
+"""``hmil view [RUN]``: start the Streamlit viewer on a run directory (default: the demo run).
+
+The viewer binds to 127.0.0.1 unless ``--host`` says otherwise, reads files only below its data
+roots (the run, the data its config names, the demo folder, ``checkpoints/`` and each
+``--data-root``) and caps uploads at ``--max-upload-mb``. Settings reach the Streamlit process
+through ``HMIL_VIEW_*`` environment variables (:mod:`viewer.state`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from hmil.errors import HMILError
+
+NAME = "view"
+HELP = "start the Streamlit viewer (slide, cohort and training pages) on a run directory"
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "run",
+        nargs="?",
+        metavar="RUN",
+        help="run directory (default: hmil-demo/run if it exists, else the demo checkpoint "
+        "checkpoints/demo alone)",
+    )
+    parser.add_argument("--port", type=int, default=8501, help="port (default 8501)")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 shares it)",
+    )
+    parser.add_argument(
+        "--data-root",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="another folder the viewer may read (slides, bags, runs) and write new runs "
+        "into; repeatable",
+    )
+    parser.add_argument(
+        "--checkpoint", help="default checkpoint for uploaded bags (default: the demo one)"
+    )
+    parser.add_argument(
+        "--max-upload-mb", type=int, default=512, help="largest upload accepted (default 512)"
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the streamlit command and exit"
+    )
+
+
+def app_path() -> Path:
+    """``viewer/app.py`` of the installed viewer package."""
+    import viewer
+
+    return Path(next(iter(viewer.__path__))) / "app.py"
+
+
+def streamlit_command(host: str, port: int, max_upload_mb: int) -> list[str]:
+    """The ``streamlit run`` command line (no file watching, no telemetry, no browser)."""
+    return [
+        sys.executable, "-m", "streamlit", "run", str(app_path()),
+        "--server.address", host,
+        "--server.port", str(port),
+        "--server.headless", "true",
+        "--server.maxUploadSize", str(max_upload_mb),
+        "--server.fileWatcherType", "none",
+        "--browser.gatherUsageStats", "false",
+        "--client.toolbarMode", "minimal",
+    ]  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    from viewer.state import build_settings, settings_env
+
+    if args.run is not None:
+        run_dir = Path(args.run)
+        if not (run_dir / "config.yaml").is_file():
+            raise HMILError(
+                run_dir, "not a run directory (no config.yaml); give a `hmil train` --out"
+            )
+    for root in args.data_root:
+        if not Path(root).is_dir():
+            raise HMILError(root, "--data-root is not a folder")
+    if args.checkpoint is not None and not Path(args.checkpoint).is_file():
+        raise HMILError(args.checkpoint, "checkpoint not found")
+    if not 1 <= args.port <= 65535:
+        raise HMILError("--port", f"must be within 1..65535, got {args.port}")
+    if args.max_upload_mb < 1:
+        raise HMILError("--max-upload-mb", "must be ≥ 1")
+    settings = build_settings(
+        args.run, args.data_root, checkpoint=args.checkpoint, max_upload_mb=args.max_upload_mb
+    )
+    if settings.run is None and settings.checkpoint is None:
+        raise HMILError(
+            "hmil view",
+            "no RUN given and neither the demo run (hmil-demo/run) nor the demo checkpoint "
+            "(checkpoints/demo/checkpoint.pt) exists; run `hmil demo` or pass a run directory",
+        )
+    command = streamlit_command(args.host, args.port, args.max_upload_mb)
+    env = {**os.environ, **settings_env(settings)}
+    what = f"run {settings.run}" if settings.run else f"model {settings.checkpoint} (no run)"
+    print(f"HMIL Studio viewer: {what}", file=sys.stderr)
+    print(f"  open http://{_url_host(args.host)}:{args.port}", file=sys.stderr)
+    print("  data roots: " + ", ".join(str(r) for r in settings.roots), file=sys.stderr)
+    if args.host not in LOCAL_HOSTS:
+        print(
+            f"  warning: bound to {args.host}: anyone who can reach this address can view the "
+            "data roots and launch training",
+            file=sys.stderr,
+        )
+    if args.dry_run:
+        for key, value in settings_env(settings).items():
+            print(f"{key}={value}")
+        print(" ".join(command))
+        return 0
+    return subprocess.call(command, env=env)
+
+
+def _url_host(host: str) -> str:
+    if host in ("0.0.0.0", "::", ""):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
