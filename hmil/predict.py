@@ -3,12 +3,15 @@
 Bags small enough to hold comfortably are forwarded at once; larger ``.h5`` bags (above
 ``stream_bytes``) are read in chunks and pooled with the exact online softmax
 (:meth:`hmil.model.HMIL.forward_streaming`), so memory stays bounded by one chunk plus the
-K×N attention scores.
+K×N attention scores. In-memory bags above ``stream_bytes`` are forwarded chunk by chunk too
+(bounded activation memory); on CUDA their chunks are copied on a side stream while the previous
+chunk computes (:func:`device_chunks`), and ``.h5`` chunks are read into one pinned buffer while
+the GPU works on the other.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,8 +144,15 @@ class Predictor:
 
     @torch.inference_mode()
     def forward_bag(self, features: torch.Tensor) -> HMILOutput:
-        """Forward ``(N, D)`` features (already validated) on the predictor's device."""
+        """Forward ``(N, D)`` features (already validated) on the predictor's device.
+
+        Bags larger than ``stream_bytes`` go through the exact chunked forward (same outputs),
+        so activations stay bounded and, on CUDA, host→device copies overlap compute.
+        """
         with self._autocast():
+            if features.numel() * features.element_size() > self.stream_bytes:
+                chunks = device_chunks(features, self.chunk_rows, self.device)
+                return self.model.forward_streaming(chunks, keep_attention=True)
             return self.model(features.to(self.device, non_blocking=True))
 
     def predict(
@@ -229,22 +239,115 @@ class Predictor:
     def _h5_chunks(self, path: Path, dset: h5py.Dataset) -> Iterator[torch.Tensor]:
         """Yield validated ``(n, D)`` chunks of an h5 features dataset on the device.
 
-        Chunks are read into a reusable pinned buffer on CUDA so host→device copies are async.
+        On CUDA, chunks are read into two alternating pinned buffers: while the GPU copies and
+        computes chunk i, chunk i + 1 is read from disk into the other buffer (a buffer is only
+        refilled once its previous host→device copy has finished).
         """
         squeeze = dset.ndim == 3
         n = dset.shape[1] if squeeze else dset.shape[0]
-        d = dset.shape[-1]
-        pin = self.device.type == "cuda"
-        buffer = torch.empty((self.chunk_rows, d), dtype=torch.float32, pin_memory=pin)
-        for start in range(0, n, self.chunk_rows):
-            stop = min(start + self.chunk_rows, n)
-            view = buffer[: stop - start]
+
+        def fill(view: torch.Tensor, start: int, stop: int) -> None:
             sel = np.s_[0, start:stop] if squeeze else np.s_[start:stop]
             dset.read_direct(view.numpy(), source_sel=sel)
             validate_bag(Bag(features=view, path=path), self.in_dim, row_offset=start)
-            yield view.to(self.device, non_blocking=True)
-            if pin:
-                torch.cuda.current_stream().synchronize()  # buffer is reused by the next read
+
+        return staged_chunks(n, dset.shape[-1], fill, self.chunk_rows, self.device)
+
+
+def staged_chunks(
+    n: int,
+    d: int,
+    fill: Callable[[torch.Tensor, int, int], None],
+    chunk_rows: int,
+    device: torch.device,
+) -> Iterator[torch.Tensor]:
+    """Chunks ``[start, stop)`` of an ``(n, d)`` float32 source, produced by ``fill`` on the host.
+
+    ``fill(view, start, stop)`` writes rows ``start..stop-1`` into ``view`` ``(stop − start, d)``.
+    On CPU one buffer is reused (each chunk must be consumed before the next is requested, as
+    :meth:`hmil.model.HMIL.forward_streaming` does). On CUDA two pinned buffers alternate and
+    each copy is asynchronous, so filling chunk i + 1 overlaps the GPU's work on chunk i.
+    """
+    rows = min(chunk_rows, max(n, 1))
+    if device.type != "cuda":
+        buffer = torch.empty((rows, d), dtype=torch.float32)
+        for start in range(0, n, rows):
+            stop = min(start + rows, n)
+            view = buffer[: stop - start]
+            fill(view, start, stop)
+            yield view
+        return
+    buffers = [torch.empty((rows, d), dtype=torch.float32, pin_memory=True) for _ in range(2)]
+    copied: list[torch.cuda.Event | None] = [None, None]
+    for i, start in enumerate(range(0, n, rows)):
+        stop = min(start + rows, n)
+        slot = i % 2
+        event = copied[slot]
+        if event is not None:
+            event.synchronize()  # the copy out of this buffer (two chunks ago) has finished
+        view = buffers[slot][: stop - start]
+        fill(view, start, stop)
+        chunk = view.to(device, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        copied[slot] = done
+        yield chunk
+
+
+def device_chunks(x: torch.Tensor, chunk_rows: int, device: torch.device) -> Iterator[torch.Tensor]:
+    """Row chunks of an in-memory ``(N, D)`` bag on ``device``, copied ahead of their use.
+
+    * CPU: views of ``x`` (no copy).
+    * CUDA, ``x`` on the GPU already: views.
+    * CUDA, ``x`` in pinned host memory: chunk i + 1 is copied on a side stream into one of two
+      device buffers while the consumer's kernels for chunk i run on the current stream; an
+      event makes each chunk ready before use, and a buffer is refilled only after the work
+      queued on its previous chunk has finished. This hides the transfer behind compute (or
+      compute behind the transfer, whichever is longer).
+    * CUDA, pageable host memory: staged through two pinned buffers (:func:`staged_chunks`).
+
+    Each yielded chunk is only valid until the next one is requested.
+    """
+    n, d = x.shape
+    rows = min(chunk_rows, max(n, 1))
+    if device.type != "cuda" or x.device.type == "cuda":
+        for start in range(0, n, rows):
+            yield x[start : start + rows].to(device)
+        return
+    if not x.is_pinned():
+
+        def fill(view: torch.Tensor, start: int, stop: int) -> None:
+            view.copy_(x[start:stop])
+
+        yield from staged_chunks(n, d, fill, rows, device)
+        return
+    compute = torch.cuda.current_stream(device)
+    copy_stream = torch.cuda.Stream(device)
+    buffers = [torch.empty((rows, d), dtype=x.dtype, device=device) for _ in range(2)]
+    ready = [torch.cuda.Event(), torch.cuda.Event()]
+    free: list[torch.cuda.Event | None] = [None, None]
+    starts = list(range(0, n, rows))
+
+    def issue(i: int) -> None:
+        start, slot = starts[i], i % 2
+        stop = min(start + rows, n)
+        with torch.cuda.stream(copy_stream):
+            event = free[slot]
+            if event is not None:
+                copy_stream.wait_event(event)  # the consumer's kernels on this buffer are done
+            buffers[slot][: stop - start].copy_(x[start:stop], non_blocking=True)
+            ready[slot].record(copy_stream)
+
+    issue(0)
+    for i, start in enumerate(starts):
+        if i + 1 < len(starts):
+            issue(i + 1)
+        slot = i % 2
+        compute.wait_event(ready[slot])
+        yield buffers[slot][: min(start + rows, n) - start]
+        done = torch.cuda.Event()
+        done.record(compute)
+        free[slot] = done
 
 
 def load_checkpoint(

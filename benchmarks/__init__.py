@@ -1,0 +1,2 @@
+"""Benchmarks of HMIL Studio: scripts, run from the repository root as
+``python -m benchmarks.<name>``."""

@@ -1,0 +1,297 @@
+"""Flat MIL peers with a K-way head, and the training loop they share.
+
+Peers (all take one bag ``x (N, D)`` and return :class:`PeerOutput`):
+
+* ``flat_gated`` — :class:`hmil.model.baselines.FlatGatedMIL` (this project's flat gated-attention
+  baseline, the issue-3 quality-bar reference; needs no torchmil).
+* ``abmil`` — torchmil ``ABMIL(gated=True)`` (Ilse et al. 2018) behind a
+  ``Linear(D→512)+ReLU`` feature extractor, att_dim 128 (torchmil's default).
+* ``transmil`` — torchmil ``TransMIL`` (Shao et al. 2021) with its defaults (att_dim 512, 2
+  Nyström layers, 4 heads, 256 landmarks).
+* ``clam_sb`` — torchmil ``CLAM_SB`` (Lu et al. 2021), CLAM's "small" sizes (``Linear(D→512)``,
+  gate 256, gated), k_sample 8, SmoothTop1SVM instance loss with one instance classifier per
+  class and CLAM's subtyping rule (out-of-class instance loss for every other class), total
+  loss 0.7·CE + 0.3·instance loss as in CLAM.
+
+torchmil's models have a single-logit head (binary MIL only); each adapter replaces the head by
+``Linear(·→K)`` and uses cross-entropy over the K fine classes. torchmil is imported only when
+one of its peers is built (it is a ``bench`` extra, not a dependency of ``hmil``).
+
+:func:`train_peer` mirrors ``hmil.train.loop`` so HMIL and the peers get the same budget: Adam,
+gradient accumulation over ``bags_per_step`` bags (their losses averaged), bag order drawn from
+a generator seeded by (seed, epoch), ReduceLROnPlateau on the validation score, model selection
+on the validation fine macro AUC (ties → lower validation loss).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hmil.model.baselines import FlatGatedMIL, FlatMILConfig
+from hmil.train.metrics import level_metrics
+
+
+@dataclass
+class PeerOutput:
+    """One bag through a flat peer.
+
+    Attributes:
+        logits: ``(K,)`` fine-class logits.
+        attention: ``(N,)`` the model's instance attention (used for localisation AUROC).
+        aux_loss: an extra training loss the model defines (CLAM's instance loss), or None.
+    """
+
+    logits: torch.Tensor
+    attention: torch.Tensor
+    aux_loss: torch.Tensor | None = None
+
+
+class Peer(nn.Module):
+    """Base class: ``forward(x (N, D), target=None) -> PeerOutput``."""
+
+    name: str = "peer"
+
+    def forward(self, x: torch.Tensor, target: int | None = None) -> PeerOutput:
+        raise NotImplementedError
+
+
+class FlatPeer(Peer):
+    """:class:`FlatGatedMIL` (CLAM-small sizes) as a peer."""
+
+    name = "flat_gated"
+
+    def __init__(self, in_dim: int, n_classes: int, config: FlatMILConfig | None = None) -> None:
+        super().__init__()
+        self.model = FlatGatedMIL(in_dim, n_classes, config)
+
+    def forward(self, x: torch.Tensor, target: int | None = None) -> PeerOutput:
+        out = self.model(x)
+        return PeerOutput(logits=out.logits, attention=out.attention[0])
+
+
+def _projection(in_dim: int, width: int = 512) -> nn.Module:
+    return nn.Sequential(nn.Linear(in_dim, width), nn.ReLU())
+
+
+class ABMILPeer(Peer):
+    """torchmil gated ABMIL with a ``Linear(D→512)+ReLU`` extractor and a K-way head."""
+
+    name = "abmil"
+
+    def __init__(self, in_dim: int, n_classes: int, width: int = 512, att_dim: int = 128):
+        super().__init__()
+        from torchmil.models import ABMIL
+
+        self.model = ABMIL(
+            in_shape=(in_dim,), att_dim=att_dim, gated=True, feat_ext=_projection(in_dim, width)
+        )
+        self.model.classifier = nn.Linear(width, n_classes)
+
+    def forward(self, x: torch.Tensor, target: int | None = None) -> PeerOutput:
+        logits, scores = self.model(x[None], return_att=True)  # (1, K), (1, N) pre-softmax
+        return PeerOutput(logits=logits[0].float(), attention=torch.softmax(scores[0].float(), 0))
+
+
+class TransMILPeer(Peer):
+    """torchmil TransMIL (defaults) with a K-way head; attention = CLS row of the last layer."""
+
+    name = "transmil"
+
+    def __init__(self, in_dim: int, n_classes: int, att_dim: int = 512):
+        super().__init__()
+        from torchmil.models import TransMIL
+
+        self.model = TransMIL(in_shape=(in_dim,), att_dim=att_dim)
+        self.model.classifier = nn.Linear(att_dim, n_classes)
+
+    def forward(self, x: torch.Tensor, target: int | None = None) -> PeerOutput:
+        logits, attention = self.model(x[None], return_att=True)  # (1, K), (1, N)
+        return PeerOutput(logits=logits[0].float(), attention=attention[0].float())
+
+
+class CLAMSBPeer(Peer):
+    """torchmil CLAM_SB with a K-way head and one instance classifier per class."""
+
+    name = "clam_sb"
+    bag_weight = 0.7
+
+    def __init__(self, in_dim: int, n_classes: int, width: int = 512, k_sample: int = 8):
+        super().__init__()
+        from torchmil.models import CLAM_SB
+
+        self.model = CLAM_SB(
+            in_shape=(in_dim,),
+            att_dim=256,
+            k_sample=k_sample,
+            gated=True,
+            feat_ext=_projection(in_dim, width),
+        )
+        self.model.classifier = nn.Linear(width, n_classes)
+        self.model.inst_classifiers = nn.ModuleList([nn.Linear(width, 2) for _ in range(n_classes)])
+        self.n_classes = n_classes
+
+    def forward(self, x: torch.Tensor, target: int | None = None) -> PeerOutput:
+        logits, scores, emb = self.model(x[None], return_att=True, return_emb=True)
+        aux = None
+        if target is not None and self.training:
+            # CLAM (subtyping): in-class loss for the true class, out-of-class for the others,
+            # averaged over the K instance classifiers
+            total = logits.new_zeros(())
+            for k, classifier in enumerate(self.model.inst_classifiers):
+                if k == target:
+                    loss, _, _ = self.model.inst_eval(scores[0], emb[0], classifier)
+                else:
+                    loss, _, _ = self.model.inst_eval_out(scores[0], emb[0], classifier)
+                total = total + loss
+            aux = total / self.n_classes
+        return PeerOutput(
+            logits=logits[0].float(), attention=torch.softmax(scores[0].float(), 0), aux_loss=aux
+        )
+
+
+PEERS: dict[str, Callable[[int, int], Peer]] = {
+    "flat_gated": FlatPeer,
+    "abmil": ABMILPeer,
+    "transmil": TransMILPeer,
+    "clam_sb": CLAMSBPeer,
+}
+
+
+def build_peer(name: str, in_dim: int, n_classes: int) -> Peer:
+    """The peer ``name`` (one of :data:`PEERS`) for D = ``in_dim`` and K = ``n_classes``."""
+    if name not in PEERS:
+        raise ValueError(f"unknown peer '{name}' (known: {', '.join(PEERS)})")
+    return PEERS[name](in_dim, n_classes)
+
+
+@dataclass
+class BagItem:
+    """One labelled bag held in memory.
+
+    Attributes:
+        slide_id: bag id.
+        features: ``(N, D)`` float32.
+        fine: fine class index.
+        key_mask: ``(N,)`` bool ground-truth key instances, or None.
+    """
+
+    slide_id: str
+    features: torch.Tensor
+    fine: int
+    key_mask: np.ndarray | None = None
+
+
+@dataclass
+class TrainSettings:
+    """The optimisation budget shared by HMIL and the peers (``hmil.config.TrainConfig``)."""
+
+    epochs: int = 30
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    bags_per_step: int = 8
+    plateau_factor: float = 0.1
+    plateau_patience: int = 5
+    seed: int = 0
+
+
+@dataclass
+class PeerTrainResult:
+    """Best epoch and its weights, and one record per epoch."""
+
+    best_epoch: int
+    best_state: dict[str, torch.Tensor]
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def peer_loss(model: Peer, out: PeerOutput, target: int) -> torch.Tensor:
+    """Cross-entropy over the K classes (+ CLAM's weighted instance loss)."""
+    ce = F.cross_entropy(out.logits[None], torch.tensor([target], device=out.logits.device))
+    if out.aux_loss is None:
+        return ce
+    weight = getattr(model, "bag_weight", 0.5)
+    return weight * ce + (1.0 - weight) * out.aux_loss
+
+
+@torch.no_grad()
+def predict_peer(model: Peer, items: list[BagItem]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """``(S, K)`` fine probabilities and each bag's ``(N,)`` attention."""
+    model.eval()
+    probs, attention = [], []
+    for item in items:
+        out = model(item.features)
+        probs.append(torch.softmax(out.logits.float(), -1).double().numpy())
+        attention.append(out.attention.float().numpy())
+    return np.stack(probs), attention
+
+
+def _val_score(model: Peer, items: list[BagItem], n_classes: int) -> tuple[float, float]:
+    """(selection score = fine macro AUC, falling back to balanced accuracy; val loss)."""
+    probs, _ = predict_peer(model, items)
+    y = np.array([it.fine for it in items])
+    metrics = level_metrics(y, probs, [str(k) for k in range(n_classes)])
+    loss = float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, None)).mean())
+    score = metrics["macro_auc"]
+    if not math.isfinite(score):
+        score = metrics["balanced_accuracy"]
+    return float(score), loss
+
+
+def train_peer(
+    factory: Callable[[], Peer],
+    train: list[BagItem],
+    val: list[BagItem],
+    settings: TrainSettings,
+    n_classes: int,
+) -> tuple[Peer, PeerTrainResult]:
+    """Train a peer built by ``factory`` (after seeding) and load its best validation epoch."""
+    torch.manual_seed(settings.seed)
+    model = factory()
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="max", factor=settings.plateau_factor, patience=settings.plateau_patience
+    )
+    best = (-math.inf, math.inf, -1)
+    best_state = copy.deepcopy(model.state_dict())
+    history: list[dict[str, Any]] = []
+    step = settings.bags_per_step
+    for epoch in range(settings.epochs):
+        model.train()
+        gen = torch.Generator().manual_seed(settings.seed * 1_000_003 + epoch)
+        order = torch.randperm(len(train), generator=gen).tolist()
+        optimizer.zero_grad(set_to_none=True)
+        loss_sum = 0.0
+        for position, index in enumerate(order):
+            group_start = position - position % step
+            group_size = min(step, len(order) - group_start)
+            item = train[index]
+            out = model(item.features, target=item.fine)
+            loss = peer_loss(model, out, item.fine)
+            (loss / group_size).backward()
+            loss_sum += float(loss.detach())
+            if position == group_start + group_size - 1:
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+        score, val_loss = _val_score(model, val, n_classes) if val else (-math.inf, math.inf)
+        improved = score > best[0] or (score == best[0] and val_loss < best[1]) or best[2] < 0
+        if improved:
+            best = (score, val_loss, epoch)
+            best_state = copy.deepcopy(model.state_dict())
+        scheduler.step(score if math.isfinite(score) else -val_loss)
+        history.append(
+            {"epoch": epoch, "loss": loss_sum / max(len(train), 1), "val_score": score,
+             "val_loss": val_loss, "best": improved}
+        )  # fmt: skip
+    model.load_state_dict(best_state)
+    model.eval()
+    return model, PeerTrainResult(best_epoch=best[2], best_state=best_state, history=history)
