@@ -204,11 +204,19 @@ class LauncherConfig:
 
     kind: str = _f("inline", "inline (this process), local (submitit local processes) or slurm")
     workers: int = _f(1, "folds running at the same time with the local launcher")
+    threads: int = _f(
+        0,
+        "torch intra-op CPU threads per fold job; 0 = automatic (inline: torch's default, local: "
+        "CPUs // workers, slurm: cpus_per_job). CPU results are bit-identical across launchers "
+        "only with the same thread count, so set it to compare runs",
+    )
     partition: str = _f("", "SLURM partition")
     gpus_per_job: int = _f(0, "GPUs per SLURM job")
     cpus_per_job: int = _f(4, "CPUs per job")
-    mem_gb: int = _f(32, "memory per SLURM job in GB")
-    time_min: int = _f(720, "SLURM time limit per job in minutes")
+    mem_gb: int = _f(32, "memory per SLURM job in GB (0 = the partition default)")
+    time_min: int = _f(
+        720, "time limit per job in minutes (SLURM --time; local jobs too, then resumed)"
+    )
     account: str = _f("", "SLURM account (optional)")
     qos: str = _f("", "SLURM QOS (optional)")
     extra: dict[str, Any] = field(
@@ -223,6 +231,11 @@ class LauncherConfig:
             "must be inline, local or slurm",
         )
         _require(self.workers >= 1, "launcher.workers", "must be ≥ 1")
+        _require(self.threads >= 0, "launcher.threads", "must be ≥ 0 (0 = automatic)")
+        for name in ("cpus_per_job", "time_min"):
+            _require(getattr(self, name) >= 1, f"launcher.{name}", "must be ≥ 1")
+        for name in ("gpus_per_job", "mem_gb"):
+            _require(getattr(self, name) >= 0, f"launcher.{name}", "must be ≥ 0 (0: not requested)")
 
 
 @dataclass

@@ -7,6 +7,8 @@ fold behaves the same wherever it runs.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,15 +92,45 @@ def prepare_run(config: Config, out: str | Path, resume: bool = False) -> Path:
     text = config.to_yaml()
     if path.is_file() and resume:
         stored = Config.from_file(path)
-        if stored.to_dict() != config.to_dict():
+        if _without_launcher(stored) != _without_launcher(config):
             raise RunError(
                 path, "--resume with a config different from the run's; resume with the same "
                 "flags or without them (the stored config is used by `hmil train --resume "
                 "--out RUN` alone)",
             )  # fmt: skip
+        if stored.launcher != config.launcher:  # where folds run may change between launches
+            write_text_atomic(path, text)
         return run
     write_text_atomic(path, text)
     return run
+
+
+def _without_launcher(config: Config) -> dict[str, Any]:
+    """The parts of a config that decide results (the launcher only decides where they run)."""
+    data = config.to_dict()
+    data.pop("launcher")
+    return data
+
+
+@contextlib.contextmanager
+def pinned_threads(threads: int) -> Iterator[None]:
+    """Run the block with ``threads`` torch intra-op threads (0: leave the count as it is).
+
+    CPU kernels split reductions by thread count, so the same fold trained with 1 and with 2
+    threads differs in the last bits; every launcher pins the count through this one place so
+    that a fold gives the same numbers inline, in a local worker or in a SLURM job.
+    """
+    if threads <= 0:
+        yield
+        return
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def load_run_config(run_dir: str | Path) -> Config:
@@ -117,10 +149,13 @@ def run_fold_job(
     verbose: bool = True,
     on_skip: SkipHandler | None = None,
     device: str | None = None,
+    threads: int = 0,
 ) -> FoldResult:
     """Train one fold of a prepared run; everything comes from ``RUN/config.yaml``.
 
-    ``device`` overrides the config's device (the local launcher assigns GPUs round-robin).
+    ``device`` overrides the config's device (the local launcher assigns GPUs round-robin);
+    ``threads`` pins torch's intra-op threads for this fold (0: unchanged, see
+    :func:`pinned_threads`).
     """
     config = load_run_config(run_dir)
     if device:
@@ -131,10 +166,11 @@ def run_fold_job(
     if split_path is None:
         raise RunError(config.data.splits, f"no splits_{fold}.csv")
     split = read_split(split_path, known_ids=set(labels["slide_id"]))
-    return train_fold(
-        config, hierarchy, labels, split, fold, run_dir,
-        resume=resume, strict=strict, on_skip=on_skip, verbose=verbose,
-    )  # fmt: skip
+    with pinned_threads(threads):
+        return train_fold(
+            config, hierarchy, labels, split, fold, run_dir,
+            resume=resume, strict=strict, on_skip=on_skip, verbose=verbose,
+        )  # fmt: skip
 
 
 def train(
@@ -151,9 +187,11 @@ def train(
     folds = resolve_folds(config.data.folds, list(list_split_files(config.data.splits)))
     result = RunResult(run_dir=run)
     for fold in folds:
-        result.folds.append(
-            run_fold_job(run, fold, resume=resume, strict=strict, verbose=verbose, on_skip=on_skip)
-        )
+        fold_result = run_fold_job(
+            run, fold, resume=resume, strict=strict, verbose=verbose, on_skip=on_skip,
+            threads=config.launcher.threads,
+        )  # fmt: skip
+        result.folds.append(fold_result)
     result.summary = summarise_run(run)
     return result
 
