@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from hmil.cli import EXIT_OK, EXIT_SKIPPED, EXIT_USAGE, report
+from hmil.cli.train import add_launcher_arguments, launcher_from_args
+from hmil.config import Config, LauncherConfig
+
+if TYPE_CHECKING:
+    from hmil.slides.extract import ExtractConfig
 
 NAME = "extract"
 HELP = "encode the tiled patches of slides into bags (<slide_id>.h5/.pt); resumes finished slides"
@@ -28,12 +34,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--format", choices=("h5", "pt", "both"), default="h5", help="bag file format (h5)"
     )
-    parser.add_argument("--readers", type=int, default=2, help="patch-decoding threads (2)")
+    parser.add_argument(
+        "--readers", type=int, default=None, help="patch-decoding threads (default: min(4, CPUs))"
+    )
     parser.add_argument(
         "--overwrite", action="store_true", help="re-extract slides whose bags exist"
     )
     parser.add_argument("--strict", action="store_true", help="stop at the first bad slide")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    group = add_launcher_arguments(parser, unit="shard")
+    group.add_argument(
+        "--shards", type=int, default=1, help="local/slurm: split the slides into K jobs (1)"
+    )
+    group.add_argument("--config", help="YAML whose launcher: section sets these defaults")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,6 +60,11 @@ def run(args: argparse.Namespace) -> int:
         num_readers=args.readers,
         overwrite=args.overwrite,
     )
+    launcher = launcher_from_args(
+        args, Config.from_file(args.config).launcher if args.config else LauncherConfig()
+    )
+    if launcher.kind != "inline":
+        return run_sharded(args, config, launcher)
     encoder = create_encoder(args.encoder, args.weights, args.device)
     result = extract_slides(
         args.slides,
@@ -67,3 +85,36 @@ def run(args: argparse.Namespace) -> int:
     if result.failed and not (result.done or result.skipped):
         return EXIT_USAGE
     return EXIT_SKIPPED if result.failed else EXIT_OK
+
+
+def run_sharded(args: argparse.Namespace, config: ExtractConfig, launcher: LauncherConfig) -> int:
+    """``--launcher local|slurm``: the slides still missing bags as ``--shards`` jobs."""
+    from hmil.train.launch import launch_extraction
+
+    launch = launch_extraction(
+        args.slides, args.patches, args.out, launcher=launcher, shards=args.shards,
+        encoder=args.encoder, weights=args.weights, device=args.device, config=config,
+        strict=args.strict, detach=args.detach, on_line=None if args.quiet else _line,
+    )  # fmt: skip
+    if launch.results is None:
+        for sub in launch.submitted:
+            print(f"shard {sub.index}: {launcher.kind} job {sub.job_id} ({sub.n_slides} slides), "
+                  f"log {sub.stderr}")  # fmt: skip
+        return EXIT_OK
+    failed = [item for result in launch.results for item in result.failed]
+    failed += [(f"shard {index}", problem) for index, problem in launch.failed_shards]
+    for where, problem in failed:
+        report(where, problem)
+    done = sum(len(r.done) for r in launch.results)
+    already = len(launch.already) + sum(len(r.skipped) for r in launch.results)
+    print(
+        f"{args.out}: {done} extracted, {already} already there, {len(failed)} skipped with errors",
+        file=sys.stderr,
+    )
+    if failed and not (done or already):
+        return EXIT_USAGE
+    return EXIT_SKIPPED if failed else EXIT_OK
+
+
+def _line(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
-from hmil.cli import EXIT_OK, EXIT_SKIPPED, report
-from hmil.config import Config, describe
+from hmil.cli import EXIT_OK, EXIT_SKIPPED, EXIT_USAGE, report
+from hmil.config import Config, LauncherConfig, describe
 from hmil.errors import ConfigError
-from hmil.train.api import load_run_config, train
+from hmil.train.api import RunResult, load_run_config
+from hmil.train.launch import LaunchOutcome, launch_training
 
 NAME = "train"
 HELP = "train HMIL folds: per-epoch metrics, best checkpoint on validation, test evaluation"
@@ -29,6 +31,68 @@ OVERRIDES = {
     "bags_per_step": "train.bags_per_step",
     "max_instances": "train.max_instances",
 }
+
+#: launcher flag dest -> field of the ``launcher:`` config section (shared with ``hmil extract``)
+LAUNCHER_FLAGS = {
+    "launcher": "kind",
+    "workers": "workers",
+    "threads": "threads",
+    "partition": "partition",
+    "gpus_per_job": "gpus_per_job",
+    "cpus_per_job": "cpus_per_job",
+    "mem_gb": "mem_gb",
+    "time_min": "time_min",
+    "account": "account",
+    "qos": "qos",
+}
+OVERRIDES.update({dest: f"launcher.{key}" for dest, key in LAUNCHER_FLAGS.items()})
+
+
+def add_launcher_arguments(
+    parser: argparse.ArgumentParser, unit: str = "fold"
+) -> argparse._ArgumentGroup:
+    """Flags choosing where jobs run, each overriding the ``launcher:`` config section (shared
+    by ``hmil train`` and ``hmil extract``); returns the group for command-specific flags."""
+    group = parser.add_argument_group(
+        "launcher", f"where each {unit} runs (default: the launcher: section of --config)"
+    )
+    group.add_argument(
+        "--launcher",
+        choices=("inline", "local", "slurm"),
+        help=f"inline (default: this process), local (one process per {unit}) or slurm (one "
+        f"SLURM job per {unit})",
+    )
+    if unit == "fold":
+        group.add_argument("--workers", type=int, help="local: folds running at once (default 1)")
+    group.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads per job (default 0 = automatic: local CPUs // workers, SLURM "
+        "--cpus-per-job); CPU results are bit-identical across launchers at equal threads",
+    )
+    group.add_argument("--partition", help="SLURM partition")
+    group.add_argument("--gpus-per-job", type=int, help="SLURM GPUs per job (default 0)")
+    group.add_argument("--cpus-per-job", type=int, help="SLURM CPUs per job (default 4)")
+    group.add_argument("--mem-gb", type=int, help="SLURM memory per job in GB (default 32)")
+    group.add_argument(
+        "--time-min", type=int, help="time limit per job in minutes (default 720; SLURM and local)"
+    )
+    group.add_argument("--account", help="SLURM account")
+    group.add_argument("--qos", help="SLURM QOS")
+    group.add_argument(
+        "--detach",
+        action="store_true",
+        help="local: return once the jobs are submitted instead of waiting for them",
+    )
+    return group
+
+
+def launcher_from_args(args: argparse.Namespace, base: LauncherConfig) -> LauncherConfig:
+    """``base`` with the launcher flags given on the command line applied (and validated)."""
+    given = {key: getattr(args, dest, None) for dest, key in LAUNCHER_FLAGS.items()}
+    launcher = replace(base, **{k: v for k, v in given.items() if v is not None})
+    launcher.validate()
+    return launcher
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,6 +120,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--print-config", action="store_true", help="print every config field with its help"
     )
+    add_launcher_arguments(parser)
 
 
 def build_config(args: argparse.Namespace) -> Config:
@@ -80,10 +145,22 @@ def run(args: argparse.Namespace) -> int:
     if not args.out:
         raise ConfigError("--out", "is required (the run directory)")
     config = build_config(args)
-    result = train(
+    outcome = launch_training(
         config, args.out, resume=args.resume, strict=args.strict, verbose=not args.quiet,
-        on_skip=report,
+        detach=args.detach, on_skip=report, on_line=None if args.quiet else _progress,
     )  # fmt: skip
+    if outcome.result is None:
+        return _print_submitted(outcome)
+    for fold, problem in outcome.failed:
+        report(outcome.run_dir / f"fold_{fold}", problem)
+    _print_result(outcome.result)
+    if outcome.failed:
+        finished = [f for f in outcome.result.folds if f.state == "finished"]
+        return EXIT_SKIPPED if finished else EXIT_USAGE
+    return EXIT_SKIPPED if outcome.result.skipped else EXIT_OK
+
+
+def _print_result(result: RunResult) -> None:
     summary = result.summary
     for fold in result.folds:
         if fold.state == "already-finished":
@@ -103,4 +180,15 @@ def run(args: argparse.Namespace) -> int:
             f"{bacc.get('mean', float('nan')):.3f} ± {bacc.get('std', float('nan')):.3f} over "
             f"{summary['n_folds']} fold(s)"
         )
-    return EXIT_SKIPPED if result.skipped else EXIT_OK
+
+
+def _print_submitted(outcome: LaunchOutcome) -> int:
+    """Jobs left running (SLURM, or --detach): their ids and logs, and how to follow them."""
+    for sub in outcome.submitted:
+        print(f"fold {sub.fold}: {sub.launcher} job {sub.job_id}, log {sub.stderr}")
+    print(f"follow with: hmil status {outcome.run_dir}")
+    return EXIT_OK
+
+
+def _progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
