@@ -52,23 +52,6 @@ def split_cohort(small_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -
     return out / "splits"
 
 
-def train_args(cohort: Path, splits: Path, run: Path, *extra: str) -> list[str]:
-    return [
-        "train",
-        "--labels",
-        str(cohort / "labels.csv"),
-        "--features",
-        str(cohort / "features"),
-        "--splits",
-        str(splits),
-        "--hierarchy",
-        "bracs",
-        "--out",
-        str(run),
-        *extra,
-    ]
-
-
 @pytest.fixture
 def fake_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A folder whose fake SLURM commands come first on PATH; returns the folder."""

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import train_args
+from scaleout_helpers import train_args
 
 from hmil.cli import main
 from hmil.io import read_jsonl

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import train_args
+from scaleout_helpers import train_args
 from submitit.helpers import DelayedSubmission
 
 from hmil.cli import main
