@@ -21,6 +21,7 @@ import datetime as _dt
 import json
 import os
 import socket
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,8 @@ class FoldLock:
     def __enter__(self) -> FoldLock:
         self.paths.root.mkdir(parents=True, exist_ok=True)
         me = {"pid": os.getpid(), "host": socket.gethostname(), "since": _now()}
+        if os.environ.get("SLURM_JOB_ID"):
+            me["slurm_job_id"] = os.environ["SLURM_JOB_ID"]
         for _ in range(2):
             try:
                 fd = os.open(self.paths.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -140,7 +143,9 @@ def _alive(holder: dict[str, Any]) -> bool:
     if not holder:
         return False
     if holder.get("host") != socket.gethostname():
-        return True  # cannot check another machine's process: assume it is alive
+        # another machine: a SLURM job can be asked about; anything else is assumed alive
+        job = holder.get("slurm_job_id")
+        return _slurm_job_active(str(job)) if job else True
     pid = holder.get("pid")
     if not isinstance(pid, int) or pid <= 0:
         return False
@@ -151,6 +156,22 @@ def _alive(holder: dict[str, Any]) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _slurm_job_active(job_id: str) -> bool:
+    """Whether SLURM still lists ``job_id`` (pending or running); True when squeue cannot
+    answer, so an unreachable scheduler never lets two processes train one fold."""
+    try:
+        result = subprocess.run(
+            ["squeue", "--noheader", "--format=%T", "--jobs", job_id],
+            capture_output=True, text=True, timeout=20, check=False,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return True
+    if result.returncode != 0:
+        # squeue exits non-zero with "Invalid job id" for jobs it no longer knows
+        return "invalid job id" not in result.stderr.lower()
+    return bool(result.stdout.strip())
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -31,3 +31,31 @@ def test_torn_last_jsonl_line_is_ignored(tmp_path):
     with open(path, "a") as handle:
         handle.write('{"epoch": 2, "lo')  # killed mid-write
     assert [r["epoch"] for r in read_jsonl(path)] == [0, 1]
+
+
+def test_lock_of_a_finished_slurm_job_on_another_node_is_stale(tmp_path, monkeypatch):
+    """A node that died leaves a lock naming another host; SLURM tells whether its job lives."""
+    import json
+    import stat
+
+    from hmil.train.runs import FoldLock, fold_paths
+
+    paths = fold_paths(tmp_path, 0)
+    paths.root.mkdir(parents=True)
+    paths.lock.write_text(json.dumps({"pid": 1, "host": "dead-node", "slurm_job_id": "42"}))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    squeue = bin_dir / "squeue"
+    squeue.write_text(
+        "#!/bin/sh\necho 'slurm_load_jobs error: Invalid job id specified' >&2\nexit 1\n"
+    )
+    squeue.chmod(squeue.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    with FoldLock(paths):  # taken over
+        assert json.loads(paths.lock.read_text())["host"] != "dead-node"
+    squeue.write_text("#!/bin/sh\necho RUNNING\n")
+    paths.lock.write_text(json.dumps({"pid": 1, "host": "live-node", "slurm_job_id": "43"}))
+    from hmil.errors import RunError
+
+    with pytest.raises(RunError, match="already being trained by pid 1 on live-node"):
+        FoldLock(paths).__enter__()
