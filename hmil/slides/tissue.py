@@ -32,6 +32,7 @@ from skimage.measure import label
 from skimage.morphology import closing, disk
 from skimage.segmentation import find_boundaries
 
+from hmil.data.bags import plain_value
 from hmil.errors import HMILError, SlideError
 from hmil.io import atomic_path
 from hmil.progress import Progress
@@ -383,7 +384,7 @@ def load_patches(path: str | Path) -> PatchFile:
                 raise HMILError(p, "patch file has no 'coords' dataset")
             dset = f["coords"]
             coords = np.asarray(dset[()])
-            attrs = {k: _plain(v) for k, v in dset.attrs.items()}
+            attrs = {k: plain_value(v) for k, v in dset.attrs.items()}
     except HMILError:
         raise
     except (OSError, KeyError, ValueError, TypeError) as exc:
@@ -391,16 +392,6 @@ def load_patches(path: str | Path) -> PatchFile:
     if coords.ndim != 2 or coords.shape[1] != 2 or coords.dtype.kind not in "iuf":
         raise HMILError(p, f"coords must be an (N, 2) number array, found {coords.shape}")
     return PatchFile(path=p, coords=coords.astype(np.int64), attrs=attrs)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 # --------------------------------------------------------------------------- QC image

@@ -30,6 +30,7 @@ import numpy as np
 
 from hmil.errors import RunError
 from hmil.io import read_jsonl, write_json_atomic
+from hmil.procs import pid_alive
 
 LEVELS = ("fine", "coarse", "coarse_head")
 SUMMARY_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc", "specificity")
@@ -146,16 +147,7 @@ def _alive(holder: dict[str, Any]) -> bool:
         # another machine: a SLURM job can be asked about; anything else is assumed alive
         job = holder.get("slurm_job_id")
         return _slurm_job_active(str(job)) if job else True
-    pid = holder.get("pid")
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid_alive(holder.get("pid"))
 
 
 def _slurm_job_active(job_id: str) -> bool:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
-import os
 import shutil
 import socket
 import subprocess
@@ -28,6 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from hmil.procs import pid_alive
 from hmil.train.runs import FoldPaths, fold_paths, list_folds, read_status
 
 JOB_FILE = "job.json"
@@ -214,21 +214,7 @@ def process_alive(host: str | None, pid: object, cmd_hint: str = "") -> bool | N
     """
     if host != socket.gethostname():
         return None
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    if cmd_hint:
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            return True
-        return cmd_hint in cmdline
-    return True
+    return pid_alive(pid, cmd_hint)
 
 
 def lock_alive(paths: FoldPaths) -> bool | None:
