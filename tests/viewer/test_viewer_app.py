@@ -236,3 +236,35 @@ def test_launch_a_one_epoch_fold_and_see_it_appear(viewer_root: Path) -> None:
     at.switch_page("views/cohort.py").run()
     _no_errors(at)
     assert list(_frame(at, "fine bal. acc")["fold"]) == ["1", "mean ± std"]
+
+
+@pytest.mark.slow
+def test_stop_button_ends_a_running_fold_early(viewer_root: Path) -> None:
+    at = _start("views/train.py")
+    new_run = viewer_root / "runs" / "ui-stop"
+    at.text_input(key="tr_out").set_value(str(new_run))
+    at.text_input(key="tr_folds").set_value("0")
+    at.number_input(key="tr_epochs").set_value(200)
+    at.text_area(key="tr_extra").set_value((viewer_root / "small.yaml").read_text())
+    at.button(key="tr_submit").click().run()
+    assert any("Started training of fold(s) 0" in s.value for s in at.success)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:  # wait until the fold is running its epochs
+        time.sleep(1)
+        at.run()
+        if any(b.key == "tr_stop_0" for b in at.button):
+            break
+    at.button(key="tr_stop_0").click().run()
+    assert (new_run / "fold_0" / "STOP").is_file() or (
+        new_run / "fold_0" / "test_metrics.json"
+    ).is_file()
+    while time.monotonic() < deadline:
+        time.sleep(2)
+        at.run()
+        overview = _frame(at, "state")
+        if overview["state"].tolist() == ["finished"]:
+            break
+    assert overview["state"].tolist() == ["finished"]
+    done, total = (int(v) for v in overview["epoch"].iloc[0].split("/"))
+    assert total == 200 and done < 200  # stopped after the current epoch, then evaluated
+    assert (new_run / "fold_0" / "test_metrics.json").is_file()

@@ -146,3 +146,27 @@ def test_shade_outside_and_draw_box() -> None:
         np.full((100, 100, 3), 255, np.uint8), canvas, Region(10, 10, 20, 20)
     )
     assert tuple(boxed[10, 15]) == rendering.BOX_COLOUR and tuple(boxed[20, 20]) == (255,) * 3
+
+
+def test_session_viewport_callbacks() -> None:
+    """What the buttons, thumbnail clicks and "go to patch" do to the viewport keys."""
+    from viewer.components import slide_state
+
+    canvas = Canvas(0.0, 0.0, 4096.0, 3072.0)
+    state: dict = {}
+    slide_state.ensure(state, ("a",), canvas)
+    assert (state["vp_zoom"], state["vp_cx"], state["vp_cy"]) == (0, 2048, 1536)
+    slide_state.zoom(state, canvas, VIEW, 2)
+    slide_state.pan(state, canvas, VIEW, -0.5, 0.5)
+    r = vpm.region(canvas, Viewport(2048, 1536, 2), VIEW)
+    assert state["vp_zoom"] == 2
+    assert (state["vp_cx"], state["vp_cy"]) == (round(2048 - r.w / 2), round(1536 + r.h / 2))
+    state["thumb"] = {"x": 75, "y": 0, "width": 300, "height": 225}
+    slide_state.thumbnail_click(state, canvas, VIEW, "thumb")
+    assert (state["vp_cx"], state["vp_cy"], state["vp_zoom"]) == (1024, 0, 2)
+    slide_state.ensure(state, ("a",), canvas)  # same canvas: kept
+    assert state["vp_zoom"] == 2
+    slide_state.go_to_patch(state, canvas, VIEW, 512, 256, 256)
+    assert (state["vp_cx"], state["vp_cy"]) == (640, 384) and state["vp_zoom"] >= 2
+    slide_state.ensure(state, ("b",), canvas)  # another slide: fitted view again
+    assert state["vp_zoom"] == 0

@@ -69,7 +69,7 @@ def confusion_figure(counts: np.ndarray, classes: Sequence[str], title: str) -> 
             zmax=1,
             text=counts.astype(int),
             texttemplate="%{text}",
-            hovertemplate="true %{y}, predicted %{x}: %{text} slides<extra></extra>",
+            hoverinfo="skip",  # hover and clicks go to the marker layer (selectable)
             colorbar={"title": "row share"},
         )
     )
@@ -91,9 +91,7 @@ def confusion_figure(counts: np.ndarray, classes: Sequence[str], title: str) -> 
         yaxis={"title": "true", "type": "category", "autorange": "reversed"},
         height=120 + 40 * k,
         margin={"l": 10, "r": 10, "t": 40, "b": 40},
-        clickmode="event+select",
-        dragmode="select",
-    )
+    )  # no clickmode/dragmode here: Streamlit sets its own, and ours stopped click-selection
     return fig
 
 

@@ -390,17 +390,14 @@ def main_view(
             icon=":material/grid_on:",
         )
     if choice.all_labels:
-        _small_multiples(view, result, choice)
+        _small_multiples(view, picked, result, slide, choice)
     else:
         base = cached.base_image(view.base_path, view.region, VIEW)
         image = rendering.overlay(
             base, result, choice.level, choice.label, choice.style, view.region
         )
         image = rendering.shade_outside(image, view.canvas, view.region)
-        if choice.gt_outline and picked.mask_file is not None and slide is not None:
-            mask = cached.mask(picked.mask_file)
-            scale = slide.dimensions[0] / mask.shape[1]
-            image = rendering.outline_mask(image, mask, scale, view.region)
+        image = _outline_truth(image, picked, slide, choice, view.region)
         image = _mark_patch(image, result, view.region)
         st.image(
             image,
@@ -448,7 +445,19 @@ def _mark_patch(image: np.ndarray, result: SlideResult, region: Region) -> np.nd
     return rendering.draw_box(image, frame, patch, width=3)
 
 
-def _small_multiples(view: View, result: SlideResult, choice: OverlayChoice) -> None:
+def _outline_truth(
+    image: np.ndarray, picked: Picked, slide: Slide | None, choice: OverlayChoice, region: Region
+) -> np.ndarray:
+    """Draw the ground-truth lesion outline on a view when asked and available."""
+    if not choice.gt_outline or picked.mask_file is None or slide is None:
+        return image
+    mask = cached.mask(picked.mask_file)
+    return rendering.outline_mask(image, mask, slide.dimensions[0] / mask.shape[1], region)
+
+
+def _small_multiples(
+    view: View, picked: Picked, result: SlideResult, slide: Slide | None, choice: OverlayChoice
+) -> None:
     names = result.names(choice.level)
     base = cached.base_image(view.base_path, view.region, SMALL_VIEW)
     per_row = 3
@@ -457,6 +466,7 @@ def _small_multiples(view: View, result: SlideResult, choice: OverlayChoice) -> 
         for col, name in zip(cols, names[start : start + per_row], strict=False):
             image = rendering.overlay(base, result, choice.level, name, choice.style, view.region)
             image = rendering.shade_outside(image, view.canvas, view.region)
+            image = _outline_truth(image, picked, slide, choice, view.region)
             col.image(image, caption=f"{choice.level} · {name}", output_format="JPEG")
 
 
@@ -584,6 +594,7 @@ def topk_gallery(
         options,
         key="patch_pick",
         format_func=lambda i: "(none)" if i is None else f"patch {i} at {x_of[i]}",
+        placeholder="pick a patch above (inspect) or here",
     )
     if picked_index is None:
         return
