@@ -107,7 +107,8 @@ def sidebar(cfg: ViewerSettings) -> Path | None:
             st.error(st.session_state["run_path_error"])
         with st.expander("Data roots", expanded=False):
             st.caption("The viewer reads files below these only (`hmil view --data-root DIR`).")
-            st.code("\n".join(str(r) for r in cfg.roots) or "(none)", language=None)
+            # plain text: st.code would load a 1.5 MB syntax highlighter into every page
+            st.text("\n".join(str(r) for r in cfg.roots) or "(none)")
     return current_run()
 
 
