@@ -7,11 +7,6 @@ from pathlib import Path
 import pytest
 from viewer_fixtures import build_fixture
 
-REPO = Path(__file__).resolve().parents[2]
-APP = REPO / "viewer" / "app.py"
-#: AppTest runs load a model and read slides; the default 3 s is too short on 2 CPU cores
-TIMEOUT = 120
-
 
 @pytest.fixture(scope="session")
 def viewer_root(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -6,9 +6,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import APP, TIMEOUT
 from streamlit.testing.v1 import AppTest
-from viewer_fixtures import NO_SLIDE_ID
+from viewer_fixtures import APP, NO_SLIDE_ID
+from viewer_fixtures import APP_TIMEOUT as TIMEOUT
 
 pytestmark = pytest.mark.usefixtures("app_env")
 

@@ -20,6 +20,9 @@ from hmil.demo.tiff import aperio_description, write_pyramid_tiff
 from hmil.hierarchy import Hierarchy
 from hmil.synthetic import CohortSpec, SyntheticBag, make_cohort, write_cohort
 
+APP = Path(__file__).resolve().parents[2] / "viewer" / "app.py"
+#: AppTest runs load a model and read slides; the default 3 s is too short on 2 CPU cores
+APP_TIMEOUT = 120
 PATCH = 128
 MASK_DOWNSAMPLE = 16
 NO_SLIDE_ID = "synth-0003"

@@ -256,4 +256,4 @@ def monitor(run: Path) -> None:
         state = "running" if record["alive"] else "ended"
         with st.expander(f"launch {record['started']} · folds {record['folds']} · pid "
                          f"{record['pid']} · {state}"):  # fmt: skip
-            st.code(training.log_tail(Path(record["log"])) or "(no output yet)", language=None)
+            st.text(training.log_tail(Path(record["log"])) or "(no output yet)")
