@@ -3,7 +3,8 @@
 Peers (all take one bag ``x (N, D)`` and return :class:`PeerOutput`):
 
 * ``flat_gated`` — :class:`hmil.model.baselines.FlatGatedMIL` (this project's flat gated-attention
-  baseline, the issue-3 quality-bar reference; needs no torchmil).
+  baseline, the issue-3 quality-bar reference; needs no torchmil); ``flat_gated_kaiming`` — the
+  same with HMIL's Kaiming initialisation.
 * ``abmil`` — torchmil ``ABMIL(gated=True)`` (Ilse et al. 2018) behind a
   ``Linear(D→512)+ReLU`` feature extractor, att_dim 128 (torchmil's default).
 * ``transmil`` — torchmil ``TransMIL`` (Shao et al. 2021) with its defaults (att_dim 512, 2
@@ -158,8 +159,18 @@ class CLAMSBPeer(Peer):
         )
 
 
+class FlatKaimingPeer(FlatPeer):
+    """The flat baseline with HMIL's initialisation (Kaiming-normal, zero biases)."""
+
+    name = "flat_gated_kaiming"
+
+    def __init__(self, in_dim: int, n_classes: int) -> None:
+        super().__init__(in_dim, n_classes, FlatMILConfig(init="kaiming"))
+
+
 PEERS: dict[str, Callable[[int, int], Peer]] = {
     "flat_gated": FlatPeer,
+    "flat_gated_kaiming": FlatKaimingPeer,
     "abmil": ABMILPeer,
     "transmil": TransMILPeer,
     "clam_sb": CLAMSBPeer,

@@ -150,10 +150,21 @@ class Predictor:
         so activations stay bounded and, on CUDA, host→device copies overlap compute.
         """
         with self._autocast():
-            if features.numel() * features.element_size() > self.stream_bytes:
-                chunks = device_chunks(features, self.chunk_rows, self.device)
-                return self.model.forward_streaming(chunks, keep_attention=True)
+            if self._chunked(features):
+                finite: list[torch.Tensor] = []
+                chunks = _check_finite(
+                    device_chunks(features, self.chunk_rows, self.device), finite
+                )
+                out = self.model.forward_streaming(chunks, keep_attention=True)
+                if finite and not bool(torch.stack(finite).all()):  # one sync, at the end
+                    validate_bag(Bag(features=features.cpu()), self.in_dim)  # names the row
+                    raise BagError("bag", "non-finite feature values (NaN/Inf)")
+                return out
             return self.model(features.to(self.device, non_blocking=True))
+
+    def _chunked(self, features: torch.Tensor) -> bool:
+        """True for bags above ``stream_bytes`` (forwarded in chunks)."""
+        return features.numel() * features.element_size() > self.stream_bytes
 
     def predict(
         self,
@@ -169,7 +180,15 @@ class Predictor:
         """
         if isinstance(source, str | Path) and self._should_stream(Path(source)):
             return self._predict_streaming(Path(source), attention, slide_id)
-        bag = load_bag(source, expected_dim=self.in_dim)
+        # a large host tensor bound for CUDA is checked for NaN/Inf on the GPU, chunk by chunk,
+        # instead of in a separate pass over host memory (see forward_bag)
+        on_device_check = (
+            isinstance(source, torch.Tensor)
+            and self.device.type == "cuda"
+            and source.dtype == torch.float32
+            and self._chunked(source)
+        )
+        bag = load_bag(source, expected_dim=self.in_dim, check_finite=not on_device_check)
         out = self.forward_bag(bag.features)
         return self._to_prediction(out, bag.n_instances, slide_id or bag.slide_id, bag, attention)
 
@@ -252,6 +271,15 @@ class Predictor:
             validate_bag(Bag(features=view, path=path), self.in_dim, row_offset=start)
 
         return staged_chunks(n, dset.shape[-1], fill, self.chunk_rows, self.device)
+
+
+def _check_finite(
+    chunks: Iterator[torch.Tensor], flags: list[torch.Tensor]
+) -> Iterator[torch.Tensor]:
+    """Pass chunks through, appending a device-side "all finite" flag per chunk (no sync)."""
+    for chunk in chunks:
+        flags.append(torch.isfinite(chunk).all())
+        yield chunk
 
 
 def staged_chunks(

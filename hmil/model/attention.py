@@ -43,7 +43,10 @@ class ClassWiseGatedAttention(nn.Module):
             ``(K, N)`` scores; ``softmax(dim=1)`` of them are the class-wise attention maps.
         """
         a, b = self.gate_proj(h).split(self.attention_dim, dim=-1)
-        gated = self.dropout(torch.tanh(a) * torch.sigmoid(b))
+        if torch.is_grad_enabled() or self.training:
+            gated = self.dropout(torch.tanh(a) * torch.sigmoid(b))
+        else:  # inference: gate in place in the projection's output (no extra N×2A buffers)
+            gated = a.tanh_().mul_(b.sigmoid_())
         return self.score(gated).transpose(0, 1)
 
 

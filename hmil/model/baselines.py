@@ -9,7 +9,9 @@ no class-wise attention, one cross-entropy over the fine classes::
 
 Default sizes are CLAM's "small" configuration (1024→512, gate 256); the same
 :class:`~hmil.model.attention.ClassWiseGatedAttention` module as HMIL computes the gate (with
-one output), so both models share the gate implementation and its speed.
+one output), so both models share the gate implementation and its speed. Weights use PyTorch's
+default Linear initialisation, as ABMIL (Ilse et al. 2018) and torchmil do; ``init="kaiming"``
+gives HMIL's reference initialisation instead (Kaiming-normal weights, zero biases).
 """
 
 from __future__ import annotations
@@ -30,11 +32,13 @@ class FlatMILConfig:
         hidden_dim: width of the instance embedding h.
         attention_dim: hidden size of the gated attention.
         dropout: dropout after the embedding and on the gated hidden units (0 = off).
+        init: ``default`` (PyTorch's Linear init, as ABMIL) or ``kaiming`` (as HMIL).
     """
 
     hidden_dim: int = 512
     attention_dim: int = 256
     dropout: float = 0.0
+    init: str = "default"
 
 
 @dataclass
@@ -72,9 +76,12 @@ class FlatGatedMIL(nn.Module):
         )
         self.attention = ClassWiseGatedAttention(cfg.hidden_dim, cfg.attention_dim, 1, cfg.dropout)
         self.head = nn.Linear(cfg.hidden_dim, n_classes)
-        self.reset_parameters()
+        if cfg.init == "kaiming":
+            self.kaiming_init()
+        elif cfg.init != "default":
+            raise ValueError(f"unknown init '{cfg.init}' (expected default or kaiming)")
 
-    def reset_parameters(self) -> None:
+    def kaiming_init(self) -> None:
         """Kaiming-normal weights and zero biases for every Linear layer (as HMIL)."""
         for module in self.modules():
             if isinstance(module, nn.Linear):

@@ -26,6 +26,12 @@ from torch import nn
 from hmil.config import ModelConfig
 from hmil.model.attention import ClassWiseGatedAttention, OnlinePool, attention_pool
 
+#: CPU inference forwards bags larger than this in blocks of this many instances (exact online
+#: softmax pooling). Each block's activations stay ≤ 16 MB, so the allocator reuses freed memory
+#: instead of mapping (and page-faulting) fresh pages for every N×1024 intermediate: about 2×
+#: faster at N ≥ 10k on CPU, with outputs equal to the one-shot forward up to float rounding.
+CPU_INFERENCE_BLOCK = 4096
+
 
 @dataclass
 class HMILOutput:
@@ -92,7 +98,11 @@ class HMIL(nn.Module):
 
     def instance_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x`` ``(N, D)`` → ``(h_c (N, coarse_dim), h_f (N, fine_dim))``."""
-        h_c = self.embed(x)
+        if torch.is_grad_enabled() or self.training:
+            h_c = self.embed(x)
+        else:  # inference: ReLU in place (one N×hidden buffer less)
+            first, _, _, second = self.embed
+            h_c = second(first(x).relu_())
         return h_c, self.to_fine(h_c)
 
     def heads(
@@ -115,6 +125,12 @@ class HMIL(nn.Module):
         """
         if x.ndim != 2 or x.shape[1] != self.in_dim:
             raise ValueError(f"expected a bag of shape (N, {self.in_dim}), got {tuple(x.shape)}")
+        if (
+            x.device.type == "cpu"
+            and x.shape[0] > CPU_INFERENCE_BLOCK
+            and not (torch.is_grad_enabled() or self.training)
+        ):
+            return self.forward_streaming(x.split(CPU_INFERENCE_BLOCK), keep_attention=True)
         h_c, h_f = self.instance_features(x)
         a_c, b_c = attention_pool(self.coarse_attention(h_c), h_c)
         a_f, b_f = attention_pool(self.fine_attention(h_f), h_f)

@@ -134,3 +134,41 @@ def test_device_chunks_on_cuda_equal_in_memory(checkpoint, pinned):
     p = torch.softmax(full.fine_logits, -1)
     q = torch.softmax(stream.fine_logits, -1)
     assert (p - q).abs().max().item() <= 1e-5
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_large_host_tensor_on_cuda_is_checked_on_the_device(checkpoint):
+    from hmil.errors import BagError
+
+    x = torch.from_numpy(_bag(6_000, seed=4))
+    ref = load_checkpoint(checkpoint, device="cpu").predict(x)
+    gpu = load_checkpoint(checkpoint, device="cuda", stream_bytes=1024, chunk_rows=1_000)
+    out = gpu.predict(x.pin_memory())
+    assert np.abs(ref.fine_probs - out.fine_probs).max() <= 1e-5
+    x[4_321, 0] = float("inf")
+    with pytest.raises(BagError, match="first at instance 4321"):
+        gpu.predict(x)
+
+
+def test_cpu_inference_forward_in_blocks_equals_one_shot_forward():
+    """Large bags at inference on CPU run in blocks (hmil.model.hmil.CPU_INFERENCE_BLOCK)."""
+    from hmil.model.hmil import CPU_INFERENCE_BLOCK
+
+    torch.manual_seed(0)
+    model = HMIL(DIM, 3, 7, SMALL)
+    x = torch.from_numpy(_bag(3 * CPU_INFERENCE_BLOCK + 123, seed=5))
+    model.train()  # dropout is 0: training mode takes the one-shot path with the same math
+    with torch.no_grad():
+        one_shot = model(x)
+    model.eval()
+    with torch.inference_mode():
+        blocks = model(x)
+    for name in ("fine_logits", "coarse_logits"):
+        p = torch.softmax(getattr(one_shot, name), -1)
+        q = torch.softmax(getattr(blocks, name), -1)
+        assert (p - q).abs().max() <= 1e-6
+    for name in ("fine_attention", "coarse_attention", "fine_embeddings"):
+        a, b = getattr(one_shot, name), getattr(blocks, name)
+        assert a.shape == b.shape
+        assert (a - b).abs().max() <= 1e-6
