@@ -352,6 +352,8 @@ def device_chunks(x: torch.Tensor, chunk_rows: int, device: torch.device) -> Ite
     compute = torch.cuda.current_stream(device)
     copy_stream = torch.cuda.Stream(device)
     buffers = [torch.empty((rows, d), dtype=x.dtype, device=device) for _ in range(2)]
+    for buffer in buffers:  # freed memory must not be reused while a copy may still write it
+        buffer.record_stream(copy_stream)
     ready = [torch.cuda.Event(), torch.cuda.Event()]
     free: list[torch.cuda.Event | None] = [None, None]
     starts = list(range(0, n, rows))
