@@ -214,3 +214,25 @@ def test_process_alive_and_log_tail(tmp_path: Path) -> None:
     tail = training.log_tail(log)
     assert tail.splitlines()[-1] == "line 99" and len(tail.splitlines()) == 30
     assert training.log_tail(tmp_path / "missing.log") == ""
+
+
+def test_run_files_outside_the_roots_are_not_read(viewer_run: Path, tmp_path: Path) -> None:
+    """A run found under a root may name data elsewhere: that data is not read."""
+    import yaml
+
+    root = tmp_path / "root"
+    copy = root / "run"
+    shutil.copytree(viewer_run, copy)
+    roots = (root.resolve(),)
+    info = runs.load_run_info(copy, roots)  # preset hierarchy: nothing to check
+    table = runs.slide_table(info, runs.load_predictions(copy), roots)
+    assert len(table) == 24 and (table["fold"] >= 0).all()  # from predictions.csv only
+    config = yaml.safe_load((copy / "config.yaml").read_text())
+    outside = tmp_path / "elsewhere" / "tree.yaml"
+    outside.parent.mkdir()
+    outside.write_text(yaml.safe_dump(info.hierarchy.to_dict(), sort_keys=False))
+    config["data"]["hierarchy"] = str(outside)
+    (copy / "config.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(PathRefused):
+        runs.load_run_info(copy, roots)
+    assert runs.load_run_info(copy).hierarchy.fine == info.hierarchy.fine  # no roots: read

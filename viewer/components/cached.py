@@ -105,15 +105,20 @@ def mask(path: Path) -> np.ndarray:
 
 
 @st.cache_data(max_entries=16, show_spinner=False, ttl=30)
-def _run_tables(run: str, _sig: Any) -> tuple[runs.RunInfo, pd.DataFrame, pd.DataFrame]:
-    info = runs.load_run_info(Path(run))
+def _run_tables(
+    run: str, roots: tuple[Path, ...], _sig: Any
+) -> tuple[runs.RunInfo, pd.DataFrame, pd.DataFrame]:
+    info = runs.load_run_info(Path(run), roots)
     predictions = runs.load_predictions(Path(run))
-    return info, predictions, runs.slide_table(info, predictions)
+    return info, predictions, runs.slide_table(info, predictions, roots)
 
 
-def run_tables(run: Path) -> tuple[runs.RunInfo, pd.DataFrame, pd.DataFrame]:
-    """``(info, stacked predictions, slide table)`` of a run, re-read when its files change."""
-    return _run_tables(str(run), runs.file_signature(runs.run_files(run)))
+def run_tables(
+    run: Path, roots: tuple[Path, ...]
+) -> tuple[runs.RunInfo, pd.DataFrame, pd.DataFrame]:
+    """``(info, stacked predictions, slide table)`` of a run, re-read when its files change;
+    files the run's config names outside ``roots`` are not read (see :mod:`.runs`)."""
+    return _run_tables(str(run), roots, runs.file_signature(runs.run_files(run)))
 
 
 @st.cache_data(max_entries=8, show_spinner=False, ttl=10)

@@ -148,6 +148,6 @@ def roc_section(info: runs.RunInfo, predictions: pd.DataFrame) -> None:
     )
 
 
-def load(run: Path) -> tuple[runs.RunInfo, pd.DataFrame]:
-    info, predictions, _ = cached.run_tables(run)
+def load(run: Path, roots: tuple[Path, ...]) -> tuple[runs.RunInfo, pd.DataFrame]:
+    info, predictions, _ = cached.run_tables(run, roots)
     return info, predictions

@@ -20,6 +20,7 @@ from hmil.config import Config
 from hmil.errors import HMILError, RunError
 from hmil.hierarchy import Hierarchy
 from hmil.train.runs import fold_paths, list_folds
+from viewer.components.paths import check_under_roots, is_under
 
 #: slide file suffixes looked for beside a cohort (lower case; ``.ome.tiff`` handled apart)
 SLIDE_SUFFIXES = (".tiff", ".tif", ".svs", ".ndpi", ".mrxs", ".scn", ".bif", ".vms", ".svslide")
@@ -109,14 +110,20 @@ def read_run_config(run: Path) -> Config:
     return Config.from_file(path)
 
 
-def load_run_info(run: Path) -> RunInfo:
+def load_run_info(run: Path, roots: Iterable[Path] | None = None) -> RunInfo:
     """Read ``RUN/config.yaml`` and the fold list.
 
+    With ``roots``, a hierarchy *file* outside them is refused (a preset name is not a file).
+
     Raises:
-        HMILError: not a run directory, a malformed config, or an unknown hierarchy.
+        HMILError: not a run directory, a malformed config, an unknown hierarchy, or
+            (:class:`PathRefused`) a hierarchy file outside the roots.
     """
     config = read_run_config(run)
-    hierarchy = Hierarchy.resolve(config.data.hierarchy)
+    spec = config.data.hierarchy
+    if roots is not None and Path(spec).suffix.lower() in (".yaml", ".yml", ".json"):
+        check_under_roots(spec, roots)
+    hierarchy = Hierarchy.resolve(spec)
     return RunInfo(
         run=run,
         hierarchy=hierarchy,
@@ -183,17 +190,21 @@ def fold_test_metrics(run: Path) -> dict[int, dict[str, Any]]:
     return out
 
 
-def slide_table(info: RunInfo, predictions: pd.DataFrame) -> pd.DataFrame:
+def slide_table(
+    info: RunInfo, predictions: pd.DataFrame, roots: Iterable[Path] | None = None
+) -> pd.DataFrame:
     """One row per labelled slide of the run: truth, the fold that tested it and its prediction.
 
     Columns: ``slide_id, true_fine, true_coarse, fold`` (-1 when no finished fold tested it),
     ``pred_fine, pred_coarse, confidence_fine, correct_fine, consistent``. A slide tested by
-    several folds (Monte-Carlo splits) keeps its first fold.
+    several folds (Monte-Carlo splits) keeps its first fold. The label table is read only when
+    it lies under ``roots`` (if given); otherwise the table lists the tested slides only.
     """
     from hmil.data.labels import read_labels
 
     h = info.hierarchy
-    if info.labels and Path(info.labels).is_file():
+    readable = roots is None or (bool(info.labels) and is_under(info.labels, roots))
+    if readable and info.labels and Path(info.labels).is_file():
         try:
             labels = read_labels(info.labels, h)
         except HMILError:

@@ -117,7 +117,7 @@ def synthetic_banner(run: Path | None) -> None:
     if run is None:
         return
     try:
-        info, _, _ = cached.run_tables(run)
+        info, _, _ = cached.run_tables(run, settings().roots)
     except HMILError:
         return
     if runs.is_synthetic(info):

@@ -81,7 +81,7 @@ def pick_source(run: Path | None) -> str:
 
 def pick_from_run(run: Path, cfg: ViewerSettings) -> Picked | None:
     """Searchable slide picker over the run's labelled slides (truth and prediction shown)."""
-    info, _, table = cached.run_tables(run)
+    info, _, table = cached.run_tables(run, cfg.roots)
     if table.empty:
         st.info("This run has no labelled slides yet.")
         return None

@@ -65,7 +65,7 @@ def _form_defaults(cfg: ViewerSettings, run: Path | None) -> None:
     data, train = {}, {}
     if run is not None:
         try:
-            info, _, _ = cached.run_tables(run)
+            info, _, _ = cached.run_tables(run, cfg.roots)
             data, train = info.config.get("data", {}), info.config.get("train", {})
         except HMILError:
             pass

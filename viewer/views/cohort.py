@@ -15,7 +15,7 @@ def main() -> None:
         st.info("No run is open: pick one in the sidebar (or start `hmil view RUN`).")
         return
     try:
-        info, predictions = cohort_ui.load(run)
+        info, predictions = cohort_ui.load(run, shell.settings().roots)
     except HMILError as exc:
         shell.show_problem(exc)
         return
