@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -90,7 +91,8 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
 
 
 def _nan_to_none(obj: Any) -> Any:
-    if isinstance(obj, float) and obj != obj:  # NaN
+    """NaN and ±Inf → None: strict JSON has no such numbers (jq, JavaScript would choke)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, dict):
         return {k: _nan_to_none(v) for k, v in obj.items()}

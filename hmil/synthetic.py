@@ -67,6 +67,7 @@ class SyntheticBag:
     features: np.ndarray
     coords: np.ndarray
     key_mask: np.ndarray
+    patch_size: int = 256
 
 
 def make_cohort(hierarchy: Hierarchy, spec: CohortSpec, seed: int = 0) -> list[SyntheticBag]:
@@ -98,6 +99,7 @@ def make_cohort(hierarchy: Hierarchy, spec: CohortSpec, seed: int = 0) -> list[S
                 features=x.astype(np.float32),
                 coords=coords.astype(np.int64),
                 key_mask=key,
+                patch_size=spec.patch_size,
             )
         )
     return bags
@@ -135,12 +137,16 @@ def write_cohort(
     hierarchy: Hierarchy,
     out_dir: str | Path,
     fmt: str = "h5",
-    patch_size: int = 256,
+    patch_size: int | None = None,
 ) -> Path:
     """Write bags (``features/<id>.h5``), ``labels.csv``, ``key_masks.npz`` and the hierarchy.
 
     Returns the cohort directory. Every file is marked SYNTHETIC (ids, attrs, README).
+    The stored patch size is each bag's own (the spec's that built its coords); ``patch_size``
+    is only a check that the caller expects the same.
     """
+    if patch_size is not None and any(b.patch_size != patch_size for b in bags):
+        raise ValueError("patch_size differs from the patch size the bags' coords were built with")
     out = Path(out_dir)
     feats = out / "features"
     feats.mkdir(parents=True, exist_ok=True)
@@ -150,7 +156,7 @@ def write_cohort(
             bag.features,
             bag.coords,
             attrs={"encoder": "synthetic", "synthetic": True},
-            coords_attrs={"patch_size_level0": patch_size},
+            coords_attrs={"patch_size_level0": bag.patch_size},
         )
     pd.DataFrame(
         {

@@ -25,6 +25,7 @@ import pandas as pd
 from hmil.config import Config
 from hmil.errors import ConfigError
 from hmil.io import append_jsonl, read_jsonl, write_text_atomic
+from hmil.procs import pid_alive
 from hmil.train.runs import fold_paths, list_folds, read_status
 from viewer.components.paths import check_under_roots
 
@@ -205,25 +206,8 @@ def read_launches(run: Path) -> list[dict[str, Any]]:
     """Launch records of ``run`` (newest first), each with ``alive`` (process still running)."""
     records = read_jsonl(run / LAUNCHES)
     for record in records:
-        record["alive"] = process_alive(int(record.get("pid", 0)))
+        record["alive"] = pid_alive(int(record.get("pid", 0)))
     return records[::-1]
-
-
-def process_alive(pid: int) -> bool:
-    """True while process ``pid`` runs (a zombie waiting to be reaped counts as ended)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def log_tail(path: Path, max_bytes: int = 4000) -> str:
