@@ -110,3 +110,22 @@ def test_uploads_over_the_limit_are_refused(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="empty upload"):
         save_upload(b"", "empty.h5", tmp_path, limit_mb=1)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_stale_upload_folders_are_removed(tmp_path: Path) -> None:
+    import os
+    import time
+
+    from viewer.components.uploads import UPLOAD_PREFIX, remove_stale_uploads
+
+    old = tmp_path / f"{UPLOAD_PREFIX}old"
+    fresh = tmp_path / f"{UPLOAD_PREFIX}fresh"
+    other = tmp_path / "someone-elses-dir"
+    for folder in (old, fresh, other):
+        folder.mkdir()
+        (folder / "bag.h5").write_bytes(b"x")
+    two_days_ago = time.time() - 2 * 24 * 3600
+    for folder in (old, other):
+        os.utime(folder, (two_days_ago, two_days_ago))
+    assert remove_stale_uploads(tmp_path, 24 * 3600) == [old]
+    assert not old.exists() and fresh.exists() and other.exists()

@@ -25,7 +25,12 @@ from viewer.components import cached, charts, rendering, runs, shell, slide_stat
 from viewer.components import viewport as vpm
 from viewer.components.inference import LEVELS, SlideResult, patch_attention_rows
 from viewer.components.paths import check_under_roots, is_under
-from viewer.components.uploads import save_upload
+from viewer.components.uploads import (
+    UPLOAD_MAX_AGE_S,
+    UPLOAD_PREFIX,
+    remove_stale_uploads,
+    save_upload,
+)
 from viewer.components.viewport import Canvas
 from viewer.state import ViewerSettings
 
@@ -153,7 +158,8 @@ def pick_from_run(run: Path, cfg: ViewerSettings) -> Picked | None:
 
 def _upload_dir() -> Path:
     if "upload_dir" not in st.session_state:
-        st.session_state["upload_dir"] = tempfile.mkdtemp(prefix="hmil-view-upload-")
+        remove_stale_uploads(Path(tempfile.gettempdir()), UPLOAD_MAX_AGE_S)
+        st.session_state["upload_dir"] = tempfile.mkdtemp(prefix=UPLOAD_PREFIX)
     return Path(st.session_state["upload_dir"])
 
 

@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shutil
+import time
 from pathlib import Path
 
 from hmil.errors import HMILError
 
 MB = 1024 * 1024
+UPLOAD_PREFIX = "hmil-view-upload-"
+#: upload folders of sessions idle this long are removed when a new session starts uploading
+UPLOAD_MAX_AGE_S = 24 * 3600
 
 
 def upload_name(name: str, data: bytes) -> str:
@@ -39,3 +44,21 @@ def save_upload(data: bytes, name: str, folder: Path, limit_mb: int) -> Path:
         tmp.write_bytes(data)
         tmp.replace(path)
     return path
+
+
+def remove_stale_uploads(tmp_root: Path, max_age_s: float) -> list[Path]:
+    """Delete upload folders (ours, by prefix) not modified for ``max_age_s``; return them.
+
+    Sessions have no end hook in Streamlit, so a long-running viewer would otherwise keep
+    every uploaded bag and slide in the temp folder forever.
+    """
+    removed = []
+    now = time.time()
+    for folder in tmp_root.glob(f"{UPLOAD_PREFIX}*"):
+        try:
+            if folder.is_dir() and now - folder.stat().st_mtime > max_age_s:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+        except OSError:
+            continue
+    return removed
