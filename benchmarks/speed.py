@@ -199,10 +199,22 @@ def child_train(name: str, n: int, d: int, n_bags: int) -> dict[str, Any]:
             "bags_per_s": n_bags / seconds, "peak_rss_mb": peak_rss_mb()}  # fmt: skip
 
 
+_THREADS: int | None = None
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    if _THREADS is not None:
+        env["OMP_NUM_THREADS"] = str(_THREADS)
+    return env
+
+
 def run_child(args: list[str], timeout: float = 3600) -> dict[str, Any]:
     """Run ``python -m benchmarks.speed --child ...`` and parse its last stdout line (JSON)."""
     cmd = [sys.executable, "-m", "benchmarks.speed", "--child", *args]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=_child_env()
+    )
     if proc.returncode != 0:
         return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed",
                 "args": args}  # fmt: skip
@@ -224,7 +236,9 @@ class ExtractionResult:
     torch_threads: int
 
 
-def bench_extraction(slide_path: Path, max_patches: int, work: Path) -> ExtractionResult:
+def bench_extraction(
+    slide_path: Path, max_patches: int, work: Path, repeats: int = 3
+) -> ExtractionResult:
     """End-to-end default-encoder extraction vs reading the same patches (same readers)."""
     import h5py
 
@@ -252,16 +266,16 @@ def bench_extraction(slide_path: Path, max_patches: int, work: Path) -> Extracti
                                    config.num_readers, config.prefetch_batches)
             )  # fmt: skip
 
-    read_s = median_time(lambda: read_all(False), repeats=3, warmup=1)
-    read_raw_s = median_time(lambda: read_all(True), repeats=3, warmup=0)
+    read_s = median_time(lambda: read_all(False), repeats=repeats, warmup=1)
+    read_raw_s = median_time(lambda: read_all(True), repeats=repeats, warmup=0)
     batches = [torch.from_numpy(b) for b in read_all(False)]
-    encode_s = median_time(lambda: [encoder(b) for b in batches], repeats=3, warmup=1)
+    encode_s = median_time(lambda: [encoder(b) for b in batches], repeats=repeats, warmup=1)
     out = work / "bags"
 
     def extract() -> None:
         extract_slide(slide_path, patch_file, out, encoder, config, progress=False)
 
-    extract_s = median_time(extract, repeats=3, warmup=1)
+    extract_s = median_time(extract, repeats=repeats, warmup=1)
     with h5py.File(out / f"{slide_path.stem}.h5", "r") as f:
         assert f["features"].shape[0] == n
     return ExtractionResult(
@@ -272,7 +286,7 @@ def bench_extraction(slide_path: Path, max_patches: int, work: Path) -> Extracti
     )  # fmt: skip
 
 
-def bench_heatmap(n: int) -> dict[str, Any]:
+def bench_heatmap(n: int, repeats: int = 5) -> dict[str, Any]:
     """Median time of rendering one class's attention over ``n`` patches (blank canvas)."""
     from hmil.heatmap import render_heatmap
 
@@ -280,7 +294,7 @@ def bench_heatmap(n: int) -> dict[str, Any]:
     idx = np.arange(n)
     coords = np.stack([idx % side, idx // side], 1).astype(np.int64) * 256
     scores = np.random.default_rng(0).random(n).astype(np.float32)
-    seconds = median_time(lambda: render_heatmap(scores, coords, 256.0, max_size=2048), 5, 1)
+    seconds = median_time(lambda: render_heatmap(scores, coords, 256.0, max_size=2048), repeats, 1)
     image = render_heatmap(scores, coords, 256.0, max_size=2048)
     return {"n_patches": n, "seconds": seconds, "image_shape": list(image.shape)}
 
@@ -393,8 +407,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-patches", type=int, default=2000)
     p.add_argument("--skip", default="", help="comma-separated: forward,train,extract,heatmap")
     p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--work", default="/tmp/hmil-bench-speed", help="scratch directory")
     p.add_argument("--tag", default="speed")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = p.parse_args(argv)
+    if args.threads is not None:
+        global _THREADS
+        _THREADS = args.threads
+        torch.set_num_threads(args.threads)
     if args.child:
         kind, name, n, d, k = args.child
         if kind == "forward":
@@ -405,10 +425,10 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     d = args.dim
     models = args.models.split(",")
-    train_n, train_bags, heat_n = 4096, 8, 100_000
+    train_n, train_bags, heat_n, repeats = 4096, 8, 100_000, 3
     if args.quick:
-        sizes, d, train_n, train_bags, heat_n = [1000, 4000], 128, 512, 2, 10_000
-        args.max_patches = min(args.max_patches, 64)
+        sizes, d, train_n, train_bags, heat_n, repeats = [256, 1024], 64, 128, 2, 10_000, 1
+        args.max_patches = min(args.max_patches, 16)
         args.tag = "speed_quick"
     skip = set(args.skip.split(","))
     result: dict[str, Any] = {"machine": machine(), "synthetic": True, "forward": [],
@@ -416,8 +436,8 @@ def main(argv: list[str] | None = None) -> int:
     if "forward" not in skip:
         for n in sizes:
             for name in models:
-                repeats = 5 if n <= 10_000 else (3 if n <= 100_000 else 1)
-                r = run_child(["forward", name, str(n), str(d), str(repeats)])
+                k = 5 if n <= 10_000 else (3 if n <= 100_000 else 1)
+                r = run_child(["forward", name, str(n), str(d), str(1 if args.quick else k)])
                 result["forward"].append(r)
                 print(json.dumps({k: r.get(k) for k in ("model", "n", "seconds",
                       "ratio_vs_matmul", "working_mb", "error")}), flush=True)  # fmt: skip
@@ -429,11 +449,11 @@ def main(argv: list[str] | None = None) -> int:
     if "extract" not in skip:
         slide = Path(args.slide) if args.slide else _default_slide()
         if slide is not None and slide.is_file():
-            ex = bench_extraction(slide, args.max_patches, Path("/tmp/hmil-bench-extract"))
+            ex = bench_extraction(slide, args.max_patches, Path(args.work) / "extract", repeats)
             result["extraction"] = asdict(ex)
             print(json.dumps(result["extraction"]), flush=True)
     if "heatmap" not in skip:
-        result["heatmap"] = bench_heatmap(heat_n)
+        result["heatmap"] = bench_heatmap(heat_n, 5 if not args.quick else 1)
         print(json.dumps(result["heatmap"]), flush=True)
     out = Path(args.out)
     write_json(out / f"{args.tag}.json", result)

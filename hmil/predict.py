@@ -30,7 +30,7 @@ from hmil.model import HMIL, HMILOutput
 
 #: bags whose features exceed this many bytes are streamed from disk (h5 only)
 DEFAULT_STREAM_BYTES = 1 << 30
-DEFAULT_CHUNK_ROWS = 65536
+DEFAULT_CHUNK_ROWS = 32768  # 128 MB of float32 at D = 1024
 
 
 @dataclass

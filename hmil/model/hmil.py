@@ -130,7 +130,7 @@ class HMIL(nn.Module):
             and x.shape[0] > CPU_INFERENCE_BLOCK
             and not (torch.is_grad_enabled() or self.training)
         ):
-            return self.forward_streaming(x.split(CPU_INFERENCE_BLOCK), keep_attention=True)
+            return self.forward_streaming([x], keep_attention=True)  # in blocks
         h_c, h_f = self.instance_features(x)
         a_c, b_c = attention_pool(self.coarse_attention(h_c), h_c)
         a_f, b_f = attention_pool(self.fine_attention(h_f), h_f)
@@ -150,9 +150,10 @@ class HMIL(nn.Module):
         """The same outputs as :meth:`forward`, from a bag given as chunks of instances.
 
         Instance features are never materialised for the whole bag: each chunk ``(n, D)`` is
-        embedded, scored and folded into an :class:`OnlinePool` per level, so memory is bounded
-        by one chunk plus K×N raw scores (or K×F with ``keep_attention=False``, in which case
-        the returned attention tensors are empty ``(K, 0)``).
+        embedded, scored and folded into an :class:`OnlinePool` per level (on CPU in blocks of
+        :data:`CPU_INFERENCE_BLOCK` rows), so memory is bounded by one chunk plus K×N raw scores
+        (or K×F with ``keep_attention=False``, in which case the returned attention tensors are
+        empty ``(K, 0)``).
         """
         coarse_pool = OnlinePool(keep_scores=keep_attention)
         fine_pool = OnlinePool(keep_scores=keep_attention)
@@ -162,9 +163,12 @@ class HMIL(nn.Module):
                 raise ValueError(f"expected chunks of shape (n, {self.in_dim})")
             if chunk.shape[0] == 0:
                 continue
-            h_c, h_f = self.instance_features(chunk)
-            coarse_pool.update(self.coarse_attention(h_c), h_c)
-            fine_pool.update(self.fine_attention(h_f), h_f)
+            # on CPU, large chunks are processed in blocks (bounded, reused activation memory)
+            blocks = chunk.split(CPU_INFERENCE_BLOCK) if chunk.device.type == "cpu" else (chunk,)
+            for block in blocks:
+                h_c, h_f = self.instance_features(block)
+                coarse_pool.update(self.coarse_attention(h_c), h_c)
+                fine_pool.update(self.fine_attention(h_f), h_f)
             n_seen += chunk.shape[0]
         if n_seen == 0:
             raise ValueError("bag has 0 instances")

@@ -1,0 +1,99 @@
+"""Smoke tests: every benchmark script runs in its quickest mode and writes its result files.
+
+Benchmarks are scripts, not timed tests: nothing here checks a speed or an accuracy, only that
+each script runs end to end and reports what it promises.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPTS = ("accuracy", "speed", "streaming_memory", "gpu_check")
+
+
+def _run(args: list[str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    return subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+def _has(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_help(script):
+    proc = _run([f"benchmarks.{script}", "--help"], timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "usage" in proc.stdout.lower()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _has("torchmil"), reason="needs the bench extra (torchmil)")
+def test_accuracy_quick(tmp_path):
+    proc = _run(["benchmarks.accuracy", "--quick", "--out", str(tmp_path), "--work",
+                 str(tmp_path / "work")])  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((tmp_path / "accuracy.json").read_text())
+    assert result["synthetic"] is True
+    rows = result["summary"]["easy"]
+    assert "HMIL (default: all terms, linear)" in rows
+    assert "flat gated attention (hmil.model.baselines)" in rows
+    assert "fine_balanced_accuracy" in rows["HMIL (default: all terms, linear)"]
+    assert "attention_auroc" in rows["oracle per-instance detector"]
+    assert result["quality_bar"] and (tmp_path / "accuracy.md").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (_has("torchmil") and _has("matplotlib") and _has("psutil")),
+    reason="needs the bench extra (torchmil, matplotlib, psutil)",
+)
+def test_speed_quick(tmp_path):
+    proc = _run(["benchmarks.speed", "--quick", "--out", str(tmp_path), "--work",
+                 str(tmp_path / "work")])  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((tmp_path / "speed_quick.json").read_text())
+    models = {r["model"] for r in result["forward"] if "error" not in r}
+    assert {"hmil", "abmil", "flat_gated"} <= models
+    assert all("ratio_vs_matmul" in r for r in result["forward"])
+    assert {r["model"] for r in result["train"]} == {"hmil", "abmil"}
+    assert result["heatmap"]["seconds"] > 0
+    assert (tmp_path / "speed_quick_throughput.png").is_file()
+    assert (tmp_path / "speed_quick_memory.png").is_file()
+
+
+@pytest.mark.slow
+def test_streaming_memory_quick(tmp_path):
+    proc = _run(["benchmarks.streaming_memory", "--quick", "--out", str(tmp_path), "--work",
+                 str(tmp_path / "work")])  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((tmp_path / "streaming_memory_quick.json").read_text())
+    assert result["n_instances_reported"] == result["n"]
+    assert all(r["rc"] == 0 and r["peak_rss_mb"] > 0 for r in result["runs"].values())
+    assert result["max_abs_diff_vs_float64_reference"] <= 1e-5
+    assert not (tmp_path / "work" / "big_bag.h5").exists()  # the bag is deleted
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_on_cpu(tmp_path):
+    proc = _run(["benchmarks.gpu_check", "--device", "cpu", "--quick", "--out", str(tmp_path)])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((tmp_path / "gpu_check_cpu_quick.json").read_text())
+    assert result["exactness"]["pass_fp32_1e-5"] is True
+    assert {r["model"] for r in result["speed"]} == {"hmil", "flat_gated"}
+    assert "streamed" in result["host_bag"]
