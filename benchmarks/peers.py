@@ -7,8 +7,10 @@ Peers (all take one bag ``x (N, D)`` and return :class:`PeerOutput`):
   same with HMIL's Kaiming initialisation.
 * ``abmil`` — torchmil ``ABMIL(gated=True)`` (Ilse et al. 2018) behind a
   ``Linear(D→512)+ReLU`` feature extractor, att_dim 128 (torchmil's default).
-* ``transmil`` — torchmil ``TransMIL`` (Shao et al. 2021) with its defaults (att_dim 512, 2
-  Nyström layers, 4 heads, 256 landmarks).
+* ``transmil`` — torchmil ``TransMIL`` (Shao et al. 2021): 2 Nyström layers, 4 heads, PPEG,
+  att_dim 256 and 64 landmarks (torchmil's defaults are 512 and 256: with bags of a few hundred
+  instances 256 landmarks exceed the sequence length, and the 256 × 256 Moore–Penrose
+  iterations made one CPU training run take over an hour).
 * ``clam_sb`` — torchmil ``CLAM_SB`` (Lu et al. 2021), CLAM's "small" sizes (``Linear(D→512)``,
   gate 256, gated), k_sample 8, SmoothTop1SVM instance loss with one instance classifier per
   class and CLAM's subtyping rule (out-of-class instance loss for every other class), total
@@ -103,15 +105,15 @@ class ABMILPeer(Peer):
 
 
 class TransMILPeer(Peer):
-    """torchmil TransMIL (defaults) with a K-way head; attention = CLS row of the last layer."""
+    """torchmil TransMIL with a K-way head; attention = CLS row of the last layer."""
 
     name = "transmil"
 
-    def __init__(self, in_dim: int, n_classes: int, att_dim: int = 512):
+    def __init__(self, in_dim: int, n_classes: int, att_dim: int = 256, landmarks: int = 64):
         super().__init__()
         from torchmil.models import TransMIL
 
-        self.model = TransMIL(in_shape=(in_dim,), att_dim=att_dim)
+        self.model = TransMIL(in_shape=(in_dim,), att_dim=att_dim, n_landmarks=landmarks)
         self.model.classifier = nn.Linear(att_dim, n_classes)
 
     def forward(self, x: torch.Tensor, target: int | None = None) -> PeerOutput:

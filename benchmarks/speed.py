@@ -19,8 +19,10 @@ Measured side by side (every number below comes from this one invocation):
    against only reading the same patches the same way (same reader threads, same resize).
 4. **Heatmap rendering** of 100k patches (``hmil.heatmap.render_heatmap``, 2048 px).
 
-Timings are medians of repeats; the machine is shared (other jobs use the same 2 cores), so
-the ratios — measured under the same conditions within one process — are the robust numbers.
+Timings are medians of repeats within a process, then medians over ``--rounds`` interleaved
+rounds (every (N, model) once per round); the machine is shared (other jobs use the same 2
+cores), so the ratios — measured under the same conditions within one process — are the robust
+numbers.
 
 Usage::
 
@@ -90,7 +92,23 @@ def rss_mb() -> float:
 
 
 def peak_rss_mb() -> float:
+    """Peak RSS since the last :func:`reset_peak_rss` (VmHWM), else since the process start."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return float(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark (Linux ``clear_refs`` 5); False where unsupported."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
 
 
 def build_model(name: str, d: int) -> torch.nn.Module:
@@ -120,7 +138,6 @@ def child_forward(name: str, n: int, d: int, repeats: int) -> dict[str, Any]:
     model = build_model(name, d)
     base = rss_mb()
     x = torch.randn(n, d)
-    with_bag = rss_mb()
     streamed = n >= STREAM_FROM
     if streamed and name != "hmil":
         streamed = False  # peers have no streaming path: in memory (if RAM allows)
@@ -135,7 +152,13 @@ def child_forward(name: str, n: int, d: int, repeats: int) -> dict[str, Any]:
     mm_before = matmul_flops_per_s(d)
     with torch.inference_mode():  # warm up on a small bag (kernels, allocator)
         model(x[: min(n, 4096)])
-    t = median_time(forward, repeats=repeats, warmup=0 if n >= 100_000 else 1)
+    with_bag = rss_mb()
+    peak_reset = reset_peak_rss()  # the forward's own peak, not the bag's creation
+    # steady state: small bags get two full warm-up forwards (allocator, page faults)
+    t = median_time(
+        forward, repeats=repeats, warmup=0 if n >= 1_000_000 else (1 if n >= 100_000 else 2)
+    )
+    forward_peak = peak_rss_mb()
     mm_after = matmul_flops_per_s(d)
     flops = FLOPS[name](n, d)
     mm = float(np.median([mm_before, mm_after]))
@@ -153,8 +176,9 @@ def child_forward(name: str, n: int, d: int, repeats: int) -> dict[str, Any]:
         "ratio_vs_matmul": flops / t / mm,
         "rss_base_mb": base,
         "bag_mb": with_bag - base,
-        "peak_rss_mb": peak_rss_mb(),
-        "working_mb": peak_rss_mb() - with_bag,
+        "peak_rss_mb": forward_peak,
+        "peak_reset": peak_reset,
+        "working_mb": forward_peak - with_bag,
         "threads": torch.get_num_threads(),
     }
 
@@ -286,6 +310,24 @@ def bench_extraction(
     )  # fmt: skip
 
 
+def bench_extraction_many(
+    slides: list[Path], max_patches: int, work: Path, repeats: int
+) -> dict[str, Any]:
+    """:func:`bench_extraction` per slide, and the totals over all slides."""
+    per = [bench_extraction(p, max_patches, work, repeats) for p in slides]
+    total = {
+        key: sum(getattr(r, key) for r in per)
+        for key in ("n_patches", "read_s", "read_raw_s", "encode_only_s", "extract_s")
+    }
+    total["slide"] = ", ".join(r.slide for r in per)
+    total["ratio_extract_vs_read"] = total["extract_s"] / total["read_s"]
+    total["patches_per_s"] = total["n_patches"] / total["extract_s"]
+    total["readers"] = per[0].readers
+    total["torch_threads"] = per[0].torch_threads
+    total["per_slide"] = [asdict(r) for r in per]
+    return total
+
+
 def bench_heatmap(n: int, repeats: int = 5) -> dict[str, Any]:
     """Median time of rendering one class's attention over ``n`` patches (blank canvas)."""
     from hmil.heatmap import render_heatmap
@@ -345,8 +387,10 @@ def plot(forward: list[dict[str, Any]], out: Path, tag: str) -> list[Path]:
 def markdown(result: dict[str, Any]) -> str:
     lines = ["# Speed: HMIL vs matmul limit and torchmil ABMIL (CPU)", "",
              machine_line(result["machine"]), "",
-             "Random SYNTHETIC bags. Medians of repeats; the machine is shared, so absolute "
-             "times are noisy — ratios are measured within one process under the same load.",
+             "Random SYNTHETIC bags. Each cell: median over rounds (each a fresh process, "
+             "median of repeats); the machine is shared, so absolute times are noisy — the "
+             "matmul reference is measured in the same process right before and after the "
+             "model, and ratios use it.",
              "", "## Forward throughput", "",
              "| model | N | D | mode | s | instances/s | GFLOP/s | matmul GFLOP/s | "
              "ratio vs matmul | vs ABMIL (time) | working MB |",
@@ -374,7 +418,7 @@ def markdown(result: dict[str, Any]) -> str:
     ex = result.get("extraction")
     if ex:
         lines += ["", "## Extraction (default encoder hed-texture, CPU)", "",
-                  f"Slide `{ex['slide']}`, {ex['n_patches']} patches, {ex['readers']} reader "
+                  f"Slides `{ex['slide']}`, {ex['n_patches']} patches, {ex['readers']} reader "
                   f"threads, {ex['torch_threads']} torch threads.", "",
                   "| step | s | patches/s |", "|---|---|---|",
                   f"| read only (as the pipeline reads: level, resize to 128) | "
@@ -403,7 +447,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", default="1000,10000,100000,1000000")
     p.add_argument("--dim", type=int, default=1024)
     p.add_argument("--models", default="hmil,abmil,flat_gated")
-    p.add_argument("--slide", default="", help="slide for the extraction benchmark")
+    p.add_argument(
+        "--slides", default="", help="comma-separated slides for the extraction benchmark"
+    )
+    p.add_argument("--rounds", type=int, default=3, help="forward rounds (median reported)")
     p.add_argument("--max-patches", type=int, default=2000)
     p.add_argument("--skip", default="", help="comma-separated: forward,train,extract,heatmap")
     p.add_argument("--out", default=str(RESULTS))
@@ -433,25 +480,38 @@ def main(argv: list[str] | None = None) -> int:
     skip = set(args.skip.split(","))
     result: dict[str, Any] = {"machine": machine(), "synthetic": True, "forward": [],
                               "train": []}  # fmt: skip
+    rounds = 1 if args.quick else args.rounds
     if "forward" not in skip:
-        for n in sizes:
-            for name in models:
-                k = 5 if n <= 10_000 else (3 if n <= 100_000 else 1)
-                r = run_child(["forward", name, str(n), str(d), str(1 if args.quick else k)])
-                result["forward"].append(r)
-                print(json.dumps({k: r.get(k) for k in ("model", "n", "seconds",
-                      "ratio_vs_matmul", "working_mb", "error")}), flush=True)  # fmt: skip
+        raw: list[dict[str, Any]] = []
+        for round_ in range(rounds):  # interleaved: each round visits every (N, model) once
+            for n in sizes:
+                for name in models:
+                    k = 5 if n <= 10_000 else (3 if n <= 100_000 else 1)
+                    r = run_child(["forward", name, str(n), str(d), str(1 if args.quick else k)])
+                    r["round"] = round_
+                    raw.append(r)
+                    print(json.dumps({k: r.get(k) for k in ("round", "model", "n", "seconds",
+                          "ratio_vs_matmul", "working_mb", "error")}), flush=True)  # fmt: skip
+        result["forward_rounds"] = raw
+        result["forward"] = median_rows(raw)
     if "train" not in skip:
-        for name in ("hmil", "abmil"):
-            r = run_child(["train", name, str(train_n), str(d), str(train_bags)])
-            result["train"].append(r)
-            print(json.dumps(r), flush=True)
+        raw_train = []
+        for round_ in range(rounds):
+            for name in ("hmil", "abmil"):
+                r = run_child(["train", name, str(train_n), str(d), str(train_bags)])
+                r["round"] = round_
+                raw_train.append(r)
+                print(json.dumps(r), flush=True)
+        result["train_rounds"] = raw_train
+        result["train"] = median_rows(raw_train)
     if "extract" not in skip:
-        slide = Path(args.slide) if args.slide else _default_slide()
-        if slide is not None and slide.is_file():
-            ex = bench_extraction(slide, args.max_patches, Path(args.work) / "extract", repeats)
-            result["extraction"] = asdict(ex)
-            print(json.dumps(result["extraction"]), flush=True)
+        slides = [Path(p) for p in args.slides.split(",") if p] or _default_slides(args.quick)
+        slides = [p for p in slides if p.is_file()]
+        if slides:
+            work = Path(args.work) / "extract"
+            ex = bench_extraction_many(slides, args.max_patches, work, repeats)
+            result["extraction"] = ex
+            print(json.dumps({k: v for k, v in ex.items() if k != "per_slide"}), flush=True)
     if "heatmap" not in skip:
         result["heatmap"] = bench_heatmap(heat_n, 5 if not args.quick else 1)
         print(json.dumps(result["heatmap"]), flush=True)
@@ -464,14 +524,36 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _default_slide() -> Path | None:
-    for candidate in (
-        REPO.parent / "shared" / "data" / "slides" / "tcga-cr-7395-01a-01-ts1.svs",
-        REPO.parent / "shared" / "data" / "slides" / "cmu-1-small-region.svs",
-    ):
-        if candidate.is_file():
-            return candidate
-    return None
+def _default_slides(quick: bool) -> list[Path]:
+    """The shared TCGA/CMU test slides, plus up to 8 demo slides when a demo cohort exists."""
+    shared = REPO.parent / "shared" / "data" / "slides"
+    slides = [shared / "tcga-cr-7395-01a-01-ts1.svs", shared / "cmu-1-small-region.svs"]
+    if not quick:
+        slides += sorted((REPO / "hmil-demo" / "slides").glob("*.tiff"))[:8]
+    return [p for p in slides if p.is_file()][: 1 if quick else None]
+
+
+def median_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (model, n): the median of every numeric field over rounds."""
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for r in rows:
+        if "error" in r:
+            continue
+        groups.setdefault((r["model"], r["n"]), []).append(r)
+    out = []
+    for (model, n), items in groups.items():
+        row: dict[str, Any] = {"model": model, "n": n, "rounds": len(items)}
+        for key, value in items[0].items():
+            if key in row or key == "round":
+                continue
+            values = [it[key] for it in items]
+            numeric = isinstance(value, int | float) and not isinstance(value, bool)
+            if numeric and any(v != value for v in values):
+                row[key] = float(np.median(values))
+            else:
+                row[key] = value
+        out.append(row)
+    return out + [r for r in rows if "error" in r]
 
 
 if __name__ == "__main__":

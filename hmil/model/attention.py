@@ -72,14 +72,23 @@ class OnlinePool:
     B_k = acc_k / l_k equals ``softmax(s_k) @ h`` up to float rounding. Raw scores are kept
     (K×N floats, e.g. 28 MB for 7 classes × 1 M instances) so the attention maps can be
     returned too; pass ``keep_scores=False`` to drop them.
+
+    The kept scores live in one ``(K, capacity)`` buffer that doubles when full, not in one
+    small tensor per chunk: thousands of small long-lived allocations interleaved with each
+    chunk's large short-lived activations fragmented the CPU heap (≈ 2 GB of retained RSS for a
+    1M-instance bag in 4096-row blocks, against 40 MB of scores).
     """
+
+    #: initial capacity (instances) of the score buffer
+    INITIAL_CAPACITY = 65536
 
     def __init__(self, keep_scores: bool = True) -> None:
         self.keep_scores = keep_scores
         self._max: torch.Tensor | None = None
         self._sum: torch.Tensor | None = None
         self._acc: torch.Tensor | None = None
-        self._scores: list[torch.Tensor] = []
+        self._scores: torch.Tensor | None = None  # (K, capacity)
+        self._n = 0
 
     def update(self, scores: torch.Tensor, h: torch.Tensor) -> None:
         """Add one chunk: ``scores`` ``(K, n)``, ``h`` ``(n, F)``."""
@@ -99,7 +108,21 @@ class OnlinePool:
             self._acc = self._acc * rescale[:, None] + weights @ h
         self._max = new_max
         if self.keep_scores:
-            self._scores.append(scores.detach())
+            self._keep(scores.detach())
+
+    def _keep(self, scores: torch.Tensor) -> None:
+        """Append ``(K, n)`` scores to the buffer, doubling its capacity when needed."""
+        k, n = scores.shape
+        need = self._n + n
+        if self._scores is None or need > self._scores.shape[1]:
+            old = self._scores
+            capacity = max(need, self.INITIAL_CAPACITY, 2 * (0 if old is None else old.shape[1]))
+            grown = torch.empty((k, capacity), dtype=torch.float32, device=scores.device)
+            if old is not None:
+                grown[:, : self._n] = old[:, : self._n]
+            self._scores = grown
+        self._scores[:, self._n : need] = scores
+        self._n = need
 
     def pooled(self) -> torch.Tensor:
         """Bag embeddings ``(K, F)``."""
@@ -109,8 +132,8 @@ class OnlinePool:
 
     def attention(self) -> torch.Tensor:
         """Attention maps ``(K, N)`` (rows sum to 1), from the kept raw scores."""
-        if not self._scores:
+        if self._scores is None or self._n == 0:
             raise ValueError("OnlinePool kept no scores (keep_scores=False or empty bag)")
         assert self._max is not None and self._sum is not None
-        scores = torch.cat(self._scores, dim=1)
+        scores = self._scores[:, : self._n]
         return torch.exp(scores - self._max[:, None]) / self._sum[:, None]
