@@ -9,7 +9,9 @@ Measured side by side (every number below comes from this one invocation):
    GEMM FLOPs, counted analytically) over the matmul's FLOP/s — i.e. the time an ideal
    matmul-only implementation of the same FLOPs would take, over HMIL's time;
    (b) torchmil's gated ABMIL (``Linear(D→512)+ReLU`` extractor, att_dim 128) on the same bag;
-   (c) this project's flat gated baseline (CLAM-small sizes).
+   (c) this project's flat gated baseline (CLAM-small sizes), and (d) ``hmil_oneshot``: HMIL's
+   forward as it was before the CPU inference optimisations (whole bag at once, out-of-place
+   activations; N ≤ 100k), to show what they changed.
    Each (model, N) runs in a fresh process, which also gives its peak RSS (memory vs N).
    N = 1M is forwarded in 65,536-row chunks with the exact online softmax (the way
    ``hmil predict`` runs big bags); the in-memory forward would need ~15 GB of activations.
@@ -81,7 +83,12 @@ def flat_flops(n: int, d: int, hidden: int = 512, att: int = 256) -> float:
     return 2.0 * n * (d * hidden + hidden * 2 * att + att + hidden)
 
 
-FLOPS = {"hmil": hmil_flops, "abmil": abmil_flops, "flat_gated": flat_flops}
+FLOPS = {
+    "hmil": hmil_flops,
+    "hmil_oneshot": hmil_flops,
+    "abmil": abmil_flops,
+    "flat_gated": flat_flops,
+}
 
 
 # ---- child processes -----------------------------------------------------------------------
@@ -113,10 +120,14 @@ def reset_peak_rss() -> bool:
 
 def build_model(name: str, d: int) -> torch.nn.Module:
     torch.manual_seed(0)
-    if name == "hmil":
+    if name in ("hmil", "hmil_oneshot"):
         from hmil.model import HMIL
 
-        return HMIL(d, 3, 7).eval()
+        model = HMIL(d, 3, 7)
+        # "hmil_oneshot": the forward as it was before the CPU inference optimisations (whole
+        # bag at once, out-of-place activations) — training mode with dropout 0 takes that
+        # path with the same math
+        return model.train() if name == "hmil_oneshot" else model.eval()
     if name == "flat_gated":
         from hmil.model.baselines import FlatGatedMIL
 
@@ -138,6 +149,7 @@ def child_forward(name: str, n: int, d: int, repeats: int) -> dict[str, Any]:
     model = build_model(name, d)
     base = rss_mb()
     x = torch.randn(n, d)
+    bag_mb = rss_mb() - base
     streamed = n >= STREAM_FROM
     if streamed and name != "hmil":
         streamed = False  # peers have no streaming path: in memory (if RAM allows)
@@ -175,7 +187,7 @@ def child_forward(name: str, n: int, d: int, repeats: int) -> dict[str, Any]:
         "matmul_gflop_per_s_before_after": [mm_before / 1e9, mm_after / 1e9],
         "ratio_vs_matmul": flops / t / mm,
         "rss_base_mb": base,
-        "bag_mb": with_bag - base,
+        "bag_mb": bag_mb,
         "peak_rss_mb": forward_peak,
         "peak_reset": peak_reset,
         "working_mb": forward_peak - with_bag,
@@ -369,12 +381,14 @@ def plot(forward: list[dict[str, Any]], out: Path, tag: str) -> list[Path]:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for name in names:
         rows = sorted((r for r in ok if r["model"] == name), key=lambda r: r["n"])
-        ax.plot([r["n"] for r in rows], [r["working_mb"] for r in rows], "o-",
+        ax.plot([r["n"] for r in rows], [max(r["working_mb"], 1.0) for r in rows], "o-",
                 label=f"{name} working memory")  # fmt: skip
     rows = sorted((r for r in ok if r["model"] == "hmil"), key=lambda r: r["n"])
-    ax.plot([r["n"] for r in rows], [r["bag_mb"] for r in rows], "k:", label="the bag itself")
+    bag = [r["n"] * r["d"] * 4 / 2**20 for r in rows]  # float32 (N, D)
+    ax.plot([r["n"] for r in rows], bag, "k:", label="the bag itself (N × D float32)")
     ax.set(xscale="log", yscale="log", xlabel="instances per bag N",
-           ylabel="MB (peak RSS above bag)", title="Forward memory (CPU fp32)")  # fmt: skip
+           ylabel="MB (forward's peak RSS above the bag; ≥ 1)",
+           title="Forward memory (CPU fp32)")  # fmt: skip
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -446,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     p.add_argument("--sizes", default="1000,10000,100000,1000000")
     p.add_argument("--dim", type=int, default=1024)
-    p.add_argument("--models", default="hmil,abmil,flat_gated")
+    p.add_argument("--models", default="hmil,hmil_oneshot,abmil,flat_gated")
     p.add_argument(
         "--slides", default="", help="comma-separated slides for the extraction benchmark"
     )
@@ -457,7 +471,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", default="/tmp/hmil-bench-speed", help="scratch directory")
     p.add_argument("--tag", default="speed")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--render", metavar="JSON", help="only re-render the markdown and plots")
     args = p.parse_args(argv)
+    if args.render:
+        path = Path(args.render)
+        result = json.loads(path.read_text(encoding="utf-8"))
+        plot(result["forward"], path.parent, path.stem)
+        path.with_suffix(".md").write_text(markdown(result), encoding="utf-8")
+        return 0
     if args.threads is not None:
         global _THREADS
         _THREADS = args.threads
@@ -486,6 +507,8 @@ def main(argv: list[str] | None = None) -> int:
         for round_ in range(rounds):  # interleaved: each round visits every (N, model) once
             for n in sizes:
                 for name in models:
+                    if name == "hmil_oneshot" and n >= STREAM_FROM:
+                        continue  # ~15 GB of activations at 1M: not on this machine
                     k = 5 if n <= 10_000 else (3 if n <= 100_000 else 1)
                     r = run_child(["forward", name, str(n), str(d), str(1 if args.quick else k)])
                     r["round"] = round_
