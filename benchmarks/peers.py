@@ -12,9 +12,9 @@ Peers (all take one bag ``x (N, D)`` and return :class:`PeerOutput`):
   instances 256 landmarks exceed the sequence length, and the 256 × 256 Moore–Penrose
   iterations made one CPU training run take over an hour).
 * ``clam_sb`` — torchmil ``CLAM_SB`` (Lu et al. 2021), CLAM's "small" sizes (``Linear(D→512)``,
-  gate 256, gated), k_sample 8, SmoothTop1SVM instance loss with one instance classifier per
-  class and CLAM's subtyping rule (out-of-class instance loss for every other class), total
-  loss 0.7·CE + 0.3·instance loss as in CLAM.
+  gate 256, gated), k_sample 8, cross-entropy instance loss (CLAM's default) with one instance
+  classifier per class and CLAM's subtyping rule (out-of-class instance loss for every other
+  class), total loss 0.7·CE + 0.3·instance loss as in CLAM.
 
 torchmil's models have a single-logit head (binary MIL only); each adapter replaces the head by
 ``Linear(·→K)`` and uses cross-entropy over the K fine classes. torchmil is imported only when
@@ -121,6 +121,19 @@ class TransMILPeer(Peer):
         return PeerOutput(logits=logits[0].float(), attention=attention[0].float())
 
 
+class _InstanceCE(nn.Module):
+    """CLAM's default instance loss (cross-entropy), in torchmil's call convention.
+
+    torchmil's ``inst_eval`` passes logits ``(2k, 2)`` and float targets ``(2k, 1)``. CLAM itself
+    uses cross-entropy unless ``--inst_loss svm`` is given; torchmil's SmoothTop1SVM also crashed
+    here ("size of tensor a (2) must match ... b (3)") once logits grew past its hard-loss
+    threshold.
+    """
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, targets.reshape(-1).long())
+
+
 class CLAMSBPeer(Peer):
     """torchmil CLAM_SB with a K-way head and one instance classifier per class."""
 
@@ -140,6 +153,7 @@ class CLAMSBPeer(Peer):
         )
         self.model.classifier = nn.Linear(width, n_classes)
         self.model.inst_classifiers = nn.ModuleList([nn.Linear(width, 2) for _ in range(n_classes)])
+        self.model.inst_loss_fn = _InstanceCE()
         self.n_classes = n_classes
 
     def forward(self, x: torch.Tensor, target: int | None = None) -> PeerOutput:
