@@ -130,7 +130,7 @@ def reference_probs(ckpt: Path, bag: Path, rows: int = WRITE_ROWS) -> np.ndarray
             x = torch.from_numpy(dset[start : start + rows]).double()
             _, h_f = model.instance_features(x)
             pooled += weights[:, start : start + rows] @ h_f
-    logits = model.fine_head(pooled).squeeze(-1)
+    logits = model.fine_head(pooled)
     return torch.softmax(logits, -1).numpy()
 
 

@@ -25,6 +25,10 @@ def _f(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
 
+#: bag classifiers of one level (``hmil.model.heads.HEADS`` holds the implementations)
+HEADS = ("shared", "per_class")
+
+
 @dataclass
 class ModelConfig:
     """Architecture of HMIL (defaults: the reference model, ~1.3 M parameters at D = 1024)."""
@@ -35,8 +39,15 @@ class ModelConfig:
     coarse_attention_dim: int = _f(256, "hidden size of the coarse class-wise gated attention")
     fine_attention_dim: int = _f(64, "hidden size of the fine class-wise gated attention")
     dropout: float = _f(0.0, "dropout after the re-embedding MLP and in the attention (0 = off)")
+    head: str = _f(
+        "shared",
+        "bag classifier per level: 'shared' = one Linear(F→1) applied to every class row (paper);"
+        " 'per_class' = one Linear(F→1) per class (CLAM-MB style; breaks the sign symmetry of the"
+        " shared head, see README 'The method')",
+    )
 
     def validate(self) -> None:
+        _require(self.head in HEADS, "model.head", f"must be one of {', '.join(HEADS)}")
         for name in ("hidden_dim", "coarse_dim", "fine_dim"):
             _require(getattr(self, name) >= 1, f"model.{name}", "must be ≥ 1")
         for name in ("coarse_attention_dim", "fine_attention_dim"):

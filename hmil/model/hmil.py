@@ -7,6 +7,8 @@ Architecture (``shared/method/HMIL.md``, reference sizes; all configurable)::
     A_c = softmax_N(gated_attention_c(h_c))  (Kc, N)      B_c = A_c h_c  (Kc, 1024)
     A_f = softmax_N(gated_attention_f(h_f))  (Kf, N)      B_f = A_f h_f  (Kf, 256)
     coarse logits = Linear(1024→1)(B_c) per row (Kc,)     fine logits = Linear(256→1)(B_f) (Kf,)
+    (one Linear shared by all rows, as the paper; ``model.head: per_class`` gives one per class,
+    see :mod:`hmil.model.heads` for why)
 
 Decisions the method leaves open, made here:
 * dropout (when enabled) sits after the re-embedding MLP's ReLU and on the gated hidden units;
@@ -25,6 +27,7 @@ from torch import nn
 
 from hmil.config import ModelConfig
 from hmil.model.attention import ClassWiseGatedAttention, OnlinePool, attention_pool
+from hmil.model.heads import HEADS, PerClassHead
 
 #: CPU inference forwards bags larger than this in blocks of this many instances (exact online
 #: softmax pooling). Each block's activations stay ≤ 16 MB, so the allocator reuses freed memory
@@ -85,8 +88,8 @@ class HMIL(nn.Module):
         self.fine_attention = ClassWiseGatedAttention(
             cfg.fine_dim, cfg.fine_attention_dim, n_fine, cfg.dropout
         )
-        self.coarse_head = nn.Linear(cfg.coarse_dim, 1)
-        self.fine_head = nn.Linear(cfg.fine_dim, 1)
+        self.coarse_head = HEADS[cfg.head](cfg.coarse_dim, n_coarse)
+        self.fine_head = HEADS[cfg.head](cfg.fine_dim, n_fine)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -95,6 +98,8 @@ class HMIL(nn.Module):
             if isinstance(module, nn.Linear):
                 nn.init.kaiming_normal_(module.weight)
                 nn.init.zeros_(module.bias)
+            elif isinstance(module, PerClassHead):
+                module.reset_parameters()
 
     def instance_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x`` ``(N, D)`` → ``(h_c (N, coarse_dim), h_f (N, fine_dim))``."""
@@ -108,10 +113,8 @@ class HMIL(nn.Module):
     def heads(
         self, bag_coarse: torch.Tensor, bag_fine: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Shared per-class scalar heads: ``(Kc, F_c), (Kf, F_f)`` → logits ``(Kc,), (Kf,)``."""
-        coarse_logits = self.coarse_head(bag_coarse.to(self.coarse_head.weight.dtype))
-        fine_logits = self.fine_head(bag_fine.to(self.fine_head.weight.dtype))
-        return coarse_logits.squeeze(-1).float(), fine_logits.squeeze(-1).float()
+        """Scalar heads per class row: ``(Kc, F_c), (Kf, F_f)`` → logits ``(Kc,), (Kf,)``."""
+        return self.coarse_head(bag_coarse).float(), self.fine_head(bag_fine).float()
 
     def forward(self, x: torch.Tensor) -> HMILOutput:
         """One bag.

@@ -29,6 +29,7 @@ def test_yaml_round_trip_and_partial_nested_override(tmp_path):
         ("trian:\n  epochs: 3\n", "unknown config key 'trian'"),
         ("train:\n  epochs: many\n", "'train.epochs' must be an integer"),
         ("loss:\n  schedule: cubic\n", "loss.schedule"),
+        ("model:\n  head: twin\n", "model.head"),
         ("train:\n  lr: -1\n", "train.lr"),
         ("- a\n- b\n", "must be a mapping"),
         ("train: [1, 2\n", "cannot parse YAML"),

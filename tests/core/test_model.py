@@ -38,6 +38,23 @@ def test_class_wise_heads_are_shared_scalars():
     assert model.fine_head.weight.shape == (1, 16)
 
 
+def test_per_class_heads_give_each_class_its_own_classifier():
+    torch.manual_seed(0)
+    cfg = ModelConfig(hidden_dim=16, coarse_dim=32, fine_dim=16, head="per_class")
+    model = HMIL(8, 3, 7, cfg)
+    assert model.coarse_head.weight.shape == (3, 32)
+    assert model.fine_head.weight.shape == (7, 16)
+    assert torch.count_nonzero(model.fine_head.bias) == 0
+    bags = torch.randn(7, 16)
+    expected = torch.stack([bags[k] @ model.fine_head.weight[k] for k in range(7)])
+    torch.testing.assert_close(model.heads(torch.randn(3, 32), bags)[1], expected)
+    # 7 + 3 classifiers instead of 2: (Kf − 1)·(16 + 1) + (Kc − 1)·(32 + 1) more parameters
+    shared = HMIL(8, 3, 7, ModelConfig(hidden_dim=16, coarse_dim=32, fine_dim=16))
+    assert model.n_parameters() - shared.n_parameters() == 6 * 17 + 2 * 33
+    out = model(torch.randn(20, 8))
+    assert out.fine_logits.shape == (7,) and out.coarse_logits.shape == (3,)
+
+
 def test_single_instance_bag_and_wrong_dim():
     model = HMIL(5, 2, 4)
     out = model(torch.randn(1, 5))

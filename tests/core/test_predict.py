@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -89,3 +91,18 @@ def test_streaming_reports_bad_rows_with_the_file(checkpoint, tmp_path):
     ) as info:
         predictor.predict(path)
     assert str(path) in str(info.value)
+
+
+def test_per_class_head_checkpoint_round_trips(tmp_path):
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(SMALL, head="per_class")
+    model = HMIL(12, 3, 7, cfg).eval()
+    info = CheckpointInfo(hierarchy=BRACS, in_dim=12, model_config=cfg, encoder="synthetic")
+    path = save_checkpoint(tmp_path / "ckpt.pt", model, info)
+    predictor = hmil.load_checkpoint(path)
+    assert predictor.model.config.head == "per_class"
+    x = torch.randn(40, 12)
+    with torch.no_grad():
+        expected = torch.softmax(model(x).fine_logits, -1).numpy()
+    got = predictor.predict(x)
+    assert np.abs(got.fine_probs - expected).max() <= 1e-6
