@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPTS = ("accuracy", "speed", "streaming_memory", "gpu_check")
+SCRIPTS = ("accuracy", "speed", "streaming_memory", "gpu_check", "attention_diagnostic")
 
 
 def _run(args: list[str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -97,3 +97,13 @@ def test_gpu_check_runs_on_cpu(tmp_path):
     assert result["exactness"]["pass_fp32_1e-5"] is True
     assert {r["model"] for r in result["speed"]} == {"hmil", "flat_gated"}
     assert "streamed" in result["host_bag"]
+
+
+@pytest.mark.slow
+def test_attention_diagnostic_quick(tmp_path):
+    proc = _run(["benchmarks.attention_diagnostic", "--quick", "--out", str(tmp_path), "--work",
+                 str(tmp_path / "work")])  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((tmp_path / "attention_easy_seed1_quick.json").read_text())
+    assert len(result["epochs"]) == 2
+    assert "auroc_other_fine_rows_mean" in result["epochs"][0]["test"]
