@@ -1,7 +1,8 @@
 """``hmil tile`` → ``hmil extract`` → ``hmil heatmap`` on the real test slides, through the CLI.
 
-The checkpoint is an untrained HMIL model (random weights) for the hed-texture dimension: the
-point here is the plumbing (files, exit codes, messages), not the attention's meaning.
+Most tests use an untrained HMIL model (random weights) for the hed-texture dimension: the point
+there is the plumbing (files, exit codes, messages). ``test_trained_demo_model_heatmap_on_every_
+tiled_slide`` renders the committed, trained demo checkpoint (same encoder) on each real slide.
 """
 
 from __future__ import annotations
@@ -135,6 +136,30 @@ def test_heatmap_over_the_slide_geojson_and_crops(
     assert len(crops) == 2 * 7
     with Image.open(crops[0]) as crop:
         assert crop.size == (256, 256)
+
+
+DEMO_CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints" / "demo" / "checkpoint.pt"
+
+
+@pytest.mark.parametrize("sid", ["cmu-1-small-region", "tcga-cr-7395-01a-01-ts1", "boxes-4-level"])
+def test_trained_demo_model_heatmap_on_every_tiled_slide(
+    pipeline: dict[str, Path], tmp_path: Path, sid: str
+) -> None:
+    # kidney-48-5 is the fourth real slide: it has no tissue patches (reported by tile), so no bag
+    root, slides = pipeline["root"], pipeline["slides"]
+    slide = next(slides.glob(f"{sid}.*"))
+    code = main(["heatmap", "--checkpoint", str(DEMO_CHECKPOINT), "--bag",
+                 str(root / "bags" / f"{sid}.h5"), "--slide", str(slide), "--level", "coarse",
+                 "--label", "malignant", "--out", str(tmp_path / "h.png"), "--geojson",
+                 str(tmp_path / "h.geojson"), "--max-size", "384", "--device", "cpu"])  # fmt: skip
+    assert code == 0
+    with Image.open(tmp_path / "h.png") as image:
+        assert 0 < max(image.size) <= 384  # --max-size caps; boxes-4-level is smaller
+        assert np.asarray(image.convert("RGB")).std() > 0  # slide + overlay, not a blank image
+    collection = json.loads((tmp_path / "h.geojson").read_text())
+    assert len(collection["features"]) == load_bag(root / "bags" / f"{sid}.h5").n_instances
+    first = collection["features"][0]["properties"]["measurements"]
+    assert set(first) == {"attention_benign", "attention_atypical", "attention_malignant"}
 
 
 def test_heatmap_on_a_blank_canvas_and_errors(
