@@ -661,12 +661,21 @@ def merge(paths: list[str], out: Path, tag: str) -> int:
             specs_in = list(part.get("cohort_specs", {}).values())
             part["cohort_specs"] = {rename: specs_in[0]} if specs_in else {}
         parts.append(part)
-    runs = [r for part in parts for r in part["runs"]]
+    runs, seen = [], set()
+    for run in (r for part in parts for r in part["runs"]):
+        key = (run["cohort"], run["seed"], run["variant"])
+        if key not in seen:  # e.g. the oracle row, written by every part of a cohort
+            seen.add(key)
+            runs.append(run)
     settings: dict[str, Any] = {}
     specs: dict[str, str] = {}
     for part in parts:
         for cohort in part["summary"]:
-            settings[cohort] = part["settings"]
+            merged = dict(part["settings"])
+            if cohort in settings:  # parts of one cohort: same budget, seeds combined
+                seeds = set(settings[cohort].get("seeds", [])) | set(merged.get("seeds", []))
+                merged["seeds"] = sorted(seeds)
+            settings[cohort] = merged
             if cohort in part.get("cohort_specs", {}):
                 specs[cohort] = part["cohort_specs"][cohort]
     summary = summarise(runs)
