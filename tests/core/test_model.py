@@ -55,6 +55,14 @@ def test_per_class_heads_give_each_class_its_own_classifier():
     assert out.fine_logits.shape == (7,) and out.coarse_logits.shape == (3,)
 
 
+def test_config_names_every_head_implementation():
+    # hmil.config keeps its own tuple (it must not import torch); both lists must agree
+    from hmil.config import HEADS as CONFIG_HEADS
+    from hmil.model.heads import HEADS
+
+    assert tuple(HEADS) == CONFIG_HEADS
+
+
 def test_single_instance_bag_and_wrong_dim():
     model = HMIL(5, 2, 4)
     out = model(torch.randn(1, 5))
