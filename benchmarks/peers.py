@@ -11,6 +11,12 @@ Peers (all take one bag ``x (N, D)`` and return :class:`PeerOutput`):
   att_dim 256 and 64 landmarks (torchmil's defaults are 512 and 256: with bags of a few hundred
   instances 256 landmarks exceed the sequence length, and the 256 × 256 Moore–Penrose
   iterations made one CPU training run take over an hour).
+* ``clam_mb`` — :class:`hmil.model.baselines.CLAMMB` (CLAM-MB after CLAM's ``model_clam.py``:
+  class-wise gated attention, one bag classifier per class, instance clustering; 0.7·CE +
+  0.3·instance loss): the flat peer with class-wise attention, the closest flat relative of HMIL.
+* ``dsmil`` — torchmil ``DSMIL`` (Li et al. 2021) with a K-way instance classifier, so each
+  class has its own critical instance and attention column, and per-class bag logits; trained
+  with DSMIL's 0.5·bag CE + 0.5·CE of the max-instance logits.
 * ``clam_sb`` — torchmil ``CLAM_SB`` (Lu et al. 2021), CLAM's "small" sizes (``Linear(D→512)``,
   gate 256, gated), k_sample 8, cross-entropy instance loss (CLAM's default) with one instance
   classifier per class and CLAM's subtyping rule (out-of-class instance loss for every other
@@ -22,8 +28,9 @@ one of its peers is built (it is a ``bench`` extra, not a dependency of ``hmil``
 
 :func:`train_peer` mirrors ``hmil.train.loop`` so HMIL and the peers get the same budget: Adam,
 gradient accumulation over ``bags_per_step`` bags (their losses averaged), bag order drawn from
-a generator seeded by (seed, epoch), ReduceLROnPlateau on the validation score, model selection
-on the validation fine macro AUC (ties → lower validation loss).
+a generator seeded by (seed, epoch), model selection
+on the validation fine macro AUC (ties → lower validation loss), with the same learning-rate
+schedule (:mod:`hmil.train.schedules`) and class balancing (:mod:`hmil.train.balance`) code.
 """
 
 from __future__ import annotations
@@ -39,8 +46,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hmil.model.baselines import FlatGatedMIL, FlatMILConfig
+from hmil.config import TrainConfig
+from hmil.model.baselines import CLAMMB, FlatGatedMIL, FlatMILConfig
+from hmil.train.balance import epoch_order, inverse_frequency_weights
 from hmil.train.metrics import level_metrics
+from hmil.train.schedules import make_schedule
 
 
 @dataclass
@@ -49,13 +59,17 @@ class PeerOutput:
 
     Attributes:
         logits: ``(K,)`` fine-class logits.
-        attention: ``(N,)`` the model's instance attention (used for localisation AUROC).
+        attention: ``(N,)`` the model's instance attention (used for localisation AUROC); for
+            models with class-wise attention, set per bag by :func:`predict_peer` to the true
+            class's row.
         aux_loss: an extra training loss the model defines (CLAM's instance loss), or None.
+        class_attention: ``(K, N)`` one attention map per class (CLAM-MB, DSMIL), or None.
     """
 
     logits: torch.Tensor
     attention: torch.Tensor
     aux_loss: torch.Tensor | None = None
+    class_attention: torch.Tensor | None = None  # (K, N) for models with one map per class
 
 
 class Peer(nn.Module):
@@ -175,6 +189,49 @@ class CLAMSBPeer(Peer):
         )
 
 
+class CLAMMBPeer(Peer):
+    """:class:`hmil.model.baselines.CLAMMB` as a peer (0.7·CE + 0.3·instance loss, as CLAM)."""
+
+    name = "clam_mb"
+    bag_weight = 0.7
+
+    def __init__(self, in_dim: int, n_classes: int) -> None:
+        super().__init__()
+        self.model = CLAMMB(in_dim, n_classes)
+
+    def forward(self, x: torch.Tensor, target: int | None = None) -> PeerOutput:
+        out = self.model(x, target)
+        return PeerOutput(logits=out.logits.float(), attention=out.attention[0],
+                          aux_loss=out.instance_loss, class_attention=out.attention)  # fmt: skip
+
+
+class DSMILPeer(Peer):
+    """torchmil DSMIL with K critical instances (a K-way instance classifier) and K logits."""
+
+    name = "dsmil"
+    bag_weight = 0.5
+
+    def __init__(self, in_dim: int, n_classes: int, width: int = 512, att_dim: int = 128):
+        super().__init__()
+        from torchmil.models import DSMIL
+
+        self.model = DSMIL(in_shape=(in_dim,), att_dim=att_dim, feat_ext=_projection(in_dim, width))
+        self.model.inst_classifier = nn.Linear(width, n_classes)  # one column per class
+        self.model.bag_classifier = nn.Linear(width, 1)  # applied to each class's embedding
+
+    def forward(self, x: torch.Tensor, target: int | None = None) -> PeerOutput:
+        logits, attention, inst = self.model(x[None], return_att=True, return_inst_pred=True)
+        # logits (1, K, 1) → (K,); attention (1, N, K) → (K, N); inst (1, N, K)
+        bag = logits.reshape(-1).float()
+        aux = None
+        if target is not None and self.training:  # DSMIL: CE of the max-instance logits too
+            max_logits = inst[0].max(dim=0).values.float()
+            aux = F.cross_entropy(max_logits[None], torch.tensor([target], device=x.device))
+        class_att = attention[0].transpose(0, 1).float()
+        return PeerOutput(logits=bag, attention=class_att[0], aux_loss=aux,
+                          class_attention=class_att)  # fmt: skip
+
+
 class FlatKaimingPeer(FlatPeer):
     """The flat baseline with HMIL's initialisation (Kaiming-normal, zero biases)."""
 
@@ -190,6 +247,8 @@ PEERS: dict[str, Callable[[int, int], Peer]] = {
     "abmil": ABMILPeer,
     "transmil": TransMILPeer,
     "clam_sb": CLAMSBPeer,
+    "clam_mb": CLAMMBPeer,
+    "dsmil": DSMILPeer,
 }
 
 
@@ -221,13 +280,26 @@ class BagItem:
 class TrainSettings:
     """The optimisation budget shared by HMIL and the peers (``hmil.config.TrainConfig``)."""
 
-    epochs: int = 30
+    epochs: int = 20
     lr: float = 1e-4
     weight_decay: float = 0.0
-    bags_per_step: int = 8
+    bags_per_step: int = 1
+    lr_schedule: str = "cosine"
+    lr_final_fraction: float = 0.01
     plateau_factor: float = 0.1
     plateau_patience: int = 5
+    class_balance: str = "none"
     seed: int = 0
+
+    def train_config(self) -> TrainConfig:
+        """The same budget as an HMIL ``train:`` section (schedules are built from it)."""
+        return TrainConfig(
+            epochs=self.epochs, lr=self.lr, weight_decay=self.weight_decay,
+            bags_per_step=self.bags_per_step, lr_schedule=self.lr_schedule,
+            lr_final_fraction=self.lr_final_fraction, plateau_factor=self.plateau_factor,
+            plateau_patience=self.plateau_patience, class_balance=self.class_balance,
+            seed=self.seed,
+        )  # fmt: skip
 
 
 @dataclass
@@ -239,9 +311,11 @@ class PeerTrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def peer_loss(model: Peer, out: PeerOutput, target: int) -> torch.Tensor:
-    """Cross-entropy over the K classes (+ CLAM's weighted instance loss)."""
-    ce = F.cross_entropy(out.logits[None], torch.tensor([target], device=out.logits.device))
+def peer_loss(model: Peer, out: PeerOutput, target: int, class_weight: float = 1.0) -> torch.Tensor:
+    """Cross-entropy over the K classes (× the class-balancing weight), + the model's
+    weighted auxiliary loss (CLAM's instance loss, DSMIL's max-instance CE)."""
+    target_t = torch.tensor([target], device=out.logits.device)
+    ce = class_weight * F.cross_entropy(out.logits[None], target_t)
     if out.aux_loss is None:
         return ce
     weight = getattr(model, "bag_weight", 0.5)
@@ -251,13 +325,31 @@ def peer_loss(model: Peer, out: PeerOutput, target: int) -> torch.Tensor:
 @torch.no_grad()
 def predict_peer(model: Peer, items: list[BagItem]) -> tuple[np.ndarray, list[np.ndarray]]:
     """``(S, K)`` fine probabilities and each bag's ``(N,)`` attention."""
+    probs, attention, _ = predict_peer_maps(model, items)
+    return probs, attention
+
+
+@torch.no_grad()
+def predict_peer_maps(
+    model: Peer, items: list[BagItem]
+) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray | None]]:
+    """Like :func:`predict_peer`, plus each bag's ``(K, N)`` class-wise attention (or None).
+
+    For class-wise models the ``(N,)`` attention returned is the row of the bag's true class.
+    """
     model.eval()
-    probs, attention = [], []
+    probs, attention, maps = [], [], []
     for item in items:
         out = model(item.features)
         probs.append(torch.softmax(out.logits.float(), -1).double().numpy())
-        attention.append(out.attention.float().numpy())
-    return np.stack(probs), attention
+        if out.class_attention is not None:
+            rows = out.class_attention.float().numpy()
+            maps.append(rows)
+            attention.append(rows[item.fine])
+        else:
+            maps.append(None)
+            attention.append(out.attention.float().numpy())
+    return np.stack(probs), attention, maps
 
 
 def _val_score(model: Peer, items: list[BagItem], n_classes: int) -> tuple[float, float]:
@@ -282,12 +374,18 @@ def train_peer(
     """Train a peer built by ``factory`` (after seeding) and load its best validation epoch."""
     torch.manual_seed(settings.seed)
     model = factory()
+    config = settings.train_config()
     optimizer = torch.optim.Adam(
-        model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
+        model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay, fused=True
     )
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="max", factor=settings.plateau_factor, patience=settings.plateau_patience
+    schedule = make_schedule(optimizer, config)
+    fine = np.array([it.fine for it in train], dtype=int)
+    weights = (
+        inverse_frequency_weights(fine, n_classes)
+        if settings.class_balance == "loss"
+        else np.ones(n_classes)
     )
+    sampler = "sampler" if settings.class_balance == "sampler" else ""
     best = (-math.inf, math.inf, -1)
     best_state = copy.deepcopy(model.state_dict())
     history: list[dict[str, Any]] = []
@@ -295,7 +393,7 @@ def train_peer(
     for epoch in range(settings.epochs):
         model.train()
         gen = torch.Generator().manual_seed(settings.seed * 1_000_003 + epoch)
-        order = torch.randperm(len(train), generator=gen).tolist()
+        order = epoch_order(fine, n_classes, sampler, gen)
         optimizer.zero_grad(set_to_none=True)
         loss_sum = 0.0
         for position, index in enumerate(order):
@@ -303,7 +401,7 @@ def train_peer(
             group_size = min(step, len(order) - group_start)
             item = train[index]
             out = model(item.features, target=item.fine)
-            loss = peer_loss(model, out, item.fine)
+            loss = peer_loss(model, out, item.fine, float(weights[item.fine]))
             (loss / group_size).backward()
             loss_sum += float(loss.detach())
             if position == group_start + group_size - 1:
@@ -314,7 +412,7 @@ def train_peer(
         if improved:
             best = (score, val_loss, epoch)
             best_state = copy.deepcopy(model.state_dict())
-        scheduler.step(score if math.isfinite(score) else -val_loss)
+        schedule.step(score if math.isfinite(score) else -val_loss)
         history.append(
             {"epoch": epoch, "loss": loss_sum / max(len(train), 1), "val_score": score,
              "val_loss": val_loss, "best": improved}

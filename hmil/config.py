@@ -46,6 +46,9 @@ class ModelConfig:
         " shared head, see README 'The method')",
     )
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
         _require(self.head in HEADS, "model.head", f"must be one of {', '.join(HEADS)}")
         for name in ("hidden_dim", "coarse_dim", "fine_dim"):
@@ -68,16 +71,22 @@ class LossTerm:
         "none", "'coarse' multiplies by β, 'contrastive' by 1 − β, 'none' by 1 (β: schedule)"
     )
 
-    def validate(self, where: str) -> None:
-        _require(self.weight >= 0, f"{where}.weight", "must be ≥ 0")
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self, where: str = "") -> None:
+        """Check the values; ``where`` (e.g. ``loss.supcon``) prefixes the key in errors."""
+        prefix = f"{where}." if where else ""
+        _require(self.weight >= 0, f"{prefix}weight", "must be ≥ 0")
         _require(
             self.curriculum in CURRICULUM_FACTORS,
-            f"{where}.curriculum",
+            f"{prefix}curriculum",
             f"must be one of {', '.join(CURRICULUM_FACTORS)}",
         )
 
 
 SCHEDULES = ("linear", "quadratic", "constant")
+SUPCON_NORMALISATIONS = ("bag", "step")
 
 
 @dataclass
@@ -118,6 +127,13 @@ class LossConfig:
     temperature_schedule: str = _f(
         "constant", "constant τ, or 'cosine' τ(e) = 0.1 + 0.9·(1 + cos(2πe/E))/2 (released code)"
     )
+    supcon_normalisation: str = _f(
+        "bag",
+        "scale of the SupCon term: 'bag' adds each bag's SupCon (its Kf anchors against the "
+        "memory) to that bag's loss like its cross-entropies; 'step' divides it by "
+        "bags_per_step, i.e. one contrastive term per optimiser step beside the bag-averaged "
+        "cross-entropies (the released code's scale); equal at bags_per_step 1",
+    )
     supcon_memory: int = _f(
         64,
         "bags whose detached fine embeddings are kept as extra SupCon contrasts (emptied every "
@@ -134,6 +150,9 @@ class LossConfig:
             "supcon": self.supcon,
         }
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
         for name, term in self.terms().items():
             term.validate(f"loss.{name}")
@@ -145,43 +164,84 @@ class LossConfig:
             "loss.temperature_schedule",
             "must be 'constant' or 'cosine'",
         )
+        _require(
+            self.supcon_normalisation in SUPCON_NORMALISATIONS,
+            "loss.supcon_normalisation",
+            f"must be one of {', '.join(SUPCON_NORMALISATIONS)}",
+        )
         _require(self.supcon_memory >= 0, "loss.supcon_memory", "must be ≥ 0")
 
 
-SELECT_METRICS = ("fine_auc", "fine_balanced_accuracy", "fine_macro_f1", "val_loss")
+SELECT_METRICS = ("fine_auc", "fine_balanced_accuracy", "fine_macro_f1", "val_loss", "last")
+LR_SCHEDULES = ("cosine", "plateau", "constant")
+CLASS_BALANCE = ("none", "sampler", "loss")
 
 
 @dataclass
 class TrainConfig:
-    """Optimisation (defaults: the reference recipe, Adam 1e-4, 200 epochs, 64 bags per step)."""
+    """Optimisation. Defaults: the project's measured best recipe (README "The method" and
+    ``benchmarks/results/accuracy.md``); ``hmil train --preset paper`` gives the published one
+    (shared head, 64 bags per step, ReduceLROnPlateau on the validation AUC)."""
 
     epochs: int = _f(200, "number of epochs E")
-    lr: float = _f(1e-4, "Adam learning rate")
+    lr: float = _f(1e-4, "Adam learning rate (peak of the schedule)")
     weight_decay: float = _f(0.0, "Adam weight decay")
     bags_per_step: int = _f(
-        64, "bags whose losses are averaged into one optimiser step (gradient accumulation)"
+        1, "bags whose losses are averaged into one optimiser step (gradient accumulation)"
     )
-    plateau_factor: float = _f(0.1, "ReduceLROnPlateau factor")
-    plateau_patience: int = _f(5, "ReduceLROnPlateau patience (epochs)")
+    lr_schedule: str = _f(
+        "cosine",
+        "learning rate over epochs: cosine (from lr down to lr·lr_final_fraction at the last "
+        "epoch), plateau (ReduceLROnPlateau on the selection metric, the paper's) or constant",
+    )
+    lr_final_fraction: float = _f(0.01, "cosine: the last epoch's lr as a fraction of lr")
+    plateau_factor: float = _f(0.1, "plateau: ReduceLROnPlateau factor")
+    plateau_patience: int = _f(5, "plateau: ReduceLROnPlateau patience (epochs)")
     select_metric: str = _f(
-        "fine_auc", "validation metric that picks the best epoch (ties → lower val loss)"
+        "fine_auc",
+        "validation metric that picks the best epoch (ties → lower val loss); 'last' keeps the "
+        "last epoch (the only choice when the folds have no validation slides)",
     )
     early_stop_patience: int = _f(0, "stop after this many epochs without improvement (0 = off)")
+    class_balance: str = _f(
+        "none",
+        "class imbalance: none; sampler (each epoch draws its bags with probability ∝ 1 / "
+        "the count of their fine class, with replacement, as CLAM's weighted sampler); loss "
+        "(fine and coarse cross-entropy weighted ∝ 1 / class count)",
+    )
     max_instances: int = _f(
         0, "randomly subsample bags larger than this during training (0 = use all instances)"
     )
     seed: int = _f(0, "seed of all randomness (shuffling, init, subsampling)")
     device: str = _f("auto", "auto (CUDA when present), cpu or cuda[:i]")
-    amp: bool = _f(True, "bf16 autocast on CUDA (ignored on CPU)")
+    amp: bool = _f(
+        True, "bf16 autocast for training on CUDA (ignored on CPU; validation and test are fp32)"
+    )
+    deterministic: bool = _f(
+        False,
+        "CUDA: deterministic kernels only (torch.use_deterministic_algorithms; a little slower); "
+        "CPU training is deterministic anyway",
+    )
     cache_bags_gb: float = _f(
         4.0, "keep loaded training bags in RAM up to this many GB (0 = re-read every epoch)"
     )
+
+    def __post_init__(self) -> None:
+        self.validate()
 
     def validate(self) -> None:
         _require(self.epochs >= 1, "train.epochs", "must be ≥ 1")
         _require(self.lr > 0, "train.lr", "must be > 0")
         _require(self.weight_decay >= 0, "train.weight_decay", "must be ≥ 0")
         _require(self.bags_per_step >= 1, "train.bags_per_step", "must be ≥ 1")
+        _require(
+            self.lr_schedule in LR_SCHEDULES,
+            "train.lr_schedule",
+            f"must be one of {', '.join(LR_SCHEDULES)}",
+        )
+        _require(
+            0.0 <= self.lr_final_fraction <= 1.0, "train.lr_final_fraction", "must lie in [0, 1]"
+        )
         _require(0 < self.plateau_factor < 1, "train.plateau_factor", "must lie in (0, 1)")
         _require(self.plateau_patience >= 0, "train.plateau_patience", "must be ≥ 0")
         _require(
@@ -190,6 +250,11 @@ class TrainConfig:
             f"must be one of {', '.join(SELECT_METRICS)}",
         )
         _require(self.early_stop_patience >= 0, "train.early_stop_patience", "must be ≥ 0")
+        _require(
+            self.class_balance in CLASS_BALANCE,
+            "train.class_balance",
+            f"must be one of {', '.join(CLASS_BALANCE)}",
+        )
         _require(self.max_instances >= 0, "train.max_instances", "must be ≥ 0")
         _require(self.cache_bags_gb >= 0, "train.cache_bags_gb", "must be ≥ 0")
 
@@ -204,6 +269,9 @@ class DataConfig:
     hierarchy: str = _f("", "hierarchy preset name (bracs, panda, ccc) or YAML/JSON file")
     folds: str = _f("all", "folds to train: 'all' or comma-separated indices, e.g. 0,1")
     encoder: str = _f("", "name of the encoder that made the features (recorded in checkpoints)")
+
+    def __post_init__(self) -> None:
+        self.validate()
 
     def validate(self) -> None:
         return None
@@ -235,6 +303,9 @@ class LauncherConfig:
         metadata={"help": "extra submitit/SLURM parameters, e.g. {constraint: a100}"},
     )
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
         _require(
             self.kind in ("inline", "local", "slurm"),
@@ -261,6 +332,9 @@ class Config:
         default_factory=LauncherConfig, metadata={"help": "where folds run"}
     )
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> Config:
         for section in (self.data, self.model, self.loss, self.train, self.launcher):
             section.validate()
@@ -277,17 +351,22 @@ class Config:
         return _build(cls(), data or {}, source, prefix="").validate()
 
     @classmethod
-    def from_file(cls, path: str | Path) -> Config:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(p, "config file not found")
-        try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise ConfigError(p, f"cannot parse YAML ({str(exc).splitlines()[0]})") from None
-        if data is not None and not isinstance(data, dict):
-            raise ConfigError(p, "a config file must be a mapping of sections")
-        return cls.from_dict(data, source=str(p))
+    def from_file(cls, path: str | Path, preset: str = "") -> Config:
+        """A config file's values over the defaults (or over preset ``preset`` when given)."""
+        base = load_preset(preset) if preset else {}
+        return cls.from_dict(merge_dicts(base, read_config_dict(path)), source=str(path))
+
+    @classmethod
+    def from_preset(cls, name: str) -> Config:
+        """The named recipe (``hmil/presets/<name>.yaml``) over the defaults."""
+        return cls.from_dict(load_preset(name), source=f"preset {name}")
+
+    @classmethod
+    def from_run_file(cls, path: str | Path) -> Config:
+        """A run's stored ``config.yaml``. Keys it lacks take the value they had before they
+        existed (:data:`LEGACY_VALUES`), not today's default, so resuming or evaluating a run
+        made by an older hmil trains and rebuilds exactly what it did."""
+        return cls.from_dict(merge_dicts(legacy_values(), read_config_dict(path)), str(path))
 
     def override(self, dotted: dict[str, Any]) -> Config:
         """A copy with ``{"train.epochs": 5, ...}`` applied (None values are skipped)."""
@@ -301,6 +380,68 @@ class Config:
                 node = node[part]
             node[leaf] = value
         return Config.from_dict(data, source="command line")
+
+
+#: where the named recipes live (``hmil train --preset NAME``)
+PRESET_DIR = Path(__file__).with_name("presets")
+
+#: fields added after the first run-config layout, with the value that reproduces what runs
+#: made before them did (the defaults were the paper's recipe then)
+LEGACY_VALUES: dict[str, Any] = {
+    "model.head": "shared",
+    "train.lr_schedule": "plateau",
+    "train.lr_final_fraction": 0.01,
+    "train.class_balance": "none",
+    "train.deterministic": False,
+    "loss.supcon_normalisation": "bag",
+}
+
+
+def legacy_values() -> dict[str, Any]:
+    """:data:`LEGACY_VALUES` as a nested mapping."""
+    nested: dict[str, Any] = {}
+    for dotted, value in LEGACY_VALUES.items():
+        section, key = dotted.split(".")
+        nested.setdefault(section, {})[key] = value
+    return nested
+
+
+def preset_names() -> list[str]:
+    """Names of the shipped presets (``paper``, ``released``, …)."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    """The mapping stored in preset ``name``; an unknown name is a :class:`ConfigError`."""
+    if name not in preset_names():
+        known = ", ".join(preset_names())
+        raise ConfigError("--preset", f"unknown preset '{name}' (known: {known})")
+    return read_config_dict(PRESET_DIR / f"{name}.yaml")
+
+
+def read_config_dict(path: str | Path) -> dict[str, Any]:
+    """The mapping in a YAML config file (empty file → ``{}``)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(p, "config file not found")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(p, f"cannot parse YAML ({str(exc).splitlines()[0]})") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(p, "a config file must be a mapping of sections")
+    return data or {}
+
+
+def merge_dicts(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``over`` applied recursively (mappings merge, other values replace)."""
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_dicts(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def _require(ok: bool, key: str, problem: str) -> None:
@@ -335,7 +476,13 @@ def _build(base: Any, data: Any, source: str, prefix: str) -> Any:
             kwargs[name] = _build(getattr(base, name), value, source, prefix=f"{key}.")
         else:
             kwargs[name] = _coerce(value, hint, key, source)
-    return dataclasses.replace(base, **kwargs)
+    try:
+        return dataclasses.replace(base, **kwargs)  # runs the section's __post_init__ checks
+    except ConfigError as exc:
+        section = prefix.split(".", 1)[0]
+        if section and not exc.where.startswith(section):  # a nested term names its field only
+            raise ConfigError(f"{prefix}{exc.where}", exc.problem) from None
+        raise
 
 
 def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:

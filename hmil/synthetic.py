@@ -37,6 +37,8 @@ class CohortSpec:
         n_background: number of background tissue prototypes shared by all classes.
         patch_size: level-0 patch size used for the coords.
         slides_per_case: slides per patient (case_id groups them).
+        class_counts: bags per fine class, in class order (must sum to ``n_slides``); empty:
+            labels cycle through the classes (a balanced cohort).
     """
 
     n_slides: int = 120
@@ -51,6 +53,13 @@ class CohortSpec:
     n_background: int = 6
     patch_size: int = 256
     slides_per_case: int = 1
+    class_counts: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.class_counts and sum(self.class_counts) != self.n_slides:
+            raise ValueError(
+                f"class_counts sum to {sum(self.class_counts)}, not n_slides = {self.n_slides}"
+            )
 
 
 EASY = CohortSpec()
@@ -78,7 +87,13 @@ def make_cohort(hierarchy: Hierarchy, spec: CohortSpec, seed: int = 0) -> list[S
     u = coarse_dirs[: hierarchy.n_coarse]
     v = coarse_dirs[hierarchy.n_coarse : hierarchy.n_coarse + hierarchy.n_fine]
     background = coarse_dirs[hierarchy.n_coarse + hierarchy.n_fine :] * 2.0
-    labels = np.arange(spec.n_slides) % hierarchy.n_fine
+    if spec.class_counts:
+        if len(spec.class_counts) != hierarchy.n_fine:
+            raise ValueError(f"class_counts has {len(spec.class_counts)} entries, the "
+                             f"hierarchy {hierarchy.n_fine} fine classes")  # fmt: skip
+        labels = np.repeat(np.arange(hierarchy.n_fine), spec.class_counts)
+    else:
+        labels = np.arange(spec.n_slides) % hierarchy.n_fine
     rng.shuffle(labels)
     bags = []
     for i, fine in enumerate(labels):

@@ -10,8 +10,9 @@ from pathlib import Path
 from hmil.cli import EXIT_OK, EXIT_SKIPPED, EXIT_USAGE, report
 from hmil.config import Config, LauncherConfig, describe
 from hmil.errors import ConfigError
-from hmil.train.api import RunResult, load_run_config
+from hmil.train.api import RunResult
 from hmil.train.launch import LaunchOutcome, launch_training
+from hmil.train.runs import load_run_config
 
 NAME = "train"
 HELP = "train HMIL folds: per-epoch metrics, best checkpoint on validation, test evaluation"

@@ -26,8 +26,7 @@ from hmil.demo.classes import DEMO_CLASSES
 from hmil.demo.pipeline import DemoResult
 from hmil.errors import HMILError
 from hmil.io import atomic_path, read_jsonl, write_text_atomic
-from hmil.train.api import load_run_config
-from hmil.train.runs import fold_paths, list_folds
+from hmil.train.runs import fold_paths, list_folds, load_run_config
 
 #: metrics shown on the card, per level
 CARD_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc")

@@ -1,4 +1,4 @@
-"""A flat gated-attention MIL baseline (ABMIL/CLAM-SB style) with a K-way head.
+"""Flat MIL baselines: gated attention (ABMIL/CLAM-SB style) with a K-way head, and CLAM-MB.
 
 The baseline the issue-3 quality bar compares HMIL against: one attention branch, no hierarchy,
 no class-wise attention, one cross-entropy over the fine classes::
@@ -103,6 +103,99 @@ class FlatGatedMIL(nn.Module):
         attention, bag = attention_pool(self.attention(h), h)
         logits = self.head(bag.to(self.head.weight.dtype)).squeeze(0).float()
         return FlatMILOutput(logits=logits, attention=attention)
+
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+@dataclass
+class CLAMMBOutput:
+    """One forward pass of :class:`CLAMMB`.
+
+    Attributes:
+        logits: ``(K,)`` one logit per class, each from its own attention branch.
+        attention: ``(K, N)`` class-wise attention (rows sum to 1).
+        instance_loss: CLAM's instance-level clustering loss (training with a target), or None.
+    """
+
+    logits: torch.Tensor
+    attention: torch.Tensor
+    instance_loss: torch.Tensor | None = None
+
+
+class CLAMMB(nn.Module):
+    """CLAM-MB (Lu et al., Nat. Biomed. Eng. 2021; ``models/model_clam.py`` of mahmoodlab/CLAM),
+    the flat model with class-wise attention that HMIL's per-level branches resemble::
+
+        h = ReLU(Linear(D→512)(x))                      (N, 512)
+        A = softmax_N(gated_attention(h))               (K, N)   one branch per class
+        B = A h                                         (K, 512)
+        logit_k = Linear_k(512→1)(B_k)                  (K,)     one bag classifier per class
+
+    Instance-level clustering (CLAM's "subtyping" mode, cross-entropy instance loss): for the
+    true class k, the ``k_sample`` highest- and lowest-attended instances of branch k are
+    classified in-class/out-of-class by instance classifier k; for every other class c the
+    top ``k_sample`` instances of branch c are pushed to out-of-class; the K losses are
+    averaged. CLAM trains with 0.7·CE + 0.3·instance loss. ``k_sample`` is capped at N // 2 for
+    small bags (CLAM's ``topk`` would fail there). Weights: Xavier-normal, zero bias (CLAM's
+    ``initialize_weights``).
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        n_classes: int,
+        hidden_dim: int = 512,
+        attention_dim: int = 256,
+        k_sample: int = 8,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.in_dim = in_dim
+        self.n_classes = n_classes
+        self.k_sample = k_sample
+        self.embed = nn.Sequential(
+            nn.Linear(in_dim, hidden_dim),
+            nn.ReLU(),
+            nn.Dropout(dropout) if dropout > 0 else nn.Identity(),
+        )
+        self.attention = ClassWiseGatedAttention(hidden_dim, attention_dim, n_classes, dropout)
+        self.bag_classifiers = nn.Parameter(torch.empty(n_classes, hidden_dim))
+        self.bag_bias = nn.Parameter(torch.zeros(n_classes))
+        self.instance_classifiers = nn.ModuleList(
+            nn.Linear(hidden_dim, 2) for _ in range(n_classes)
+        )
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_normal_(module.weight)
+                nn.init.zeros_(module.bias)
+        # each bag classifier is a Linear(512→1): Xavier-normal with fan_in 512, fan_out 1
+        nn.init.normal_(self.bag_classifiers, std=(2.0 / (hidden_dim + 1)) ** 0.5)
+
+    def forward(self, x: torch.Tensor, target: int | None = None) -> CLAMMBOutput:
+        """``x`` ``(N, D)``; with ``target`` in training mode the instance loss is computed."""
+        h = self.embed(x)
+        attention, bags = attention_pool(self.attention(h), h)  # (K, N), (K, 512)
+        logits = (bags.float() * self.bag_classifiers).sum(-1) + self.bag_bias
+        inst = None
+        if target is not None and self.training:
+            inst = self._instance_loss(attention, h, target)
+        return CLAMMBOutput(logits=logits, attention=attention, instance_loss=inst)
+
+    def _instance_loss(self, attention: torch.Tensor, h: torch.Tensor, target: int) -> torch.Tensor:
+        k = max(1, min(self.k_sample, h.shape[0] // 2))
+        total = h.new_zeros(()).float()
+        for c, classifier in enumerate(self.instance_classifiers):
+            top = torch.topk(attention[c], k).indices
+            if c == target:
+                bottom = torch.topk(-attention[c], k).indices
+                chosen = torch.cat([top, bottom])
+                labels = torch.cat([torch.ones(k), torch.zeros(k)]).long().to(h.device)
+            else:
+                chosen = top
+                labels = torch.zeros(k, dtype=torch.long, device=h.device)
+            total = total + nn.functional.cross_entropy(classifier(h[chosen]).float(), labels)
+        return total / self.n_classes
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -175,11 +175,26 @@ class HMILLoss:
     Args:
         config: which terms, weights, curriculum factors and temperature.
         mapping: ``(Kf, Kc)`` one-hot fine→coarse matrix.
+        fine_weights: ``(Kf,)`` per-class factors of the fine cross-entropy (class balancing,
+            :mod:`hmil.train.balance`), or None for 1.
+        coarse_weights: ``(Kc,)`` the same for the coarse cross-entropy.
+        bags_per_step: bags averaged into one optimiser step; with
+            ``supcon_normalisation: step`` each bag's SupCon is divided by it.
     """
 
-    def __init__(self, config: LossConfig, mapping: torch.Tensor) -> None:
+    def __init__(
+        self,
+        config: LossConfig,
+        mapping: torch.Tensor,
+        fine_weights: torch.Tensor | None = None,
+        coarse_weights: torch.Tensor | None = None,
+        bags_per_step: int = 1,
+    ) -> None:
         self.config = config
         self.mapping = mapping.float()
+        self.fine_weights = fine_weights
+        self.coarse_weights = coarse_weights
+        self.supcon_scale = 1.0 / bags_per_step if config.supcon_normalisation == "step" else 1.0
 
     def __call__(
         self,
@@ -196,15 +211,20 @@ class HMILLoss:
         y_coarse = mapping[fine_target].argmax().reshape(1)
         beta = curriculum_beta(epoch, epochs, cfg.schedule, cfg.beta)
         factor = {"coarse": beta, "contrastive": 1.0 - beta, "none": 1.0}
+        fine_w = 1.0 if self.fine_weights is None else float(self.fine_weights[fine_target])
+        coarse_w = 1.0 if self.coarse_weights is None else float(self.coarse_weights[y_coarse])
         compute = {
-            "ce_fine": lambda: F.cross_entropy(out.fine_logits[None].float(), y_fine),
-            "ce_coarse": lambda: F.cross_entropy(out.coarse_logits[None].float(), y_coarse),
+            "ce_fine": lambda: fine_w * F.cross_entropy(out.fine_logits[None].float(), y_fine),
+            "ce_coarse": lambda: (
+                coarse_w * F.cross_entropy(out.coarse_logits[None].float(), y_coarse)
+            ),
             "bag_align": lambda: bag_alignment_loss(out.fine_logits, y_coarse, mapping),
             "inst_align": lambda: instance_alignment_loss(
                 out.coarse_attention, out.fine_attention, mapping
             ),
             "supcon": lambda: self._supcon(out, y_fine, epoch, epochs, memory),
         }
+        scale = {"supcon": self.supcon_scale}
         total = out.fine_logits.new_zeros(()).float()
         terms: dict[str, torch.Tensor] = {}
         for name, term in cfg.terms().items():
@@ -212,7 +232,7 @@ class HMILLoss:
                 continue
             value = compute[name]()
             terms[name] = value.detach()
-            weight = term.weight * factor[term.curriculum]
+            weight = term.weight * factor[term.curriculum] * scale.get(name, 1.0)
             if weight != 0.0:
                 total = total + weight * value
         return LossResult(total=total, terms=terms, beta=beta)

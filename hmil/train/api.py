@@ -23,9 +23,9 @@ from hmil.hierarchy import Hierarchy
 from hmil.io import write_text_atomic
 from hmil.train.cohort import SkipHandler
 from hmil.train.loop import FoldResult, train_fold
-from hmil.train.runs import summarise_run
+from hmil.train.runs import CONFIG_NAME, load_run_config, summarise_run
 
-CONFIG_NAME = "config.yaml"
+__all__ = ["RunResult", "load_run_config", "prepare_run", "run_fold_job", "train"]
 
 
 @dataclass
@@ -131,14 +131,6 @@ def pinned_threads(threads: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
-
-
-def load_run_config(run_dir: str | Path) -> Config:
-    """The resolved config stored in a run directory."""
-    path = Path(run_dir) / CONFIG_NAME
-    if not path.is_file():
-        raise RunError(run_dir, f"not a run directory (no {CONFIG_NAME})")
-    return Config.from_file(path)
 
 
 def run_fold_job(

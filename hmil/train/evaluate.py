@@ -1,26 +1,76 @@
-"""Test-set evaluation of a fold: metrics per level and the per-slide predictions table.
+"""Evaluation of a fold: probabilities of its bags, metrics per level, the predictions table.
 
-Shared by the end of training and by ``hmil evaluate`` (which recomputes from checkpoints).
+One path for every evaluation: validation during training, the test part at the end of
+training and ``hmil evaluate`` (which recomputes from checkpoints) all predict through
+:func:`predict_items` in fp32 (no autocast: metrics must not depend on the training precision)
+and write results through :func:`evaluate_fold`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
-from hmil.data.splits import Split
+from hmil.checkpoint import load_checkpoint_file
+from hmil.data.labels import read_labels
+from hmil.data.splits import Split, list_split_files, read_split
 from hmil.decoding import Decoded, decode
+from hmil.device import resolve_device
 from hmil.errors import CheckpointError, RunError
 from hmil.hierarchy import Hierarchy
 from hmil.io import atomic_path, write_json_atomic
+from hmil.model import HMIL
+from hmil.train.cohort import BagStore, CohortItem, SkipHandler, gather_fold
 from hmil.train.metrics import level_metrics, specificity
-from hmil.train.runs import FoldPaths
+from hmil.train.runs import FoldPaths, fold_paths, load_run_config
 
-if TYPE_CHECKING:
-    from hmil.train.cohort import SkipHandler
+
+@torch.no_grad()
+def predict_items(
+    model: HMIL, items: list[CohortItem], store: BagStore, device: torch.device
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(S, Kf)`` fine and ``(S, Kc)`` coarse-head probabilities of the given items (fp32)."""
+    model.eval()
+    if not items:
+        return np.zeros((0, model.n_fine)), np.zeros((0, model.n_coarse))
+    fine, coarse = [], []
+    for item in items:
+        out = model(store.get(item.path).to(device, non_blocking=True))
+        fine.append(torch.softmax(out.fine_logits.float(), -1).cpu())
+        coarse.append(torch.softmax(out.coarse_logits.float(), -1).cpu())
+    return torch.stack(fine).double().numpy(), torch.stack(coarse).double().numpy()
+
+
+def selection_description(select_metric: str) -> str:
+    """How the evaluated checkpoint was chosen, in words (kept in ``test_metrics.json``)."""
+    if select_metric == "last":
+        return "last epoch (train.select_metric: last; no validation-based selection)"
+    return f"best validation {select_metric}"
+
+
+def evaluate_fold(
+    paths: FoldPaths,
+    model: HMIL,
+    items: list[CohortItem],
+    store: BagStore,
+    hierarchy: Hierarchy,
+    device: torch.device,
+    decoding: str = "fine_sum",
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Predict ``items`` with ``model``, write the fold's ``test_metrics.json`` (the report with
+    ``extra`` merged in) and ``predictions.csv``; return the report."""
+    fine, head = predict_items(model.to(device), items, store, device)
+    y = np.array([it.fine for it in items], dtype=int)
+    report, dec = evaluation_report(hierarchy, y, fine, head, decoding)
+    report.update(extra or {})
+    frame = predictions_frame([it.slide_id for it in items], y, dec, hierarchy)
+    write_fold_evaluation(paths, report, frame)
+    return report
 
 
 def evaluation_report(
@@ -124,15 +174,6 @@ def evaluate_run_fold(
     :class:`~hmil.errors.CheckpointError` when the checkpoint's hierarchy differs from the
     run's (a checkpoint from another hierarchy) or its input dimension from the bags'.
     """
-    from hmil.checkpoint import load_checkpoint_file
-    from hmil.data.labels import read_labels
-    from hmil.data.splits import list_split_files, read_split
-    from hmil.device import resolve_device
-    from hmil.train.api import load_run_config
-    from hmil.train.cohort import gather_fold
-    from hmil.train.loop import predict_items
-    from hmil.train.runs import fold_paths
-
     config = load_run_config(run_dir)
     hierarchy = Hierarchy.resolve(config.data.hierarchy)
     paths = fold_paths(run_dir, fold)
@@ -153,15 +194,13 @@ def evaluate_run_fold(
         labels, test_only, config.data.features, store_budget_bytes=0, strict=strict,
         on_skip=on_skip, expected_dim=info.in_dim, verbose=False,
     )  # fmt: skip
-    dev = resolve_device(device)
-    items = cohort.parts["test"]
-    fine, head = predict_items(model.to(dev), items, store, dev)
-    y = np.array([it.fine for it in items], dtype=int)
-    report, dec = evaluation_report(hierarchy, y, fine, head, decoding)
-    report["fold"] = fold
-    report["best_epoch"] = info.epoch
-    report["skipped"] = [{"where": w, "problem": p} for w, p in cohort.skipped]
-    write_fold_evaluation(
-        paths, report, predictions_frame([it.slide_id for it in items], y, dec, hierarchy)
-    )
-    return report
+    extra = {
+        "fold": fold,
+        "best_epoch": info.epoch,
+        "selection": selection_description(config.train.select_metric),
+        "skipped": [{"where": w, "problem": p} for w, p in cohort.skipped],
+    }
+    return evaluate_fold(
+        paths, model, cohort.parts["test"], store, hierarchy, resolve_device(device), decoding,
+        extra,
+    )  # fmt: skip

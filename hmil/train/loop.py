@@ -3,7 +3,7 @@
 Determinism: the model is initialised from ``seed``; the order of training bags in epoch e and
 any instance subsampling come from generators seeded by (seed, epoch), not from a running
 global state, and the SupCon memory is emptied at each epoch start. Together with the saved
-optimiser/scheduler/RNG state this makes ``--resume`` after an interruption end with exactly
+optimiser/schedule/RNG state this makes ``--resume`` after an interruption end with exactly
 the same result as an uninterrupted run (on CPU; CUDA kernels may differ in the last bits).
 
 Crash safety, in order per epoch: best checkpoint (if improved) → metrics line → resume state.
@@ -16,8 +16,9 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,19 +27,26 @@ import numpy as np
 import pandas as pd
 import torch
 
-from hmil.checkpoint import CheckpointInfo, save_checkpoint
+from hmil.checkpoint import CheckpointInfo, load_checkpoint_file, save_checkpoint
 from hmil.config import Config
 from hmil.data.splits import Split
 from hmil.device import resolve_device
-from hmil.errors import RunError
+from hmil.errors import ConfigError, RunError
 from hmil.hierarchy import Hierarchy
 from hmil.io import append_jsonl, atomic_path, read_jsonl, write_text_atomic
 from hmil.model import HMIL
 from hmil.model.losses import HMILLoss, SupConMemory
 from hmil.progress import Progress
+from hmil.train.balance import epoch_order, inverse_frequency_weights
 from hmil.train.cohort import BagStore, CohortItem, FoldCohort, SkipHandler, gather_fold
-from hmil.train.evaluate import evaluation_report, predictions_frame, write_fold_evaluation
+from hmil.train.evaluate import (
+    evaluate_fold,
+    evaluation_report,
+    predict_items,
+    selection_description,
+)
 from hmil.train.runs import FoldLock, FoldPaths, fold_paths, write_status
+from hmil.train.schedules import Schedule, make_schedule
 
 #: metrics of each level written per epoch to metrics.jsonl (the full report goes to test)
 EPOCH_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc")
@@ -70,6 +78,10 @@ def train_fold(
 ) -> FoldResult:
     """Train, select on validation and test one fold; write its files into ``run_dir``.
 
+    The caller's global RNG state is left as it was (training seeds and consumes a forked
+    copy), so training a fold in the middle of a script does not change what the script's own
+    random draws give.
+
     Args:
         config: resolved run config (``data.features`` must point at the bags).
         hierarchy: label tree; ``labels`` must come from it.
@@ -88,6 +100,8 @@ def train_fold(
     Raises:
         RunError: the fold already has results and ``resume`` is False, or another process
             is training it.
+        ConfigError: the fold has no validation slides and ``train.select_metric`` is not
+            ``last``.
     """
     paths = fold_paths(run_dir, fold)
     if paths.finished():
@@ -101,31 +115,101 @@ def train_fold(
             paths.root,
             "fold already has training files; pass --resume to continue it or choose a new --out",
         )
-    with FoldLock(paths):
+    check_validation(config, split, fold)
+    device = resolve_device(config.train.device)
+    with (
+        FoldLock(paths),
+        torch.random.fork_rng(devices=_cuda_devices(device)),
+        deterministic_kernels(device, config.train.deterministic),
+    ):
         if stop_check is None:
             paths.stop_request.unlink(missing_ok=True)  # a stale request must not stop us
             stop_check = paths.stop_request.exists
-        return _train_locked(
-            config, hierarchy, labels, split, fold, paths, resume, strict, on_skip, verbose,
-            stop_check,
-        )  # fmt: skip
+        session = _start_fold(config, hierarchy, labels, split, fold, paths, device, resume,
+                              strict, on_skip, verbose)  # fmt: skip
+        last_epoch = _train_epochs(session, stop_check, verbose)
+        return _finish_fold(session, last_epoch)
 
 
-def _train_locked(
+def check_validation(config: Config, split: Split, fold: int) -> None:
+    """A fold without validation slides would silently keep its epoch-0 weights under any
+    validation-based selection: refuse it unless the run asks to keep the last epoch."""
+    if not split.val and config.train.select_metric != "last":
+        raise ConfigError(
+            f"fold {fold}",
+            "has no validation slides, so no epoch can be selected on validation; make splits "
+            "with --val-frac > 0, or pass --select-metric last to keep the last epoch",
+        )
+
+
+def _cuda_devices(device: torch.device) -> list[int]:
+    """Devices whose RNG ``fork_rng`` must save: the fold's CUDA device, if any."""
+    if device.type != "cuda":
+        return []
+    return [device.index if device.index is not None else torch.cuda.current_device()]
+
+
+@contextlib.contextmanager
+def deterministic_kernels(device: torch.device, enabled: bool) -> Iterator[None]:
+    """``train.deterministic`` on CUDA: deterministic algorithms (and the cuBLAS workspace they
+    need) for the block, the previous global settings restored afterwards."""
+    if not (enabled and device.type == "cuda"):
+        yield
+        return
+    previous = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.backends.cudnn.benchmark,
+        os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+    )
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0])
+        torch.backends.cudnn.benchmark = previous[1]
+        if previous[2] is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+
+
+@dataclass
+class _FoldSession:
+    """Everything one fold's training loop works with (built by :func:`_start_fold`)."""
+
+    config: Config
+    hierarchy: Hierarchy
+    paths: FoldPaths
+    fold: int
+    device: torch.device
+    cohort: FoldCohort
+    store: BagStore
+    model: HMIL
+    optimizer: torch.optim.Optimizer
+    schedule: Schedule
+    criterion: HMILLoss
+    memory: SupConMemory
+    tracker: _Selection
+    info: CheckpointInfo
+    start_epoch: int
+
+
+def _start_fold(
     config: Config,
     hierarchy: Hierarchy,
     labels: pd.DataFrame,
     split: Split,
     fold: int,
     paths: FoldPaths,
+    device: torch.device,
     resume: bool,
     strict: bool,
     on_skip: SkipHandler | None,
     verbose: bool,
-    stop_check: Callable[[], bool],
-) -> FoldResult:
+) -> _FoldSession:
+    """Load the fold's bags, build model/optimiser/schedule/loss, and restore the resume state
+    when there is one."""
     tc = config.train
-    device = resolve_device(tc.device)
     state = _load_state(paths) if resume else None
     write_status(paths, state="loading", fold=fold, epoch=None, epochs=tc.epochs)
     cohort, store = gather_fold(
@@ -140,17 +224,26 @@ def _train_locked(
     )
     torch.manual_seed(tc.seed)
     model = HMIL(cohort.in_dim, hierarchy.n_coarse, hierarchy.n_fine, config.model).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="max", factor=tc.plateau_factor, patience=tc.plateau_patience
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, fused=True
     )
-    criterion = HMILLoss(config.loss, torch.from_numpy(hierarchy.mapping))
+    schedule = make_schedule(optimizer, tc)
+    train_items = cohort.parts["train"]
+    fine_w = coarse_w = None
+    if tc.class_balance == "loss":
+        fine_y = np.array([it.fine for it in train_items])
+        fine_w = torch.from_numpy(inverse_frequency_weights(fine_y, hierarchy.n_fine))
+        coarse_y = np.asarray(hierarchy.parent)[fine_y]
+        coarse_w = torch.from_numpy(inverse_frequency_weights(coarse_y, hierarchy.n_coarse))
+    criterion = HMILLoss(
+        config.loss, torch.from_numpy(hierarchy.mapping), fine_w, coarse_w, tc.bags_per_step
+    )
     tracker = _Selection()
     start_epoch = 0
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        schedule.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
         tracker = _Selection(**state["selection"])
         start_epoch = int(state["epoch"]) + 1
@@ -165,39 +258,29 @@ def _train_locked(
         config=config.to_dict(),
         fold=fold,
     )
-    memory = SupConMemory(config.loss.supcon_memory)
-    progress = Progress(tc.epochs, f"fold {fold}", enabled=verbose, initial=start_epoch)
-    epoch = start_epoch - 1
+    return _FoldSession(
+        config=config, hierarchy=hierarchy, paths=paths, fold=fold, device=device,
+        cohort=cohort, store=store, model=model, optimizer=optimizer, schedule=schedule,
+        criterion=criterion, memory=SupConMemory(config.loss.supcon_memory), tracker=tracker,
+        info=info, start_epoch=start_epoch,
+    )  # fmt: skip
+
+
+def _train_epochs(session: _FoldSession, stop_check: Callable[[], bool], verbose: bool) -> int:
+    """Run the remaining epochs (or until early stopping / a stop request); the last epoch
+    run, or ``start_epoch − 1`` when none was left."""
+    tc = session.config.train
+    progress = Progress(tc.epochs, f"fold {session.fold}", enabled=verbose,
+                        initial=session.start_epoch)  # fmt: skip
+    epoch = session.start_epoch - 1
     try:
-        for epoch in range(start_epoch, tc.epochs):
-            t0 = time.monotonic()
-            train_stats = _train_epoch(
-                model, optimizer, criterion, memory, cohort.parts["train"], store, epoch, config,
-                device,
-            )  # fmt: skip
-            val_record, score, val_loss = _validate(
-                model, cohort.parts.get("val", []), store, hierarchy, device, config
-            )
-            improved = tracker.update(score, val_loss, epoch)
-            if improved:
-                info.epoch = epoch
-                info.val_metrics = val_record
-                save_checkpoint(paths.checkpoint, model, info)
-            scheduler.step(score if math.isfinite(score) else -val_loss)
-            record = {
-                "epoch": epoch,
-                "lr": optimizer.param_groups[0]["lr"],
-                "beta": train_stats.pop("beta"),
-                "train": train_stats,
-                "val": val_record,
-                "select": {"metric": tc.select_metric, "value": score, "best": improved},
-                "time_s": round(time.monotonic() - t0, 3),
-            }
-            append_jsonl(paths.metrics, record)
-            _save_state(paths, model, optimizer, scheduler, tracker, epoch, cohort.in_dim)
-            progress.update(1, loss=train_stats["loss"], val=score, best=tracker.best_epoch)
+        for epoch in range(session.start_epoch, tc.epochs):
+            record = _epoch_step(session, epoch)
+            tracker = session.tracker
+            progress.update(1, loss=record["train"]["loss"], val=record["select"]["value"],
+                            best=tracker.best_epoch)  # fmt: skip
             write_status(
-                paths,
+                session.paths,
                 state="running",
                 epoch=epoch,
                 epochs=tc.epochs,
@@ -209,28 +292,72 @@ def _train_locked(
             if tc.early_stop_patience and epoch - tracker.best_epoch >= tc.early_stop_patience:
                 break
             if stop_check():
-                write_status(paths, state="stopping", epoch=epoch)
+                write_status(session.paths, state="stopping", epoch=epoch)
                 break
     except BaseException:
-        write_status(paths, state="interrupted", epoch=epoch)
+        write_status(session.paths, state="interrupted", epoch=epoch)
         raise
     finally:
         progress.close()
-    report = _test(
-        paths, cohort, store, hierarchy, device, config,
+    return epoch
+
+
+def _epoch_step(session: _FoldSession, epoch: int) -> dict[str, Any]:
+    """Train one epoch, validate, keep the checkpoint if selected, step the schedule, and
+    write the metrics line and the resume state (in that order: see the module docstring)."""
+    s = session
+    tc = s.config.train
+    t0 = time.monotonic()
+    train_stats = _train_epoch(
+        s.model, s.optimizer, s.criterion, s.memory, s.cohort.parts["train"], s.store, epoch,
+        s.config, s.device, s.hierarchy.n_fine,
+    )  # fmt: skip
+    val_record, val_loss = _validate(
+        s.model, s.cohort.parts.get("val", []), s.store, s.hierarchy, s.device
+    )
+    score = selection_score(val_record, val_loss, tc.select_metric, epoch)
+    improved = s.tracker.update(score, val_loss, epoch)
+    if improved:
+        s.info.epoch = epoch
+        s.info.val_metrics = val_record
+        save_checkpoint(s.paths.checkpoint, s.model, s.info)
+    s.schedule.step(score if math.isfinite(score) else -val_loss)
+    record = {
+        "epoch": epoch,
+        "lr": train_stats.pop("lr"),
+        "beta": train_stats.pop("beta"),
+        "train": train_stats,
+        "val": val_record,
+        "select": {"metric": tc.select_metric, "value": score, "best": improved},
+        "time_s": round(time.monotonic() - t0, 3),
+    }
+    append_jsonl(s.paths.metrics, record)
+    _save_state(s.paths, s.model, s.optimizer, s.schedule, s.tracker, epoch, s.cohort.in_dim)
+    return record
+
+
+def _finish_fold(session: _FoldSession, last_epoch: int) -> FoldResult:
+    """Test the selected checkpoint and write the fold's result files."""
+    s = session
+    tc = s.config.train
+    model, _ = load_checkpoint_file(s.paths.checkpoint)
+    report = evaluate_fold(
+        s.paths, model, s.cohort.parts.get("test", []), s.store, s.hierarchy, s.device,
         extra={
-            "fold": fold,
-            "best_epoch": tracker.best_epoch,
-            "skipped": [{"where": w, "problem": p} for w, p in cohort.skipped],
+            "fold": s.fold,
+            "best_epoch": s.tracker.best_epoch,
+            "selection": selection_description(tc.select_metric),
+            "skipped": [{"where": w, "problem": p} for w, p in s.cohort.skipped],
         },
     )  # fmt: skip
-    write_status(paths, state="finished", epoch=epoch, best_epoch=tracker.best_epoch, eta_s=0)
+    write_status(s.paths, state="finished", epoch=last_epoch, best_epoch=s.tracker.best_epoch,
+                 eta_s=0)  # fmt: skip
     return FoldResult(
-        fold=fold,
+        fold=s.fold,
         state="finished",
-        best_epoch=tracker.best_epoch,
+        best_epoch=s.tracker.best_epoch,
         test_metrics=report,
-        skipped=cohort.skipped,
+        skipped=s.cohort.skipped,
     )
 
 
@@ -256,6 +383,7 @@ def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
 
 
 def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast for *training* on CUDA; evaluation always runs in fp32."""
     if device.type == "cuda" and enabled:
         return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
@@ -271,14 +399,17 @@ def _train_epoch(
     epoch: int,
     config: Config,
     device: torch.device,
+    n_fine: int,
 ) -> dict[str, Any]:
     """One pass over the training bags; the mean loss of each ``bags_per_step`` group is one
     optimiser step (the last group may be smaller and is averaged over its own size)."""
     tc = config.train
     model.train()
     memory.clear()
+    lr = float(optimizer.param_groups[0]["lr"])
     gen = _epoch_generator(tc.seed, epoch)
-    order = torch.randperm(len(items), generator=gen).tolist()
+    fine = np.array([it.fine for it in items], dtype=int)
+    order = epoch_order(fine, n_fine, "sampler" if tc.class_balance == "sampler" else "", gen)
     totals: dict[str, float] = {}
     loss_sum = 0.0
     beta = 0.0
@@ -303,34 +434,14 @@ def _train_epoch(
         for name, value in result.terms.items():
             totals[name] = totals.get(name, 0.0) + float(value)
         beta = result.beta
-    n = max(len(items), 1)
+    n = max(len(order), 1)
     return {
         "loss": loss_sum / n,
         "terms": {k: v / n for k, v in totals.items()},
         "beta": beta,
-        "n_bags": len(items),
+        "lr": lr,
+        "n_bags": len(order),
     }
-
-
-@torch.no_grad()
-def predict_items(
-    model: HMIL,
-    items: list[CohortItem],
-    store: BagStore,
-    device: torch.device,
-    amp: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
-    """``(S, Kf)`` fine and ``(S, Kc)`` coarse-head probabilities of the given items."""
-    model.eval()
-    fine, coarse = [], []
-    for item in items:
-        with _autocast(device, amp):
-            out = model(store.get(item.path).to(device, non_blocking=True))
-        fine.append(torch.softmax(out.fine_logits.float(), -1).cpu())
-        coarse.append(torch.softmax(out.coarse_logits.float(), -1).cpu())
-    if not items:
-        return np.zeros((0, model.n_fine)), np.zeros((0, model.n_coarse))
-    return torch.stack(fine).double().numpy(), torch.stack(coarse).double().numpy()
 
 
 def _validate(
@@ -339,12 +450,11 @@ def _validate(
     store: BagStore,
     hierarchy: Hierarchy,
     device: torch.device,
-    config: Config,
-) -> tuple[dict[str, Any], float, float]:
-    """Validation record for metrics.jsonl, the selection score, and the val loss (fine CE)."""
+) -> tuple[dict[str, Any], float]:
+    """Validation record for metrics.jsonl and the validation loss (fine cross-entropy)."""
     if not items:
-        return {"n": 0}, -math.inf, math.inf
-    fine, head = predict_items(model, items, store, device, config.train.amp)
+        return {"n": 0}, math.inf
+    fine, head = predict_items(model, items, store, device)
     y = np.array([it.fine for it in items])
     report, _ = evaluation_report(hierarchy, y, fine, head)
     val_loss = float(-np.log(np.clip(fine[np.arange(len(y)), y], 1e-12, None)).mean())
@@ -352,47 +462,35 @@ def _validate(
     for level in ("fine", "coarse", "coarse_head"):
         record[level] = {m: report[level][m] for m in EPOCH_METRICS}
     record["consistency"] = report["consistency"]
-    metric = config.train.select_metric
+    return record, val_loss
+
+
+def selection_score(record: dict[str, Any], val_loss: float, metric: str, epoch: int) -> float:
+    """The number ``train.select_metric`` ranks epochs by (higher is better).
+
+    ``last``: the epoch index, so every epoch beats the one before and the last is kept;
+    ``val_loss``: minus the loss; otherwise the fine-level metric, falling back to balanced
+    accuracy where the AUC is undefined (a class absent from the validation part); −inf
+    without validation slides.
+    """
+    if metric == "last":
+        return float(epoch)
+    if record.get("n", 0) == 0:
+        return -math.inf
     if metric == "val_loss":
-        score = -val_loss
-    else:
-        key = metric.removeprefix("fine_").replace("auc", "macro_auc")
-        score = record["fine"][key]
-        if not math.isfinite(score):  # AUC undefined (a class missing): fall back
-            score = record["fine"]["balanced_accuracy"]
-    return record, float(score), val_loss
-
-
-def _test(
-    paths: FoldPaths,
-    cohort: FoldCohort,
-    store: BagStore,
-    hierarchy: Hierarchy,
-    device: torch.device,
-    config: Config,
-    extra: dict[str, Any],
-) -> dict[str, Any]:
-    """Evaluate the best checkpoint on the test part; write the fold's result files with
-    ``extra`` (fold, best epoch, skipped items) merged into test_metrics.json."""
-    from hmil.checkpoint import load_checkpoint_file
-
-    model, _ = load_checkpoint_file(paths.checkpoint)
-    model.to(device)
-    items = cohort.parts.get("test", [])
-    fine, head = predict_items(model, items, store, device, config.train.amp)
-    y = np.array([it.fine for it in items], dtype=int)
-    report, dec = evaluation_report(hierarchy, y, fine, head)
-    report.update(extra)
-    frame = predictions_frame([it.slide_id for it in items], y, dec, hierarchy)
-    write_fold_evaluation(paths, report, frame)
-    return report
+        return -val_loss
+    key = metric.removeprefix("fine_").replace("auc", "macro_auc")
+    score = float(record["fine"][key])
+    if not math.isfinite(score):
+        score = float(record["fine"]["balanced_accuracy"])
+    return score
 
 
 def _save_state(
     paths: FoldPaths,
     model: HMIL,
     optimizer: torch.optim.Optimizer,
-    scheduler: Any,
+    schedule: Schedule,
     tracker: _Selection,
     epoch: int,
     in_dim: int,
@@ -402,7 +500,7 @@ def _save_state(
         "in_dim": in_dim,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
+        "scheduler": schedule.state_dict(),
         "selection": {
             "best_score": tracker.best_score,
             "best_loss": tracker.best_loss,

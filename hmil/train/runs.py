@@ -28,11 +28,13 @@ from typing import Any
 
 import numpy as np
 
+from hmil.config import Config
 from hmil.errors import RunError
 from hmil.io import read_jsonl, write_json_atomic
 from hmil.procs import pid_alive
 
 LEVELS = ("fine", "coarse", "coarse_head")
+CONFIG_NAME = "config.yaml"
 SUMMARY_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc", "specificity")
 
 
@@ -81,6 +83,15 @@ class FoldPaths:
 
     def started(self) -> bool:
         return self.state.is_file() or self.metrics.is_file() or self.checkpoint.is_file()
+
+
+def load_run_config(run_dir: str | Path) -> Config:
+    """The resolved config stored in a run directory (keys an older hmil did not write take
+    the values that reproduce that run: :meth:`hmil.config.Config.from_run_file`)."""
+    path = Path(run_dir) / CONFIG_NAME
+    if not path.is_file():
+        raise RunError(run_dir, f"not a run directory (no {CONFIG_NAME})")
+    return Config.from_run_file(path)
 
 
 def fold_paths(run_dir: str | Path, fold: int) -> FoldPaths:

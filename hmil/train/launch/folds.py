@@ -74,7 +74,8 @@ def run_fold_in_job(spec: FoldJobSpec) -> FoldResult:
         slot_holder = worker_slot(folder, spec.slots, on_wait=queued)
     try:
         with slot_holder as slot:
-            from hmil.train.api import load_run_config, run_fold_job
+            from hmil.train.api import run_fold_job
+            from hmil.train.runs import load_run_config
 
             device = assigned_device(load_run_config(spec.run_dir).train.device, slot)
             write_status(paths, worker={"slot": slot, "device": device, "threads": spec.threads})

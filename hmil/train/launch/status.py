@@ -127,7 +127,8 @@ def fold_views(run_dir: str | Path, folds: list[int] | None = None) -> list[Fold
 def planned_folds(run: Path) -> list[int]:
     from hmil.data.splits import list_split_files
     from hmil.errors import HMILError
-    from hmil.train.api import load_run_config, resolve_folds
+    from hmil.train.api import resolve_folds
+    from hmil.train.runs import load_run_config
 
     planned: list[int] = []
     try:
