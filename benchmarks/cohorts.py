@@ -66,7 +66,7 @@ def _generated(name: str, spec: CohortSpec, description: str) -> Callable[[int],
     return build
 
 
-SMALL = dataclasses.replace(EASY, n_slides=300, noise=0.5, grid_min=10, grid_max=14)
+SMALL = dataclasses.replace(EASY, n_slides=300, noise=0.5, grid_min=8, grid_max=11)
 LARGE = dataclasses.replace(EASY, n_slides=2100, noise=0.6, grid_min=6, grid_max=9,
                             key_fraction=0.08)  # fmt: skip
 IMBALANCED = dataclasses.replace(SMALL, n_slides=sum(BRACS_COUNTS), class_counts=BRACS_COUNTS)
@@ -222,7 +222,7 @@ def _bag(prefix: str, i: int, fine: int, x: np.ndarray, rows: np.ndarray, cols: 
 #: cohort name → builder(seed)
 COHORTS: dict[str, Callable[[int], BenchCohort]] = {
     "gen-small": _generated(
-        "gen-small", SMALL, "generated vectors, 300 bags of 100–196, D=64, BRACS tree"
+        "gen-small", SMALL, "generated vectors, 300 bags of 64–121, D=64, BRACS tree"
     ),
     "gen-large": _generated(
         "gen-large", LARGE, "generated vectors, 2,100 bags of 36–81, D=64, BRACS tree"

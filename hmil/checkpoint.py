@@ -105,7 +105,8 @@ def load_checkpoint_file(
         )
     try:
         hierarchy = Hierarchy.from_dict(payload["hierarchy"], source=str(p))
-        model_config = ModelConfig(**payload["model_config"])
+        # checkpoints written before ``model.head`` existed all have the paper's shared head
+        model_config = ModelConfig(**{"head": "shared", **payload["model_config"]})
         in_dim = int(payload["in_dim"])
         model = HMIL(in_dim, hierarchy.n_coarse, hierarchy.n_fine, model_config)
         model.load_state_dict(payload["state_dict"])

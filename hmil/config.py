@@ -40,7 +40,7 @@ class ModelConfig:
     fine_attention_dim: int = _f(64, "hidden size of the fine class-wise gated attention")
     dropout: float = _f(0.0, "dropout after the re-embedding MLP and in the attention (0 = off)")
     head: str = _f(
-        "shared",
+        "per_class",
         "bag classifier per level: 'shared' = one Linear(F→1) applied to every class row (paper);"
         " 'per_class' = one Linear(F→1) per class (CLAM-MB style; breaks the sign symmetry of the"
         " shared head, see README 'The method')",

@@ -8,7 +8,15 @@ from dataclasses import replace
 from pathlib import Path
 
 from hmil.cli import EXIT_OK, EXIT_SKIPPED, EXIT_USAGE, report
-from hmil.config import Config, LauncherConfig, describe
+from hmil.config import (
+    CLASS_BALANCE,
+    LR_SCHEDULES,
+    SELECT_METRICS,
+    Config,
+    LauncherConfig,
+    describe,
+    preset_names,
+)
 from hmil.errors import ConfigError
 from hmil.train.api import RunResult
 from hmil.train.launch import LaunchOutcome, launch_training
@@ -31,6 +39,10 @@ OVERRIDES = {
     "lr": "train.lr",
     "bags_per_step": "train.bags_per_step",
     "max_instances": "train.max_instances",
+    "lr_schedule": "train.lr_schedule",
+    "select_metric": "train.select_metric",
+    "class_balance": "train.class_balance",
+    "deterministic": "train.deterministic",
 }
 
 #: launcher flag dest -> field of the ``launcher:`` config section (shared with ``hmil extract``)
@@ -103,13 +115,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hierarchy", help="preset (bracs, panda, ccc) or YAML/JSON file")
     parser.add_argument("--out", help="run directory")
     parser.add_argument("--folds", help="'all' (default) or comma-separated fold indices")
-    parser.add_argument("--epochs", type=int, help="epochs (default 200)")
+    defaults = Config().train
+    parser.add_argument("--epochs", type=int, help=f"epochs (default {defaults.epochs})")
     parser.add_argument("--device", help="auto (default; CUDA when present), cpu or cuda")
     parser.add_argument("--seed", type=int, help="seed (default 0)")
-    parser.add_argument("--lr", type=float, help="learning rate (default 1e-4)")
-    parser.add_argument("--bags-per-step", type=int, help="bags per optimiser step (default 64)")
+    parser.add_argument("--lr", type=float, help=f"learning rate (default {defaults.lr:g})")
+    parser.add_argument(
+        "--bags-per-step",
+        type=int,
+        help=f"bags per optimiser step (default {defaults.bags_per_step})",
+    )
     parser.add_argument("--max-instances", type=int, help="subsample larger bags in training")
+    parser.add_argument(
+        "--lr-schedule",
+        choices=LR_SCHEDULES,
+        help=f"learning rate over epochs (default {defaults.lr_schedule})",
+    )
+    parser.add_argument(
+        "--select-metric",
+        choices=SELECT_METRICS,
+        help=f"validation metric choosing the checkpoint (default {defaults.select_metric}); "
+        "'last' keeps the last epoch (needed when the splits have no validation slides)",
+    )
+    parser.add_argument(
+        "--class-balance",
+        choices=CLASS_BALANCE,
+        help=f"class imbalance handling (default {defaults.class_balance})",
+    )
+    parser.add_argument(
+        "--deterministic",
+        action="store_true",
+        default=None,
+        help="CUDA: deterministic kernels only (CPU training is deterministic anyway)",
+    )
     parser.add_argument("--encoder", help="name of the encoder that made the features")
+    parser.add_argument(
+        "--preset",
+        choices=preset_names(),
+        help="start from a named recipe instead of the defaults: 'paper' (the published "
+        "recipe: shared head, 64 bags per step, plateau on validation AUC) or 'released' (the "
+        "authors' code); --config and flags still override it",
+    )
     parser.add_argument("--config", help="YAML config; flags override it")
     parser.add_argument(
         "--resume", action="store_true", help="continue interrupted folds from their last epoch"
@@ -125,9 +171,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_config(args: argparse.Namespace) -> Config:
-    """Defaults ← ``RUN/config.yaml`` (when resuming without --config) ← --config ← flags."""
+    """Defaults (or --preset) ← ``RUN/config.yaml`` (when resuming without --config/--preset)
+    ← --config ← flags."""
+    preset = getattr(args, "preset", None) or ""
     if args.config:
-        base = Config.from_file(args.config)
+        base = Config.from_file(args.config, preset=preset)
+    elif preset:
+        base = Config.from_preset(preset)
     elif args.resume and args.out and _has_config(args.out):
         base = load_run_config(args.out)
     else:
@@ -169,6 +219,9 @@ def _print_result(result: RunResult) -> None:
             continue
         fine = fold.test_metrics.get("fine", {})
         coarse = fold.test_metrics.get("coarse", {})
+        selection = str(fold.test_metrics.get("selection", ""))
+        if selection.startswith("last epoch"):
+            print(f"fold {fold.fold}: no validation-based selection; kept the {selection}")
         print(
             f"fold {fold.fold}: best epoch {fold.best_epoch}, test fine balanced accuracy "
             f"{fine.get('balanced_accuracy', float('nan')):.3f}, coarse "

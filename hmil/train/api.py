@@ -22,10 +22,19 @@ from hmil.errors import ConfigError, RunError
 from hmil.hierarchy import Hierarchy
 from hmil.io import write_text_atomic
 from hmil.train.cohort import SkipHandler
-from hmil.train.loop import FoldResult, train_fold
-from hmil.train.runs import CONFIG_NAME, load_run_config, summarise_run
+from hmil.train.loop import FoldResult, check_validation, train_fold
+from hmil.train.runs import CONFIG_NAME, fold_paths, load_run_config, summarise_run
 
-__all__ = ["RunResult", "load_run_config", "prepare_run", "run_fold_job", "train"]
+__all__ = [
+    "RunPlan",
+    "RunResult",
+    "check_run",
+    "load_run_config",
+    "plan_folds",
+    "prepare_run",
+    "run_fold_job",
+    "train",
+]
 
 
 @dataclass
@@ -76,29 +85,108 @@ def absolute_paths(config: Config) -> Config:
     return config.override({f"data.{k}": v for k, v in resolved.items()})
 
 
-def prepare_run(config: Config, out: str | Path, resume: bool = False) -> Path:
-    """Validate the data section and write ``RUN/config.yaml`` (kept as is when resuming).
+@dataclass(frozen=True)
+class RunPlan:
+    """What a launch will do, decided before anything is written.
+
+    Attributes:
+        run_dir: the run directory.
+        to_run: folds to train (or resume).
+        already: folds already finished (skipped with ``resume``).
+    """
+
+    run_dir: Path
+    to_run: list[int]
+    already: list[FoldResult]
+
+
+def check_run(config: Config, out: str | Path, resume: bool = False) -> RunPlan:
+    """Every check that can refuse a launch, with nothing written: required data paths, the
+    folds asked for, each fold's split (readable, with validation slides unless
+    ``select_metric: last``), a resumed run's stored config, and each fold's state (finished,
+    started, or being trained by another process or job).
+
+    A refused ``hmil train`` therefore leaves the run directory exactly as it was (its
+    ``config.yaml`` still describes its checkpoints).
 
     Raises:
-        ConfigError: a required data path is missing.
-        RunError: resuming a run whose config differs from the one given.
+        ConfigError: a required data path or split is missing, or a fold has no validation
+            slides.
+        RunError: resuming with a different config; a fold finished or started (without
+            ``resume``) or in use.
     """
     for key in ("labels", "features", "splits", "hierarchy"):
         if not getattr(config.data, key):
             raise ConfigError(f"data.{key}", f"is required (--{key} or data.{key} in the config)")
+    split_files = list_split_files(config.data.splits)
+    folds = resolve_folds(config.data.folds, list(split_files))
+    hierarchy = Hierarchy.resolve(config.data.hierarchy)
+    labels = read_labels(config.data.labels, hierarchy)
+    known = set(labels["slide_id"])
+    for fold in folds:
+        check_validation(config, read_split(split_files[fold], known_ids=known), fold)
+    run = Path(out)
+    stored_path = run / CONFIG_NAME
+    if resume and stored_path.is_file():
+        stored = Config.from_run_file(stored_path)
+        if _without_launcher(stored) != _without_launcher(config):
+            raise RunError(
+                stored_path, "--resume with a config different from the run's; resume with the "
+                "same flags or without them (the stored config is used by `hmil train --resume "
+                "--out RUN` alone)",
+            )  # fmt: skip
+    to_run, already = plan_folds(run, folds, resume)
+    return RunPlan(run_dir=run, to_run=to_run, already=already)
+
+
+def plan_folds(run: Path, folds: list[int], resume: bool) -> tuple[list[int], list[FoldResult]]:
+    """Split ``folds`` into those to train and those already finished (``resume``).
+
+    Every fold is checked before any is trained or submitted, so a refused launch starts
+    nothing. The checks are the training loop's own (finished, started, locked) plus a live
+    job: a fold queued by an earlier launch is refused as well.
+    """
+    from hmil.train.launch.status import fold_view  # the launch package imports this module
+
+    to_run: list[int] = []
+    already: list[FoldResult] = []
+    for fold in folds:
+        paths = fold_paths(run, fold)
+        view = fold_view(run, fold)
+        if view.state == "finished":
+            if not resume:
+                raise RunError(
+                    paths.root, "fold already finished; choose a new --out (or --resume to skip it)"
+                )
+            already.append(FoldResult(fold=fold, state="already-finished"))
+            continue
+        if view.state in ("running", "queued"):
+            who = f"{view.launcher} job {view.job_id}" if view.job_id else "another process"
+            raise RunError(
+                paths.root,
+                f"already {view.state} ({who}); wait for it or cancel it first",
+            )
+        if paths.started() and not resume:
+            raise RunError(
+                paths.root,
+                "fold already has training files; pass --resume to continue it or choose a new "
+                "--out",
+            )
+        to_run.append(fold)
+    return to_run, already
+
+
+def prepare_run(config: Config, out: str | Path, resume: bool = False) -> Path:
+    """Check the launch (:func:`check_run`), then write ``RUN/config.yaml`` (kept as is when
+    resuming, but for its ``launcher`` section: where folds run may change between launches).
+    """
+    check_run(config, out, resume)
     run = Path(out)
     run.mkdir(parents=True, exist_ok=True)
     path = run / CONFIG_NAME
     text = config.to_yaml()
     if path.is_file() and resume:
-        stored = Config.from_file(path)
-        if _without_launcher(stored) != _without_launcher(config):
-            raise RunError(
-                path, "--resume with a config different from the run's; resume with the same "
-                "flags or without them (the stored config is used by `hmil train --resume "
-                "--out RUN` alone)",
-            )  # fmt: skip
-        if stored.launcher != config.launcher:  # where folds run may change between launches
+        if Config.from_run_file(path).launcher != config.launcher:
             write_text_atomic(path, text)
         return run
     write_text_atomic(path, text)
@@ -175,10 +263,11 @@ def train(
 ) -> RunResult:
     """Train ``config.data.folds`` one after another in this process (the inline launcher)."""
     config = absolute_paths(config)
-    run = prepare_run(config, out, resume)
+    run = prepare_run(config, out, resume)  # checks everything, then writes
     folds = resolve_folds(config.data.folds, list(list_split_files(config.data.splits)))
-    result = RunResult(run_dir=run)
-    for fold in folds:
+    to_run, already = plan_folds(run, folds, resume)
+    result = RunResult(run_dir=run, folds=list(already))
+    for fold in to_run:
         fold_result = run_fold_job(
             run, fold, resume=resume, strict=strict, verbose=verbose, on_skip=on_skip,
             threads=config.launcher.threads,

@@ -1,5 +1,8 @@
 """Per-level classification metrics from probabilities (scikit-learn does the counting).
 
+Macro-F1 averages over *every* class of the level (``labels=range(K)``, a class absent from
+the set and never predicted scoring 0), so a test part missing a class cannot raise the score;
+it equals ``sklearn.metrics.f1_score(..., labels=range(K), average="macro", zero_division=0)``.
 Macro one-vs-rest AUC follows CLAM's evaluation: per-class AUC where the class has both
 positives and negatives in the set, NaN otherwise, macro = mean over the defined classes.
 """
@@ -61,7 +64,7 @@ def level_metrics(
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "balanced_accuracy": float(bacc),
         "macro_f1": float(
-            f1_score(y_true, y_pred, labels=sorted(set(y_true)), average="macro", zero_division=0)
+            f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)
         ),
         "macro_auc": float(defined.mean()) if defined.size else float("nan"),
         "per_class": {

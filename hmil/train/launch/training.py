@@ -26,9 +26,15 @@ import submitit
 
 from hmil.config import Config, LauncherConfig
 from hmil.data.splits import list_split_files
-from hmil.errors import RunError
 from hmil.io import write_json_atomic
-from hmil.train.api import RunResult, absolute_paths, prepare_run, resolve_folds, train
+from hmil.train.api import (
+    RunResult,
+    absolute_paths,
+    plan_folds,
+    prepare_run,
+    resolve_folds,
+    train,
+)
 from hmil.train.cohort import SkipHandler
 from hmil.train.launch.executors import (
     CONTROLLER_LOG,
@@ -40,7 +46,6 @@ from hmil.train.launch.executors import (
 )
 from hmil.train.launch.folds import FoldJob, FoldJobSpec
 from hmil.train.launch.status import JOB_FILE, fold_view
-from hmil.train.loop import FoldResult
 from hmil.train.runs import fold_paths, summarise_run
 
 LineSink = Callable[[str], None]
@@ -142,7 +147,7 @@ def _launch_inline(request: LaunchRequest) -> LaunchOutcome:
 def _launch_jobs(request: LaunchRequest) -> LaunchOutcome:
     """One submitit job per fold; wait for local jobs unless detached."""
     config = absolute_paths(request.config)
-    run = prepare_run(config, request.out, request.resume)
+    run = prepare_run(config, request.out, request.resume)  # checks everything, then writes
     folds = resolve_folds(config.data.folds, list(list_split_files(config.data.splits)))
     to_run, already = plan_folds(run, folds, request.resume)
     cfg = config.launcher
@@ -181,41 +186,6 @@ LAUNCHERS: dict[str, Callable[[LaunchRequest], LaunchOutcome]] = {
     "local": _launch_jobs,
     "slurm": _launch_jobs,
 }
-
-
-def plan_folds(run: Path, folds: list[int], resume: bool) -> tuple[list[int], list[FoldResult]]:
-    """Split ``folds`` into those to submit and those already finished (``resume``).
-
-    Every fold is checked before any is submitted, so a refused launch submits nothing. The
-    checks are the training loop's own (finished, started, locked) plus a live job: a fold
-    queued by an earlier launch is refused as well.
-    """
-    to_run: list[int] = []
-    already: list[FoldResult] = []
-    for fold in folds:
-        paths = fold_paths(run, fold)
-        view = fold_view(run, fold)
-        if view.state == "finished":
-            if not resume:
-                raise RunError(
-                    paths.root, "fold already finished; choose a new --out (or --resume to skip it)"
-                )
-            already.append(FoldResult(fold=fold, state="already-finished"))
-            continue
-        if view.state in ("running", "queued"):
-            who = f"{view.launcher} job {view.job_id}" if view.job_id else "another process"
-            raise RunError(
-                paths.root,
-                f"already {view.state} ({who}); wait for it or cancel it first",
-            )
-        if paths.started() and not resume:
-            raise RunError(
-                paths.root,
-                "fold already has training files; pass --resume to continue it or choose a new "
-                "--out",
-            )
-        to_run.append(fold)
-    return to_run, already
 
 
 def job_threads(cfg: LauncherConfig) -> int:
