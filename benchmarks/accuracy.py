@@ -81,7 +81,7 @@ class Variant:
     pytorch_init: bool = False
 
 
-HMIL_DEFAULT = "HMIL defaults (hmil train, no config)"
+HMIL_DEFAULT = "HMIL defaults (hmil train with no config)"
 HMIL_PAPER = "HMIL --preset paper"
 HMIL_RELEASED = "HMIL --preset released"
 FLAT = "flat gated attention (hmil.model.baselines)"
@@ -99,16 +99,18 @@ VARIANTS: tuple[Variant, ...] = (
     Variant(CLAM_MB, "peer", peer="clam_mb"),
     Variant("CLAM-SB (torchmil)", "peer", peer="clam_sb"),
     Variant("TransMIL (torchmil)", "peer", peer="transmil"),
-    Variant("DSMIL (torchmil, K-way)", "peer", peer="dsmil"),
+    Variant("DSMIL (torchmil K-way)", "peer", peer="dsmil"),
     # ---- recipe search around the defaults (per-class head, 1 bag per step, cosine): one
     # choice changed per row; the paper preset (shared, 64 per step, plateau) is a main row
     Variant("search: shared head", "hmil", (_SH,), groups=("search",)),
     Variant("search: 8 bags/step", "hmil", (("train.bags_per_step", 8),), groups=("search",)),
-    Variant("search: 64 bags/step, lr×8", "hmil",
+    Variant("search: 64 bags/step with lr×8", "hmil",
             (("train.bags_per_step", 64), ("train.lr", "x8")), groups=("search",)),
     Variant("search: plateau schedule", "hmil", (("train.lr_schedule", "plateau"),),
             groups=("search",)),
     Variant("search: constant lr", "hmil", (("train.lr_schedule", "constant"),),
+            groups=("search",)),
+    Variant("search: SupCon on the true row only", "hmil", (("loss.supcon_views", "true"),),
             groups=("search",)),
     # ---- class balancing (measured on the imbalanced cohort)
     Variant("balance: sampler", "hmil", (("train.class_balance", "sampler"),),
@@ -124,13 +126,13 @@ VARIANTS: tuple[Variant, ...] = (
             groups=("ablation",)),
     Variant("defaults − supcon", "hmil", (("loss.supcon.enabled", False),),
             groups=("ablation",)),
-    Variant("defaults, β quadratic", "hmil", (("loss.schedule", "quadratic"),),
+    Variant("defaults with β quadratic", "hmil", (("loss.schedule", "quadratic"),),
             groups=("ablation",)),
-    Variant("defaults, β constant 0.5", "hmil", (("loss.schedule", "constant"),),
+    Variant("defaults with β constant 0.5", "hmil", (("loss.schedule", "constant"),),
             groups=("ablation",)),
-    Variant("defaults, SupCon weight 0.1", "hmil", (("loss.supcon.weight", 0.1),),
+    Variant("defaults with SupCon weight 0.1", "hmil", (("loss.supcon.weight", 0.1),),
             groups=("ablation",)),
-    Variant("HMIL, PyTorch default init (diagnostic)", "hmil", groups=("diagnostic",),
+    Variant("HMIL with PyTorch default init (diagnostic)", "hmil", groups=("diagnostic",),
             pytorch_init=True),
 )  # fmt: skip
 
@@ -591,6 +593,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="torch threads (1: on a shared 2-core machine 2 threads ran 3.5× slower)",
     )
     return p.parse_args(argv)
+
+
+assert not any("," in v.name for v in VARIANTS), "--variants separates names by commas"
 
 
 def select_variants(spec: str) -> list[Variant]:

@@ -87,6 +87,7 @@ class LossTerm:
 
 SCHEDULES = ("linear", "quadratic", "constant")
 SUPCON_NORMALISATIONS = ("bag", "step")
+SUPCON_VIEWS = ("all", "true")
 
 
 @dataclass
@@ -134,6 +135,11 @@ class LossConfig:
         "bags_per_step, i.e. one contrastive term per optimiser step beside the bag-averaged "
         "cross-entropies (the released code's scale); equal at bags_per_step 1",
     )
+    supcon_views: str = _f(
+        "all",
+        "SupCon views of a bag: 'all' = its Kf class-wise fine embeddings, each labelled with "
+        "the bag's fine class (paper); 'true' = only the embedding of its own class's row",
+    )
     supcon_memory: int = _f(
         64,
         "bags whose detached fine embeddings are kept as extra SupCon contrasts (emptied every "
@@ -168,6 +174,11 @@ class LossConfig:
             self.supcon_normalisation in SUPCON_NORMALISATIONS,
             "loss.supcon_normalisation",
             f"must be one of {', '.join(SUPCON_NORMALISATIONS)}",
+        )
+        _require(
+            self.supcon_views in SUPCON_VIEWS,
+            "loss.supcon_views",
+            f"must be one of {', '.join(SUPCON_VIEWS)}",
         )
         _require(self.supcon_memory >= 0, "loss.supcon_memory", "must be ≥ 0")
 
@@ -394,6 +405,7 @@ LEGACY_VALUES: dict[str, Any] = {
     "train.class_balance": "none",
     "train.deterministic": False,
     "loss.supcon_normalisation": "bag",
+    "loss.supcon_views": "all",
 }
 
 

@@ -249,4 +249,9 @@ class HMILLoss:
             epoch, epochs, self.config.temperature, self.config.temperature_schedule
         )
         mem_feats, mem_labels = (None, None) if memory is None else memory.tensors(y_fine.device)
-        return supcon_loss(out.fine_embeddings[None], y_fine, tau, mem_feats, mem_labels)
+        views = out.fine_embeddings[None]  # (1, Kf, F): every class-wise row is a view
+        if self.config.supcon_views == "true":  # only the row of each bag's own class
+            views = views[:, y_fine]  # (1, 1, F)
+            if mem_feats is not None and mem_labels is not None:
+                mem_feats = mem_feats[torch.arange(mem_feats.shape[0]), mem_labels][:, None]
+        return supcon_loss(views, y_fine, tau, mem_feats, mem_labels)
