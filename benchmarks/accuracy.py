@@ -57,6 +57,8 @@ from hmil.hierarchy import Hierarchy
 from hmil.model import HMIL
 from hmil.synthetic import write_cohort
 from hmil.train.api import train as hmil_train
+from hmil.train.attention_metrics import bag_localisation, mean_localisation
+from hmil.train.attention_metrics import row_correlation as attention_row_correlation
 from hmil.train.metrics import level_metrics
 
 #: epochs per cohort (the same for every model of a cohort); others get ``--epochs``
@@ -193,7 +195,7 @@ def prepare_demo(
     demo_dir: Path, seed: int, work: Path, fracs: tuple
 ) -> Prepared:  # pragma: no cover - needs the demo cohort
     """Bags extracted from the demo slides; key mask = patch centre inside the lesion mask."""
-    from hmil.demo.cohort import load_cohort
+    from hmil.demo.cohort import lesion_key_mask, load_cohort
 
     cohort = load_cohort(demo_dir)
     hierarchy = Hierarchy.from_file(cohort.hierarchy_yaml)
@@ -203,7 +205,8 @@ def prepare_demo(
     masks: dict[str, np.ndarray] = {}
     for path in sorted(features.glob("*.h5")):
         bag = load_bag(path)
-        masks[path.stem] = _demo_key_mask(demo_dir, path.stem, bag.coords, bag.attrs)
+        assert bag.coords is not None
+        masks[path.stem] = lesion_key_mask(demo_dir, path.stem, bag.coords, bag.attrs)
     snapshot = root / "features"  # a copy: the demo folder may be rebuilt meanwhile
     if snapshot.exists():
         shutil.rmtree(snapshot)
@@ -221,23 +224,6 @@ def _demo_features_dir(demo_dir: Path) -> Path:  # pragma: no cover - needs the 
         if candidate.is_dir() and any(candidate.glob("*.h5")):
             return candidate
     raise SystemExit(f"error: {demo_dir}: no extracted bags (features/*.h5) found")
-
-
-def _demo_key_mask(
-    demo_dir: Path, slide_id: str, coords: np.ndarray | None, attrs: dict[str, Any]
-) -> np.ndarray:  # pragma: no cover - needs the demo cohort
-    from PIL import Image
-
-    from hmil.data.bags import infer_patch_size
-    from hmil.demo.synthetic_slides import MASK_DOWNSAMPLE
-
-    assert coords is not None
-    lesion = np.asarray(Image.open(demo_dir / "masks" / f"{slide_id}_lesion.png")) > 0
-    size = infer_patch_size(coords, attrs)
-    centre = (coords + size / 2) / MASK_DOWNSAMPLE
-    cx = np.clip(centre[:, 0].astype(int), 0, lesion.shape[1] - 1)
-    cy = np.clip(centre[:, 1].astype(int), 0, lesion.shape[0] - 1)
-    return lesion[cy, cx]
 
 
 def _split_and_load(
@@ -307,33 +293,18 @@ def oracle_auroc(prepared: Prepared) -> float:
 
 
 def other_rows_auroc(maps: list[np.ndarray | None], items: list[BagItem]) -> float:
-    """Mean over bags of the mean ROC AUC of the *other* classes' rows against the key mask.
-
-    A class-wise map is trustworthy when the true class's row localises the key instances
-    better than the rows of the classes the bag is not."""
-    values = []
-    for rows, item in zip(maps, items, strict=True):
-        mask = item.key_mask
-        if rows is None or mask is None or mask.all() or not mask.any():
-            continue
-        others = [roc_auc_score(mask, rows[k]) for k in range(rows.shape[0]) if k != item.fine]
-        values.append(float(np.mean(others)))
-    return float(np.mean(values)) if values else float("nan")
+    """Mean over bags of the other classes' rows' AUROC (:mod:`hmil.train.attention_metrics`)."""
+    rows = [bag_localisation(m, it.key_mask, it.fine) for m, it in zip(maps, items, strict=True)
+            if m is not None]  # fmt: skip
+    return mean_localisation(rows).other_rows_auroc
 
 
 def row_correlation(maps: list[np.ndarray | None]) -> float:
     """Mean over bags of the mean pairwise Pearson correlation between the fine rows (1: every
     class looks at the same instances; the maps then say nothing class-specific)."""
-    values = []
-    for rows in maps:
-        if rows is None or rows.shape[1] < 3:
-            continue
-        corr = np.corrcoef(rows.astype(np.float64))
-        upper = corr[np.triu_indices(rows.shape[0], k=1)]
-        upper = upper[np.isfinite(upper)]
-        if upper.size:
-            values.append(float(upper.mean()))
-    return float(np.mean(values)) if values else float("nan")
+    values = [attention_row_correlation(m) for m in maps if m is not None]
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
 
 
 def score(

@@ -358,3 +358,22 @@ def _readme(cohort: Cohort) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def lesion_key_mask(
+    root: str | Path, slide_id: str, coords: np.ndarray, attrs: dict[str, Any] | None = None
+) -> np.ndarray:
+    """``(N,)`` bool: which patches of a demo slide's bag lie in its planted lesion.
+
+    A patch counts as a key instance when its centre falls inside the ground-truth lesion
+    mask (``masks/<slide_id>_lesion.png``, 1 pixel = :data:`MASK_DOWNSAMPLE` level-0 pixels);
+    ``coords`` are the bag's level-0 top-left corners, ``attrs`` its patch-size attributes.
+    """
+    from hmil.data.bags import infer_patch_size
+
+    lesion = np.asarray(Image.open(Path(root) / "masks" / f"{slide_id}_lesion.png")) > 0
+    size = infer_patch_size(coords, attrs)
+    centre = (np.asarray(coords) + size / 2) / MASK_DOWNSAMPLE
+    cx = np.clip(centre[:, 0].astype(int), 0, lesion.shape[1] - 1)
+    cy = np.clip(centre[:, 1].astype(int), 0, lesion.shape[0] - 1)
+    return lesion[cy, cx]
