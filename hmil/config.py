@@ -27,6 +27,8 @@ def _f(default: Any, help: str) -> Any:
 
 #: bag classifiers of one level (``hmil.model.heads.HEADS`` holds the implementations)
 HEADS = ("shared", "per_class")
+#: weight initialisations (``hmil.model.init.INITS`` holds the implementations)
+INITS = ("pytorch", "xavier", "kaiming")
 
 
 @dataclass
@@ -46,11 +48,18 @@ class ModelConfig:
         " shared head, see README 'The method')",
     )
 
+    init: str = _f(
+        "pytorch",
+        "weight initialisation: 'pytorch' (nn.Linear's default, as ABMIL/TransMIL), 'xavier' "
+        "(CLAM) or 'kaiming' (Kaiming-normal, zero bias: the paper's reference)",
+    )
+
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
         _require(self.head in HEADS, "model.head", f"must be one of {', '.join(HEADS)}")
+        _require(self.init in INITS, "model.init", f"must be one of {', '.join(INITS)}")
         for name in ("hidden_dim", "coarse_dim", "fine_dim"):
             _require(getattr(self, name) >= 1, f"model.{name}", "must be ≥ 1")
         for name in ("coarse_attention_dim", "fine_attention_dim"):
@@ -400,6 +409,7 @@ PRESET_DIR = Path(__file__).with_name("presets")
 #: made before them did (the defaults were the paper's recipe then)
 LEGACY_VALUES: dict[str, Any] = {
     "model.head": "shared",
+    "model.init": "kaiming",
     "train.lr_schedule": "plateau",
     "train.lr_final_fraction": 0.01,
     "train.class_balance": "none",
