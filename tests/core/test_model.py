@@ -25,15 +25,42 @@ def test_shapes_for_odd_hierarchies(n_coarse, n_fine, dim):
 
 
 def test_reference_size_and_init():
-    model = HMIL(1024, 3, 7)
+    model = HMIL(1024, 3, 7, ModelConfig(head="shared", init="kaiming"))
     assert 1.3e6 <= model.n_parameters() <= 1.4e6  # "about 1.3 M parameters at D = 1024"
     for module in model.modules():
         if isinstance(module, torch.nn.Linear):
             assert torch.count_nonzero(module.bias) == 0
+            std = float(module.weight.std())
+            assert std == pytest.approx((2.0 / module.weight.shape[1]) ** 0.5, rel=0.1)
+
+
+@pytest.mark.parametrize(
+    ("scheme", "std_of_fan_in"),
+    [
+        ("pytorch", lambda fan_in, fan_out: (1.0 / (3 * fan_in)) ** 0.5),  # U(±1/√fan_in)
+        ("xavier", lambda fan_in, fan_out: (2.0 / (fan_in + fan_out)) ** 0.5),
+        ("kaiming", lambda fan_in, fan_out: (2.0 / fan_in) ** 0.5),
+    ],
+)
+def test_init_schemes_reach_every_linear_layer_and_per_class_head(scheme, std_of_fan_in):
+    from hmil.config import INITS
+    from hmil.model.init import INITS as IMPLEMENTATIONS
+
+    assert set(INITS) == set(IMPLEMENTATIONS)
+    torch.manual_seed(0)
+    model = HMIL(512, 3, 7, ModelConfig(head="per_class", init=scheme))
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    for layer in layers:
+        fan_out, fan_in = layer.weight.shape
+        want = std_of_fan_in(fan_in, fan_out)
+        assert float(layer.weight.std()) == pytest.approx(want, rel=0.15), (scheme, layer)
+    head = model.coarse_head.weight  # (3, 1024): three Linear(1024→1) rows
+    assert float(head.std()) == pytest.approx(std_of_fan_in(head.shape[1], 1), rel=0.15)
+    assert (torch.count_nonzero(model.fine_head.bias) == 0) == (scheme != "pytorch")
 
 
 def test_class_wise_heads_are_shared_scalars():
-    model = HMIL(8, 3, 7, ModelConfig(hidden_dim=16, coarse_dim=32, fine_dim=16))
+    model = HMIL(8, 3, 7, ModelConfig(hidden_dim=16, coarse_dim=32, fine_dim=16, head="shared"))
     assert model.coarse_head.weight.shape == (1, 32)
     assert model.fine_head.weight.shape == (1, 16)
 
@@ -44,12 +71,13 @@ def test_per_class_heads_give_each_class_its_own_classifier():
     model = HMIL(8, 3, 7, cfg)
     assert model.coarse_head.weight.shape == (3, 32)
     assert model.fine_head.weight.shape == (7, 16)
-    assert torch.count_nonzero(model.fine_head.bias) == 0
     bags = torch.randn(7, 16)
-    expected = torch.stack([bags[k] @ model.fine_head.weight[k] for k in range(7)])
+    expected = torch.stack(
+        [bags[k] @ model.fine_head.weight[k] + model.fine_head.bias[k] for k in range(7)]
+    )
     torch.testing.assert_close(model.heads(torch.randn(3, 32), bags)[1], expected)
     # 7 + 3 classifiers instead of 2: (Kf − 1)·(16 + 1) + (Kc − 1)·(32 + 1) more parameters
-    shared = HMIL(8, 3, 7, ModelConfig(hidden_dim=16, coarse_dim=32, fine_dim=16))
+    shared = HMIL(8, 3, 7, ModelConfig(hidden_dim=16, coarse_dim=32, fine_dim=16, head="shared"))
     assert model.n_parameters() - shared.n_parameters() == 6 * 17 + 2 * 33
     out = model(torch.randn(20, 8))
     assert out.fine_logits.shape == (7,) and out.coarse_logits.shape == (3,)
