@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from hmil.data.labels import read_labels
 from hmil.data.splits import make_splits, write_splits
@@ -43,4 +44,10 @@ def run(args: argparse.Namespace) -> int:
     paths = write_splits(splits, args.out)
     for path, split in zip(paths, splits, strict=True):
         print(f"{path}: train {len(split.train)}, val {len(split.val)}, test {len(split.test)}")
+    if any(not split.val for split in splits):
+        print(
+            f"warning: {args.out}: some folds have no validation slides; `hmil train` refuses "
+            "them unless given --select-metric last (keep the last epoch)",
+            file=sys.stderr,
+        )
     return 0

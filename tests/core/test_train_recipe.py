@@ -4,6 +4,9 @@ presets reproduce the published recipe, and a small cohort is learnt (SYNTHETIC 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -141,3 +144,27 @@ def test_the_defaults_learn_a_small_cohort_well_above_chance(tmp_path):
     assert fine["balanced_accuracy"] > 0.5, fine["balanced_accuracy"]
     preds = pd.read_csv(fold_paths(tmp_path / "run", 0).predictions)
     assert len(preds) == result.folds[0].test_metrics["n"] and np.isfinite(fine["macro_auc"])
+
+
+def test_deterministic_mode_is_scoped_to_the_fold(monkeypatch):
+    from hmil.train.loop import deterministic_kernels
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    before = torch.are_deterministic_algorithms_enabled()
+    with deterministic_kernels(torch.device("cuda"), enabled=True):  # no kernel runs here
+        assert torch.are_deterministic_algorithms_enabled()
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    assert torch.are_deterministic_algorithms_enabled() == before
+    assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    with deterministic_kernels(torch.device("cpu"), enabled=True):  # CPU: nothing to change
+        assert torch.are_deterministic_algorithms_enabled() == before
+
+
+def test_evaluation_does_not_import_the_training_loop():
+    """No cycle train.api → loop → evaluate → api: evaluation stands on its own."""
+    code = (
+        "import sys, hmil.train.evaluate; "
+        "print(sorted(m for m in ('hmil.train.api', 'hmil.train.loop') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
