@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from hmil import __version__
-from hmil.config import ModelConfig, legacy_values
+from hmil.config import ModelConfig
 from hmil.errors import CheckpointError
 from hmil.hierarchy import Hierarchy
 from hmil.io import atomic_path
@@ -70,19 +70,6 @@ def save_checkpoint(path: str | Path, model: HMIL, info: CheckpointInfo) -> Path
     return Path(path)
 
 
-#: parameters only the training loss uses (``loss.inst_cluster``); checkpoints written before
-#: they existed lack them, and prediction never reads them
-TRAINING_ONLY_PREFIXES = ("coarse_instance.", "fine_instance.")
-
-
-def _load_weights(model: HMIL, state_dict: dict[str, torch.Tensor]) -> None:
-    """Load ``state_dict`` strictly, except that training-only parameters may be missing."""
-    missing, unexpected = model.load_state_dict(state_dict, strict=False)
-    missing = [k for k in missing if not k.startswith(TRAINING_ONLY_PREFIXES)]
-    if missing or unexpected:
-        raise RuntimeError(f"missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
-
-
 def load_checkpoint_file(
     path: str | Path, map_location: str | torch.device = "cpu"
 ) -> tuple[HMIL, CheckpointInfo]:
@@ -118,11 +105,11 @@ def load_checkpoint_file(
         )
     try:
         hierarchy = Hierarchy.from_dict(payload["hierarchy"], source=str(p))
-        # fields a checkpoint predates take the values it was trained with (shared head, ...)
-        model_config = ModelConfig(**{**legacy_values()["model"], **payload["model_config"]})
+        # checkpoints written before ``model.head`` existed all have the paper's shared head
+        model_config = ModelConfig(**{"head": "shared", **payload["model_config"]})
         in_dim = int(payload["in_dim"])
         model = HMIL(in_dim, hierarchy.n_coarse, hierarchy.n_fine, model_config)
-        _load_weights(model, payload["state_dict"])
+        model.load_state_dict(payload["state_dict"])
     except (KeyError, TypeError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0][:160]
         raise CheckpointError(p, f"checkpoint is incomplete or inconsistent ({first})") from None

@@ -129,13 +129,6 @@ class LossConfig:
         default_factory=lambda: LossTerm(curriculum="contrastive"),
         metadata={"help": "supervised contrastive loss on the class-wise fine bag embeddings"},
     )
-    inst_cluster: LossTerm = field(
-        default_factory=lambda: LossTerm(enabled=False, weight=0.5, curriculum="none"),
-        metadata={
-            "help": "CLAM's instance clustering at both levels: each class row's most attended "
-            "instances are classified in/out of its class (not in the paper; see README)"
-        },
-    )
     schedule: str = _f(
         "linear", "β over epochs: linear 1 − e/E, quadratic 1 − (e/E)², constant (beta)"
     )
@@ -170,7 +163,6 @@ class LossConfig:
             "bag_align": self.bag_align,
             "inst_align": self.inst_align,
             "supcon": self.supcon,
-            "inst_cluster": self.inst_cluster,
         }
 
     def __post_init__(self) -> None:

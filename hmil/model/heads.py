@@ -58,25 +58,5 @@ class PerClassHead(nn.Module):
         return (bags * self.weight).sum(dim=-1) + self.bias
 
 
-class InstanceClassifiers(nn.Module):
-    """One in-class / out-of-class instance classifier per class (CLAM's instance clustering).
-
-    Used only by the training loss ``loss.inst_cluster`` (:func:`hmil.model.losses.
-    instance_cluster_loss`); prediction never reads it. Weights ``(K, 2, F)``, bias ``(K, 2)``:
-    classifier k maps an instance feature ``(F,)`` to 2 logits (out of class k, in class k).
-    """
-
-    def __init__(self, in_dim: int, n_classes: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(n_classes, 2, in_dim))
-        self.bias = nn.Parameter(torch.zeros(n_classes, 2))
-        for k in range(n_classes):
-            nn.init.xavier_normal_(self.weight.data[k])
-
-    def forward(self, k: int, h: torch.Tensor) -> torch.Tensor:
-        """``h`` ``(n, F)`` instances → ``(n, 2)`` logits of classifier ``k``."""
-        return h.to(self.weight.dtype) @ self.weight[k].T + self.bias[k]
-
-
 #: ``model.head`` → implementation
 HEADS: dict[str, type[nn.Module]] = {"shared": SharedHead, "per_class": PerClassHead}

@@ -29,7 +29,7 @@ from torch import nn
 
 from hmil.config import ModelConfig
 from hmil.model.attention import ClassWiseGatedAttention, OnlinePool, attention_pool
-from hmil.model.heads import HEADS, InstanceClassifiers, PerClassHead
+from hmil.model.heads import HEADS, PerClassHead
 from hmil.model.init import initialise
 
 #: CPU inference forwards bags larger than this in blocks of this many instances (exact online
@@ -49,9 +49,6 @@ class HMILOutput:
         coarse_attention: ``(Kc, N)``, each row a distribution over the instances.
         fine_attention: ``(Kf, N)``.
         fine_embeddings: ``(Kf, fine_dim)`` L2-normalised class-wise fine bag embeddings.
-        coarse_features: ``(N, coarse_dim)`` instance features h_c (in-memory forward only; for
-            the instance-clustering loss), else None.
-        fine_features: ``(N, fine_dim)`` instance features h_f, likewise.
     """
 
     coarse_logits: torch.Tensor
@@ -59,8 +56,6 @@ class HMILOutput:
     coarse_attention: torch.Tensor
     fine_attention: torch.Tensor
     fine_embeddings: torch.Tensor
-    coarse_features: torch.Tensor | None = None
-    fine_features: torch.Tensor | None = None
 
 
 class HMIL(nn.Module):
@@ -99,9 +94,6 @@ class HMIL(nn.Module):
         self.coarse_head = HEADS[cfg.head](cfg.coarse_dim, n_coarse)
         self.fine_head = HEADS[cfg.head](cfg.fine_dim, n_fine)
         self.reset_parameters()
-        # training-only (loss.inst_cluster); initialised by their own CLAM-style rule
-        self.coarse_instance = InstanceClassifiers(cfg.coarse_dim, n_coarse)
-        self.fine_instance = InstanceClassifiers(cfg.fine_dim, n_fine)
 
     def reset_parameters(self) -> None:
         """Initialise every Linear layer and head with ``config.init`` (:mod:`hmil.model.init`)."""
@@ -155,8 +147,6 @@ class HMIL(nn.Module):
             coarse_attention=a_c,
             fine_attention=a_f,
             fine_embeddings=F.normalize(b_f.float(), dim=-1),
-            coarse_features=h_c,
-            fine_features=h_f,
         )
 
     @torch.no_grad()

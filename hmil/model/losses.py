@@ -14,8 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from hmil.config import LossConfig
-from hmil.model.heads import InstanceClassifiers
-from hmil.model.hmil import HMIL, HMILOutput
+from hmil.model.hmil import HMILOutput
 
 
 def bag_alignment_loss(
@@ -108,47 +107,6 @@ def supcon_loss(
     return -(pos_log_prob[has_pos] / n_pos[has_pos]).mean()
 
 
-def instance_cluster_loss(
-    attention: torch.Tensor,
-    features: torch.Tensor,
-    classifiers: InstanceClassifiers,
-    target: int,
-    k_sample: int = 8,
-) -> torch.Tensor:
-    """CLAM's instance-level clustering (subtyping mode, cross-entropy), for one level.
-
-    For the true class y, the ``k`` instances row y attends to most are labelled in-class and
-    the ``k`` it attends to least out-of-class for instance classifier y; for every other class
-    c, the ``k`` instances row c attends to most are labelled out-of-class for classifier c. The
-    K cross-entropies are averaged. It ties each attention row to instances that look like its
-    own class, so rows of different classes stop looking at the same patches. ``k`` is capped
-    at N // 2 for small bags.
-
-    Args:
-        attention: ``(K, N)`` class-wise attention of the level.
-        features: ``(N, F)`` instance features the level attends over.
-        classifiers: the level's :class:`~hmil.model.heads.InstanceClassifiers`.
-        target: the bag's class at this level.
-        k_sample: instances sampled per side (CLAM: 8).
-    """
-    n = features.shape[0]
-    k = max(1, min(k_sample, n // 2))
-    device = features.device
-    total = features.new_zeros((), dtype=torch.float32)
-    n_classes = attention.shape[0]
-    for c in range(n_classes):
-        top = torch.topk(attention[c].detach(), k).indices
-        if c == target:
-            bottom = torch.topk(-attention[c].detach(), k).indices
-            chosen = torch.cat([top, bottom])
-            labels = torch.cat([torch.ones(k), torch.zeros(k)]).long().to(device)
-        else:
-            chosen = top
-            labels = torch.zeros(k, dtype=torch.long, device=device)
-        total = total + F.cross_entropy(classifiers(c, features[chosen]).float(), labels)
-    return total / n_classes
-
-
 def curriculum_beta(epoch: int, epochs: int, schedule: str, constant: float = 0.5) -> float:
     """β(e): the weight of the coarse terms at 0-based ``epoch`` of ``epochs``.
 
@@ -231,10 +189,8 @@ class HMILLoss:
         fine_weights: torch.Tensor | None = None,
         coarse_weights: torch.Tensor | None = None,
         bags_per_step: int = 1,
-        model: HMIL | None = None,
     ) -> None:
         self.config = config
-        self.model = model  # its instance classifiers, for loss.inst_cluster
         self.mapping = mapping.float()
         self.fine_weights = fine_weights
         self.coarse_weights = coarse_weights
@@ -267,7 +223,6 @@ class HMILLoss:
                 out.coarse_attention, out.fine_attention, mapping
             ),
             "supcon": lambda: self._supcon(out, y_fine, epoch, epochs, memory),
-            "inst_cluster": lambda: self._inst_cluster(out, fine_target, int(y_coarse)),
         }
         scale = {"supcon": self.supcon_scale}
         total = out.fine_logits.new_zeros(()).float()
@@ -281,18 +236,6 @@ class HMILLoss:
             if weight != 0.0:
                 total = total + weight * value
         return LossResult(total=total, terms=terms, beta=beta)
-
-    def _inst_cluster(self, out: HMILOutput, y_fine: int, y_coarse: int) -> torch.Tensor:
-        """Instance clustering at both levels, averaged (needs the in-memory forward)."""
-        if self.model is None or out.fine_features is None or out.coarse_features is None:
-            raise ValueError("loss.inst_cluster needs HMILLoss(model=...) and instance features")
-        fine = instance_cluster_loss(
-            out.fine_attention, out.fine_features, self.model.fine_instance, y_fine
-        )
-        coarse = instance_cluster_loss(
-            out.coarse_attention, out.coarse_features, self.model.coarse_instance, y_coarse
-        )
-        return (fine + coarse) / 2
 
     def _supcon(
         self,

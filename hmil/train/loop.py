@@ -236,9 +236,8 @@ def _start_fold(
         coarse_y = np.asarray(hierarchy.parent)[fine_y]
         coarse_w = torch.from_numpy(inverse_frequency_weights(coarse_y, hierarchy.n_coarse))
     criterion = HMILLoss(
-        config.loss, torch.from_numpy(hierarchy.mapping), fine_w, coarse_w, tc.bags_per_step,
-        model=model,
-    )  # fmt: skip
+        config.loss, torch.from_numpy(hierarchy.mapping), fine_w, coarse_w, tc.bags_per_step
+    )
     tracker = _Selection()
     start_epoch = 0
     if state is not None:
