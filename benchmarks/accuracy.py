@@ -99,20 +99,22 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("CLAM-SB (torchmil)", "peer", peer="clam_sb"),
     Variant("TransMIL (torchmil)", "peer", peer="transmil"),
     Variant("DSMIL (torchmil K-way)", "peer", peer="dsmil"),
-    # ---- recipe search around the defaults (per-class head, 1 bag per step, cosine): one
-    # choice changed per row; the paper preset (shared, 64 per step, plateau) is a main row
+    # ---- recipe search around the defaults (per-class head, Xavier init, 1 bag per step,
+    # constant lr, SupCon on the true row): one choice changed per row; the paper preset
+    # (shared head, Kaiming init, 64 per step, plateau, SupCon on all rows) is a main row
     Variant("search: shared head", "hmil", (_SH,), groups=("search",)),
     Variant("search: Kaiming init (paper)", "hmil", (("model.init", "kaiming"),),
             groups=("search",)),
-    Variant("search: Xavier init (CLAM)", "hmil", (("model.init", "xavier"),), groups=("search",)),
+    Variant("search: PyTorch default init", "hmil", (("model.init", "pytorch"),),
+            groups=("search",)),
     Variant("search: 8 bags/step", "hmil", (("train.bags_per_step", 8),), groups=("search",)),
     Variant("search: 64 bags/step with lr×8", "hmil",
             (("train.bags_per_step", 64), ("train.lr", "x8")), groups=("search",)),
+    Variant("search: cosine schedule", "hmil", (("train.lr_schedule", "cosine"),),
+            groups=("search",)),
     Variant("search: plateau schedule", "hmil", (("train.lr_schedule", "plateau"),),
             groups=("search",)),
-    Variant("search: constant lr", "hmil", (("train.lr_schedule", "constant"),),
-            groups=("search",)),
-    Variant("search: SupCon on the true row only", "hmil", (("loss.supcon_views", "true"),),
+    Variant("search: SupCon on all rows (paper)", "hmil", (("loss.supcon_views", "all"),),
             groups=("search",)),
     # ---- class balancing (measured on the imbalanced cohort)
     Variant("balance: sampler", "hmil", (("train.class_balance", "sampler"),),

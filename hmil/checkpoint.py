@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from hmil import __version__
-from hmil.config import ModelConfig
+from hmil.config import ModelConfig, legacy_values
 from hmil.errors import CheckpointError
 from hmil.hierarchy import Hierarchy
 from hmil.io import atomic_path
@@ -105,8 +105,8 @@ def load_checkpoint_file(
         )
     try:
         hierarchy = Hierarchy.from_dict(payload["hierarchy"], source=str(p))
-        # checkpoints written before ``model.head`` existed all have the paper's shared head
-        model_config = ModelConfig(**{"head": "shared", **payload["model_config"]})
+        # fields a checkpoint predates take the values it was trained with (shared head, ...)
+        model_config = ModelConfig(**{**legacy_values()["model"], **payload["model_config"]})
         in_dim = int(payload["in_dim"])
         model = HMIL(in_dim, hierarchy.n_coarse, hierarchy.n_fine, model_config)
         model.load_state_dict(payload["state_dict"])

@@ -49,7 +49,7 @@ class ModelConfig:
     )
 
     init: str = _f(
-        "pytorch",
+        "xavier",
         "weight initialisation: 'pytorch' (nn.Linear's default, as ABMIL/TransMIL), 'xavier' "
         "(CLAM) or 'kaiming' (Kaiming-normal, zero bias: the paper's reference)",
     )
@@ -145,7 +145,7 @@ class LossConfig:
         "cross-entropies (the released code's scale); equal at bags_per_step 1",
     )
     supcon_views: str = _f(
-        "all",
+        "true",
         "SupCon views of a bag: 'all' = its Kf class-wise fine embeddings, each labelled with "
         "the bag's fine class (paper); 'true' = only the embedding of its own class's row",
     )
@@ -210,7 +210,7 @@ class TrainConfig:
         1, "bags whose losses are averaged into one optimiser step (gradient accumulation)"
     )
     lr_schedule: str = _f(
-        "cosine",
+        "constant",
         "learning rate over epochs: cosine (from lr down to lr·lr_final_fraction at the last "
         "epoch), plateau (ReduceLROnPlateau on the selection metric, the paper's) or constant",
     )

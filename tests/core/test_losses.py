@@ -128,3 +128,30 @@ def test_memory_is_bounded_fifo():
     assert feats.shape == (2, 3, 2) and labels.tolist() == [1, 2]
     memory.clear()
     assert memory.tensors(torch.device("cpu")) == (None, None)
+
+
+def test_supcon_on_the_true_row_uses_one_view_per_bag():
+    """``supcon_views: true``: the bag's own class row against the memory bags' own rows."""
+    from hmil.model.losses import SupConMemory
+
+    torch.manual_seed(0)
+    out = _output()
+    memory = SupConMemory(4)
+    mem_positive = torch.nn.functional.normalize(
+        torch.randn(7, out.fine_embeddings.shape[1]), dim=1
+    )
+    mem_negative = torch.nn.functional.normalize(
+        torch.randn(7, out.fine_embeddings.shape[1]), dim=1
+    )
+    memory.push(mem_positive, 2)
+    memory.push(mem_negative, 4)
+    only = LossConfig(
+        ce_fine=LossTerm(enabled=False), ce_coarse=LossTerm(enabled=False),
+        bag_align=LossTerm(enabled=False), inst_align=LossTerm(enabled=False),
+        schedule="constant", beta=0.0, supcon_views="true",
+    )  # fmt: skip
+    got = HMILLoss(only, M)(out, fine_target=2, epoch=0, epochs=10, memory=memory).total
+    anchor = out.fine_embeddings[2]
+    logits = torch.stack([anchor @ mem_positive[2], anchor @ mem_negative[1]]) / 0.1
+    expected = -(logits[0] - torch.logsumexp(logits, 0))
+    assert float(got) == pytest.approx(float(expected), rel=1e-5)

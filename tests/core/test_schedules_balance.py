@@ -100,7 +100,8 @@ def test_supcon_step_normalisation_and_class_weights_scale_the_terms():
     out = model(torch.randn(12, 8))
     mapping = torch.from_numpy(h.mapping)
     memory = SupConMemory(4)
-    memory.push(model(torch.randn(12, 8)).fine_embeddings, 2)
+    memory.push(model(torch.randn(12, 8)).fine_embeddings, 2)  # a positive
+    memory.push(model(torch.randn(12, 8)).fine_embeddings, 5)  # and a negative
     only_supcon = cfg.LossConfig(
         ce_fine=cfg.LossTerm(enabled=False), ce_coarse=cfg.LossTerm(enabled=False),
         bag_align=cfg.LossTerm(enabled=False), inst_align=cfg.LossTerm(enabled=False),
