@@ -137,14 +137,10 @@ def test_supcon_on_the_true_row_uses_one_view_per_bag():
     torch.manual_seed(0)
     out = _output()
     memory = SupConMemory(4)
-    mem_positive = torch.nn.functional.normalize(
-        torch.randn(7, out.fine_embeddings.shape[1]), dim=1
-    )
-    mem_negative = torch.nn.functional.normalize(
-        torch.randn(7, out.fine_embeddings.shape[1]), dim=1
-    )
+    mem_positive = torch.nn.functional.normalize(torch.randn(3, 2), dim=1)  # (Kf, F)
+    mem_negative = torch.nn.functional.normalize(torch.randn(3, 2), dim=1)
     memory.push(mem_positive, 2)
-    memory.push(mem_negative, 4)
+    memory.push(mem_negative, 1)
     only = LossConfig(
         ce_fine=LossTerm(enabled=False), ce_coarse=LossTerm(enabled=False),
         bag_align=LossTerm(enabled=False), inst_align=LossTerm(enabled=False),
