@@ -67,8 +67,8 @@ def _generated(name: str, spec: CohortSpec, description: str) -> Callable[[int],
 
 
 SMALL = dataclasses.replace(EASY, n_slides=300, noise=0.5, grid_min=8, grid_max=11)
-LARGE = dataclasses.replace(EASY, n_slides=2100, noise=0.6, grid_min=6, grid_max=9,
-                            key_fraction=0.08)  # fmt: skip
+LARGE = dataclasses.replace(EASY, n_slides=2100, noise=0.6, grid_min=5, grid_max=7,
+                            key_fraction=0.1)  # fmt: skip
 IMBALANCED = dataclasses.replace(SMALL, n_slides=sum(BRACS_COUNTS), class_counts=BRACS_COUNTS)
 
 
@@ -225,7 +225,7 @@ COHORTS: dict[str, Callable[[int], BenchCohort]] = {
         "gen-small", SMALL, "generated vectors, 300 bags of 64–121, D=64, BRACS tree"
     ),
     "gen-large": _generated(
-        "gen-large", LARGE, "generated vectors, 2,100 bags of 36–81, D=64, BRACS tree"
+        "gen-large", LARGE, "generated vectors, 2,100 bags of 25–49, D=64, BRACS tree"
     ),
     "gen-imbalanced": _generated(
         "gen-imbalanced", IMBALANCED, "generated vectors, BRACS class counts (545 bags), D=64"
