@@ -1,20 +1,19 @@
 """Bag classifiers that turn K class-wise bag embeddings into K logits.
 
 HMIL (paper and released code) applies one *shared* ``Linear(F→1)`` to every row of the
-class-wise embedding matrix. That head is symmetric under a relabelling of what attention means:
-a bag of class j is classified equally well by row j attending to instances with a *high* w·h
-(the lesion, "positive evidence") or by every other row attending to instances with a *low* w·h
-while row j attends to background ("negative evidence"). Which of the two a run learns is
-settled early (we read it as the random sign of w along the lesion direction); on the SYNTHETIC
-``easy`` benchmark cohort the true-class attention AUROC ranged from 0.29 (inverted: it avoids the
-key instances) to 0.87 over five seeds (``benchmarks/results/attention_easy_seed1.md``,
-``benchmarks/results/accuracy.md``).
+class-wise embedding matrix (``model.head: shared``). The shared head is symmetric under a
+relabelling of what attention means: a bag of class j is classified equally well by row j
+attending to instances with a *high* w·h (the lesion, "positive evidence") or by every other
+row attending to instances with a *low* w·h while row j attends to background. Runs with the
+shared head learned maps of both kinds (true-row attention AUROC below 0.5 on some seeds:
+``benchmarks/results/accuracy.md``); what decides which one a run learns is not established
+(an earlier reading here, the random sign of w at initialisation, did not hold up).
 
-The ``per_class`` head (one ``Linear(F→1)`` per class, as CLAM-MB's bag classifiers) removes
-the symmetry: the gradient of class j's own weight vector points at the mean embedding of
-class-j bags minus the others, so its sign comes from the data, and row j learns to attend to
-what raises its own logit. It adds (K−1)·(F+1) parameters (1,542 fine + 2,050 coarse for the
-BRACS tree at the reference sizes).
+The ``per_class`` head (the default; one ``Linear(F→1)`` per class, as CLAM-MB's bag
+classifiers) has no such symmetry: class j's logit depends only on row j, so row j is trained
+to attend to what raises class j's own logit. It adds (K−1)·(F+1) parameters (1,542 fine +
+2,050 coarse for the BRACS tree at the reference sizes). Measured against the shared head in
+``benchmarks/results/accuracy.md`` (README "The method").
 """
 
 from __future__ import annotations
@@ -48,7 +47,8 @@ class PerClassHead(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Kaiming-normal rows (fan-in F, as each row is a Linear(F→1)), zero bias."""
+        """Kaiming-normal rows (fan-in F, as each row is a Linear(F→1)), zero bias; HMIL then
+        re-initialises the head with its ``model.init`` scheme (:mod:`hmil.model.init`)."""
         nn.init.kaiming_normal_(self.weight)
         nn.init.zeros_(self.bias)
 
