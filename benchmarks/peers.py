@@ -15,8 +15,9 @@ Peers (all take one bag ``x (N, D)`` and return :class:`PeerOutput`):
   class-wise gated attention, one bag classifier per class, instance clustering; 0.7·CE +
   0.3·instance loss): the flat peer with class-wise attention, the closest flat relative of HMIL.
 * ``dsmil`` — torchmil ``DSMIL`` (Li et al. 2021) with a K-way instance classifier, so each
-  class has its own critical instance and attention column, and per-class bag logits; trained
-  with DSMIL's 0.5·bag CE + 0.5·CE of the max-instance logits.
+  class has its own critical instance and attention column, and DSMIL's multi-class bag
+  classifier (a linear map of the K class embeddings to K logits, its ``Conv1d(K, K, width)``);
+  trained with DSMIL's 0.5·bag CE + 0.5·CE of the max-instance logits.
 * ``clam_sb`` — torchmil ``CLAM_SB`` (Lu et al. 2021), CLAM's "small" sizes (``Linear(D→512)``,
   gate 256, gated), k_sample 8, cross-entropy instance loss (CLAM's default) with one instance
   classifier per class and CLAM's subtyping rule (out-of-class instance loss for every other
@@ -217,11 +218,15 @@ class DSMILPeer(Peer):
 
         self.model = DSMIL(in_shape=(in_dim,), att_dim=att_dim, feat_ext=_projection(in_dim, width))
         self.model.inst_classifier = nn.Linear(width, n_classes)  # one column per class
-        self.model.bag_classifier = nn.Linear(width, 1)  # applied to each class's embedding
+        # DSMIL's multi-class bag classifier, Conv1d(K, K, kernel_size=width) over the K class
+        # embeddings, is a linear map of all of them to K logits: (1, K, width) → (1, K)
+        self.model.bag_classifier = nn.Sequential(
+            nn.Flatten(1), nn.Linear(n_classes * width, n_classes)
+        )
 
     def forward(self, x: torch.Tensor, target: int | None = None) -> PeerOutput:
         logits, attention, inst = self.model(x[None], return_att=True, return_inst_pred=True)
-        # logits (1, K, 1) → (K,); attention (1, N, K) → (K, N); inst (1, N, K)
+        # logits (1, K) → (K,); attention (1, N, K) → (K, N); inst (1, N, K)
         bag = logits.reshape(-1).float()
         aux = None
         if target is not None and self.training:  # DSMIL: CE of the max-instance logits too
