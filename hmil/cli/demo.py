@@ -7,6 +7,7 @@ import shlex
 from pathlib import Path
 
 from hmil.cli import EXIT_OK, EXIT_SKIPPED
+from hmil.demo.defaults import EPOCHS, FOLDS, N_SLIDES
 from hmil.device import DEVICE_CHOICES
 
 NAME = "demo"
@@ -18,9 +19,15 @@ HELP = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="hmil-demo", help="demo directory (default: ./hmil-demo)")
-    parser.add_argument("--slides", type=int, default=36, help="synthetic slides (default 36)")
-    parser.add_argument("--folds", type=int, default=3, help="cross-validation folds (default 3)")
-    parser.add_argument("--epochs", type=int, default=20, help="epochs per fold (default 20)")
+    parser.add_argument(
+        "--slides", type=int, default=N_SLIDES, help=f"synthetic slides (default {N_SLIDES})"
+    )
+    parser.add_argument(
+        "--folds", type=int, default=FOLDS, help=f"cross-validation folds (default {FOLDS})"
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=EPOCHS, help=f"epochs per fold (default {EPOCHS})"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of data and training (default 0)")
     parser.add_argument(
         "--device", default="auto", help=f"{', '.join(DEVICE_CHOICES)} (default auto: CUDA if any)"
