@@ -3,9 +3,10 @@
 The view itself (pan, zoom, hover) lives in the browser; it reports only what the rest of the
 page follows, as component triggers: a label chosen on its label strip, the opacity slider let
 go, a patch clicked. Their callbacks run before the script, so they may write the page's
-widget keys (``ov_level``, ``ov_label``, ``ov_alpha``, ``patch_pick``) and every panel below
-the view follows on the same rerun. "Go to this patch" goes the other way: a request with a
-fresh ``nonce`` that the browser applies once.
+widget keys (``ov_level``, ``ov_label``, ``ov_alpha``; a clicked patch goes through
+``dz_patch`` to ``patch_pick``) and every panel below the view follows on the same rerun.
+"Go to this patch" goes the other way: a request with a fresh ``nonce`` that the browser
+applies once.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from viewer.components.inference import LEVELS
 
 GOTO_KEY = "dz_goto"
+PATCH_REQUEST = "dz_patch"
 
 
 def _trigger(state: Mapping[str, Any], component_key: str, name: str) -> Any:
@@ -39,10 +41,18 @@ def on_alpha(state: MutableMapping[str, Any], component_key: str) -> None:
 
 
 def on_patch(state: MutableMapping[str, Any], component_key: str) -> None:
-    """A patch was clicked on the view: inspect it."""
+    """A patch was clicked on the view: ask the page to inspect it (:func:`apply_patch_request`
+    moves it to ``patch_pick`` before that box is drawn with the clicked patch among its
+    options)."""
     value = _trigger(state, component_key, "patch")
     if isinstance(value, int) and value >= 0:
-        state["patch_pick"] = value
+        state[PATCH_REQUEST] = value
+
+
+def apply_patch_request(state: MutableMapping[str, Any]) -> None:
+    """Consume a patch clicked on the view (run before the widgets are drawn)."""
+    if PATCH_REQUEST in state:
+        state["patch_pick"] = int(state.pop(PATCH_REQUEST))
 
 
 def go_to_patch(state: MutableMapping[str, Any], x: float, y: float, patch_size: float) -> None:

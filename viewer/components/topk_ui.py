@@ -52,11 +52,11 @@ def topk_gallery(result: SlideResult, slide: Slide | None, choice: OverlayChoice
             col.button("inspect", key=f"topk_inspect_{rank}", on_click=_select_patch, args=(index,))
     options = slide_lookup.inspect_options(top, state.get("patch_pick"), result.n_instances)
     keep_choice(state, "patch_pick", options, None)
-    where = {i: tuple(int(v) for v in result.coords[i]) for i in options if i is not None}
+    coords = result.coords.tolist()
     st.selectbox(
         "Inspect patch",
         options,
         key="patch_pick",
-        format_func=lambda i: "(none)" if i is None else f"patch {i} at {where[i]}",
+        format_func=lambda i: "(none)" if i is None else f"patch {i} at {tuple(coords[i])}",
         help="or click a patch on the view",
     )

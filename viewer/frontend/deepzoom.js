@@ -157,6 +157,7 @@ class SlideView {
       if (!e.quick) return;
       const p = this.level0(e.position);
       const i = this.layer ? this.layer.patchIndex(p.x, p.y) : -1;
+      mark("patch-click", { index: i });
       if (i >= 0) onPatch(i);
     });
     new OSD.MouseTracker({
