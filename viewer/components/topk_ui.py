@@ -58,5 +58,5 @@ def topk_gallery(result: SlideResult, slide: Slide | None, choice: OverlayChoice
         options,
         key="patch_pick",
         format_func=lambda i: "(none)" if i is None else f"patch {i} at {tuple(coords[i])}",
-        help="or click a patch on the view",
+        placeholder="pick a patch above (inspect), or click one on the view",
     )

@@ -133,6 +133,7 @@ class SlideView {
       animationTime: 0.25,
       springStiffness: 9,
       imageLoaderLimit: 8,
+      maxTilesPerFrame: 8, // the default 1 loads one tile per frame: ~20 ms apart here
       timeout: 60000,
       gestureSettingsMouse: { clickToZoom: false, dblClickToZoom: true, scrollToZoom: true },
       gestureSettingsTouch: { pinchToZoom: true, dblClickToZoom: true, flickEnabled: true },
