@@ -91,7 +91,7 @@ def _wheel(page: Any) -> float:
     page.mouse.move(x, y)
     t0 = browser.now(page)
     page.mouse.wheel(0, -120)
-    return browser.wait_event(page, "slide-loaded", t0, timeout_s=120) - t0
+    return browser.wait_tiles_drawn(page, t0) - t0
 
 
 def _drag(page: Any, dx: float) -> float:
@@ -101,10 +101,7 @@ def _drag(page: Any, dx: float) -> float:
     page.mouse.down()
     page.mouse.move(x + dx, y + dx / 2, steps=5)
     page.mouse.up()
-    try:
-        return browser.wait_event(page, "slide-loaded", t0, timeout_s=120) - t0
-    except Exception:  # every tile needed was already there: nothing to wait for
-        return float("nan")
+    return browser.wait_tiles_drawn(page, t0) - t0
 
 
 def _chip_switch(page: Any, name: str, strategy: str) -> float:

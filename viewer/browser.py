@@ -120,6 +120,29 @@ def wait_event(page: Any, name: str, after: float = 0.0, timeout_s: float = 60.0
     return float(events(page, name, after)[0]["t"])
 
 
+def wait_tiles_drawn(page: Any, after: float, timeout_s: float = 120.0) -> float:
+    """Page time (ms) when the view has settled after an interaction at ``after``: the zoom or
+    pan animation finished, no tile request is in flight, and the last tile that arrived has
+    been drawn (the first frame drawn after it)."""
+    page.wait_for_function(
+        """(a) => { const d = window.__hmilDZ; if (!d) return false;
+            const ev = d.events.filter(e => e.t > a);
+            const settled = ev.some(e => e.name === 'settled');
+            const tiles = ev.filter(e => e.name === 'tile');
+            const last = tiles.length ? tiles[tiles.length - 1].t : a;
+            return settled && d.busy() === 0 && performance.now() - last > 300
+                && ev.some(e => e.name === 'draw' && e.t >= last); }""",
+        arg=after,
+        timeout=timeout_s * 1000,
+        polling=50,
+    )
+    ev = [e for e in page.evaluate("window.__hmilDZ.events") if e["t"] > after]
+    tiles = [e["t"] for e in ev if e["name"] == "tile"]
+    if not tiles:
+        return float(next(e["t"] for e in ev if e["name"] == "settled"))
+    return float(next(e["t"] for e in ev if e["name"] == "draw" and e["t"] >= tiles[-1]))
+
+
 def now(page: Any) -> float:
     return float(page.evaluate("performance.now()"))
 

@@ -81,7 +81,7 @@ def _drive_view(page: Any, out_dir: Path) -> dict[str, object]:
     for _ in range(2):
         page.mouse.wheel(0, -120)
         page.wait_for_timeout(150)
-    found["wheel_ms"] = browser.wait_event(page, "slide-loaded", t0, timeout_s=60) - t0
+    found["wheel_ms"] = browser.wait_tiles_drawn(page, t0) - t0
     found["new_tiles"] = len(browser.events(page, "tile")) - tiles_before
     scale_before = page.locator(".hmil-dz-scale-text").first.inner_text()
     page.mouse.down()

@@ -15,7 +15,10 @@
 // Triggers to Python: label {level, label}, alpha (number), patch (index).
 
 const VIEWS = new WeakMap();
+const LIVE = new Set(); // open OpenSeadragon viewers, for PERF.busy()
 const PERF = (window.__hmilDZ = window.__hmilDZ || { events: [] });
+// tiles being fetched by any view right now (the benchmark waits for 0)
+PERF.busy = () => Array.from(LIVE).reduce((n, v) => n + v.imageLoader.jobsInProgress, 0);
 
 function mark(name, extra) {
   PERF.events.push({ name, t: performance.now(), ...(extra || {}) });
@@ -138,6 +141,8 @@ class SlideView {
       gestureSettingsMouse: { clickToZoom: false, dblClickToZoom: true, scrollToZoom: true },
       gestureSettingsTouch: { pinchToZoom: true, dblClickToZoom: true, flickEnabled: true },
     });
+    LIVE.add(this.viewer);
+    this.viewer.addHandler("animation-finish", () => mark("settled"));
     this.overlay = el("canvas", "hmil-dz-layer");
     this.viewer.canvas.appendChild(this.overlay);
     this.layerTiles = null;
@@ -316,6 +321,7 @@ class SlideView {
   }
 
   destroy() {
+    LIVE.delete(this.viewer);
     this.viewer.destroy();
     this.frame.remove();
   }
