@@ -572,8 +572,9 @@ export default function (component) {
     if (!entry.view) entry.view = new DeepZoom(root, OSD);
     entry.view.update(data, { setTriggerValue, setStateValue });
   }).catch((err) => {
-    const box = el("div", "hmil-dz-error", root, String(err));
-    box.title = "the deep-zoom view needs `hmil view` (it serves the tiles and OpenSeadragon)";
+    el("div", "hmil-dz-error", root,
+      `${err.message}: the deep-zoom view needs the viewer's own server, which serves ` +
+      "OpenSeadragon and the tiles — start it with `hmil view` (not `streamlit run viewer/app.py`)");
   });
   return () => {
     if (gen !== entry.gen) return; // only the latest call owns the view
