@@ -1,4 +1,7 @@
-"""HMIL Studio viewer — entry point (``hmil view [RUN]`` or ``streamlit run viewer/app.py``).
+"""HMIL Studio viewer — the page script that ``viewer/server.py`` serves (``hmil view [RUN]``).
+
+``streamlit run viewer/app.py`` also works, but without the tile routes of
+:mod:`viewer.server`: the slide page's deep-zoom view then says it needs ``hmil view``.
 
 Builds the navigation (slide, cohort, training pages), the shared sidebar run picker and the
 SYNTHETIC banner, then runs the selected page. The page scripts live in ``viewer/views/``, not

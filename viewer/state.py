@@ -20,6 +20,10 @@ ENV_RUN = "HMIL_VIEW_RUN"
 ENV_CHECKPOINT = "HMIL_VIEW_CHECKPOINT"
 ENV_DATA_ROOTS = "HMIL_VIEW_DATA_ROOTS"  # os.pathsep-separated
 ENV_MAX_UPLOAD_MB = "HMIL_VIEW_MAX_UPLOAD_MB"
+#: how the attention layer is drawn: ``canvas`` (in the browser, default) or ``tiles``
+#: (server-rendered overlay tiles, kept to measure against; see viewer/tiles/overlay.py)
+ENV_OVERLAY = "HMIL_VIEW_OVERLAY"
+OVERLAYS = ("canvas", "tiles")
 
 #: the source checkout (parent of ``viewer/``), where ``checkpoints/`` lives
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -40,6 +44,7 @@ class ViewerSettings:
         roots: every folder (or file) the viewer may read: ``data_roots``, the run, the data
             the run's config names, the demo folder and ``checkpoints/``.
         max_upload_mb: largest upload accepted.
+        overlay: how the attention layer is drawn (:data:`OVERLAYS`).
     """
 
     run: Path | None
@@ -47,6 +52,11 @@ class ViewerSettings:
     data_roots: tuple[Path, ...]
     roots: tuple[Path, ...]
     max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB
+    overlay: str = OVERLAYS[0]
+
+    def __post_init__(self) -> None:
+        if self.overlay not in OVERLAYS:
+            raise ValueError(f"overlay must be one of {OVERLAYS}, got {self.overlay!r}")
 
 
 def demo_dirs(cwd: Path) -> list[Path]:
@@ -109,6 +119,7 @@ def build_settings(
     checkpoint: str | Path | None = None,
     max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB,
     cwd: str | Path | None = None,
+    overlay: str = OVERLAYS[0],
 ) -> ViewerSettings:
     """Resolve paths and collect the data roots (see :class:`ViewerSettings`)."""
     here = Path(cwd) if cwd is not None else Path.cwd()
@@ -128,6 +139,7 @@ def build_settings(
         data_roots=extra,
         roots=tuple(_unique(roots)),
         max_upload_mb=int(max_upload_mb),
+        overlay=overlay,
     )
 
 
@@ -141,12 +153,14 @@ def settings_from_env(
         max_mb = int(env.get(ENV_MAX_UPLOAD_MB, "") or DEFAULT_MAX_UPLOAD_MB)
     except ValueError:
         max_mb = DEFAULT_MAX_UPLOAD_MB
+    overlay = env.get(ENV_OVERLAY, "") or OVERLAYS[0]
     return build_settings(
         run=env.get(ENV_RUN) or None,
         data_roots=roots,
         checkpoint=env.get(ENV_CHECKPOINT) or None,
         max_upload_mb=max_mb,
         cwd=cwd,
+        overlay=overlay if overlay in OVERLAYS else OVERLAYS[0],
     )
 
 
@@ -157,6 +171,7 @@ def settings_env(settings: ViewerSettings) -> dict[str, str]:
         ENV_CHECKPOINT: str(settings.checkpoint or ""),
         ENV_DATA_ROOTS: os.pathsep.join(str(r) for r in settings.data_roots),
         ENV_MAX_UPLOAD_MB: str(settings.max_upload_mb),
+        ENV_OVERLAY: settings.overlay,
     }
     return env
 

@@ -1,5 +1,10 @@
 """``hmil view [RUN]``: start the Streamlit viewer on a run directory (default: the demo run).
 
+The server is :mod:`viewer.server` — the Streamlit pages and the Deep Zoom tile routes as one
+ASGI app under uvicorn, on one port. ``hmil view`` *replaces itself* with it (``exec``): the
+process a supervisor, a terminal's Ctrl-C or ``kill`` signals is the server itself, so stopping
+``hmil view`` stops the server and nothing is left serving.
+
 The viewer binds to 127.0.0.1 unless ``--host`` says otherwise, reads files only below its data
 roots (the run, the data its config names, the demo folder, ``checkpoints/`` and each
 ``--data-root``) and caps uploads at ``--max-upload-mb``. Settings reach the Streamlit process
@@ -10,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -51,15 +55,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-upload-mb", type=int, default=512, help="largest upload accepted (default 512)"
     )
     parser.add_argument(
+        "--overlay",
+        choices=["canvas", "tiles"],
+        default="canvas",
+        help="how the attention layer is drawn: coloured in the browser from the patch scores "
+        "(default, faster) or as server-rendered overlay tiles (kept for comparison)",
+    )
+    parser.add_argument(
         "--dry-run", action="store_true", help="print the streamlit command and exit"
     )
 
 
 def app_path() -> Path:
-    """``viewer/app.py`` of the installed viewer package."""
+    """``viewer/server.py`` (the ASGI app: pages + tile routes) of the installed viewer."""
     import viewer
 
-    return Path(next(iter(viewer.__path__))) / "app.py"
+    return Path(next(iter(viewer.__path__))) / "server.py"
 
 
 def streamlit_command(host: str, port: int, max_upload_mb: int) -> list[str]:
@@ -95,7 +106,11 @@ def run(args: argparse.Namespace) -> int:
     if args.max_upload_mb < 1:
         raise HMILError("--max-upload-mb", "must be ≥ 1")
     settings = build_settings(
-        args.run, args.data_root, checkpoint=args.checkpoint, max_upload_mb=args.max_upload_mb
+        args.run,
+        args.data_root,
+        checkpoint=args.checkpoint,
+        max_upload_mb=args.max_upload_mb,
+        overlay=args.overlay,
     )
     if settings.run is None and settings.checkpoint is None:
         raise HMILError(
@@ -120,7 +135,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"{key}={value}")
         print(" ".join(command))
         return 0
-    return subprocess.call(command, env=env)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(command[0], command, env)  # never returns: this process becomes the server
+    return 0
 
 
 def _url_host(host: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -9,6 +10,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from viewer_fixtures import APP, NO_SLIDE_ID
 from viewer_fixtures import APP_TIMEOUT as TIMEOUT
+
+from viewer.tiles.registry import shared_registry
 
 pytestmark = pytest.mark.usefixtures("app_env")
 
@@ -40,10 +43,17 @@ def _frame(at: AppTest, column: str, nth: int = 0):
 
 
 def _main_caption(at: AppTest) -> str:
-    return next(c for c in _images(at) if "attention over" in c)
+    return next(c.value for c in at.caption if "attention over" in c.value)
 
 
-def test_slide_page_shows_prediction_overlay_and_banner() -> None:
+def _view(at: AppTest) -> dict:
+    """The data the deep-zoom component got (what the browser draws)."""
+    (element,) = at.get("bidi_component")
+    assert element.proto.component_name == "hmil_deepzoom"
+    return json.loads(element.proto.json or element.proto.mixed.json)
+
+
+def test_slide_page_shows_prediction_overlay_and_banner(viewer_root: Path) -> None:
     at = _start()
     assert at.title[0].value == "Slide"
     assert any("SYNTHETIC data" in w.value for w in at.warning)
@@ -52,20 +62,34 @@ def test_slide_page_shows_prediction_overlay_and_banner() -> None:
     charts = at.get("plotly_chart")
     assert len(charts) == 3  # coarse (Mᵀ p_f), coarse head, fine
     caption = _main_caption(at)
-    assert caption.startswith("fine · ") and "over the slide" in caption
-    assert any("green: lesion mask" in c for c in _images(at))  # ground truth beside
+    assert caption.startswith("fine · ") and "over the slide" in caption and "0.5 µm/px" in caption
     assert sum(c.startswith("#") for c in _images(at)) == 8  # top-k gallery
     assert "Prediction:" in " ".join(m.value for m in at.markdown)
+    view = _view(at)
+    label = at.selectbox(key="ov_label").value
+    assert view["show"]["level"] == "fine" and view["show"]["label"] == label
+    assert caption.startswith(f"fine · {label} — ")
+    assert view["show"]["outline"], "the ground-truth lesion outline is drawn on the view"
+    assert view["slide"]["mpp"] == 0.5 and view["layer"]["strategy"] == "canvas"
+    # the tile routes serve exactly the slide the page shows, under an opaque key
+    key = view["slide"]["dzi"].split("/")[-1].removesuffix(".dzi")
+    expected = viewer_root / "cohort" / "slides" / "synth-0000.tiff"
+    assert shared_registry().slide_path(key) == expected.resolve()
+    assert str(expected) not in json.dumps(view)  # no path reaches the browser
 
 
 def test_switching_level_and_label_changes_the_overlay() -> None:
     at = _start()
+    before = _view(at)
     at.radio(key="ov_level").set_value("coarse").run()
     _no_errors(at)
     assert at.selectbox(key="ov_label").options == ["benign", "atypical", "malignant"]
     at.selectbox(key="ov_label").set_value("malignant").run()
     assert _main_caption(at).startswith("coarse · malignant")
     assert at.subheader[-1].value == "Top patches · coarse · malignant"
+    after = _view(at)
+    assert (after["show"]["level"], after["show"]["label"]) == ("coarse", "malignant")
+    assert after["slide"] == before["slide"] and after["layer"] == before["layer"]  # no reload
     at.radio(key="ov_level").set_value("fine").run()
     at.selectbox(key="ov_label").set_value("DCIS").run()
     assert _main_caption(at).startswith("fine · DCIS")
@@ -75,39 +99,25 @@ def test_all_labels_of_a_level_as_small_multiples() -> None:
     at = _start()
     at.radio(key="ov_mode").set_value("all").run()
     _no_errors(at)
-    fine = [c for c in _images(at) if c.startswith("fine · ")]
-    assert fine == [f"fine · {n}" for n in ("N", "PB", "UDH", "FEA", "ADH", "DCIS", "IC")]
+    assert _main_caption(at).startswith("all fine labels")
+    view = _view(at)
+    assert view["show"]["mode"] == "all"
+    assert view["layer"]["names"]["fine"] == ["N", "PB", "UDH", "FEA", "ADH", "DCIS", "IC"]
     at.radio(key="ov_level").set_value("coarse").run()
-    coarse = [c for c in _images(at) if c.startswith("coarse · ")]
-    assert coarse == ["coarse · benign", "coarse · atypical", "coarse · malignant"]
+    assert _main_caption(at).startswith("all coarse labels")
 
 
-def test_style_controls_rerender_without_errors() -> None:
+def test_style_controls_change_the_layer_bytes_only_when_needed() -> None:
     at = _start()
+    first = _view(at)["layer"]
     at.slider(key="ov_alpha").set_value(0.8)
-    at.selectbox(key="ov_cmap").set_value("viridis")
+    at.selectbox(key="ov_cmap").set_value("viridis").run()
+    view = _view(at)
+    assert view["show"]["alpha"] == 0.8 and view["layer"]["values_key"] == first["values_key"]
     at.radio(key="ov_norm").set_value("raw")
     at.slider(key="ov_smooth").set_value(1.0).run()
     _no_errors(at)
-    assert _main_caption(at)
-
-
-def test_zoom_and_pan_by_buttons_and_sliders() -> None:
-    at = _start()
-    assert at.slider(key="vp_zoom").value == 0
-    cx0 = at.slider(key="vp_cx").value
-    at.button(key="nav_in").click().run()
-    assert at.slider(key="vp_zoom").value == 1
-    at.button(key="nav_in").click().run()
-    at.button(key="nav_right").click().run()
-    assert at.slider(key="vp_zoom").value == 2 and at.slider(key="vp_cx").value > cx0
-    zoom_caption = next(c.value for c in at.caption if c.value.startswith("Zoom 2/"))
-    assert "read from level" in zoom_caption
-    at.slider(key="vp_cy").set_value(100).run()
-    assert "centre (" in zoom_caption and at.slider(key="vp_cy").value == 100
-    at.button(key="nav_fit").click().run()
-    assert at.slider(key="vp_zoom").value == 0 and at.slider(key="vp_cx").value == cx0
-    _no_errors(at)
+    assert _view(at)["layer"]["values_key"] != first["values_key"]
 
 
 def test_slide_without_a_slide_file_uses_a_coordinate_canvas() -> None:
@@ -116,6 +126,8 @@ def test_slide_without_a_slide_file_uses_a_coordinate_canvas() -> None:
     assert at.selectbox(key="slide_pick").value == NO_SLIDE_ID
     assert any("No slide image" in i.value and "coordinate canvas" in i.value for i in at.info)
     assert "over the coordinate canvas" in _main_caption(at)
+    view = _view(at)
+    assert view["slide"] is None and view["canvas"]["w"] > 0 and view["layer"]["grid"]["n"] > 0
     _no_errors(at)
 
 
@@ -129,9 +141,23 @@ def test_topk_patch_inspection_shows_every_label_and_zooms_to_it() -> None:
     assert table.loc[table["label"] == at.selectbox(key="ov_label").value, "percentile"].max() == (
         pytest.approx(100.0)
     )
+    assert any(m.value.startswith(f"**Patch {index}**") for m in at.markdown)
+    assert _view(at)["patch_box"][2] == 128  # the inspected patch is outlined on the view
     at.button(key="patch_goto").click().run()
-    assert at.slider(key="vp_zoom").value > 0
+    goto = _view(at)["goto"]
+    assert goto["nonce"] == 1 and goto["size"] == 128
     _no_errors(at)
+
+
+def test_a_patch_clicked_on_the_view_is_inspected() -> None:
+    """The view's click callback leaves a request (tested in test_viewer_slide_logic); any
+    patch, not only a top-k one, is then inspected."""
+    at = _start()
+    at.session_state["dz_patch"] = 5
+    at.run()
+    _no_errors(at)
+    assert at.selectbox(key="patch_pick").value == 5
+    assert any(m.value.startswith("**Patch 5**") for m in at.markdown)
 
 
 def test_paths_outside_the_data_roots_are_refused() -> None:

@@ -6,7 +6,8 @@ a fold finishing on disk is picked up on the next rerun without clearing anythin
 * ``st.cache_resource`` — objects shared by every session and not copied: the loaded model
   (:class:`hmil.predict.Predictor`, on the GPU when there is one) and open slide handles.
 * ``st.cache_data`` — picklable results: per-slide predictions with attention, run tables,
-  thumbnails and viewport base images (bounded by ``max_entries``).
+  lesion outlines and the attention layer's bytes for the browser (bounded by
+  ``max_entries``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pandas as pd
 import streamlit as st
 
 from hmil.heatmap import HeatmapStyle
-from hmil.slides.reader import Region, Slide
+from hmil.slides.reader import Slide
 from viewer.components import rendering, runs
 from viewer.components.inference import SlideResult
 
@@ -70,38 +71,38 @@ def slide(path: Path) -> Slide:
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def _thumbnail(path: str, _sig: Any, size: tuple[int, int]) -> np.ndarray:
-    s = slide(Path(path))
-    w, h = s.dimensions
-    return s.read_rect(Region(0, 0, w, h), size)
-
-
-def thumbnail(path: Path, size: tuple[int, int]) -> np.ndarray:
-    """``(H, W, 3)`` picture of the whole slide at ``size = (W, H)``."""
-    return _thumbnail(str(path), signature(path), size)
-
-
-@st.cache_data(max_entries=48, show_spinner=False)
-def _base(path: str, _sig: Any, region: tuple[float, float, float, float], size: tuple[int, int]):
-    return rendering.base_image(slide(Path(path)), Region(*region), size)
-
-
-def base_image(path: Path | None, region: Region, size: tuple[int, int]) -> np.ndarray:
-    """Slide pixels of a viewport (white canvas without a slide); cached so that switching label
-    or style only re-colours the overlay."""
-    if path is None:
-        return rendering.base_image(None, region, size)
-    key = (region.x, region.y, region.w, region.h)
-    return _base(str(path), signature(path), key, (int(size[0]), int(size[1])))
-
-
-@st.cache_data(max_entries=32, show_spinner=False)
 def _mask(path: str, _sig: Any) -> np.ndarray:
     return rendering.load_mask(Path(path))
 
 
 def mask(path: Path) -> np.ndarray:
     return _mask(str(path), signature(path))
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _mask_outline(path: str, _sig: Any, slide_width: int) -> list[list[float]]:
+    m = mask(Path(path))
+    return rendering.mask_outline(m, slide_width / m.shape[1])
+
+
+def mask_outline(path: Path, slide_width: int) -> list[list[float]]:
+    """The lesion mask's boundary as level-0 polylines (the mask covers the slide's width)."""
+    return _mask_outline(str(path), signature(path), int(slide_width))
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _layer_part(
+    _result: SlideResult, normalize: str, smooth: float, identity: str
+) -> dict[str, Any]:
+    from viewer.components.deepzoom_data import layer_part
+
+    return layer_part(_result, normalize, smooth, identity)
+
+
+def layer_part(result: SlideResult, normalize: str, smooth: float, identity: str) -> dict[str, Any]:
+    """The attention layer's bytes for the browser, once per prediction and style
+    (``identity`` names the prediction: checkpoint and bag versions)."""
+    return _layer_part(result, normalize, smooth, identity + result.slide_id)
 
 
 @st.cache_data(max_entries=16, show_spinner=False, ttl=30)

@@ -1,81 +1,62 @@
-"""Session-state plumbing of the slide page: viewport widgets and their callbacks.
+"""Session-state plumbing of the slide page: what the deep-zoom view reports, and requests to it.
 
-The viewport lives in three widget keys (``vp_zoom``, ``vp_cx``, ``vp_cy``: sliders the user
-can drive directly, and so can ``AppTest``); buttons, thumbnail clicks and "go to patch" write
-the same keys from callbacks (callbacks run before the script, so writing widget keys there is
-allowed). ``vp_canvas`` remembers which canvas the values belong to, so a new slide starts at
-the fitted view.
+The view itself (pan, zoom, hover) lives in the browser; it reports only what the rest of the
+page follows, as component triggers: a label chosen on its label strip, the opacity slider let
+go, a patch clicked. Their callbacks run before the script, so they may write the page's
+widget keys (``ov_level``, ``ov_label``, ``ov_alpha``; a clicked patch goes through
+``dz_patch`` to ``patch_pick``) and every panel below the view follows on the same rerun.
+"Go to this patch" goes the other way: a request with a fresh ``nonce`` that the browser
+applies once.
 """
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
-from viewer.components import viewport as vpm
-from viewer.components.viewport import Canvas, Viewport
+from viewer.components.inference import LEVELS
 
-KEYS = ("vp_zoom", "vp_cx", "vp_cy")
-
-
-def canvas_key(source: str, canvas: Canvas) -> tuple[Any, ...]:
-    return (source, canvas.x0, canvas.y0, canvas.width, canvas.height)
+GOTO_KEY = "dz_goto"
+PATCH_REQUEST = "dz_patch"
 
 
-def ensure(state: MutableMapping[str, Any], key: tuple[Any, ...], canvas: Canvas) -> None:
-    """Reset the viewport to the fitted view when the canvas changed (new slide)."""
-    if state.get("vp_canvas") != key or any(k not in state for k in KEYS):
-        write(state, vpm.initial(canvas))
-        state["vp_canvas"] = key
+def _trigger(state: Mapping[str, Any], component_key: str, name: str) -> Any:
+    value = state.get(component_key)
+    return value.get(name) if isinstance(value, Mapping) else None
 
 
-def read(state: MutableMapping[str, Any], canvas: Canvas, view: tuple[int, int]) -> Viewport:
-    vp = Viewport(float(state["vp_cx"]), float(state["vp_cy"]), int(state["vp_zoom"]))
-    return vpm.clamp(canvas, vp, view)
+def on_label(state: MutableMapping[str, Any], component_key: str) -> None:
+    """A label chip was clicked: ``{level, label}`` becomes the page's level and label."""
+    value = _trigger(state, component_key, "label")
+    if isinstance(value, Mapping) and value.get("level") in LEVELS and value.get("label"):
+        state["ov_level"] = str(value["level"])
+        state["ov_label"] = str(value["label"])
 
 
-def write(state: MutableMapping[str, Any], vp: Viewport) -> None:
-    state["vp_zoom"] = int(vp.zoom)
-    state["vp_cx"] = int(round(vp.cx))
-    state["vp_cy"] = int(round(vp.cy))
+def on_alpha(state: MutableMapping[str, Any], component_key: str) -> None:
+    """The view's opacity slider was let go: keep the value (0..1, 2 decimals)."""
+    value = _trigger(state, component_key, "alpha")
+    if isinstance(value, int | float):
+        state["ov_alpha"] = round(min(max(float(value), 0.0), 1.0), 2)
 
 
-def zoom(
-    state: MutableMapping[str, Any], canvas: Canvas, view: tuple[int, int], steps: int
-) -> None:
-    write(state, vpm.zoom_by(canvas, read(state, canvas, view), steps, view))
+def on_patch(state: MutableMapping[str, Any], component_key: str) -> None:
+    """A patch was clicked on the view: ask the page to inspect it (:func:`apply_patch_request`
+    moves it to ``patch_pick`` before that box is drawn with the clicked patch among its
+    options)."""
+    value = _trigger(state, component_key, "patch")
+    if isinstance(value, int) and value >= 0:
+        state[PATCH_REQUEST] = value
 
 
-def pan(
-    state: MutableMapping[str, Any], canvas: Canvas, view: tuple[int, int], dx: float, dy: float
-) -> None:
-    write(state, vpm.pan(canvas, read(state, canvas, view), dx, dy, view))
+def apply_patch_request(state: MutableMapping[str, Any]) -> None:
+    """Consume a patch clicked on the view (run before the widgets are drawn)."""
+    if PATCH_REQUEST in state:
+        state["patch_pick"] = int(state.pop(PATCH_REQUEST))
 
 
-def reset(state: MutableMapping[str, Any], canvas: Canvas, view: tuple[int, int]) -> None:
-    write(state, vpm.initial(canvas))
-
-
-def thumbnail_click(
-    state: MutableMapping[str, Any], canvas: Canvas, view: tuple[int, int], widget_key: str
-) -> None:
-    """Centre on the point clicked on the thumbnail (``streamlit-image-coordinates`` value
-    ``{x, y, width, height}`` in displayed pixels)."""
-    value = state.get(widget_key)
-    if not value:
-        return
-    x, y = vpm.thumbnail_to_level0(
-        canvas, (value["x"], value["y"]), (value["width"], value["height"])
-    )
-    write(state, vpm.centre_on(canvas, read(state, canvas, view), x, y, view))
-
-
-def go_to_patch(
-    state: MutableMapping[str, Any],
-    canvas: Canvas,
-    view: tuple[int, int],
-    x: float,
-    y: float,
-    patch_size: float,
-) -> None:
-    write(state, vpm.zoom_to_patch(canvas, x, y, patch_size, view))
+def go_to_patch(state: MutableMapping[str, Any], x: float, y: float, patch_size: float) -> None:
+    """Ask the view to zoom to the patch at level-0 ``(x, y)`` (applied once per nonce)."""
+    previous = state.get(GOTO_KEY) or {}
+    nonce = int(previous.get("nonce", 0)) + 1
+    state[GOTO_KEY] = {"x": float(x), "y": float(y), "size": float(patch_size), "nonce": nonce}

@@ -1,0 +1,183 @@
+"""Pure logic under the slide page: choices, lookups, the component's data, the attention
+layer's grid and bytes, the view's callbacks, outlines and crops."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hmil.heatmap import HeatmapStyle, colormap_lut, normalize_scores
+from viewer.components import deepzoom_data, rendering, slide_lookup, slide_state
+from viewer.components.choices import keep_choice
+from viewer.components.inference import SlideResult
+from viewer.components.viewport import Canvas, slide_facts
+from viewer.tiles.overlay import patch_grid, smooth_on_grid
+
+
+def _result(coords: np.ndarray, patch: int = 256, seed: int = 0) -> SlideResult:
+    n = coords.shape[0]
+    rng = np.random.default_rng(seed)
+    att = rng.random((3, n)).astype(np.float32)
+    att /= att.sum(axis=1, keepdims=True)
+    return SlideResult(
+        slide_id="s",
+        coarse=("a", "b"),
+        fine=("a1", "a2", "b1"),
+        parent=(0, 0, 1),
+        fine_probs=np.array([0.5, 0.2, 0.3]),
+        coarse_probs=np.array([0.7, 0.3]),
+        coarse_head_probs=np.array([0.4, 0.6]),
+        attention_coarse=att[:2],
+        attention_fine=att,
+        coords=coords,
+        patch_size=patch,
+    )
+
+
+def _bytes(b64: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(b64), dtype=np.uint8)
+
+
+def test_keep_choice_keeps_valid_values_and_resets_the_rest() -> None:
+    state: dict = {"a": "x", "b": "gone"}
+    assert keep_choice(state, "a", ["x", "y"]) == "x"
+    assert keep_choice(state, "b", ["x", "y"], default="y") == "y" and state["b"] == "y"
+    assert keep_choice(state, "c", ["x", "y"], default="nope") == "x"
+    assert keep_choice(state, "d", [None, 3], None) is None and "d" in state
+    assert keep_choice(state, "e", []) is None and "e" not in state
+
+
+def test_slide_lookups(viewer_root: Path) -> None:
+    folders = [viewer_root / "cohort"]
+    found, note = slide_lookup.locate_slide("synth-0000", folders, [viewer_root])
+    assert found is not None and found.name == "synth-0000.tiff" and note == ""
+    assert slide_lookup.locate_slide("synth-0000", folders, [viewer_root / "run"])[1].endswith(
+        "is outside the data roots"
+    )
+    assert slide_lookup.locate_slide("synth-0003", folders, [viewer_root])[0] is None
+    assert slide_lookup.locate_mask("synth-0000", folders, [viewer_root]).name.endswith(
+        "_lesion.png"
+    )
+    assert slide_lookup.locate_mask("synth-0000", folders, [viewer_root / "run"]) is None
+    coords = np.array([[0, 0], [900, 100]])
+    assert slide_lookup.coords_problem(coords, (1000, 1000)) == ""
+    assert "beyond the 800×1000 slide" in slide_lookup.coords_problem(coords, (800, 1000))
+    assert slide_lookup.default_fold(2, [0, 1, 2]) == 2 and slide_lookup.default_fold(5, [1]) == 1
+    labels = {"s1": "s1 true DCIS", "s2": "s2 true IC"}
+    assert slide_lookup.matching_slides(labels, "dc") == ["s1"]
+    assert slide_lookup.matching_slides(labels, " IC ") == ["s2"]
+    assert slide_lookup.matching_slides(labels, "true") == ["s1", "s2"]
+    assert slide_lookup.matching_slides(labels, "zzz") == ["s1", "s2"]
+    assert slide_lookup.inspect_options([4, 2], 7, 10) == [None, 4, 2, 7]
+    assert slide_lookup.inspect_options([4, 2], 2, 10) == [None, 4, 2]
+    assert slide_lookup.inspect_options([4], 99, 10) == [None, 4]
+    result = _result(np.array([[0, 0], [256, 0]]))
+    assert slide_lookup.default_label(result, "fine") == result.fine_pred
+    assert slide_lookup.default_label(result, "coarse") == result.coarse_pred
+
+
+def test_patch_grid_of_tiled_overlapping_and_irregular_layouts() -> None:
+    tiled = patch_grid(np.array([[256, 512], [512, 512], [256, 768]]), 256)
+    assert (tiled.origin, tiled.step, tiled.span, tiled.exact) == ((256.0, 512.0), 256.0, 1, True)
+    assert (tiled.cols, tiled.rows) == (2, 2)
+    assert tiled.cells.tolist() == [[0, 0], [1, 0], [0, 1]]
+    overlap = patch_grid(np.array([[0, 0], [128, 0], [256, 128]]), 256)  # 50 % overlap
+    assert (overlap.step, overlap.span, overlap.exact) == (128.0, 2, True)
+    assert (overlap.cols, overlap.rows) == (4, 3)
+    odd = patch_grid(np.array([[0, 0], [7, 0], [263, 3]]), 256)  # no sensible grid: snapped
+    assert (odd.step, odd.span, odd.exact) == (256.0, 1, False)
+
+
+def test_smoothing_on_the_grid_keeps_a_constant_map_and_spreads_a_peak() -> None:
+    coords = np.array([[x * 256, y * 256] for y in range(5) for x in range(5)])
+    grid = patch_grid(coords, 256)
+    flat = np.full(25, 0.4, dtype=np.float32)
+    assert np.allclose(smooth_on_grid(flat, grid, 1.0), 0.4, atol=1e-6)
+    peak = np.zeros(25, dtype=np.float32)
+    peak[12] = 1.0
+    out = smooth_on_grid(peak, grid, 1.0)
+    assert out[12] < 1.0 and out[11] > 0 and out.argmax() == 12
+    assert np.array_equal(smooth_on_grid(peak, grid, 0.0), peak)
+
+
+def test_layer_bytes_are_the_normalised_scores_of_every_label() -> None:
+    coords = np.array([[x * 256, y * 256] for y in range(3) for x in range(4)])
+    result = _result(coords)
+    layer = deepzoom_data.layer_part(result, "percentile", 0.0, "ckpt|bag")
+    assert layer["names"] == {"coarse": ["a", "b"], "fine": ["a1", "a2", "b1"]}
+    assert layer["predicted"] == {"coarse": result.coarse_pred, "fine": result.fine_pred}
+    grid = layer["grid"]
+    cells = np.frombuffer(base64.b64decode(grid["cells"]), dtype="<u4").reshape(-1, 2)
+    assert grid["n"] == 12 and cells.tolist() == (coords // 256).tolist()
+    for level in ("coarse", "fine"):
+        for k, b64 in enumerate(layer["values"][level]):
+            expected = normalize_scores(result.attention(level)[k], "percentile")
+            assert np.abs(_bytes(b64) / 255 - expected).max() <= 0.5 / 255 + 1e-6
+    raw = deepzoom_data.layer_part(result, "raw", 0.0, "ckpt|bag")
+    assert raw["values_key"] != layer["values_key"]
+    first = _bytes(raw["values"]["fine"][0])
+    assert first.max() == 255 and first.min() == 0
+
+
+def test_component_data_contract() -> None:
+    result = _result(np.array([[0, 0], [256, 0]]))
+    canvas = deepzoom_data.canvas_part(Canvas(0.0, 0.0, 512.0, 256.0))
+    style = HeatmapStyle(cmap="magma", alpha=0.3)
+    show = deepzoom_data.show_part("fine", "a2", "single", style, [[0.0, 0.0, 10.0, 10.0]])
+    assert _bytes(show["lut"]).reshape(256, 3).tolist() == colormap_lut("magma").tolist()
+    layer = deepzoom_data.layer_part(result, "raw", 0.0, "x")
+    data = deepzoom_data.component_data(None, canvas, layer, show, "tiles", (0.0, 0.0, 256.0))
+    assert data["osd_url"].endswith("openseadragon.min.js") and data["slide"] is None
+    assert data["layer"]["strategy"] == "canvas"  # no slide: no server tiles
+    assert data["show"]["alpha"] == 0.3 and data["patch_box"] == [0.0, 0.0, 256.0]
+    with pytest.raises(ValueError, match="unknown overlay strategy"):
+        deepzoom_data.component_data(None, canvas, layer, show, "webgl")
+    urls = deepzoom_data.tile_layer_urls(result, "k" * 20, style)
+    assert urls["fine"][2] == f"/hmil/ov/{'k' * 20}/fine-2-magma-percentile-0.dzi"
+    assert len(urls["coarse"]) == 2
+
+
+def test_view_callbacks_write_the_page_keys() -> None:
+    state: dict = {"deepzoom": {"label": {"level": "coarse", "label": "b"}}}
+    slide_state.on_label(state, "deepzoom")
+    assert (state["ov_level"], state["ov_label"]) == ("coarse", "b")
+    state["deepzoom"] = {"label": {"level": "nonsense", "label": "b"}, "alpha": 0.6500001}
+    state["ov_level"] = "fine"
+    slide_state.on_label(state, "deepzoom")
+    assert state["ov_level"] == "fine"  # ignored
+    slide_state.on_alpha(state, "deepzoom")
+    assert state["ov_alpha"] == 0.65
+    state["deepzoom"] = {"alpha": 7, "patch": 12}
+    slide_state.on_alpha(state, "deepzoom")
+    slide_state.on_patch(state, "deepzoom")
+    assert state["ov_alpha"] == 1.0 and state[slide_state.PATCH_REQUEST] == 12
+    slide_state.apply_patch_request(state)
+    assert state["patch_pick"] == 12 and slide_state.PATCH_REQUEST not in state
+    slide_state.go_to_patch(state, 512, 256, 256)
+    slide_state.go_to_patch(state, 512, 256, 256)
+    assert state[slide_state.GOTO_KEY] == {"x": 512.0, "y": 256.0, "size": 256.0, "nonce": 2}
+
+
+def test_mask_outline_follows_the_lesion_edge_in_level0_pixels() -> None:
+    mask = np.zeros((10, 20), dtype=bool)
+    mask[2:5, 4:8] = True  # level-0 x 64..128, y 32..80 at scale 16
+    (line,) = rendering.mask_outline(mask, 16.0)
+    xy = np.asarray(line).reshape(-1, 2)
+    assert xy[0].tolist() == xy[-1].tolist()  # closed
+    assert xy[:, 0].min() >= 64 - 8 and xy[:, 0].max() <= 128 and xy[:, 1].max() <= 80
+    assert xy[:, 0].max() >= 120 and xy[:, 1].min() <= 40
+    assert rendering.mask_outline(np.zeros((4, 4), bool), 16.0) == []
+
+
+def test_canvas_crop_swatch_and_slide_facts() -> None:
+    result = _result(np.array([[0, 0], [256, 0], [0, 256]]))
+    assert rendering.canvas_for(None, result) == Canvas(0.0, 0.0, 512.0, 512.0)
+    values = np.array([0.0, 1.0, 0.5])
+    swatch = rendering.patch_crop(None, result, 1, 8, values, "viridis")
+    assert swatch.shape == (8, 8, 3) and tuple(swatch[0, 0]) == tuple(colormap_lut("viridis")[255])
+    text = slide_facts((2220, 2967), 1, 0.499, 20.0, "openslide")
+    assert text == "2220 × 2967 px · 1 level · 0.499 µm/px · 20× · read by openslide"
+    assert "MPP unknown" in slide_facts((10, 10), 2, None, None, "tifffile")

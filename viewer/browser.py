@@ -1,0 +1,170 @@
+"""Driving the viewer in a real headless Chromium (the browser test and the benchmark).
+
+Uses Debian's ``/usr/bin/chromium`` through Playwright's ``executable_path`` (no browser
+download) and starts ``hmil view`` on a free localhost port. Playwright is a dev dependency,
+imported only when a browser is launched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+VIEWPORT = {"width": 1500, "height": 2000}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def serve(run: Path, data_roots: list[Path], log: Path, overlay: str = "canvas") -> Iterator[str]:
+    """``hmil view RUN`` on a free port; yields the base URL, stops the server after."""
+    port = free_port()
+    command = [sys.executable, "-m", "hmil", "view", str(run), "--port", str(port)]
+    command += ["--overlay", overlay]
+    for root in data_roots:
+        command += ["--data-root", str(root)]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"viewer did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()  # hmil view is the server itself (exec): this stops it
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+
+
+@contextlib.contextmanager
+def chromium() -> Iterator[Any]:
+    """A Playwright browser on Debian's chromium (a fresh temporary profile)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def settle(page: Any, timeout_s: float = 300.0) -> None:
+    """Wait for the first heading, the end of the script run and of lazy-loaded widgets."""
+    page.wait_for_selector("h1", timeout=timeout_s * 1000)
+    page.wait_for_function(
+        "document.querySelectorAll('[data-testid=stSkeleton]').length === 0",
+        timeout=timeout_s * 1000,
+    )
+    quiet, deadline = 0, time.monotonic() + timeout_s
+    while quiet < 3 and time.monotonic() < deadline:
+        page.wait_for_timeout(400)
+        running = page.query_selector('[data-testid="stStatusWidget"]')
+        quiet = 0 if running else quiet + 1
+    page.wait_for_timeout(500)
+
+
+def events(page: Any, name: str, after: float = 0.0) -> list[dict[str, Any]]:
+    """The deep-zoom view's marks called ``name`` after page time ``after`` (ms)."""
+    return page.evaluate(
+        "([n, a]) => (window.__hmilDZ || {events: []}).events.filter(e => e.name === n && e.t > a)",
+        [name, after],
+    )
+
+
+def wait_event(page: Any, name: str, after: float = 0.0, timeout_s: float = 60.0) -> float:
+    """Page time (ms) of the first mark ``name`` after ``after``."""
+    page.wait_for_function(
+        "([n, a]) => (window.__hmilDZ || {events: []}).events.some(e => e.name === n && e.t > a)",
+        arg=[name, after],
+        timeout=timeout_s * 1000,
+    )
+    return float(events(page, name, after)[0]["t"])
+
+
+def wait_tiles_drawn(page: Any, after: float, timeout_s: float = 120.0) -> float:
+    """Page time (ms) when the view has settled after an interaction at ``after``: the zoom or
+    pan animation finished, no tile request is in flight, and the last tile that arrived has
+    been drawn (the first frame drawn after it)."""
+    page.wait_for_function(
+        """(a) => { const d = window.__hmilDZ; if (!d) return false;
+            const ev = d.events.filter(e => e.t > a);
+            const settled = ev.some(e => e.name === 'settled');
+            const tiles = ev.filter(e => e.name === 'tile');
+            const last = tiles.length ? tiles[tiles.length - 1].t : a;
+            return settled && d.busy() === 0 && performance.now() - last > 300
+                && ev.some(e => e.name === 'draw' && e.t >= last); }""",
+        arg=after,
+        timeout=timeout_s * 1000,
+        polling=50,
+    )
+    ev = [e for e in page.evaluate("window.__hmilDZ.events") if e["t"] > after]
+    tiles = [e["t"] for e in ev if e["name"] == "tile"]
+    if not tiles:
+        return float(next(e["t"] for e in ev if e["name"] == "settled"))
+    return float(next(e["t"] for e in ev if e["name"] == "draw" and e["t"] >= tiles[-1]))
+
+
+def now(page: Any) -> float:
+    return float(page.evaluate("performance.now()"))
+
+
+def problems(page: Any) -> list[str]:
+    """Texts of exception and error elements on the page."""
+    selector = '[data-testid="stException"], [data-testid="stAlertContentError"]'
+    return [e.inner_text() for e in page.query_selector_all(selector)]
+
+
+def upload(page: Any, bag: Path, slide: Path | None) -> None:
+    """Switch the slide page to upload mode and upload a bag (and a slide)."""
+    page.get_by_text("Upload a bag").click()
+    inputs = page.locator('input[type="file"]')
+    inputs.first.wait_for(state="attached", timeout=60_000)
+    inputs.nth(0).set_input_files(str(bag))
+    if slide is not None:
+        page.wait_for_timeout(1000)
+        inputs.nth(1).set_input_files(str(slide))
+    page.wait_for_function(
+        "Array.from(document.querySelectorAll('[data-testid=stFileChip]')).length >= "
+        + ("2" if slide is not None else "1"),
+        timeout=60_000,
+    )
+    settle(page)

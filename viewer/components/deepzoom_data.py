@@ -1,0 +1,126 @@
+"""The data the deep-zoom component gets from Python (pure; the contract of ``deepzoom.js``).
+
+Built in parts so that each is computed only when what it depends on changes: the slide (its
+tile key), the attention layer (per prediction, normalisation and smoothing — the heavy part,
+cached by :mod:`.cached`), and the show settings (label, opacity, colormap: a few bytes). The
+browser keeps the slide and the layer across reruns and only recolours when ``show`` changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from hmil.heatmap import HeatmapStyle
+from hmil.slides.reader import Slide
+from viewer.components.inference import LEVELS, SlideResult
+from viewer.components.viewport import Canvas
+from viewer.tiles.overlay import grid_payload, layer_values, lut_b64, patch_grid
+from viewer.tiles.routes import OSD_URL, OverlaySpec, overlay_dzi_url, slide_dzi_url
+
+#: how the attention layer is drawn (see :mod:`viewer.tiles.overlay`); the first is the default
+OVERLAY_STRATEGIES = ("canvas", "tiles")
+VIEW_HEIGHT = 560
+SMALL_VIEW_HEIGHT = 270
+
+
+def slide_part(key: str | None, slide: Slide | None) -> dict[str, Any] | None:
+    """Where the tiles are and what the scale bar needs; None on the coordinate canvas."""
+    if key is None or slide is None:
+        return None
+    w, h = slide.dimensions
+    return {
+        "dzi": slide_dzi_url(key),
+        "width": w,
+        "height": h,
+        "mpp": slide.mpp,
+        "power": slide.objective_power,
+    }
+
+
+def canvas_part(canvas: Canvas) -> dict[str, float]:
+    return {"x0": canvas.x0, "y0": canvas.y0, "w": canvas.width, "h": canvas.height}
+
+
+def layer_part(result: SlideResult, normalize: str, smooth: float, identity: str) -> dict[str, Any]:
+    """Every patch's grid cell and its score byte under every label of both levels.
+
+    ``identity`` names the prediction (checkpoint and bag versions); with the normalisation
+    and smoothing it forms ``values_key``, which tells the browser when to re-read the bytes.
+    """
+    if result.coords is None:
+        raise ValueError("bag has no coordinates")
+    grid = patch_grid(result.coords, result.patch_size)
+    attention = {level: result.attention(level) for level in LEVELS}
+    digest = hashlib.sha256(f"{identity}|{normalize}|{smooth}".encode()).hexdigest()[:16]
+    return {
+        "grid": grid_payload(grid),
+        "names": {level: list(result.names(level)) for level in LEVELS},
+        "predicted": {"coarse": result.coarse_pred, "fine": result.fine_pred},
+        "values": layer_values(attention, normalize, smooth, grid),
+        "values_key": digest,
+        "patch_size": result.patch_size,
+    }
+
+
+def tile_layer_urls(
+    result: SlideResult, attention_key: str, style: HeatmapStyle
+) -> dict[str, list[str]]:
+    """Per level and label, the ``.dzi`` of its server-rendered overlay (``tiles`` strategy)."""
+    return {
+        level: [
+            overlay_dzi_url(
+                attention_key,
+                OverlaySpec.format(level, k, style.cmap, style.normalize, style.smooth),
+            )
+            for k in range(len(result.names(level)))
+        ]
+        for level in LEVELS
+    }
+
+
+def show_part(
+    level: str,
+    label: str,
+    mode: str,
+    style: HeatmapStyle,
+    outline: list[list[float]] | None,
+) -> dict[str, Any]:
+    """What to draw now: label, single view or all labels, opacity, colormap, outline."""
+    return {
+        "level": level,
+        "label": label,
+        "mode": mode,
+        "alpha": style.alpha,
+        "lut": lut_b64(style.cmap),
+        "normalize": style.normalize,
+        "smooth": style.smooth,
+        "outline": outline or [],
+    }
+
+
+def component_data(
+    slide: dict[str, Any] | None,
+    canvas: dict[str, float],
+    layer: dict[str, Any] | None,
+    show: dict[str, Any],
+    strategy: str,
+    patch_box: tuple[float, float, float] | None = None,
+    goto: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The whole ``data`` argument of the component."""
+    if strategy not in OVERLAY_STRATEGIES:
+        raise ValueError(f"unknown overlay strategy {strategy!r} ({', '.join(OVERLAY_STRATEGIES)})")
+    if layer is not None:
+        layer = {**layer, "strategy": strategy if slide is not None else "canvas"}
+    return {
+        "osd_url": OSD_URL,
+        "slide": slide,
+        "canvas": canvas,
+        "layer": layer,
+        "show": show,
+        "patch_box": list(patch_box) if patch_box else None,
+        "goto": goto,
+        "height": VIEW_HEIGHT,
+        "height_small": SMALL_VIEW_HEIGHT,
+    }

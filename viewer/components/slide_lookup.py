@@ -1,0 +1,72 @@
+"""What the slide page looks up before it draws anything (pure functions of paths and arrays).
+
+Where a slide's file and lesion mask are, whether the bag's coordinates fit the slide, which
+fold checkpoint to show first, which label to colour, which slides a search matches. The
+widgets in :mod:`.slide_pick` and :mod:`.deepzoom_ui` only call these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from viewer.components import runs
+from viewer.components.inference import SlideResult
+from viewer.components.paths import is_under
+
+
+def locate_slide(
+    slide_id: str, folders: Sequence[Path], roots: Iterable[Path]
+) -> tuple[Path | None, str]:
+    """The slide file of ``slide_id`` beside the cohort, or None with the reason."""
+    found = runs.find_slide_file(slide_id, list(folders))
+    if found is None:
+        return None, "no slide file found beside the cohort (slides/<id>.*)"
+    if not is_under(found, roots):
+        return None, f"slide file {found} is outside the data roots"
+    return found, ""
+
+
+def locate_mask(slide_id: str, folders: Sequence[Path], roots: Iterable[Path]) -> Path | None:
+    """The ground-truth lesion mask of ``slide_id`` when one exists under the roots."""
+    mask = runs.find_lesion_mask(slide_id, list(folders))
+    return mask if mask is not None and is_under(mask, roots) else None
+
+
+def coords_problem(coords: np.ndarray | None, dimensions: tuple[int, int]) -> str:
+    """Why the bag's ``(N, 2)`` coordinates cannot be drawn on a ``(w, h)`` slide ('' if
+    they fit)."""
+    if coords is None or len(coords) == 0:
+        return ""
+    w, h = dimensions
+    cmax = coords.max(axis=0)
+    if cmax[0] >= w or cmax[1] >= h or coords.min() < 0:
+        return f"the bag's coordinates reach {tuple(int(v) for v in cmax)} beyond the {w}×{h} slide"
+    return ""
+
+
+def default_fold(test_fold: int, folds: Sequence[int]) -> int:
+    """The fold whose test set held the slide (an out-of-sample prediction), else the first."""
+    return test_fold if test_fold in folds else folds[0]
+
+
+def default_label(result: SlideResult, level: str) -> str:
+    """The predicted class of ``level``: what a pathologist looks at first."""
+    return result.coarse_pred if level == "coarse" else result.fine_pred
+
+
+def matching_slides(labels: Mapping[str, str], search: str) -> list[str]:
+    """Slide ids whose option text contains ``search`` (case-insensitive); all when none do."""
+    needle = search.strip().lower()
+    hits = [sid for sid, text in labels.items() if needle in text.lower()]
+    return hits or list(labels)
+
+
+def inspect_options(top: Sequence[int], current: int | None, n: int) -> list[int | None]:
+    """Choices of the "Inspect patch" box: none, the top-k, and a patch clicked on the view."""
+    options: list[int | None] = [None, *top]
+    if current is not None and 0 <= int(current) < n and int(current) not in options:
+        options.append(int(current))
+    return options

@@ -1,0 +1,25 @@
+"""The viewer as one ASGI app: the Streamlit pages plus the tile routes, on one port.
+
+``hmil view`` runs ``python -m streamlit run viewer/server.py``: Streamlit 1.67 finds the
+``st.App`` below and serves it under uvicorn, so the Deep Zoom tiles and the vendored
+OpenSeadragon come from the same host and port as the pages (no second server, no CORS, one
+process to stop). ``uvicorn viewer.server:app`` works as well. The pages register the slides
+they show in :func:`viewer.tiles.registry.shared_registry`, which these routes read.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+if str(HERE.parent) not in sys.path:  # `streamlit run viewer/server.py` puts only viewer/ first
+    sys.path.insert(0, str(HERE.parent))
+
+import streamlit as st  # noqa: E402
+
+from viewer.tiles.routes import tile_routes  # noqa: E402
+
+APP_SCRIPT = HERE / "app.py"
+
+app = st.App(str(APP_SCRIPT), routes=tile_routes())
