@@ -98,7 +98,8 @@ def _drive_view(page: Any, out_dir: Path) -> dict[str, object]:
     found["chip_target"], found["chip_drawn"] = target, bool(drawn)
     browser.settle(page)
     label_box = page.locator('[data-testid="stSelectbox"]', has_text="Label").first
-    found["label_box"] = label_box.inner_text()
+    # Streamlit 1.67's selectbox is a combobox: the chosen option is the input's value
+    found["label_box"] = label_box.locator("input").input_value()
     page.mouse.click(x, y)  # a patch under the centre (the demo slides are covered there)
     browser.settle(page)
     found["patch_heading"] = [
