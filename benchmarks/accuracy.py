@@ -406,9 +406,11 @@ def run_peer(
 
 # ---- aggregation --------------------------------------------------------------------------
 def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
-    """``{cohort: {variant: {metric: {mean, std, n}}}}`` (std: sample std over seeds)."""
+    """``{cohort: {variant: {metric: {mean, std, n}}}}`` (std: sample std over seeds); variants
+    in table order (:data:`VARIANTS`, then anything else, e.g. the oracle row, last)."""
+    order = {v.name: i for i, v in enumerate(VARIANTS)}
     out: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
-    for run in runs:
+    for run in sorted(runs, key=lambda r: order.get(r["variant"], len(order))):
         out.setdefault(run["cohort"], {}).setdefault(run["variant"], {})
     for cohort, variants in out.items():
         for variant in variants:
