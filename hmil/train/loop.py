@@ -321,7 +321,10 @@ def _epoch_step(session: _FoldSession, epoch: int) -> dict[str, Any]:
         s.info.epoch = epoch
         s.info.val_metrics = val_record
         save_checkpoint(s.paths.checkpoint, s.model, s.info)
-    s.schedule.step(score if math.isfinite(score) else -val_loss)
+    # plateau watches the selection score; with select_metric 'last' (the epoch index, which
+    # always improves) it watches the validation loss instead
+    monitor = -val_loss if tc.select_metric == "last" else score
+    s.schedule.step(monitor if math.isfinite(monitor) else -val_loss)
     record = {
         "epoch": epoch,
         "lr": train_stats.pop("lr"),
