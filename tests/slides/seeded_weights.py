@@ -58,7 +58,9 @@ def seeded_tensor(name: str, shape: tuple[int, ...], seed: int = 0) -> torch.Ten
     return torch.from_numpy(values.astype(np.float32))
 
 
-def seeded_state_dict(shapes: Mapping[str, tuple[int, ...]], seed: int = 0) -> dict[str, torch.Tensor]:
+def seeded_state_dict(
+    shapes: Mapping[str, tuple[int, ...]], seed: int = 0
+) -> dict[str, torch.Tensor]:
     """A state dict with every key of ``shapes`` (name → shape) filled by :func:`seeded_tensor`."""
     return {name: seeded_tensor(name, tuple(shape), seed) for name, shape in shapes.items()}
 

@@ -40,25 +40,18 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # seeded_weights
 
 from seeded_weights import seeded_image, seeded_state_dict, uniform  # noqa: E402
+from small_encoders import small_architecture  # noqa: E402
 
 from hmil.slides.backbones import ResNetTrunkConfig, ViTConfig, build_network  # noqa: E402
 from hmil.slides.backbones import weights_module  # noqa: E402
 from hmil.slides.encoder_specs import SPECS  # noqa: E402
 
-#: small variants of the encoders' architectures (same classes and options, tiny widths)
-SMALL = {"img_size": 56, "embed_dim": 48, "depth": 2, "num_heads": 4}
-SMALL_P16 = {**SMALL, "img_size": 64}
 BATCH = 2
 
 
 def small_architectures() -> dict[str, ResNetTrunkConfig | ViTConfig]:
-    by_name = {s.name: s for s in SPECS}
-    out: dict[str, ResNetTrunkConfig | ViTConfig] = {"resnet50_trunc": ResNetTrunkConfig((1, 1, 1))}
-    for name in ("uni_v1", "gigapath"):
-        out[name] = dataclasses.replace(by_name[name].architecture, **SMALL_P16)
-    for name in ("uni_v2", "virchow2", "hoptimus0"):
-        out[name] = dataclasses.replace(by_name[name].architecture, **SMALL)
-    return out
+    """The timm-built cases: every named encoder but CONCH (TRIDENT's own code, below)."""
+    return {s.name: small_architecture(s.name) for s in SPECS if s.name != "conch_v15"}
 
 
 def seeded_input(size: int, seed: int) -> torch.Tensor:
@@ -97,8 +90,11 @@ def conch_case(trident_src: Path) -> tuple[dict, np.ndarray]:
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    trunk_cfg = {"img_size": 32, "patch_size": 8, "embed_dim": 48, "depth": 2, "num_heads": 4}
-    pool = {"pool_dim": 32, "pool_heads": 4}
+    small = small_architecture("conch_v15")
+    t = small.trunk
+    trunk_cfg = {"img_size": t.img_size, "patch_size": t.patch_size, "embed_dim": t.embed_dim,
+                 "depth": t.depth, "num_heads": t.num_heads}  # fmt: skip
+    pool = {"pool_dim": small.pool_dim, "pool_heads": small.pool_heads}
 
     class Tower(torch.nn.Module):  # CONCHVisionTower with vit_large → the small trunk
         def __init__(self) -> None:
@@ -115,17 +111,24 @@ def conch_case(trident_src: Path) -> tuple[dict, np.ndarray]:
 
     tower = Tower().eval()
     shapes = {k: tuple(v.shape) for k, v in tower.state_dict().items()}
-    shapes["trunk.pos_embed"] = (1, 1 + 8 * 8, 48)  # the file's grid differs from the model's
+    grid = small.input_size // t.patch_size
+    shapes["trunk.pos_embed"] = (1, 1 + grid * grid, t.embed_dim)  # the file's grid: 8 × 8
     state = seeded_state_dict(shapes)
     loaded = dict(state)
-    loaded["trunk.pos_embed"] = module.resize_pos_embed(tower.trunk, state["trunk.pos_embed"], False)
+    loaded["trunk.pos_embed"] = module.resize_pos_embed(
+        tower.trunk, state["trunk.pos_embed"], False
+    )
     tower.load_state_dict(loaded, strict=True)
     with torch.no_grad():
-        out = tower(seeded_input(64, seed=11))
+        out = tower(seeded_input(small.input_size, seed=11))
     meta = {
         "kind": "ConchConfig",
-        "config": {"trunk": {**trunk_cfg, "init_values": 1.0}, "input_size": 64, **pool},
-        "input_size": 64,
+        "config": {
+            "trunk": {**trunk_cfg, "init_values": 1.0},
+            "input_size": small.input_size,
+            **pool,
+        },  # fmt: skip
+        "input_size": small.input_size,
         "keys": [[k, list(s)] for k, s in shapes.items()],
     }
     return meta, out.numpy().astype(np.float32)
@@ -136,7 +139,10 @@ def trident_transform(name: str) -> transforms.Compose:
     imagenet = transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     bilinear, bicubic = transforms.InterpolationMode.BILINEAR, transforms.InterpolationMode.BICUBIC
     steps = {
-        "resnet50_trunc": [transforms.Resize(224, bilinear, antialias=True), transforms.CenterCrop(224)],
+        "resnet50_trunc": [
+            transforms.Resize(224, bilinear, antialias=True),
+            transforms.CenterCrop(224),
+        ],
         "uni_v1": [transforms.Resize(224), transforms.CenterCrop(224)],
         "uni_v2": [transforms.Resize(224), transforms.CenterCrop(224)],
         "conch_v15": [transforms.Resize(448, bilinear), transforms.CenterCrop(448)],
@@ -152,7 +158,10 @@ def trident_transform(name: str) -> transforms.Compose:
 
 def digest(x: torch.Tensor) -> dict:
     arr = x.contiguous().numpy().astype(np.float32)
-    return {"sha256": hashlib.sha256(arr.tobytes()).hexdigest(), "sum": float(arr.astype(np.float64).sum())}
+    return {
+        "sha256": hashlib.sha256(arr.tobytes()).hexdigest(),
+        "sum": float(arr.astype(np.float64).sum()),
+    }
 
 
 def pre_cases() -> dict:
