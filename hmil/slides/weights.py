@@ -128,11 +128,21 @@ def _torch_load(path: Path) -> Any:
     except pickle.UnpicklingError as exc:
         raise ConfigError(
             path,
-            "refused: the file needs Python code to load (weights_only=True); save its "
-            f"state_dict() instead ({first_line(exc)})",
+            "refused: the file needs Python code to load; only plain tensors are read "
+            f"(save the model's state_dict() instead){_unpickler_reason(exc)}",
         ) from None
     except Exception as exc:  # torch raises many types for files that are not torch archives
         raise ConfigError(path, f"not a readable weights file: {first_line(exc)}") from None
+
+
+def _unpickler_reason(exc: BaseException) -> str:
+    """torch's own reason (e.g. ``Unsupported global: GLOBAL builtins.print``), if it says one."""
+    text = str(exc)
+    if "WeightsUnpickler error:" not in text:
+        return ""
+    reason = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0]
+    reason = " ".join(reason.split()).split(". ", 1)[0][:160]  # not torch's "allow it" advice
+    return f": {reason}" if reason else ""
 
 
 def unwrap_state_dict(obj: Any, where: str | Path) -> dict[str, torch.Tensor]:

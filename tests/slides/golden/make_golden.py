@@ -42,8 +42,12 @@ sys.path.insert(0, str(HERE.parent))  # seeded_weights
 from seeded_weights import seeded_image, seeded_state_dict, uniform  # noqa: E402
 from small_encoders import small_architecture  # noqa: E402
 
-from hmil.slides.backbones import ResNetTrunkConfig, ViTConfig, build_network  # noqa: E402
-from hmil.slides.backbones import weights_module  # noqa: E402
+from hmil.slides.backbones import (  # noqa: E402
+    ResNetTrunkConfig,
+    ViTConfig,
+    build_network,
+    weights_module,
+)
 from hmil.slides.encoder_specs import SPECS  # noqa: E402
 
 BATCH = 2
@@ -127,7 +131,7 @@ def conch_case(trident_src: Path) -> tuple[dict, np.ndarray]:
             "trunk": {**trunk_cfg, "init_values": 1.0},
             "input_size": small.input_size,
             **pool,
-        },  # fmt: skip
+        },
         "input_size": small.input_size,
         "keys": [[k, list(s)] for k, s in shapes.items()],
     }
