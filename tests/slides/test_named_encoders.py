@@ -122,7 +122,7 @@ def test_weights_that_need_code_or_are_not_weights_are_refused(tmp_path: Path) -
     evil = tmp_path / "evil.pth"
     torch.save({"conv1.weight": Payload()}, evil)
     with pytest.raises(
-        ConfigError, match="refused: .*Unsupported global: GLOBAL print was not an allowed global"
+        ConfigError, match=r"refused: .*Unsupported global: GLOBAL print was not an allowed global"
     ):
         cls(weights=evil, device=CPU)
     module = tmp_path / "module.pth"
