@@ -185,11 +185,14 @@ def _as_float_tensor(data: Any, where: str | Path) -> torch.Tensor:
 
 
 #: what a pickled numpy array needs (TRIDENT's ``.pt`` bags), also under numpy 1.x's module names
+#: (numeric dtypes only: an object array could hold anything)
 _NUMPY_ARRAY_GLOBALS: list[Any] = [
     np._core.multiarray._reconstruct,
     (np._core.multiarray._reconstruct, "numpy.core.multiarray._reconstruct"),
     np.ndarray,
     np.dtype,
+    *(type(np.dtype(code)) for code in "?bBhHiIlLqQefdg"),
+    bytes,  # an empty array's buffer
 ]
 
 
