@@ -126,10 +126,13 @@ def _torch_load(path: Path) -> Any:
             except RuntimeError:  # legacy (non-zip) torch.save files cannot be memory-mapped
                 return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        reason = _unpickler_reason(exc)
+        if "global" not in reason.lower():  # garbage, not a refused import
+            raise ConfigError(path, f"not a readable weights file{reason}") from None
         raise ConfigError(
             path,
             "refused: the file needs Python code to load; only plain tensors are read "
-            f"(save the model's state_dict() instead){_unpickler_reason(exc)}",
+            f"(save the model's state_dict() instead){reason}",
         ) from None
     except Exception as exc:  # torch raises many types for files that are not torch archives
         raise ConfigError(path, f"not a readable weights file: {first_line(exc)}") from None
