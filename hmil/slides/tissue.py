@@ -30,6 +30,7 @@ TRIDENT's ``WSIPatcher`` and torchmil's ``TridentWSIDataset`` read), the QC imag
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -38,7 +39,6 @@ from typing import Any
 
 import h5py
 import numpy as np
-import pandas as pd
 from PIL import Image, ImageDraw
 from skimage.filters import median, threshold_otsu
 from skimage.measure import approximate_polygon, find_contours, label
@@ -922,17 +922,19 @@ def read_slide_list(path: str | Path, slides_dir: str | Path | None = None) -> l
     if not p.is_file():
         raise HMILError(p, "slide list not found")
     try:
-        table = pd.read_csv(p, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        with open(p, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            rows = list(reader)
+            columns = [c.strip() for c in reader.fieldnames or []]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise HMILError(p, f"not a readable CSV ({str(exc).splitlines()[0][:160]})") from None
-    column = next((c for c in ("wsi", "slide_id", "slide", "path") if c in table.columns), None)
+    column = next((c for c in ("wsi", "slide_id", "slide", "path") if c in columns), None)
     if column is None:
-        raise HMILError(
-            p, f"no slide column (expected wsi or slide_id; found {list(table.columns)})"
-        )
+        raise HMILError(p, f"no slide column (expected wsi or slide_id; found {columns})")
     base = Path(slides_dir) if slides_dir is not None else p.parent
     entries: list[SlideEntry] = []
-    for row_number, row in enumerate(table.to_dict("records"), start=2):
+    for row_number, raw in enumerate(rows, start=2):
+        row = {str(k).strip(): (v or "") for k, v in raw.items() if k is not None}
         name = str(row[column]).strip()
         if not name or str(row.get("process", "1")).strip() in ("0", "0.0"):
             continue
