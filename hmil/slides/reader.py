@@ -49,7 +49,11 @@ class SlideBackend(Protocol):
     bounds: Region | None
 
     def read(
-        self, location: tuple[int, int], level: int, size: tuple[int, int], composite: bool
+        self,
+        location: tuple[int, int],
+        level: int,
+        size: tuple[int, int],
+        composite: bool = True,
     ) -> np.ndarray:
         """``(h, w, 3)`` uint8 RGB of ``size`` level pixels whose top-left is ``location``
         (level-0 pixels). ``composite``: transparent areas and areas outside the image are
@@ -162,7 +166,10 @@ class Slide:
         w, h = int(size[0]), int(size[1])
         if w <= 0 or h <= 0 or w * h > MAX_REGION_PIXELS:
             raise SlideError(self.path, f"invalid region size {w}x{h}")
-        return self._backend.read((int(location[0]), int(location[1])), level, (w, h), composite)
+        xy = (int(location[0]), int(location[1]))
+        if composite:  # the display path calls backends exactly as before
+            return self._backend.read(xy, level, (w, h))
+        return self._backend.read(xy, level, (w, h), composite=False)
 
     def read_rect(self, region: Region, out_size: tuple[int, int]) -> np.ndarray:
         """Resample a level-0 rectangle to ``out_size = (W, H)`` pixels.
@@ -373,7 +380,11 @@ class _OpenSlideBackend:
         self.bounds = bounds_from_properties(props, self.level_dimensions[0])
 
     def read(
-        self, location: tuple[int, int], level: int, size: tuple[int, int], composite: bool
+        self,
+        location: tuple[int, int],
+        level: int,
+        size: tuple[int, int],
+        composite: bool = True,
     ) -> np.ndarray:
         try:
             img = self._osr.read_region(location, level, size)
@@ -463,7 +474,11 @@ class _ArrayBackend:
             return self._cache[level]
 
     def read(
-        self, location: tuple[int, int], level: int, size: tuple[int, int], composite: bool
+        self,
+        location: tuple[int, int],
+        level: int,
+        size: tuple[int, int],
+        composite: bool = True,
     ) -> np.ndarray:
         arr = self._level(level)
         ds = self.level_downsamples[level]
