@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -430,11 +430,57 @@ def save_png(path: str | Path, image: np.ndarray) -> Path:
 # --------------------------------------------------------------------------- GeoJSON
 
 
+#: QuPath classification colours per label index (Tableau 10), RGB 0..255
+_CLASS_COLOURS: tuple[tuple[int, int, int], ...] = (
+    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+    (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
+)  # fmt: skip
+
+
+def class_colour(index: int) -> tuple[int, int, int]:
+    """The colour of the ``index``-th label in GeoJSON classifications (cycles after 10)."""
+    return _CLASS_COLOURS[index % len(_CLASS_COLOURS)]
+
+
+def top_labels(attention: Mapping[str, np.ndarray]) -> list[str]:
+    """Per patch, the label whose attention on it is highest (ties: the first label).
+
+    Each label's attention row sums to 1 over the slide's patches, so rows are comparable: the
+    top label is the class that draws most on the patch.
+
+    Args:
+        attention: label → ``(N,)`` attention, in class order.
+
+    Returns:
+        ``N`` label names.
+    """
+    names = list(attention)
+    rows = np.stack([np.asarray(attention[n], dtype=np.float64).ravel() for n in names])
+    return [names[i] for i in rows.argmax(axis=0)]
+
+
+def _classifications(labels: list[str] | None, n: int) -> list[str]:
+    """Per-patch JSON of ``properties.classification`` (QuPath: ``{"name", "color"}``)."""
+    if labels is None:
+        return [""] * n
+    if len(labels) != n:
+        raise HMILError("classification", f"{len(labels)} labels for {n} patches")
+    order = list(dict.fromkeys(labels))
+    text = {
+        name: ',"classification":'
+        + json.dumps({"name": name, "color": list(class_colour(i))}, separators=(",", ":"))
+        for i, name in enumerate(order)
+    }
+    return [text[name] for name in labels]
+
+
 def geojson_collection(
     coords: np.ndarray,
     patch_size: float,
     measurements: Mapping[str, np.ndarray],
     object_type: str = "detection",
+    classification: list[str] | None = None,
+    offset: tuple[float, float] = (0, 0),
 ) -> dict[str, object]:
     """A QuPath-importable ``FeatureCollection``: one square ``Polygon`` per patch.
 
@@ -444,52 +490,43 @@ def geojson_collection(
         measurements: measurement name → ``(N,)`` values (e.g. ``attention_IC``); stored per
             feature under ``properties.measurements``.
         object_type: QuPath object type (``detection`` is light enough for 100k patches).
+        classification: per patch, a class name for ``properties.classification`` (e.g.
+            :func:`top_labels`), written as ``{"name", "color"}`` as QuPath requires.
+        offset: subtracted from the coordinates (a slide's :attr:`~hmil.slides.Slide.offset`:
+            QuPath shows OpenSlide slides cropped to their bounds).
 
     Returns:
-        The GeoJSON object (geometry in level-0 pixels, y down, as QuPath expects).
+        The GeoJSON object (geometry in QuPath's image pixels, y down).
     """
-    c = _check_coords(coords)
-    columns: dict[str, list[float]] = {}
-    for name, vals in measurements.items():
-        arr = np.asarray(vals, dtype=np.float64).ravel()
-        if arr.shape[0] != c.shape[0]:
-            raise HMILError(name, f"{arr.shape[0]} values for {c.shape[0]} patches")
-        if not np.isfinite(arr).all():
-            raise HMILError(name, "non-finite measurement values")
-        columns[name] = arr.tolist()
-    s = float(patch_size)
-    xs, ys = c[:, 0].astype(np.float64).tolist(), c[:, 1].astype(np.float64).tolist()
-    names = list(columns)
-    features = []
-    for i, (x, y) in enumerate(zip(xs, ys, strict=True)):
-        ring = [[x, y], [x + s, y], [x + s, y + s], [x, y + s], [x, y]]
-        features.append(
-            {
-                "type": "Feature",
-                "geometry": {"type": "Polygon", "coordinates": [ring]},
-                "properties": {
-                    "objectType": object_type,
-                    "name": f"patch {i}",
-                    "measurements": {n: columns[n][i] for n in names},
-                },
-            }
-        )
-    return {"type": "FeatureCollection", "features": features}
+    text = geojson_text(coords, patch_size, measurements, object_type, classification, offset)
+    return json.loads(text)
 
 
-def write_geojson(
-    path: str | Path,
+def geojson_text(
     coords: np.ndarray,
     patch_size: float,
     measurements: Mapping[str, np.ndarray],
     object_type: str = "detection",
-) -> Path:
-    """Write the :func:`geojson_collection` of the patches to ``path`` atomically.
+    classification: list[str] | None = None,
+    offset: tuple[float, float] = (0, 0),
+) -> str:
+    """The text of :func:`geojson_collection` (see there for the arguments)."""
+    return "".join(
+        _geojson_chunks(coords, patch_size, measurements, object_type, classification, offset)
+    )
 
-    The JSON text is streamed feature by feature from string templates (about 4× faster than
+
+def _geojson_chunks(
+    coords: np.ndarray,
+    patch_size: float,
+    measurements: Mapping[str, np.ndarray],
+    object_type: str,
+    classification: list[str] | None,
+    offset: tuple[float, float],
+) -> Iterator[str]:
+    """The GeoJSON text feature by feature, from string templates (about 4× faster than
     building the dict and ``json.dumps`` for 100k patches, and without holding either).
-    Integer coordinates are written as integers.
-    """
+    Integer coordinates are written as integers."""
     c = _check_coords(coords)
     names = [json.dumps(name) + ":" for name in measurements]
     columns = []
@@ -500,25 +537,54 @@ def write_geojson(
         if not np.isfinite(arr).all():
             raise HMILError(name, "non-finite measurement values")
         columns.append(arr.tolist())
-    integral = float(patch_size).is_integer() and np.issubdtype(c.dtype, np.integer)
-    s: float = int(patch_size) if integral else float(patch_size)
-    xs = c[:, 0].tolist() if integral else c[:, 0].astype(np.float64).tolist()
-    ys = c[:, 1].tolist() if integral else c[:, 1].astype(np.float64).tolist()
+    classes = _classifications(classification, c.shape[0])
+    dx, dy = offset
+    integral = (
+        float(patch_size).is_integer()
+        and np.issubdtype(c.dtype, np.integer)
+        and float(dx).is_integer()
+        and float(dy).is_integer()
+    )
+    if integral:
+        s: float = int(patch_size)
+        xs = (c[:, 0].astype(np.int64) - int(dx)).tolist()
+        ys = (c[:, 1].astype(np.int64) - int(dy)).tolist()
+    else:
+        s = float(patch_size)
+        xs = (c[:, 0].astype(np.float64) - float(dx)).tolist()
+        ys = (c[:, 1].astype(np.float64) - float(dy)).tolist()
     kind = json.dumps(object_type)
+    yield '{"type":"FeatureCollection","features":['
+    for i, (x, y, cls, *values) in enumerate(zip(xs, ys, classes, *columns, strict=True)):
+        x1, y1 = x + s, y + s
+        meas = ",".join([n + repr(v) for n, v in zip(names, values, strict=True)])
+        yield (
+            ("," if i else "")
+            + '{"type":"Feature","geometry":{"type":"Polygon","coordinates":'
+            + f"[[[{x},{y}],[{x1},{y}],[{x1},{y1}],[{x},{y1}],[{x},{y}]]]}},"
+            + f'"properties":{{"objectType":{kind},"name":"patch {i}"{cls},'
+            + f'"measurements":{{{meas}}}}}}}'
+        )
+    yield "]}"
+
+
+def write_geojson(
+    path: str | Path,
+    coords: np.ndarray,
+    patch_size: float,
+    measurements: Mapping[str, np.ndarray],
+    object_type: str = "detection",
+    classification: list[str] | None = None,
+    offset: tuple[float, float] = (0, 0),
+) -> Path:
+    """Write the :func:`geojson_collection` of the patches to ``path`` atomically (streamed)."""
+    chunks = _geojson_chunks(coords, patch_size, measurements, object_type, classification, offset)
+    first = next(chunks)  # validates the inputs before a file is created
     out = Path(path)
     with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as handle:
-        handle.write('{"type":"FeatureCollection","features":[')
-        for i, (x, y, *values) in enumerate(zip(xs, ys, *columns, strict=True)):
-            x1, y1 = x + s, y + s
-            meas = ",".join([n + repr(v) for n, v in zip(names, values, strict=True)])
-            handle.write(
-                ("," if i else "")
-                + '{"type":"Feature","geometry":{"type":"Polygon","coordinates":'
-                + f"[[[{x},{y}],[{x1},{y}],[{x1},{y1}],[{x},{y1}],[{x},{y}]]]}},"
-                + f'"properties":{{"objectType":{kind},"name":"patch {i}",'
-                + f'"measurements":{{{meas}}}}}}}'
-            )
-        handle.write("]}")
+        handle.write(first)
+        for chunk in chunks:
+            handle.write(chunk)
     return out
 
 
@@ -612,7 +678,9 @@ def export_heatmap(
         patch_size: level-0 patch side.
         out_png: PNG path (longer side ≤ ``max_size``).
         slide: draw over this slide (else a white canvas over the coords' extent).
-        geojson: also write QuPath GeoJSON with ``attention_<label>`` for every label.
+        geojson: also write QuPath GeoJSON with ``attention_<label>`` for every label and the
+            patch's :func:`top_labels` as its ``classification``, in QuPath's coordinates
+            (level-0 minus the slide's bounds offset, from ``slide`` or the bag's attributes).
         crops_dir: with ``topk`` > 0, save each label's top-k patches under
             ``crops_dir/<label>/`` (needs ``slide``).
         topk: patches per label to crop.
@@ -633,13 +701,23 @@ def export_heatmap(
     outputs = HeatmapOutputs(png=save_png(out_png, image))
     if geojson is not None:
         measurements = {f"attention_{name}": row for name, row in attention.items()}
-        outputs.geojson = write_geojson(geojson, c, patch_size, measurements)
+        outputs.geojson = write_geojson(
+            geojson, c, patch_size, measurements,
+            classification=top_labels(attention),
+            offset=slide.offset if slide is not None else bag_offset(bag_attrs or {}),
+        )  # fmt: skip
     if topk > 0 and slide is not None and crops_dir is not None:
         outputs.crops = {
             name: save_topk_crops(slide, c, patch_size, row, topk, crops_dir, name, crop_px)
             for name, row in attention.items()
         }
     return outputs
+
+
+def bag_offset(attrs: Mapping[str, object]) -> tuple[int, int]:
+    """The level-0 offset of the scanned area recorded by ``hmil tile`` (``bounds_x``/``y``)."""
+    x, y = attrs.get("bounds_x", 0), attrs.get("bounds_y", 0)
+    return (int(x), int(y)) if isinstance(x, int | float) and isinstance(y, int | float) else (0, 0)
 
 
 def _check_on_slide(coords: np.ndarray, slide: Slide, attrs: Mapping[str, object]) -> None:

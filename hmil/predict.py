@@ -12,7 +12,7 @@ the GPU works on the other.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import torch
 
 from hmil.checkpoint import CheckpointInfo, load_checkpoint_file
 from hmil.data.bags import Bag, load_bag, plain_value, validate_bag
+from hmil.data.provenance import encoder_mismatch
 from hmil.decoding import decode
 from hmil.device import resolve_device
 from hmil.errors import BagError
@@ -46,6 +47,9 @@ class Prediction:
         attention: ``{"coarse": (Kc, N), "fine": (Kf, N)}`` numpy arrays, or None.
         coords: ``(N, 2)`` level-0 patch coordinates from the bag, or None.
         bag_attrs: metadata stored with the bag (patch size, encoder, ...).
+        warnings: problems that do not stop the prediction but make it doubtful (e.g. the bag's
+            encoder is not the one the checkpoint was trained on); shown by ``hmil predict``
+            on stderr and in the record's ``warnings``.
     """
 
     slide_id: str
@@ -56,6 +60,7 @@ class Prediction:
     attention: dict[str, np.ndarray] | None = None
     coords: np.ndarray | None = None
     bag_attrs: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def coarse_probs(self) -> np.ndarray:
@@ -90,6 +95,8 @@ class Prediction:
             "fine": {"pred": self.fine_pred, "probs": _named(h.fine, self.fine_probs)},
             "consistent": self.consistent,
         }
+        if self.warnings:
+            record["warnings"] = list(self.warnings)
         if attention and self.attention is not None:
             record["attention"] = {
                 "coarse": {n: self.attention["coarse"][i].tolist() for i, n in enumerate(h.coarse)},
@@ -213,7 +220,12 @@ class Predictor:
             attention=att,
             coords=None if bag is None else bag.coords,
             bag_attrs=None if bag is None else bag.attrs,
+            warnings=self._warnings(bag),
         )
+
+    def _warnings(self, bag: Bag | None) -> list[str]:
+        mismatch = encoder_mismatch(self.info.encoder, None if bag is None else bag.attrs)
+        return [mismatch] if mismatch else []
 
     def _should_stream(self, path: Path) -> bool:
         if path.suffix.lower() not in (".h5", ".hdf5") or not path.is_file():
@@ -246,6 +258,7 @@ class Predictor:
                     if coords.shape != (n, 2):
                         raise BagError(path, f"{coords.shape[0]} coords for {n} feature vectors")
                     attrs = {k: plain_value(v) for k, v in f["coords"].attrs.items()}
+                attrs.update({k: plain_value(v) for k, v in dset.attrs.items()})
                 with self._autocast():
                     out = self.model.forward_streaming(
                         self._h5_chunks(path, dset), keep_attention=attention

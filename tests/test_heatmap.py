@@ -17,6 +17,7 @@ from hmil.heatmap import (
     HeatmapStyle,
     _splat_rgba,
     blend,
+    class_colour,
     colormap_lut,
     coords_extent,
     export_heatmap,
@@ -27,6 +28,7 @@ from hmil.heatmap import (
     render_heatmap,
     render_overlay,
     save_topk_crops,
+    top_labels,
     topk_indices,
     write_geojson,
 )
@@ -238,3 +240,23 @@ def test_export_heatmap_files_and_errors(small_slide: Path, tmp_path: Path) -> N
     with pytest.raises(HMILError, match="needs --slide"):
         export_heatmap(attention, "benign", coords, 128, tmp_path / "x.png", topk=2)
     assert not (tmp_path / "x.png").exists()
+
+
+def test_geojson_detections_carry_the_top_label_as_qupath_classification(tmp_path: Path) -> None:
+    coords = _grid(1, 4, 128)
+    attention = {"benign": np.array([0.4, 0.3, 0.2, 0.1]), "IC": np.array([0.1, 0.2, 0.3, 0.4])}
+    assert top_labels(attention) == ["benign", "benign", "IC", "IC"]
+    out = export_heatmap(
+        attention, "IC", coords, 128, tmp_path / "h.png", geojson=tmp_path / "h.geojson",
+        bag_attrs={"bounds_x": 1000, "bounds_y": 50},  # an MRXS bag: QuPath's frame is shifted
+    )  # fmt: skip
+    features = json.loads(out.geojson.read_text())["features"]
+    classes = [f["properties"]["classification"] for f in features]
+    assert classes[0] == {"name": "benign", "color": list(class_colour(0))}
+    assert classes[3] == {"name": "IC", "color": list(class_colour(1))}
+    assert all(len(c["color"]) == 3 and isinstance(c["name"], str) for c in classes)
+    assert features[1]["geometry"]["coordinates"][0][0] == [128 - 1000, -50]
+    plain = geojson_collection(coords, 128, {"a": np.zeros(4)})  # no classification asked
+    assert "classification" not in plain["features"][0]["properties"]
+    with pytest.raises(HMILError, match="3 labels for 4 patches"):
+        geojson_collection(coords, 128, {}, classification=["IC"] * 3)

@@ -17,6 +17,27 @@ NAME = "extract"
 HELP = "encode the tiled patches of slides into bags (<slide_id>.h5/.pt); resumes finished slides"
 
 
+class _ListEncoders(argparse.Action):
+    """``--list-encoders``: print the table and exit (like ``--help``, before required args)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
+        kwargs.update(nargs=0, default=argparse.SUPPRESS)
+        super().__init__(option_strings, dest, **kwargs)  # type: ignore[arg-type]
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        from hmil.slides.backbones import timm_available
+        from hmil.slides.encoders import encoder_table
+
+        source = "timm (installed)" if timm_available() else "hmil's copy (timm not importable)"
+        print(f"named encoders' architectures: {source}")
+        for row in encoder_table():
+            other = row.trident_name not in ("-", *row.name.split(" | "))
+            print(row.name + (f"  (TRIDENT: {row.trident_name})" if other else ""))
+            print(f"    D = {row.dim}; input: {row.input}")
+            print(f"    weights: {row.weights}")
+        parser.exit(0)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("slides", nargs="+", metavar="SLIDE", help="slide files")
     parser.add_argument(
@@ -26,13 +47,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--encoder",
         default="hed-texture",
-        help="hed-texture (default, weight-free H&E colour + texture, D=104) or torchscript",
+        help="hed-texture (default, weight-free H&E colour + texture, D=104), torchscript, or a "
+        "named encoder (resnet50_trunc, uni_v1, uni_v2, conch_v15, virchow2, gigapath, "
+        "hoptimus0; see --list-encoders)",
     )
-    parser.add_argument("--weights", help="TorchScript file for --encoder torchscript")
+    parser.add_argument(
+        "--weights",
+        help="local weights: a .pth/.bin/.safetensors state dict or a TorchScript file "
+        "(nothing is downloaded)",
+    )
+    parser.add_argument(
+        "--list-encoders",
+        action=_ListEncoders,
+        help="print every encoder's D, input size, normalisation and weights file, and exit",
+    )
     parser.add_argument("--batch-size", type=int, default=64, help="patches per batch (64)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     parser.add_argument(
-        "--format", choices=("h5", "pt", "both"), default="h5", help="bag file format (h5)"
+        "--precision",
+        choices=("fp32", "bf16", "fp16"),
+        default="fp32",
+        help="autocast of a network encoder: fp32 (default), bf16 (CPU or GPU), fp16 (GPU)",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=("auto", "timm", "hmil"),
+        default="auto",
+        help="architecture of a named encoder: timm's when installed (auto, default) or "
+        "hmil's dependency-free copy",
+    )
+    parser.add_argument(
+        "--format",
+        choices=("h5", "pt", "both"),
+        default="h5",
+        help="h5 (default: features, coords, provenance), pt (CLAM's pt_files tensor only) or both",
     )
     parser.add_argument(
         "--readers", type=int, default=None, help="patch-decoding threads (default: min(4, CPUs))"
@@ -59,13 +107,14 @@ def run(args: argparse.Namespace) -> int:
         formats=formats,
         num_readers=args.readers,
         overwrite=args.overwrite,
+        precision=args.precision,
     )
     launcher = launcher_from_args(
         args, Config.from_file(args.config).launcher if args.config else LauncherConfig()
     )
     if launcher.kind != "inline":
         return run_sharded(args, config, launcher)
-    encoder = create_encoder(args.encoder, args.weights, args.device)
+    encoder = create_encoder(args.encoder, args.weights, args.device, backend=args.backend)
     result = extract_slides(
         args.slides,
         args.patches,

@@ -40,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
             report(exc.where, exc.problem)
             skipped += 1
             continue
+        for warning in pred.warnings:
+            print(f"warning: {bag}: {warning}", file=sys.stderr, flush=True)
         line = json.dumps(pred.to_dict(attention=args.attention))
         done += 1
         if args.out:

@@ -5,9 +5,17 @@ Reads the layouts people already have on disk:
 * ``.pt``  — CLAM ``pt_files`` (a float tensor ``(N, D)``) or a dict with ``features`` ``(N, D)``
   and optionally ``coords`` ``(N, 2)``; loaded with ``weights_only=True`` (no code execution)
   and memory-mapped, so the file is not read into memory twice.
+* ``.pt`` from TRIDENT (``saveas="pt"``): a pickled numpy array; only numpy's array
+  reconstruction is allowed to the unpickler, nothing that runs other code.
 * ``.h5``  — CLAM ``h5_files`` / TRIDENT ``features_<enc>``: dataset ``features`` ``(N, D)`` or
   ``(1, N, D)``, dataset ``coords`` ``(N, 2)``, attributes on ``coords`` (``patch_size``,
   ``patch_level``, ``patch_size_level0``, ...) and on ``features`` (``encoder``) kept as ``attrs``.
+* ``.npy`` — torchmil's ``ProcessedMILDataset`` feature folders: an ``(N, D)`` array
+  (memory-mapped, no pickle).
+
+Bags without coords find them beside them (:func:`sibling_coords_paths`): CLAM's
+``pt_files/<id>.pt`` in ``h5_files/<id>.h5``, hmil's ``<id>.pt`` in ``<id>.h5``, torchmil's
+``features/features_<enc>/<id>.npy`` in ``coords/<id>.npy``.
 
 Copies: an ``.h5`` float32 dataset is read straight into one numpy buffer that the returned
 tensor shares (one copy: disk → memory); ``.pt`` tensors are memory-mapped. Only a dtype
@@ -29,7 +37,7 @@ import torch
 from hmil.errors import BagError
 from hmil.io import atomic_path
 
-BAG_SUFFIXES = (".h5", ".pt")
+BAG_SUFFIXES = (".h5", ".pt", ".npy")
 
 #: rows checked for non-finite values at a time (bounds the temporary boolean buffer)
 _FINITE_CHUNK_ROWS = 65536
@@ -109,9 +117,11 @@ def load_bag(
         if suffix == ".h5" or suffix == ".hdf5":
             bag = _load_h5(path)
         elif suffix in (".pt", ".pth"):
-            bag = _load_pt(path)
+            bag = _with_sibling_coords(_load_pt(path))
+        elif suffix == ".npy":
+            bag = _with_sibling_coords(_load_npy(path))
         else:
-            raise BagError(path, f"unsupported bag format '{suffix}' (expected .h5 or .pt)")
+            raise BagError(path, f"unsupported bag format '{suffix}' (expected .h5, .pt or .npy)")
     validate_bag(bag, expected_dim=expected_dim, check_finite=check_finite)
     return bag
 
@@ -125,11 +135,17 @@ def validate_bag(
     """
     where = bag.path if bag.path is not None else "bag"
     x = bag.features
+    if x.numel() == 0 and x.ndim != 2:
+        raise BagError(
+            where,
+            f"empty bag: features of shape {tuple(x.shape)} (TRIDENT writes this for a slide "
+            "without tissue patches)",
+        )
     if x.ndim != 2:
         raise BagError(where, f"features must be 2-D (N, D), found shape {tuple(x.shape)}")
     n, d = x.shape
     if n == 0:
-        raise BagError(where, "bag has 0 instances")
+        raise BagError(where, "empty bag: 0 instances (a slide without tissue patches?)")
     if d == 0:
         raise BagError(where, "features have dimension 0")
     if expected_dim is not None and d != expected_dim:
@@ -168,10 +184,22 @@ def _as_float_tensor(data: Any, where: str | Path) -> torch.Tensor:
     return tensor
 
 
+#: what a pickled numpy array needs (TRIDENT's ``.pt`` bags), also under numpy 1.x's module names
+#: (numeric dtypes only: an object array could hold anything)
+_NUMPY_ARRAY_GLOBALS: list[Any] = [
+    np._core.multiarray._reconstruct,
+    (np._core.multiarray._reconstruct, "numpy.core.multiarray._reconstruct"),
+    np.ndarray,
+    np.dtype,
+    *(type(np.dtype(code)) for code in "?bBhHiIlLqQefdg"),
+    bytes,  # an empty array's buffer
+]
+
+
 def _load_pt(path: Path) -> Bag:
     try:
-        with warnings.catch_warnings():  # torch warns about pickle protocols on odd files
-            warnings.simplefilter("ignore")
+        with warnings.catch_warnings(), torch.serialization.safe_globals(_NUMPY_ARRAY_GLOBALS):
+            warnings.simplefilter("ignore")  # torch warns about pickle protocols on odd files
             obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as exc:  # e.g. a pickle that would run code: refused
         raise BagError(path, f"not a readable torch file ({_first_line(exc)})") from None
@@ -195,11 +223,85 @@ def _load_pt(path: Path) -> Bag:
 
 def _torch_load_plain(path: Path) -> Any:
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), torch.serialization.safe_globals(_NUMPY_ARRAY_GLOBALS):
             warnings.simplefilter("ignore")
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt or unsafe files
         raise BagError(path, f"not a readable torch file ({_first_line(exc)})") from None
+
+
+def _load_npy(path: Path) -> Bag:
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as exc:  # not .npy, truncated, or an object array (pickle)
+        raise BagError(path, f"not a readable .npy array ({_first_line(exc)})") from None
+    if array.dtype.kind not in "fiu":
+        raise BagError(path, f"features must be numeric, found dtype {array.dtype}")
+    features = torch.from_numpy(np.array(array, dtype=np.float32))
+    if features.ndim == 3 and features.shape[0] == 1:
+        features = features[0]
+    return Bag(features=features, path=path)
+
+
+def sibling_coords_paths(path: Path) -> list[Path]:
+    """Where the coords of a coords-less bag file live, by the peers' folder layouts.
+
+    * CLAM: ``FEATURES/pt_files/<id>.pt`` → ``FEATURES/h5_files/<id>.h5``;
+    * hmil ``--format both``: ``<id>.pt`` → ``<id>.h5`` in the same folder;
+    * torchmil: ``ROOT/features/features_<enc>/<id>.npy`` → ``ROOT/coords/<id>.npy`` (also
+      ``../coords`` and ``<id>.h5`` beside it).
+    """
+    stem = path.stem
+    parent = path.parent
+    candidates = [parent / f"{stem}.h5"]
+    if parent.name == "pt_files":
+        candidates.insert(0, parent.parent / "h5_files" / f"{stem}.h5")
+    if path.suffix.lower() == ".npy":
+        candidates += [parent.parent.parent / "coords" / f"{stem}.npy"]
+        candidates += [parent.parent / "coords" / f"{stem}.npy"]
+    return [c for c in candidates if c != path]
+
+
+def _with_sibling_coords(bag: Bag) -> Bag:
+    """Fill a coords-less bag's coords (and the h5's attributes) from its sibling file."""
+    if bag.coords is not None or bag.path is None:
+        return bag
+    for candidate in sibling_coords_paths(bag.path):
+        if not candidate.is_file():
+            continue
+        coords, attrs = _read_coords_file(candidate)
+        if coords is None:
+            continue
+        if coords.shape[0] != bag.features.shape[0]:
+            raise BagError(
+                bag.path,
+                f"{coords.shape[0]} coords in {candidate} for {bag.features.shape[0]} feature "
+                "vectors (bag and coords from different runs?)",
+            )
+        return Bag(
+            features=bag.features,
+            coords=coords,
+            attrs={**attrs, **bag.attrs, "coords_file": str(candidate)},
+            path=bag.path,
+        )
+    return bag
+
+
+def _read_coords_file(path: Path) -> tuple[np.ndarray | None, dict[str, Any]]:
+    """``(N, 2)`` coords and attributes from an ``.h5`` (its ``coords`` dataset) or ``.npy``."""
+    try:
+        if path.suffix.lower() == ".npy":
+            return _as_coords(np.load(path, allow_pickle=False), path), {}
+        with h5py.File(path, "r") as f:
+            if "coords" not in f:
+                return None, {}
+            attrs: dict[str, Any] = {}
+            if "features" in f:
+                attrs.update({k: plain_value(v) for k, v in f["features"].attrs.items()})
+            attrs.update({k: plain_value(v) for k, v in f["coords"].attrs.items()})
+            return _as_coords(f["coords"][()], path), attrs
+    except (OSError, ValueError, KeyError) as exc:
+        raise BagError(path, f"unreadable coords file ({_first_line(exc)})") from None
 
 
 def _load_h5(path: Path) -> Bag:
@@ -296,6 +398,17 @@ def save_bag(
                     cd = f.create_dataset("coords", data=np.asarray(coords, dtype=np.int64))
                     for k, v in (coords_attrs or {}).items():
                         cd.attrs[k] = v
+    return out
+
+
+def save_feature_tensor(path: str | Path, features: torch.Tensor | np.ndarray) -> Path:
+    """Write CLAM's ``pt_files`` bag atomically: a plain float32 ``(N, D)`` tensor, which is what
+    CLAM's ``Generic_MIL_Dataset`` loads (a dict would break it)."""
+    out = Path(path)
+    feats = features.detach().cpu().numpy() if isinstance(features, torch.Tensor) else features
+    tensor = torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32))
+    with atomic_path(out) as tmp:
+        torch.save(tensor, tmp)
     return out
 
 

@@ -3,40 +3,75 @@
 * ``hed-texture`` (default) needs no weights and no network: a fixed, documented descriptor of
   H&E colour and texture (see :class:`HedTextureEncoder`), vectorised in torch over a batch so it
   runs fast on CPU and uses the GPU when there is one.
-* ``torchscript`` runs any TorchScript file the user has (a ResNet-50 trunk, UNI, CONCH exported
-  with ``torch.jit.trace``/``script`` + ``torch.jit.save``) given by ``--weights PATH``.
+* the field's encoders by TRIDENT's names (``resnet50_trunc`` alias ``resnet50``, ``uni_v1``,
+  ``uni_v2``, ``conch_v15``, ``virchow2``, ``gigapath``, ``hoptimus0``; see
+  :mod:`hmil.slides.encoder_specs`) from a local ``--weights`` file (``.pth``/``.bin``/
+  ``.safetensors`` state dict, or TorchScript), preprocessed exactly as CLAM/TRIDENT do.
+* ``torchscript`` runs any TorchScript file the user has with ImageNet preprocessing at 224 px.
 
 Every encoder maps a uint8 batch ``(B, H, W, 3)`` to float32 features ``(B, D)`` on its device.
+The reader threads first call :meth:`PatchEncoder.prepare` on each patch (resizing on uint8, as
+the peers' PIL transforms do); :meth:`PatchEncoder.encode` then normalises and runs the network.
 Add an encoder by subclassing :class:`PatchEncoder` and decorating it with
 :func:`register_encoder`.
 """
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import math
-import warnings
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from hmil.device import resolve_device
 from hmil.errors import ConfigError
+from hmil.slides.backbones import (
+    BACKENDS,
+    Backend,
+    build_network,
+    weights_module,
+)
+from hmil.slides.backbones import adapt_state_dict as _adapt_state_dict
+from hmil.slides.encoder_specs import (
+    CONCH_V15,
+    GIGAPATH,
+    HOPTIMUS0,
+    RESNET50_TRUNC,
+    UNI_V1,
+    UNI_V2,
+    VIRCHOW2,
+    EncoderSpec,
+)
+from hmil.slides.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess, to_tile_size
+from hmil.slides.weights import WeightsFile, first_line, match_state_dict, read_weights
 
-#: encoder name → class
+#: encoder name (and alias) → class
 ENCODERS: dict[str, type[PatchEncoder]] = {}
 
 DEFAULT_ENCODER = "hed-texture"
 
+#: ``--precision`` → autocast dtype (None: plain float32)
+PRECISIONS: dict[str, torch.dtype | None] = {
+    "fp32": None,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+}
+
 
 def register_encoder(cls: type[PatchEncoder]) -> type[PatchEncoder]:
-    """Class decorator adding ``cls`` to :data:`ENCODERS` under ``cls.name``."""
-    if cls.name in ENCODERS:
-        raise ValueError(f"encoder '{cls.name}' is already registered")
-    ENCODERS[cls.name] = cls
+    """Class decorator adding ``cls`` to :data:`ENCODERS` under ``cls.name`` and its aliases."""
+    for name in (cls.name, *cls.aliases):
+        if name in ENCODERS:
+            raise ValueError(f"encoder '{name}' is already registered")
+        ENCODERS[name] = cls
     return cls
 
 
@@ -44,8 +79,16 @@ def create_encoder(
     name: str = DEFAULT_ENCODER,
     weights: str | Path | None = None,
     device: str | torch.device = "auto",
+    backend: Backend = "auto",
 ) -> PatchEncoder:
     """Build the encoder ``name`` on ``device`` (``auto`` → CUDA when present).
+
+    Args:
+        name: registry name or alias (:func:`available_encoders`).
+        weights: the weights file, for encoders that take one.
+        device: ``auto``, ``cpu`` or ``cuda[:i]``.
+        backend: for named encoders, ``timm`` (needs ``hmil-studio[encoders]``), ``hmil``
+            (the dependency-free copy) or ``auto`` (timm when importable).
 
     Raises:
         ConfigError: unknown name, weights given to an encoder that takes none, or missing or
@@ -54,9 +97,14 @@ def create_encoder(
     if name not in ENCODERS:
         known = ", ".join(sorted(ENCODERS))
         raise ConfigError("--encoder", f"unknown encoder '{name}' (available: {known})")
-    return ENCODERS[name](
-        weights=Path(weights) if weights is not None else None, device=resolve_device(device)
-    )
+    if backend not in BACKENDS:
+        raise ConfigError("--backend", f"expected one of {', '.join(BACKENDS)}, got '{backend}'")
+    cls = ENCODERS[name]
+    path = Path(weights) if weights is not None else None
+    dev = resolve_device(device)
+    if issubclass(cls, PretrainedEncoder):
+        return cls(weights=path, device=dev, backend=backend)
+    return cls(weights=path, device=dev)
 
 
 class PatchEncoder(ABC):
@@ -64,14 +112,18 @@ class PatchEncoder(ABC):
 
     Attributes:
         name: registry name.
+        aliases: other registry names of the same encoder.
         dim: feature dimension D.
-        input_size: side the extraction pipeline resizes patches to before ``encode``
+        input_size: side :meth:`prepare` resizes patches to before ``encode``
             (None: patches are passed at the tiling's ``patch_size``).
+        neural: runs a network (``--precision`` bf16/fp16 applies); False for fixed descriptors.
         device: where ``encode`` computes.
-        label: what is stored as the bag's ``encoder`` attribute.
+        label: a short human name for logs (the name, plus the weights' hash prefix).
     """
 
     name: ClassVar[str]
+    aliases: ClassVar[tuple[str, ...]] = ()
+    neural: ClassVar[bool] = False
     dim: int
     input_size: int | None = None
 
@@ -83,9 +135,53 @@ class PatchEncoder(ABC):
     def encode(self, patches: torch.Tensor) -> torch.Tensor:
         """``(B, H, W, 3)`` uint8 (any device) → ``(B, D)`` float32 on :attr:`device`."""
 
+    def prepare(self, patch: np.ndarray, tile_size: int) -> np.ndarray:
+        """One patch as read from the slide → the uint8 the encoder takes (reader threads).
+
+        Args:
+            patch: ``(s, s, 3)`` uint8 at the read level.
+            tile_size: the tiling's patch size at the target magnification.
+
+        Returns:
+            ``(input_size, input_size, 3)`` uint8 (area-averaged when downscaled) or the patch
+            at ``tile_size`` when the encoder has no input size.
+        """
+        size = self.input_size or tile_size
+        if patch.shape[0] == size and patch.shape[1] == size:
+            return patch
+        down = size < patch.shape[0]
+        resample = Image.Resampling.BOX if down else Image.Resampling.BILINEAR
+        return np.asarray(Image.fromarray(patch).resize((size, size), resample))
+
+    def provenance(self) -> dict[str, Any]:
+        """What a bag records about the encoder on its ``features`` dataset."""
+        return {"encoder": self.name, "dim": int(self.dim)}
+
+    def check_precision(self, precision: str) -> None:
+        """Raise ConfigError if ``precision`` is unknown, unsupported here, or on this device."""
+        if precision not in PRECISIONS:
+            raise ConfigError("--precision", f"expected fp32, bf16 or fp16, got '{precision}'")
+        if precision == "fp32":
+            return
+        if not self.neural:
+            raise ConfigError("--precision", f"'{self.name}' computes in fp32 only")
+        if precision == "fp16" and self.device.type != "cuda":
+            raise ConfigError("--precision", "fp16 needs a CUDA device (use bf16 or fp32 on CPU)")
+
+    @contextlib.contextmanager
+    def autocast(self, precision: str = "fp32") -> Iterator[None]:
+        """Mixed precision for the network (``torch.autocast``, as TRIDENT runs its encoders)."""
+        self.check_precision(precision)
+        dtype = PRECISIONS[precision]
+        if dtype is None:
+            yield
+            return
+        with torch.autocast(device_type=self.device.type, dtype=dtype):
+            yield
+
     def __call__(self, patches: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
-            return self.encode(patches.to(self.device, non_blocking=True))
+            return self.encode(patches.to(self.device, non_blocking=True)).float()
 
 
 # --------------------------------------------------------------------------- hed-texture
@@ -336,25 +432,74 @@ def _lbp_histogram(img: torch.Tensor, upper: float) -> torch.Tensor:
     return torch.cat([counts, 1.0 - counts.sum(1, keepdim=True)], dim=1)
 
 
-# --------------------------------------------------------------------------- torchscript
+# --------------------------------------------------------------------------- networks
 
-#: ImageNet statistics used by ResNet/UNI/most histology foundation models
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+
+class _NetworkEncoder(PatchEncoder):
+    """Shared by the TorchScript and named encoders: a network fed :attr:`preprocess`'s input."""
+
+    neural = True
+    preprocess: Preprocess
+
+    def __init__(self, weights: Path | None, device: torch.device) -> None:
+        super().__init__(weights, device)
+        self._net: Any = None
+        self._weights: WeightsFile | None = None
+
+    def prepare(self, patch: np.ndarray, tile_size: int) -> np.ndarray:
+        """TRIDENT's reading: resize to the tiling's patch size (bicubic), then the encoder's
+        own ``Resize``/``CenterCrop`` (the patch is then exactly what the peers feed)."""
+        return self.preprocess.resize(to_tile_size(patch, tile_size))
+
+    def encode(self, patches: torch.Tensor) -> torch.Tensor:
+        x = self.preprocess.normalize(patches)
+        out = self._net(x)
+        if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != x.shape[0]:
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ConfigError(self._where(), f"model output must be a (B, D) tensor, got {shape}")
+        return out
+
+    def _where(self) -> str:
+        return str(self._weights.path) if self._weights is not None else self.name
+
+    def _probe(self) -> int:
+        """Run one white patch; returns D (a broken model fails here, before extraction)."""
+        size = self.preprocess.input_size
+        probe = torch.full((1, size, size, 3), 255, dtype=torch.uint8)
+        try:
+            out = self(probe)
+        except ConfigError:
+            raise
+        except Exception as exc:
+            raise ConfigError(
+                self._where(), f"model failed on a (1, 3, {size}, {size}) input: {first_line(exc)}"
+            ) from None
+        return int(out.shape[1])
+
+    def provenance(self) -> dict[str, Any]:
+        record = super().provenance()
+        record["encoder_input_size"] = self.preprocess.input_size
+        if self._weights is not None:
+            record["encoder_weights"] = self._weights.path.name
+            record["encoder_weights_sha256"] = self._weights.sha256
+        return record
 
 
 @register_encoder
-class TorchScriptEncoder(PatchEncoder):
+class TorchScriptEncoder(_NetworkEncoder):
     """A user's TorchScript model: ``--encoder torchscript --weights model.pt``.
 
-    Patches are resized to 224 × 224, scaled to [0, 1] and normalised with ImageNet mean/std,
-    then fed as ``(B, 3, 224, 224)`` float32; the model must return ``(B, D)``. The dimension is
-    found by running the model once on a blank patch, so a broken model fails before extraction.
-    The bag's ``encoder`` attribute becomes ``torchscript:<file name>:<sha256 prefix>``.
+    Patches are prepared as CLAM prepares ``resnet50_trunc``'s: Pillow bilinear resize to
+    224 × 224, scaled to [0, 1] and normalised with ImageNet mean/std; the model gets
+    ``(B, 3, 224, 224)`` float32 and must return ``(B, D)``. D is found by running the model once
+    on a blank patch, so a broken model fails before extraction. The bag's ``encoder`` attribute
+    is ``torchscript:<file name>:<sha256 prefix>``. (A TorchScript export of a named encoder is
+    better given as ``--encoder NAME --weights FILE``: it then gets that encoder's input.)
     """
 
     name = "torchscript"
     input_size = 224
+    preprocess = Preprocess(224, "bilinear", IMAGENET_MEAN, IMAGENET_STD)
 
     def __init__(self, weights: Path | None, device: torch.device) -> None:
         super().__init__(weights, device)
@@ -362,68 +507,205 @@ class TorchScriptEncoder(PatchEncoder):
             raise ConfigError(
                 "--weights", "the 'torchscript' encoder needs --weights PATH (a TorchScript file)"
             )
-        if not weights.is_file():
+        loaded = read_weights(weights, device=device) if weights.is_file() else None
+        if loaded is None:
             raise ConfigError(weights, "weights file not found")
-        try:
-            with warnings.catch_warnings():  # torch ≥ 2.13 flags TorchScript as deprecated
-                warnings.simplefilter("ignore", DeprecationWarning)
-                self._model = torch.jit.load(str(weights), map_location=device).eval()
-        except Exception as exc:  # torch raises RuntimeError/ValueError/... for non-TorchScript
+        if loaded.module is None:
             raise ConfigError(
                 weights,
-                "not a TorchScript model (save one with torch.jit.save(torch.jit.trace(model, x)); "
-                f"state_dicts and pickled modules cannot be loaded): {_first_line(exc)}",
-            ) from None
-        self._weights = weights
-        self._mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-        self._std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
-        probe = torch.full((1, self.input_size, self.input_size, 3), 255, dtype=torch.uint8)
-        try:
-            out = self(probe)
-        except ConfigError:
-            raise
-        except Exception as exc:
-            raise ConfigError(
-                weights,
-                f"TorchScript model failed on a (1, 3, {self.input_size}, {self.input_size}) "
-                f"input: {_first_line(exc)}",
-            ) from None
-        self.dim = int(out.shape[1])
-        self.label = f"torchscript:{weights.name}:{_sha256(weights)[:12]}"
-
-    def encode(self, patches: torch.Tensor) -> torch.Tensor:
-        x = patches.permute(0, 3, 1, 2).float() / 255.0
-        if x.shape[-2:] != (self.input_size, self.input_size):
-            x = F.interpolate(
-                x,
-                size=(self.input_size, self.input_size),
-                mode="bilinear",
-                antialias=True,
-                align_corners=False,
+                "not a TorchScript model (save one with torch.jit.save(torch.jit.trace(model, x)));"
+                " a state dict loads with a named encoder, e.g. --encoder resnet50_trunc "
+                "(see hmil extract --list-encoders)",
             )
-        out = self._model((x - self._mean) / self._std)
-        if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != x.shape[0]:
-            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        self._weights = loaded
+        self._net = loaded.module
+        self.dim = self._probe()
+        self.label = f"torchscript:{weights.name}:{loaded.sha256[:12]}"
+
+    def provenance(self) -> dict[str, Any]:
+        return {**super().provenance(), "encoder": self.label}
+
+
+class PretrainedEncoder(_NetworkEncoder):
+    """A named encoder of the field (:data:`spec`) with weights from a local file.
+
+    ``--weights`` is a state dict (``.pth``/``.bin``/``.safetensors``, checked key by key and
+    shape by shape against the architecture before any weights are copied) or a TorchScript
+    export of the same model. The architecture is timm's when timm is importable (``backend``
+    ``auto``/``timm``), else the exact copy in :mod:`hmil.slides.backbones` (``hmil``).
+    """
+
+    spec: ClassVar[EncoderSpec]
+
+    def __init__(
+        self, weights: Path | None, device: torch.device, backend: Backend = "auto"
+    ) -> None:
+        super().__init__(weights, device)
+        spec = self.spec
+        if weights is None:
             raise ConfigError(
-                self._weights,
-                f"model output must be a (B, D) tensor, got {shape}",
+                "--weights",
+                f"'{self.name}' needs --weights FILE ({spec.where}); nothing is downloaded",
             )
-        return out.float()
+        self.preprocess = spec.preprocess
+        self.input_size = spec.input_size
+        self._weights = read_weights(weights, device=device)
+        if self._weights.module is not None:
+            self._net, self.backend = self._weights.module, "torchscript"
+        else:
+            self._net, self.backend = load_network(spec, self._weights, backend)
+            self._net = self._net.to(device).eval()
+        self.dim = spec.dim
+        found = self._probe()
+        if found != spec.dim:
+            raise ConfigError(
+                weights, f"{self.name} must give D = {spec.dim}, the model gave {found}"
+            )
+        self.label = f"{spec.trident_name} ({weights.name}, sha256 {self._weights.sha256[:12]})"
+
+    def provenance(self) -> dict[str, Any]:
+        return {
+            **super().provenance(),
+            "encoder": self.spec.trident_name,
+            "encoder_backend": self.backend,
+        }
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def load_network(
+    spec: EncoderSpec, weights: WeightsFile, backend: Backend = "auto"
+) -> tuple[torch.nn.Module, str]:
+    """Build ``spec``'s architecture and load a state dict into it (on CPU, eval mode).
+
+    The network is first built on the ``meta`` device (no memory), its expected key → shape
+    table checked against the file, and only then are the file's tensors assigned to it.
+
+    Raises:
+        ConfigError: naming missing, unexpected and wrong-shaped keys.
+    """
+    assert weights.state_dict is not None
+    try:
+        with torch.device("meta"):
+            net, used = build_network(spec.architecture, backend)
+    except RuntimeError as exc:  # backend="timm" without timm
+        raise ConfigError(
+            "--backend", f"{first_line(exc)} (pip install hmil-studio[encoders])"
+        ) from None
+    target = weights_module(net)
+    expected = {k: tuple(v.shape) for k, v in target.state_dict().items()}
+    state = _adapt_state_dict(spec.architecture, weights.state_dict)
+    optional = [k for k in expected if k.endswith("num_batches_tracked")]
+    state = match_state_dict(
+        state, expected, weights.path, spec.name,
+        ignore_prefixes=_IGNORED_PREFIXES.get(type(spec.architecture).__name__, ()),
+        optional=optional,
+    )  # fmt: skip
+    for key in optional:
+        state.setdefault(key, torch.zeros((), dtype=torch.long))
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    target.load_state_dict(state, strict=True, assign=True)
+    if any(t.is_meta for t in (*net.parameters(), *net.buffers())):  # pragma: no cover
+        raise ConfigError(weights.path, f"{spec.name}: some weights were not loaded")
+    return net.eval(), used
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
+#: file keys dropped silently per architecture: the ResNet-50 trunk ends at layer3
+_IGNORED_PREFIXES: dict[str, tuple[str, ...]] = {"ResNetTrunkConfig": ("layer4.", "fc.")}
+
+
+@register_encoder
+class ResNet50TruncEncoder(PretrainedEncoder):
+    """CLAM's default ``resnet50_trunc`` (TRIDENT ``resnet50``): ImageNet ResNet-50 through
+    layer3, global average pool, D = 1024."""
+
+    name = RESNET50_TRUNC.name
+    aliases = RESNET50_TRUNC.aliases
+    spec = RESNET50_TRUNC
+
+
+@register_encoder
+class UniV1Encoder(PretrainedEncoder):
+    """UNI (ViT-L/16, layer scale), class token, D = 1024."""
+
+    name = UNI_V1.name
+    spec = UNI_V1
+
+
+@register_encoder
+class UniV2Encoder(PretrainedEncoder):
+    """UNI 2-h (ViT-H/14, SwiGLU, 8 register tokens), class token, D = 1536."""
+
+    name = UNI_V2.name
+    spec = UNI_V2
+
+
+@register_encoder
+class ConchV15Encoder(PretrainedEncoder):
+    """CONCH v1.5 vision tower (ViT-L/16 at 448 px + attentional pooler), D = 768."""
+
+    name = CONCH_V15.name
+    spec = CONCH_V15
+
+
+@register_encoder
+class Virchow2Encoder(PretrainedEncoder):
+    """Virchow 2 (ViT-H/14, SwiGLU, 4 registers), class token ‖ mean patch token, D = 2560."""
+
+    name = VIRCHOW2.name
+    spec = VIRCHOW2
+
+
+@register_encoder
+class GigaPathEncoder(PretrainedEncoder):
+    """Prov-GigaPath tile encoder (ViT-g/16, SwiGLU), class token, D = 1536."""
+
+    name = GIGAPATH.name
+    spec = GIGAPATH
+
+
+@register_encoder
+class HOptimus0Encoder(PretrainedEncoder):
+    """H-optimus-0 (ViT-g/14, SwiGLU, 4 registers), class token, D = 1536."""
+
+    name = HOPTIMUS0.name
+    spec = HOPTIMUS0
 
 
 def available_encoders() -> list[str]:
-    """Registered encoder names, sorted."""
+    """Registered encoder names and aliases, sorted."""
     return sorted(ENCODERS)
+
+
+@dataclass(frozen=True)
+class EncoderInfo:
+    """One row of ``hmil extract --list-encoders``."""
+
+    name: str
+    trident_name: str
+    dim: str
+    input: str
+    weights: str
+
+
+def encoder_table() -> list[EncoderInfo]:
+    """What ``--list-encoders`` prints: every encoder once (aliases in its row)."""
+    rows = [
+        EncoderInfo(
+            "hed-texture", "-", str(HED_TEXTURE_DIM),
+            f"area resize {WORK_SIZE}px, no normalisation", "none (fixed descriptor)",
+        ),
+        EncoderInfo(
+            "torchscript", "-", "from the model", TorchScriptEncoder.preprocess.describe(),
+            "--weights FILE (a torch.jit.save archive)",
+        ),
+    ]  # fmt: skip
+    for cls in dict.fromkeys(ENCODERS.values()):
+        if issubclass(cls, PretrainedEncoder):
+            spec = cls.spec
+            name = " | ".join((spec.name, *spec.aliases))
+            rows.append(
+                EncoderInfo(
+                    name, spec.trident_name, str(spec.dim), spec.preprocess.describe(),
+                    f"--weights FILE: {spec.where}; TRIDENT runs it in {spec.trident_precision}",
+                )
+            )  # fmt: skip
+    return rows

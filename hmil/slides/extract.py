@@ -8,11 +8,13 @@ bag either exists complete or not at all; :func:`extract_slides` skips slides wh
 which makes an interrupted run resumable and lets a launcher hand each worker a shard of the
 slide list.
 
-Bag layout (the contract's, identical to :func:`hmil.data.bags.save_bag`): dataset ``features``
-``(N, D)`` float32 with attributes ``encoder``, ``dim``; dataset ``coords`` ``(N, 2)`` int64
-with the patch attributes (``patch_size``, ``patch_level``, ``downsample``,
-``patch_size_level0``, ...). ``.pt``: ``{"features", "coords", "encoder", "dim",
-"patch_size_level0", ...}``.
+Bag layout (the contract's, as :func:`hmil.data.bags.save_bag` writes it): dataset ``features``
+``(N, D)`` float32 with the encoder's provenance as attributes (``encoder``: TRIDENT's name,
+``dim``, ``encoder_weights``, ``encoder_weights_sha256``, ``encoder_input_size``,
+``encoder_precision``, ...); dataset ``coords`` ``(N, 2)`` int64 with the patch file's attributes
+(``patch_size``, ``patch_level``, ``patch_size_level0``, ...). ``.pt``: CLAM's ``pt_files``
+layout, a plain ``(N, D)`` float32 tensor (CLAM's loader takes nothing else); its coords and
+provenance are those of the ``.h5`` beside it (``--format both``).
 """
 
 from __future__ import annotations
@@ -32,12 +34,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from hmil.data.bags import save_bag
+from hmil.data.bags import save_feature_tensor
 from hmil.errors import ConfigError, HMILError
 from hmil.io import atomic_path
 from hmil.progress import Progress
-from hmil.slides.encoders import PatchEncoder, create_encoder
-from hmil.slides.reader import Slide, open_slide, slide_id_from_path
+from hmil.slides.encoders import PRECISIONS, PatchEncoder, create_encoder
+from hmil.slides.reader import Slide, open_slide, slide_id_from_path, trident_best_level
 from hmil.slides.tissue import PatchFile, load_patches
 
 BAG_FORMATS = ("h5", "pt")
@@ -70,6 +72,7 @@ class ExtractConfig:
     prefetch_batches: int = 4
     torch_threads: int | None = None
     overwrite: bool = False
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -81,6 +84,8 @@ class ExtractConfig:
             object.__setattr__(self, "num_readers", default_readers())
         if self.num_readers < 1 or self.prefetch_batches < 1:
             raise ConfigError("--readers", "num_readers and prefetch_batches must be ≥ 1")
+        if self.precision not in PRECISIONS:
+            raise ConfigError("--precision", f"expected fp32, bf16 or fp16, got {self.precision!r}")
 
 
 @dataclass(frozen=True)
@@ -90,13 +95,15 @@ class ReadPlan:
     Attributes:
         level: slide level to read.
         read_size: patch side at that level (pixels).
-        out_size: patch side handed to the encoder (pixels).
+        tile_size: patch side at the tiling's target magnification (pixels); a patch read at
+            another size is first resized to it (TRIDENT's reader), then the encoder's
+            :meth:`~hmil.slides.encoders.PatchEncoder.prepare` makes its input.
         patch_size_level0: patch side at level 0 (pixels).
     """
 
     level: int
     read_size: int
-    out_size: int
+    tile_size: int
     patch_size_level0: int
 
 
@@ -157,25 +164,39 @@ def resolve_patches_dir(path: str | Path) -> Path:
     return root
 
 
+def find_patch_file(folder: Path, slide_id: str) -> Path:
+    """``<slide_id>.h5`` (hmil's and CLAM's name) or else ``<slide_id>_patches.h5``
+    (TRIDENT's) in ``folder``; the first name when neither exists (its load reports it)."""
+    clam, trident = folder / f"{slide_id}.h5", folder / f"{slide_id}_patches.h5"
+    return trident if trident.is_file() and not clam.is_file() else clam
+
+
 def bag_paths(out_dir: str | Path, slide_id: str, formats: Sequence[str]) -> list[Path]:
     """The bag files of ``slide_id`` in ``out_dir`` for ``formats``."""
     return [Path(out_dir) / f"{slide_id}.{fmt}" for fmt in formats]
 
 
-def plan_reads(slide: Slide, patches: PatchFile, encoder_size: int | None) -> ReadPlan:
-    """Reading geometry from a patch file's attributes (ours, CLAM's or TRIDENT's).
+def plan_reads(slide: Slide, patches: PatchFile, out_size: int | None = None) -> ReadPlan:
+    """Reading geometry from a patch file's attributes, as its maker's own reader would read it.
 
-    ``patch_size_level0`` is used when stored; otherwise CLAM's ``patch_size`` at
-    ``patch_level`` is scaled by that level's downsample.
+    ``out_size`` replaces the plan's ``tile_size`` (for callers that read patches without an
+    encoder straight at some size, e.g. an encoder's input size).
+
+    * ``patch_level`` stored (CLAM's ``patches/<id>.h5``, and hmil's): ``patch_size`` pixels are
+      read at that level (CLAM's ``Whole_Slide_Bag_FP``). hmil's files also store
+      ``patch_size_level0`` (which wins, so older hmil files whose ``patch_size`` was the
+      target size still read right) and ``target_patch_size``, the side the patch is then
+      resized to.
+    * otherwise TRIDENT's ``<id>_patches.h5``: ``patch_size`` is at ``target_magnification``;
+      the level is the one TRIDENT's ``WSIPatcher`` picks for the downsample
+      ``level0_magnification / target_magnification`` (an exact level within 0.1, else the
+      finest level below), and the patch is resized back to ``patch_size``.
 
     Raises:
-        HMILError: the patch file names a level the slide lacks, or was made for a slide of
-            other dimensions.
+        HMILError: the patch file names a level the slide lacks, was made for a slide of other
+            dimensions, or has no patch size.
     """
     attrs = patches.attrs
-    level = int(attrs.get("patch_level", 0))
-    if not 0 <= level < slide.level_count:
-        raise HMILError(patches.path, f"patch_level {level} does not exist in {slide.path.name}")
     w0, h0 = attrs.get("level0_width"), attrs.get("level0_height")
     if w0 is not None and h0 is not None and (int(w0), int(h0)) != slide.dimensions:
         raise HMILError(
@@ -183,30 +204,55 @@ def plan_reads(slide: Slide, patches: PatchFile, encoder_size: int | None) -> Re
             f"made for a {int(w0)}x{int(h0)} slide, but {slide.path.name} is "
             f"{slide.dimensions[0]}x{slide.dimensions[1]} (wrong slide or patch folder?)",
         )
-    level_ds = slide.level_downsamples[level]
-    if attrs.get("patch_size_level0"):
-        size0 = int(attrs["patch_size_level0"])
-    elif attrs.get("patch_size"):
-        size0 = round(float(attrs["patch_size"]) * level_ds)
-    else:
+    size = attrs.get("patch_size")
+    size0_attr = attrs.get("patch_size_level0")
+    if not size and not size0_attr:
         raise HMILError(patches.path, "no patch_size or patch_size_level0 attribute on coords")
-    read_size = max(1, round(size0 / level_ds))
-    out_size = int(attrs.get("patch_size", read_size))
+    if "patch_level" in attrs:
+        level = int(attrs["patch_level"])
+        if not 0 <= level < slide.level_count:
+            raise HMILError(
+                patches.path, f"patch_level {level} does not exist in {slide.path.name}"
+            )
+        level_ds = slide.level_downsamples[level]
+        size0 = int(size0_attr) if size0_attr else round(float(size) * level_ds)
+        read_size = max(1, round(size0 / level_ds))
+        tile = out_size or int(attrs.get("target_patch_size") or size or read_size)
+        return ReadPlan(level=level, read_size=read_size, tile_size=tile, patch_size_level0=size0)
+    tile = int(size) if size else int(size0_attr)
+    src, dst = attrs.get("level0_magnification"), attrs.get("target_magnification")
+    if src and dst:
+        downsample = (10.0 / float(dst)) / (10.0 / float(src))
+        size0 = round(tile * downsample)
+    else:
+        size0 = int(size0_attr) if size0_attr else tile
+        downsample = size0 / tile
+    level = trident_best_level(slide, downsample)
+    read_size = max(1, round(size0 / slide.level_downsamples[level]))
     return ReadPlan(
-        level=level,
-        read_size=read_size,
-        out_size=encoder_size or out_size,
-        patch_size_level0=size0,
+        level=level, read_size=read_size, tile_size=out_size or tile, patch_size_level0=size0
     )
 
 
-def read_patch(slide: Slide, xy: np.ndarray, plan: ReadPlan) -> np.ndarray:
-    """One patch as ``(out_size, out_size, 3)`` uint8 (area-averaged when downscaled)."""
-    pixels = slide.read_region((int(xy[0]), int(xy[1])), plan.level, (plan.read_size,) * 2)
-    if plan.read_size == plan.out_size:
+def read_patch(
+    slide: Slide, xy: np.ndarray, plan: ReadPlan, encoder: PatchEncoder | None = None
+) -> np.ndarray:
+    """One patch as the encoder takes it (:meth:`PatchEncoder.prepare`), or as read at
+    ``read_size`` resized to ``tile_size`` (area-averaged) when no encoder is given.
+
+    Network encoders read with the alpha channel dropped (``composite=False``), as CLAM and
+    TRIDENT do (``read_region(...).convert("RGB")``: outside the scan is black for them too).
+    """
+    composite = encoder is None or not encoder.neural
+    size = (plan.read_size, plan.read_size)
+    pixels = slide.read_region((int(xy[0]), int(xy[1])), plan.level, size, composite=composite)
+    if encoder is not None:
+        return encoder.prepare(pixels, plan.tile_size)
+    if plan.read_size == plan.tile_size:
         return pixels
-    resample = Image.Resampling.BOX if plan.out_size < plan.read_size else Image.Resampling.BILINEAR
-    return np.asarray(Image.fromarray(pixels).resize((plan.out_size,) * 2, resample))
+    down = plan.tile_size < plan.read_size
+    resample = Image.Resampling.BOX if down else Image.Resampling.BILINEAR
+    return np.asarray(Image.fromarray(pixels).resize((plan.tile_size,) * 2, resample))
 
 
 def iter_patch_batches(
@@ -216,22 +262,24 @@ def iter_patch_batches(
     batch_size: int,
     num_readers: int = 2,
     prefetch_batches: int = 4,
+    encoder: PatchEncoder | None = None,
 ) -> Iterator[np.ndarray]:
     """Decoded patches in ``coords`` order, batch by batch, read ahead by a thread pool.
 
+    The readers also do the encoder's uint8 preprocessing (:func:`read_patch`), so decoding
+    and resizing overlap the encoder's work on the previous batch.
+
     Yields:
-        ``(B, S, S, 3)`` uint8 arrays (``S = plan.out_size``, the last batch may be smaller).
-        At most ``prefetch_batches`` batches are decoded ahead of the consumer.
+        ``(B, S, S, 3)`` uint8 arrays (``S``: the encoder's input size, or ``plan.tile_size``
+        without an encoder; the last batch may be smaller). At most ``prefetch_batches``
+        batches are decoded ahead of the consumer.
     """
     n = coords.shape[0]
     starts = range(0, n, batch_size)
 
     def read_batch(start: int) -> np.ndarray:
         stop = min(n, start + batch_size)
-        out = np.empty((stop - start, plan.out_size, plan.out_size, 3), dtype=np.uint8)
-        for i in range(start, stop):
-            out[i - start] = read_patch(slide, coords[i], plan)
-        return out
+        return np.stack([read_patch(slide, coords[i], plan, encoder) for i in range(start, stop)])
 
     with ThreadPoolExecutor(max_workers=num_readers, thread_name_prefix="hmil-read") as pool:
         pending: deque[Future[np.ndarray]] = deque()
@@ -276,8 +324,12 @@ def extract_slide(
         raise HMILError(patches.path, "0 patches (nothing to extract)")
     targets = bag_paths(out_dir, slide_id_from_path(slide_path), config.formats)
     with open_slide(slide_path) as slide:
-        plan = plan_reads(slide, patches, encoder.input_size)
-        feature_attrs: dict[str, Any] = {"encoder": encoder.label, "dim": int(encoder.dim)}
+        plan = plan_reads(slide, patches)
+        feature_attrs: dict[str, Any] = {
+            **encoder.provenance(),
+            "encoder_precision": config.precision,
+            "name": slide.slide_id,
+        }
         coords_attrs = dict(patches.attrs)
         coords_attrs["patch_size_level0"] = plan.patch_size_level0
         bar = Progress(n, f"extract {slide.slide_id}", enabled=progress)
@@ -290,8 +342,10 @@ def extract_slide(
             config.batch_size,
             num_readers=config.num_readers,
             prefetch_batches=config.prefetch_batches,
+            encoder=encoder,
         )
-        with contextlib.closing(batches), _torch_threads(_encoder_threads(encoder, config)):
+        threads = _torch_threads(_encoder_threads(encoder, config))
+        with contextlib.closing(batches), threads, encoder.autocast(config.precision):
             encoded = _encode_batches(batches, encoder, bar)
             if h5_target is not None:
                 _write_h5_streamed(
@@ -306,7 +360,7 @@ def extract_slide(
                 with h5py.File(h5_target, "r") as f:
                     features = np.asarray(f["features"][()])
             assert features is not None
-            save_bag(target, features, patches.coords, {**coords_attrs, **feature_attrs})
+            save_feature_tensor(target, features)
     return SlideOutcome(
         slide_id=slide_id_from_path(slide_path),
         status="done",
@@ -400,7 +454,8 @@ def extract_slides(
     """Extract bags for many slides; the unit a launcher runs per shard.
 
     Args:
-        slides: slide files; each needs ``<patches_dir>/<slide_id>.h5``.
+        slides: slide files; each needs ``<patches_dir>/<slide_id>.h5`` (or TRIDENT's
+            ``<slide_id>_patches.h5``).
         patches_dir: ``hmil tile``'s output folder or its ``patches/`` subfolder.
         out_dir: bag folder.
         encoder: a built encoder, or a registry name (built with ``weights`` and ``device``).
@@ -416,6 +471,7 @@ def extract_slides(
     config = config or ExtractConfig()
     folder = resolve_patches_dir(patches_dir)
     enc = encoder if isinstance(encoder, PatchEncoder) else create_encoder(encoder, weights, device)
+    enc.check_precision(config.precision)
     paths = [Path(s) for s in slides]
     report = ExtractReport()
     seen: dict[str, Path] = {}
@@ -432,7 +488,8 @@ def extract_slides(
                 if log is not None:
                     log(f"{sid}: bag exists, skipped ({', '.join(t.name for t in targets)})")
             else:
-                outcome = extract_slide(path, folder / f"{sid}.h5", out_dir, enc, config, progress)
+                outcome = extract_slide(path, find_patch_file(folder, sid), out_dir, enc, config,
+                                        progress)  # fmt: skip
                 report.outcomes.append(outcome)
                 if log is not None:
                     log(

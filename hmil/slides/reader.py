@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -46,10 +46,19 @@ class SlideBackend(Protocol):
     level_downsamples: tuple[float, ...]
     mpp: float | None
     objective_power: float | None
+    bounds: Region | None
 
-    def read(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
+    def read(
+        self,
+        location: tuple[int, int],
+        level: int,
+        size: tuple[int, int],
+        composite: bool = True,
+    ) -> np.ndarray:
         """``(h, w, 3)`` uint8 RGB of ``size`` level pixels whose top-left is ``location``
-        (level-0 pixels); areas outside the image are white. Raises SlideError."""
+        (level-0 pixels). ``composite``: transparent areas and areas outside the image are
+        white; else the alpha channel is dropped (they are black, as ``PIL .convert("RGB")``
+        of an OpenSlide region gives). Raises SlideError."""
         ...
 
     def close(self) -> None: ...
@@ -76,6 +85,10 @@ class Slide:
         level_downsamples: level-0 pixels per level pixel, per level (level 0 is 1.0).
         mpp: microns per level-0 pixel, or None when the file does not state a plausible one.
         objective_power: scanner objective magnification of level 0, or None.
+        bounds: the scanned area in level-0 pixels when the file states one (OpenSlide's
+            ``openslide.bounds-*``, e.g. MRXS), else None. Level-0 coordinates (what CLAM,
+            TRIDENT and hmil store) include its offset; QuPath shows the slide cropped to it, so
+            its coordinates are level-0 minus ``(bounds.x, bounds.y)`` (:attr:`offset`).
     """
 
     def __init__(self, path: Path, backend: SlideBackend) -> None:
@@ -87,6 +100,22 @@ class Slide:
         self.level_downsamples = backend.level_downsamples
         self.mpp = backend.mpp
         self.objective_power = backend.objective_power
+        self.bounds = getattr(backend, "bounds", None)
+
+    @property
+    def offset(self) -> tuple[int, int]:
+        """Level-0 ``(x, y)`` of the scanned area's corner: subtract it for QuPath coordinates."""
+        if self.bounds is None:
+            return (0, 0)
+        return (int(self.bounds.x), int(self.bounds.y))
+
+    @property
+    def scanned_region(self) -> Region:
+        """The level-0 rectangle worth tiling: the bounds, or the whole level 0."""
+        if self.bounds is not None:
+            return self.bounds
+        w, h = self.dimensions
+        return Region(0, 0, w, h)
 
     @property
     def level_count(self) -> int:
@@ -115,19 +144,32 @@ class Slide:
         return best
 
     def read_region(
-        self, location: tuple[int, int], level: int, size: tuple[int, int]
+        self,
+        location: tuple[int, int],
+        level: int,
+        size: tuple[int, int],
+        *,
+        composite: bool = True,
     ) -> np.ndarray:
         """Read ``size = (w, h)`` pixels of ``level`` whose top-left is ``location`` (level 0).
 
+        Args:
+            composite: True: outside the slide (and transparent areas) is white, for display.
+                False: the alpha channel is dropped, as CLAM/TRIDENT read patches for their
+                encoders (``read_region(...).convert("RGB")``; outside the scan is black).
+
         Returns:
-            ``(h, w, 3)`` uint8 RGB; outside the slide (and transparent areas) is white.
+            ``(h, w, 3)`` uint8 RGB.
         """
         if not 0 <= level < self.level_count:
             raise SlideError(self.path, f"level {level} does not exist (0..{self.level_count - 1})")
         w, h = int(size[0]), int(size[1])
         if w <= 0 or h <= 0 or w * h > MAX_REGION_PIXELS:
             raise SlideError(self.path, f"invalid region size {w}x{h}")
-        return self._backend.read((int(location[0]), int(location[1])), level, (w, h))
+        xy = (int(location[0]), int(location[1]))
+        if composite:  # the display path calls backends exactly as before
+            return self._backend.read(xy, level, (w, h))
+        return self._backend.read(xy, level, (w, h), composite=False)
 
     def read_rect(self, region: Region, out_size: tuple[int, int]) -> np.ndarray:
         """Resample a level-0 rectangle to ``out_size = (W, H)`` pixels.
@@ -190,6 +232,21 @@ class Slide:
             f"Slide({self.slide_id!r}, backend={self.backend}, dims={self.dimensions}, "
             f"levels={self.level_count}, mpp={self.mpp}, power={self.objective_power})"
         )
+
+
+def trident_best_level(slide: Slide, downsample: float, tolerance: float = 0.1) -> int:
+    """TRIDENT's ``get_best_level_and_custom_downsample`` level (its patcher's tolerance 0.1):
+    the level whose downsample is within ``tolerance`` of ``downsample``, else the coarsest
+    level not coarser than it."""
+    downsamples = slide.level_downsamples
+    for level, ds in enumerate(downsamples):
+        if abs(ds - downsample) <= tolerance:
+            return level
+    best = 0
+    for level, ds in enumerate(downsamples):
+        if ds <= downsample:
+            best = level
+    return best
 
 
 def fit_size(width: float, height: float, max_size: int) -> tuple[int, int]:
@@ -320,8 +377,15 @@ class _OpenSlideBackend:
         mpp = (mpp_x + mpp_y) / 2 if mpp_x and mpp_y else mpp_x or mpp_y
         self.mpp = _plausible_mpp(mpp)
         self.objective_power = _float_or_none(props.get("openslide.objective-power"))
+        self.bounds = bounds_from_properties(props, self.level_dimensions[0])
 
-    def read(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
+    def read(
+        self,
+        location: tuple[int, int],
+        level: int,
+        size: tuple[int, int],
+        composite: bool = True,
+    ) -> np.ndarray:
         try:
             img = self._osr.read_region(location, level, size)
         except self._error as exc:
@@ -330,10 +394,38 @@ class _OpenSlideBackend:
                 f"cannot decode region {size[0]}x{size[1]} at {location} level {level}: "
                 f"{_short(exc)}",
             ) from None
-        return _rgba_to_rgb(np.asarray(img))
+        rgba = np.asarray(img)
+        return _rgba_to_rgb(rgba) if composite else np.ascontiguousarray(rgba[..., :3])
 
     def close(self) -> None:
         self._osr.close()
+
+
+_BOUNDS_KEYS = ("openslide.bounds-x", "openslide.bounds-y")
+_BOUNDS_SIZE_KEYS = ("openslide.bounds-width", "openslide.bounds-height")
+
+
+def bounds_from_properties(props: Mapping[str, str], level0: tuple[int, int]) -> Region | None:
+    """OpenSlide's scanned-area rectangle from its properties, or None without one.
+
+    QuPath applies the bounds when all four properties exist; so does this (a missing size is
+    read as "to the edge of level 0"). Values that are not integers or lie outside level 0 are
+    ignored.
+    """
+    if not all(k in props for k in _BOUNDS_KEYS):
+        return None
+    try:
+        x, y = (int(props[k]) for k in _BOUNDS_KEYS)
+        w0, h0 = level0
+        w = int(props.get(_BOUNDS_SIZE_KEYS[0], w0 - x))
+        h = int(props.get(_BOUNDS_SIZE_KEYS[1], h0 - y))
+    except ValueError:
+        return None
+    if x < 0 or y < 0 or w <= 0 or h <= 0 or x + w > level0[0] or y + h > level0[1]:
+        return None
+    if (x, y, w, h) == (0, 0, *level0):
+        return None
+    return Region(x, y, w, h)
 
 
 def _rgba_to_rgb(rgba: np.ndarray) -> np.ndarray:
@@ -373,6 +465,7 @@ class _ArrayBackend:
         self.level_downsamples = tuple(((w0 / w) + (h0 / h)) / 2 for w, h in self.level_dimensions)
         self.mpp = mpp
         self.objective_power = None
+        self.bounds: Region | None = None
 
     def _level(self, level: int) -> np.ndarray:
         with self._lock:
@@ -380,12 +473,18 @@ class _ArrayBackend:
                 self._cache[level] = self._loaders[level]()
             return self._cache[level]
 
-    def read(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
+    def read(
+        self,
+        location: tuple[int, int],
+        level: int,
+        size: tuple[int, int],
+        composite: bool = True,
+    ) -> np.ndarray:
         arr = self._level(level)
         ds = self.level_downsamples[level]
         x0, y0 = round(location[0] / ds), round(location[1] / ds)
         w, h = size
-        out = np.full((h, w, 3), 255, dtype=np.uint8)
+        out = np.full((h, w, 3), 255 if composite else 0, dtype=np.uint8)
         H, W = arr.shape[:2]
         sx0, sy0 = max(0, x0), max(0, y0)
         sx1, sy1 = min(W, x0 + w), min(H, y0 + h)

@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 from hmil.data.bags import find_bag, load_bag
+from hmil.data.provenance import check_single_encoder
 from hmil.data.splits import Split
 from hmil.errors import BagError, HMILError
 from hmil.progress import Progress
@@ -140,6 +141,7 @@ def gather_fold(
             )
         parts[part] = items
     progress.close()
+    check_single_encoder(item.path for items in parts.values() for item in items)
     if not parts.get("train") or dim is None:
         raise HMILError(features_dir, "no usable training bags for this fold")
     store.expected_dim = dim

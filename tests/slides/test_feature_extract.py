@@ -52,6 +52,8 @@ def test_bag_layout_and_features_equal_direct_encoding(
     n = patches.coords.shape[0]
     assert outcome.status == "done" and outcome.n_patches == n > 20
     h5_bag, pt_bag = load_bag(tmp_path / "disc.h5"), load_bag(tmp_path / "disc.pt")
+    # the .pt is CLAM's pt_files tensor; its coords and provenance come from the .h5 beside it
+    assert isinstance(torch.load(tmp_path / "disc.pt", weights_only=True), torch.Tensor)
     for bag in (h5_bag, pt_bag):
         assert bag.features.shape == (n, encoder.dim)
         assert (bag.coords == patches.coords).all()
@@ -61,12 +63,13 @@ def test_bag_layout_and_features_equal_direct_encoding(
     with h5py.File(tmp_path / "disc.h5") as f:  # the contract's layout, as save_bag writes it
         assert f["features"].dtype == np.float32 and f["coords"].dtype == np.int64
         assert f["coords"].attrs["level0_width"] == 1536
+        assert f["features"].attrs["encoder_precision"] == "fp32"
     # the same patches encoded directly give the same features
     with open_slide(disc_slide) as slide:
-        plan = plan_reads(slide, patches, encoder.input_size)
-        # 64 px read at level 1, upsampled to the encoder's 128 px working size
-        assert plan == ReadPlan(level=1, read_size=64, out_size=128, patch_size_level0=128)
-        direct = encoder(torch.from_numpy(np.stack([read_patch(slide, c, plan) for c in
+        plan = plan_reads(slide, patches)
+        # 64 px read at level 1 (the tile size); the encoder upsamples to its 128 px
+        assert plan == ReadPlan(level=1, read_size=64, tile_size=64, patch_size_level0=128)
+        direct = encoder(torch.from_numpy(np.stack([read_patch(slide, c, plan, encoder) for c in
                                                      patches.coords[:5]])))  # fmt: skip
     assert torch.allclose(h5_bag.features[:5], direct, atol=1e-5)
 
@@ -77,7 +80,7 @@ def test_batches_keep_order_and_bound_prefetch(disc_slide: Path, tiled: Path) ->
     reads: list[int] = []
     lock = threading.Lock()
     with open_slide(disc_slide) as slide:
-        plan = ReadPlan(level=0, read_size=32, out_size=16, patch_size_level0=32)
+        plan = ReadPlan(level=0, read_size=32, tile_size=16, patch_size_level0=32)
         original = slide.read_region
 
         def counting_read(*args: object, **kwargs: object) -> np.ndarray:
@@ -164,8 +167,8 @@ def test_clam_patch_files_without_level0_size(
         dset.attrs["patch_size"] = 64
         dset.attrs["patch_level"] = 1
     with open_slide(disc_slide) as slide:
-        plan = plan_reads(slide, load_patches(path), None)
-    assert plan == ReadPlan(level=1, read_size=64, out_size=64, patch_size_level0=128)
+        plan = plan_reads(slide, load_patches(path))
+    assert plan == ReadPlan(level=1, read_size=64, tile_size=64, patch_size_level0=128)
     report = extract_slides([disc_slide], tmp_path, tmp_path / "bags", encoder, progress=False)
     bag = load_bag(tmp_path / "bags" / "disc.h5")
     assert report.done and bag.features.shape == (2, 104)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import h5py
@@ -12,18 +13,24 @@ from slide_helpers import GLASS, TISSUE, disc_image
 
 from hmil.data.bags import infer_patch_size
 from hmil.errors import HMILError, SlideError
-from hmil.slides import open_slide
+from hmil.slides import Region, open_slide
+from hmil.slides.reader import bounds_from_properties
 from hmil.slides.tissue import (
     TilingConfig,
     TissueConfig,
     grid_coords,
     load_patches,
+    mask_polygons,
     plan_patches,
+    rasterize_polygons,
+    read_slide_list,
+    read_tissue_geojson,
     save_patches,
     tile_slide,
     tile_slides,
     tissue_fractions,
     tissue_mask,
+    write_tissue_geojson,
 )
 
 
@@ -205,3 +212,149 @@ def test_load_patches_rejects_bad_files(tmp_path: Path) -> None:
         f["coords"] = np.zeros((3, 3))
     with pytest.raises(HMILError, match=r"\(N, 2\)"):
         load_patches(wrong)
+
+
+# --------------------------------------------------------------------------- TRIDENT/CLAM options
+
+
+def test_overlap_steps_the_grid_like_trident(disc_slide: Path) -> None:
+    with open_slide(disc_slide) as slide:
+        plain = tile_slide(slide, TilingConfig(patch_size=64, magnification=10))
+        half = tile_slide(slide, TilingConfig(patch_size=64, magnification=10, overlap=32))
+    assert half.plan.step_level0 == 64 and plain.plan.step_level0 == 128
+    assert np.diff(np.unique(half.coords[:, 0])).min() == 64
+    assert half.n_patches == pytest.approx(4 * plain.n_patches, rel=0.15)
+    attrs = half.trident_attrs()
+    assert (attrs["patch_size"], attrs["overlap"], attrs["patch_size_level0"]) == (64, 32, 128)
+    assert (attrs["level0_magnification"], attrs["target_magnification"]) == (20.0, 10.0)
+    with pytest.raises(HMILError, match="--overlap"):
+        TilingConfig(patch_size=64, overlap=64)
+
+
+def test_mpp_override_gives_slides_without_metadata_a_magnification(
+    make_slide: object, tmp_path: Path
+) -> None:
+    path = make_slide("nompp.tiff", disc_image(), mpp=None)  # type: ignore[operator]
+    with open_slide(path) as slide:
+        assert slide.magnification is None
+        unknown = plan_patches(slide, TilingConfig(patch_size=64, magnification=10))
+        known = plan_patches(slide, TilingConfig(patch_size=64, magnification=10, mpp=0.5))
+    assert unknown.note is not None and unknown.patch_size_level0 == 64
+    assert known.note is None and known.patch_size_level0 == 128 and known.patch_level == 1
+    with pytest.raises(HMILError, match="--mpp"):
+        TilingConfig(mpp=500.0)
+
+
+def test_slide_list_csv_of_trident_and_clam(make_slide: object, tmp_path: Path) -> None:
+    a = make_slide("a.tiff", disc_image(), mpp=None)  # type: ignore[operator]
+    make_slide("b.tiff", disc_image())  # type: ignore[operator]
+    trident = tmp_path / "wsis.csv"
+    trident.write_text("wsi,mpp\na.tiff,0.5\nb.tiff,\n")
+    entries = read_slide_list(trident)
+    assert [(e.path.name, e.mpp) for e in entries] == [("a.tiff", 0.5), ("b.tiff", None)]
+    clam = tmp_path / "process_list.csv"
+    clam.write_text("slide_id,process\na.tiff,0\nb.tiff,1\n")
+    assert [e.path.name for e in read_slide_list(clam, slides_dir=tmp_path)] == ["b.tiff"]
+    report = tile_slides(entries[:1], tmp_path / "out", TilingConfig(patch_size=64,
+                         magnification=10), progress=False)  # fmt: skip
+    assert report.n_patches["a"] > 0  # tiled at 10x thanks to the CSV's mpp
+    with h5py.File(report.patch_files["a"]) as f:
+        assert f["coords"].attrs["patch_size_level0"] == 128
+    bad = tmp_path / "bad.csv"
+    bad.write_text("name\nx\n")
+    with pytest.raises(HMILError, match="no slide column"):
+        read_slide_list(bad)
+    bad.write_text("wsi,mpp\na.tiff,fast\n")
+    with pytest.raises(HMILError, match="row 2: mpp 'fast' is not a number"):
+        read_slide_list(bad)
+    assert a.is_file()
+
+
+def test_rerun_skips_finished_slides_and_retiles_edited_tissue(
+    disc_slide: Path, tmp_path: Path
+) -> None:
+    config = TilingConfig(patch_size=64, magnification=10, trident_names=True)
+    first = tile_slides([disc_slide], tmp_path, config, progress=False)
+    contours = tmp_path / "contours_geojson" / "disc.geojson"
+    stamp = first.patch_files["disc"].stat().st_mtime_ns
+    again = tile_slides([disc_slide], tmp_path, config, progress=False)
+    assert list(again.skipped) == ["disc"] and not again.patch_files
+    assert first.patch_files["disc"].stat().st_mtime_ns == stamp
+    # the contours round-trip: read back, they give (almost) the same patches
+    tissue = read_tissue_geojson(contours)
+    assert len(tissue) == 1 and len(tissue[0]) == 1  # one disc, no holes
+    with open_slide(disc_slide) as slide:
+        from_contours = tile_slide(slide, config, tissue=tissue)
+    kept = {tuple(c) for c in first_coords(first)}
+    again_kept = {tuple(c) for c in from_contours.coords}
+    assert len(kept ^ again_kept) <= 0.05 * len(kept)
+    # "edit in QuPath": keep the left half of the disc only, save → the rerun re-tiles on it
+    data = json.loads(contours.read_text())
+    data["features"][0]["geometry"]["coordinates"] = [
+        [[350, 150], [700, 150], [700, 850], [350, 850], [350, 150]]
+    ]
+    contours.write_text(json.dumps(data))
+    lines: list[str] = []
+    edited = tile_slides([disc_slide], tmp_path, config, log=lines.append, progress=False)
+    assert "disc" in edited.patch_files and any("tissue from" in line for line in lines)
+    xs = first_coords(edited)[:, 0]
+    assert xs.max() < 700 and edited.n_patches["disc"] < first.n_patches["disc"]
+
+
+def first_coords(report: object) -> np.ndarray:
+    return load_patches(report.patch_files["disc"]).coords  # type: ignore[attr-defined]
+
+
+def test_tissue_geojson_is_what_qupath_and_trident_read(disc_slide: Path, tmp_path: Path) -> None:
+    tile_slides([disc_slide], tmp_path, TilingConfig(patch_size=64), progress=False)
+    data = json.loads((tmp_path / "contours_geojson" / "disc.geojson").read_text())
+    feature = data["features"][0]
+    assert data["type"] == "FeatureCollection" and feature["geometry"]["type"] == "Polygon"
+    props = feature["properties"]
+    assert props["objectType"] == "annotation" and props["tissue_id"] == 0
+    assert props["classification"] == {"name": "Tissue", "color": [0, 170, 0]}
+    ring = np.asarray(feature["geometry"]["coordinates"][0])
+    assert (ring[0] == ring[-1]).all()
+    radius = np.hypot(ring[:, 0] - 700, ring[:, 1] - 500)
+    assert radius.min() > 330 and radius.max() < 370  # the disc of radius 350
+    # QuPath's "export as array", MultiPolygons with holes, and junk
+    ring_a = [[0, 0], [100, 0], [100, 100], [0, 100], [0, 0]]
+    hole = [[40, 40], [60, 40], [60, 60], [40, 60], [40, 40]]
+    (tmp_path / "q.geojson").write_text(json.dumps([{"type": "Feature", "geometry": {
+        "type": "MultiPolygon", "coordinates": [[ring_a, hole]]}, "properties": {}}]))  # fmt: skip
+    polygons = read_tissue_geojson(tmp_path / "q.geojson", offset=(10, 20))
+    assert len(polygons) == 1 and len(polygons[0]) == 2 and polygons[0][0][0].tolist() == [10, 20]
+    mask = rasterize_polygons(polygons, (13, 13), (10.0, 10.0), (0.0, 0.0))
+    assert mask[3, 2] and not mask[7, 6]  # inside the square, inside the hole
+    (tmp_path / "junk.geojson").write_text("{nope")
+    with pytest.raises(HMILError, match="not a readable GeoJSON"):
+        read_tissue_geojson(tmp_path / "junk.geojson")
+
+
+def test_openslide_bounds_offset_every_export(disc_slide: Path, tmp_path: Path) -> None:
+    """MRXS-like bounds: tiling stays inside them, coords stay level-0 (OpenSlide's frame),
+    GeoJSON is in QuPath's frame (level-0 minus the bounds corner)."""
+    props = {"openslide.bounds-x": "300", "openslide.bounds-y": "100",
+             "openslide.bounds-width": "900", "openslide.bounds-height": "800"}  # fmt: skip
+    bounds = bounds_from_properties(props, (1536, 1024))
+    assert bounds == Region(300, 100, 900, 800)
+    assert bounds_from_properties({"openslide.bounds-x": "5"}, (100, 100)) is None
+    assert bounds_from_properties({**props, "openslide.bounds-width": "9000"}, (1536, 1024)) is None
+    with open_slide(disc_slide) as slide:
+        slide.bounds = bounds  # as the OpenSlide backend sets it for an MRXS
+        assert slide.offset == (300, 100)
+        result = tile_slide(slide, TilingConfig(patch_size=64))
+        assert result.coords[:, 0].min() >= 300 and result.coords[:, 1].min() >= 100
+        assert ((result.coords - (300, 100)) % 64 == 0).all()  # the grid starts at the corner
+        attrs = result.coords_attrs()
+        assert (attrs["bounds_x"], attrs["bounds_y"]) == (300, 100)
+        polygons = mask_polygons(result.mask, result.mask_scale, (300.0, 100.0))
+        write_tissue_geojson(tmp_path / "t.geojson", polygons, slide.offset)
+        ring = np.asarray(
+            json.loads((tmp_path / "t.geojson").read_text())["features"][0]["geometry"][
+                "coordinates"
+            ][0]
+        )
+        assert abs(np.hypot(ring[:, 0] - 400, ring[:, 1] - 400).mean() - 350) < 15
+        back = read_tissue_geojson(tmp_path / "t.geojson", slide.offset)
+        assert abs(np.hypot(back[0][0][:, 0] - 700, back[0][0][:, 1] - 500).mean() - 350) < 15

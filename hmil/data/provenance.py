@@ -1,0 +1,154 @@
+"""Which encoder made a bag, and refusing to mix features of different encoders.
+
+``hmil extract`` stores the encoder on the bag's ``features`` dataset: ``encoder`` (TRIDENT's
+name, e.g. ``uni_v1``; TRIDENT writes the same attribute) and ``encoder_weights_sha256`` (the
+weights file's hash). Features of two encoders — or of two weights files of one architecture —
+live in different spaces: a cohort mixing them trains on noise, and a checkpoint applied to
+another encoder's bags predicts garbage without an error, since D often matches (UNI and
+``resnet50_trunc`` are both 1024-d). Bags from other tools may carry no encoder at all; they are
+"unknown" and never reported as a mismatch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+
+from hmil.data.bags import load_bag
+from hmil.errors import BagError, HMILError
+
+#: other tools' names of the same encoder → TRIDENT's (CLAM calls TRIDENT's resnet50 so)
+ENCODER_ALIASES: dict[str, str] = {"resnet50_trunc": "resnet50"}
+
+
+def canonical_encoder_name(name: str) -> str:
+    """TRIDENT's name for ``name`` (``resnet50_trunc`` → ``resnet50``; others unchanged)."""
+    return ENCODER_ALIASES.get(name, name)
+
+
+@dataclass(frozen=True)
+class EncoderRef:
+    """An encoder as a bag or checkpoint records it.
+
+    Attributes:
+        name: TRIDENT's name (``""``: unknown).
+        weights_sha256: hex digest (or prefix) of the weights file, ``""`` when not recorded.
+    """
+
+    name: str = ""
+    weights_sha256: str = ""
+
+    @property
+    def known(self) -> bool:
+        return bool(self.name)
+
+    def differs_from(self, other: EncoderRef) -> bool:
+        """True when both are known and are not the same encoder (name, or recorded weights)."""
+        if not (self.known and other.known):
+            return False
+        if self.name != other.name:
+            return True
+        a, b = self.weights_sha256, other.weights_sha256
+        return bool(a and b) and not (a.startswith(b) or b.startswith(a))
+
+    def __str__(self) -> str:
+        if not self.known:
+            return "unknown encoder"
+        return (
+            f"{self.name} (weights {self.weights_sha256[:12]})"
+            if self.weights_sha256
+            else self.name
+        )
+
+
+def parse_encoder(text: str, weights_sha256: str = "") -> EncoderRef:
+    """An :class:`EncoderRef` from a recorded name.
+
+    Accepts TRIDENT names, CLAM aliases, ``torchscript:<file>:<sha prefix>`` (hmil's TorchScript
+    label) and ``<name>@<sha prefix>`` (a checkpoint's ``encoder`` naming its weights).
+    """
+    text = str(text or "").strip()
+    if text.startswith("torchscript:"):
+        parts = text.split(":")
+        return EncoderRef("torchscript", weights_sha256 or (parts[-1] if len(parts) >= 3 else ""))
+    if "@" in text:
+        text, _, sha = text.partition("@")
+        weights_sha256 = weights_sha256 or sha
+    return EncoderRef(canonical_encoder_name(text), weights_sha256)
+
+
+def encoder_of(attrs: Mapping[str, Any]) -> EncoderRef:
+    """The encoder recorded in a bag's attributes (unknown when none)."""
+    return parse_encoder(
+        str(attrs.get("encoder") or ""), str(attrs.get("encoder_weights_sha256") or "")
+    )
+
+
+def read_bag_encoder(path: Path) -> EncoderRef:
+    """The encoder of a bag file: ``.h5`` attributes only; ``.pt``/``.npy`` through
+    :func:`~hmil.data.bags.load_bag` (memory-mapped; their sibling ``.h5`` carries it).
+
+    Raises:
+        BagError: unreadable file.
+    """
+    suffix = path.suffix.lower()
+    if suffix in (".h5", ".hdf5"):
+        try:
+            with h5py.File(path, "r") as f:
+                attrs = dict(f["features"].attrs) if "features" in f else {}
+        except OSError as exc:
+            raise BagError(path, f"not a readable HDF5 bag ({str(exc).splitlines()[0]})") from None
+        return encoder_of({k: _text(v) for k, v in attrs.items()})
+    return encoder_of(load_bag(path, check_finite=False).attrs)
+
+
+def _text(value: Any) -> Any:
+    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value
+
+
+def check_single_encoder(paths: Iterable[Path]) -> EncoderRef:
+    """Refuse a cohort whose bags come from different encoders (or weights).
+
+    Args:
+        paths: the bag files of the cohort.
+
+    Returns:
+        The cohort's encoder (unknown when no bag records one).
+
+    Raises:
+        HMILError: naming one bag of each of the first two encoders found.
+    """
+    first: tuple[EncoderRef, Path] | None = None
+    for path in paths:
+        ref = read_bag_encoder(Path(path))
+        if not ref.known:
+            continue
+        if first is None:
+            first = (ref, Path(path))
+        elif ref.differs_from(first[0]):
+            raise HMILError(
+                path,
+                f"made by {ref}, but {first[1].name} by {first[0]}: features of different "
+                "encoders cannot be trained together (re-extract with one encoder)",
+            )
+    return first[0] if first is not None else EncoderRef()
+
+
+def encoder_mismatch(checkpoint_encoder: str, bag_attrs: Mapping[str, Any] | None) -> str | None:
+    """A warning when a bag's recorded encoder is not the checkpoint's, else None.
+
+    Args:
+        checkpoint_encoder: the checkpoint's ``encoder`` (a name, ``name@sha`` or ``""``).
+        bag_attrs: the bag's attributes.
+    """
+    trained, bag = parse_encoder(checkpoint_encoder), encoder_of(bag_attrs or {})
+    if not trained.differs_from(bag):
+        return None
+    return (
+        f"bag made by {bag}, but the checkpoint was trained on {trained} features: "
+        "the prediction is not meaningful"
+    )
