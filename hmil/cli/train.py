@@ -15,6 +15,8 @@ from hmil.train.launch import LaunchOutcome, launch_training
 
 NAME = "train"
 HELP = "train HMIL folds: per-epoch metrics, best checkpoint on validation, test evaluation"
+#: output arguments, checked before the command runs (hmil.cli.outputs)
+OUTPUTS = {"out": "folder"}
 
 #: flag dest -> dotted config key
 OVERRIDES = {
