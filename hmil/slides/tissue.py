@@ -346,7 +346,8 @@ def save_patches(path: str | Path, result: TilingResult) -> Path:
     """Write ``patches/<slide_id>.h5`` atomically: ``coords`` ``(N, 2)`` int64 with attributes
     (:meth:`TilingResult.coords_attrs`) and ``tissue_fraction`` ``(N,)`` float32."""
     out = Path(path)
-    with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
+    size = result.coords.size * 8 + result.fractions.size * 4  # a too-full disk: refused first
+    with atomic_path(out, expected_bytes=size) as tmp, h5py.File(tmp, "w") as f:
         dset = f.create_dataset("coords", data=result.coords.astype(np.int64))
         for key, value in result.coords_attrs().items():
             dset.attrs[key] = value
