@@ -8,11 +8,18 @@ instead of executed. Layout (``format_version`` 1)::
     state_dict: model weights   in_dim: D           hierarchy: {name, coarse, fine}
     model_config: {...}         encoder: "hed-texture" or ""   config: the run's full config
     fold, epoch, val_metrics    (where it came from; informational)
+    content_sha256: SHA-256 of everything above (weights included), checked on load
+
+A file with one flipped bit in its weights still unpickles and predicts — different numbers,
+silently — so the hash is checked on every load. Checkpoints written before the hash existed
+(no ``content_sha256``) load as before.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
+import json
 import pickle
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -30,6 +37,7 @@ from hmil.model import HMIL
 
 FORMAT = "hmil-checkpoint"
 FORMAT_VERSION = 1
+HASH_KEY = "content_sha256"
 
 
 @dataclass
@@ -65,9 +73,50 @@ def save_checkpoint(path: str | Path, model: HMIL, info: CheckpointInfo) -> Path
         "epoch": info.epoch,
         "val_metrics": info.val_metrics,
     }
-    with atomic_path(path) as tmp:
+    payload[HASH_KEY] = content_hash(payload)
+    size = sum(t.numel() * t.element_size() for t in payload["state_dict"].values())
+    with atomic_path(path, expected_bytes=size) as tmp:  # a too-full disk: refused first
         torch.save(payload, tmp)
     return Path(path)
+
+
+def content_hash(payload: dict[str, Any]) -> str:
+    """SHA-256 (hex) of a checkpoint payload without its hash: every tensor's name, dtype,
+    shape and bytes, then the other entries as canonical JSON."""
+    digest = hashlib.sha256()
+    state = payload.get("state_dict") or {}
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    rest = {k: v for k, v in payload.items() if k not in ("state_dict", HASH_KEY)}
+    digest.update(json.dumps(_canonical(rest), sort_keys=True, default=repr).encode())
+    return digest.hexdigest()
+
+
+def _canonical(value: Any) -> Any:
+    """Plain JSON-able data with string keys (``sort_keys`` cannot order mixed key types)."""
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    return value
+
+
+def _check_hash(payload: dict[str, Any], path: Path) -> None:
+    stored = payload.get(HASH_KEY)
+    if stored is None:
+        return  # written before checkpoints carried a hash
+    try:
+        actual = content_hash(payload)
+    except (AttributeError, TypeError, RuntimeError) as exc:  # a state_dict of non-tensors
+        raise CheckpointError(path, f"checkpoint is incomplete or inconsistent ({exc})") from None
+    if actual != stored:
+        raise CheckpointError(
+            path,
+            "content does not match its stored SHA-256 (the file is corrupt or was modified); "
+            "restore it from a copy",
+        )
 
 
 def load_checkpoint_file(
@@ -78,7 +127,8 @@ def load_checkpoint_file(
     Raises:
         CheckpointError: naming the file for a missing file, a file that is not a torch
             archive, a pickle that needs code to load, a dict that is not an HMIL checkpoint,
-            or weights that do not fit the stored architecture.
+            content that does not match its stored hash, or weights that do not fit the stored
+            architecture.
     """
     p = Path(path)
     if not p.is_file():
@@ -103,6 +153,7 @@ def load_checkpoint_file(
         raise CheckpointError(
             p, f"checkpoint format {payload['format_version']} is newer than this hmil supports"
         )
+    _check_hash(payload, p)
     try:
         hierarchy = Hierarchy.from_dict(payload["hierarchy"], source=str(p))
         # fields a checkpoint predates take the values it was trained with (shared head, ...)

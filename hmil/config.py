@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from hmil import yamlsafe
 from hmil.errors import ConfigError
 
 
@@ -447,7 +448,7 @@ def read_config_dict(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise ConfigError(p, "config file not found")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = yamlsafe.load_file(p)
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(p, f"cannot parse YAML ({str(exc).splitlines()[0]})") from None
     if data is not None and not isinstance(data, dict):

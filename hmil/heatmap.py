@@ -52,6 +52,12 @@ _CMAP_ANCHORS: dict[str, tuple[tuple[int, int, int], ...]] = {
     ),
 }  # fmt: skip
 CMAPS: tuple[str, ...] = tuple(_CMAP_ANCHORS)
+#: largest Gaussian sigma in patches (a wider one blurs a whole slide; memory grows with it)
+MAX_SMOOTH = 64.0
+#: largest longer side of a whole-slide PNG (16384² RGB is 0.8 GB in memory)
+MAX_PNG_SIZE = 16384
+#: largest level-0 patch side (no scanner makes a slide this many pixels wide per patch)
+MAX_PATCH_SIZE = 2.0**20
 
 
 def colormap_lut(name: str) -> np.ndarray:
@@ -74,8 +80,8 @@ class HeatmapStyle:
         alpha: overlay opacity on covered pixels, 0..1.
         normalize: ``percentile`` (rank of each score among all N, robust to the softmax's
             heavy tail) or ``raw`` (min–max scaling of the scores).
-        smooth: Gaussian sigma in patches (0 = blocky patches); smoothing never spreads colour
-            outside the patches.
+        smooth: Gaussian sigma in patches, 0..:data:`MAX_SMOOTH` (0 = blocky patches);
+            smoothing never spreads colour outside the patches.
     """
 
     cmap: str = "viridis"
@@ -89,8 +95,10 @@ class HeatmapStyle:
             raise HMILError("--alpha", f"must be within [0, 1], got {self.alpha}")
         if self.normalize not in NORMALIZATIONS:
             raise HMILError("--normalize", f"expected raw or percentile, got '{self.normalize}'")
-        if not self.smooth >= 0.0:
-            raise HMILError("--smooth", f"must be ≥ 0, got {self.smooth}")
+        if not 0.0 <= self.smooth <= MAX_SMOOTH:
+            raise HMILError(
+                "--smooth", f"must be within [0, {MAX_SMOOTH:g}] patches, got {self.smooth}"
+            )
 
 
 def normalize_scores(scores: np.ndarray, mode: Normalization = "percentile") -> np.ndarray:
@@ -123,6 +131,20 @@ def normalize_scores(scores: np.ndarray, mode: Normalization = "percentile") -> 
     ranks = np.empty(s.size, dtype=np.float64)
     ranks[order] = (first + last) / 2.0
     return (ranks / (s.size - 1)).astype(np.float32)
+
+
+def check_patch_size(patch_size: float, where: str = "--patch-size") -> float:
+    """``patch_size`` as a float if it is a usable level-0 patch side, else HMILError."""
+    try:
+        value = float(patch_size)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (math.isfinite(value) and 0 < value <= MAX_PATCH_SIZE):
+        raise HMILError(
+            where,
+            f"must be a positive number of level-0 pixels (≤ {MAX_PATCH_SIZE:g}), got {patch_size}",
+        )
+    return value
 
 
 def coords_extent(coords: np.ndarray, patch_size: float) -> Region:
@@ -408,8 +430,8 @@ def render_heatmap(
     Returns:
         ``(H, W, 3)`` uint8 RGB.
     """
-    if max_size < 1:
-        raise HMILError("--max-size", f"must be ≥ 1, got {max_size}")
+    if not 1 <= max_size <= MAX_PNG_SIZE:
+        raise HMILError("--max-size", f"must be within [1, {MAX_PNG_SIZE}], got {max_size}")
     if slide is not None:
         w, h = slide.dimensions
         region = Region(0.0, 0.0, float(w), float(h))
@@ -693,19 +715,24 @@ def export_heatmap(
     if label not in attention:
         raise HMILError("--label", f"unknown label '{label}' (choose from: {', '.join(attention)})")
     c = _check_coords(coords)
+    patch_size = check_patch_size(patch_size)
     if slide is not None:
         _check_on_slide(c, slide, bag_attrs or {})
     if topk > 0 and (slide is None or crops_dir is None):
         raise HMILError("--topk", "needs --slide and --crops DIR (crops are cut from the slide)")
     image = render_heatmap(attention[label], c, patch_size, slide, max_size, style)
-    outputs = HeatmapOutputs(png=save_png(out_png, image))
-    if geojson is not None:
-        measurements = {f"attention_{name}": row for name, row in attention.items()}
-        outputs.geojson = write_geojson(
-            geojson, c, patch_size, measurements,
-            classification=top_labels(attention),
-            offset=slide.offset if slide is not None else bag_offset(bag_attrs or {}),
-        )  # fmt: skip
+    outputs = HeatmapOutputs(png=Path(out_png))
+    # the PNG is renamed into place only once the GeoJSON is written: a failed export leaves
+    # neither (nothing half-done)
+    with atomic_path(out_png) as png_tmp:
+        Image.fromarray(image).save(png_tmp, format="PNG")
+        if geojson is not None:
+            measurements = {f"attention_{name}": row for name, row in attention.items()}
+            outputs.geojson = write_geojson(
+                geojson, c, patch_size, measurements,
+                classification=top_labels(attention),
+                offset=slide.offset if slide is not None else bag_offset(bag_attrs or {}),
+            )  # fmt: skip
     if topk > 0 and slide is not None and crops_dir is not None:
         outputs.crops = {
             name: save_topk_crops(slide, c, patch_size, row, topk, crops_dir, name, crop_px)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from hmil import yamlsafe
 from hmil.errors import HierarchyError
 
 #: Built-in trees. PANDA's coarse grouping is not published with the paper; this grouping
@@ -142,14 +143,21 @@ class Hierarchy:
 
     @classmethod
     def from_file(cls, path: str | Path) -> Hierarchy:
-        """Load a YAML or JSON file in the contract's format."""
+        """Load a YAML or JSON file in the contract's format.
+
+        YAML goes through :mod:`hmil.yamlsafe` with every scalar kept a string, so class names
+        such as ``no``, ``on`` or ``012`` stay what they say; duplicate keys (YAML or JSON) are
+        an error instead of silently re-parenting a class.
+        """
         p = Path(path)
         if not p.is_file():
             raise HierarchyError(p, "hierarchy file not found")
         try:
-            text = p.read_text(encoding="utf-8")
-            data = json.loads(text) if p.suffix.lower() == ".json" else yaml.safe_load(text)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as exc:
+            if p.suffix.lower() == ".json":
+                data = _load_json(p)
+            else:
+                data = yamlsafe.load_file(p, strings_only=True)
+        except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise HierarchyError(p, f"cannot parse hierarchy file ({first})") from None
         return cls.from_dict(data, source=str(p))
@@ -219,3 +227,21 @@ class Hierarchy:
     def same_as(self, other: Hierarchy) -> bool:
         """True when both trees have the same classes in the same order (names may differ)."""
         return (self.coarse, self.fine, self.parent) == (other.coarse, other.fine, other.parent)
+
+
+def _load_json(path: Path) -> Any:
+    """A JSON hierarchy file (size-capped like YAML); a repeated key is a ValueError."""
+    with open(path, "rb") as handle:
+        data = handle.read(yamlsafe.MAX_YAML_BYTES + 1)
+    if len(data) > yamlsafe.MAX_YAML_BYTES:
+        raise ValueError(f"JSON file larger than the {yamlsafe.MAX_YAML_BYTES}-byte limit")
+    return json.loads(data.decode("utf-8"), object_pairs_hook=_unique_keys)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key!r}")
+        out[key] = value
+    return out

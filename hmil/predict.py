@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from hmil.checkpoint import CheckpointInfo, load_checkpoint_file
-from hmil.data.bags import Bag, load_bag, plain_value, validate_bag
+from hmil.data.bags import Bag, check_stored_size, load_bag, plain_value, validate_bag
 from hmil.data.provenance import encoder_mismatch
 from hmil.decoding import decode
 from hmil.device import resolve_device
@@ -243,6 +243,7 @@ class Predictor:
         try:
             with h5py.File(path, "r") as f:
                 dset = f["features"]
+                check_stored_size(dset, path)  # before streaming a forged 10⁹-row claim
                 shape = dset.shape[1:] if dset.ndim == 3 and dset.shape[0] == 1 else dset.shape
                 if len(shape) != 2:
                     raise BagError(path, f"features must be 2-D (N, D), found shape {dset.shape}")

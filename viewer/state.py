@@ -87,11 +87,13 @@ def default_checkpoint(cwd: Path) -> Path | None:
 
 def run_data_paths(run: Path) -> list[Path]:
     """Files and folders a run's ``config.yaml`` names: the label table (and ``slides/``,
-    ``masks/`` beside it), the features and splits folders, a hierarchy file.
+    ``masks/`` beside it), the features and splits folders, a hierarchy file (anything that
+    is not a preset name).
 
     Unreadable or missing configs give ``[]`` (the pages report the problem themselves).
     """
     from hmil.errors import HMILError
+    from hmil.hierarchy import PRESETS
     from viewer.components.runs import read_run_config
 
     try:
@@ -106,7 +108,7 @@ def run_data_paths(run: Path) -> list[Path]:
     for folder in (data.features, data.splits):
         if folder:
             out.append(Path(folder))
-    if data.hierarchy and Path(data.hierarchy).suffix.lower() in (".yaml", ".yml", ".json"):
+    if data.hierarchy and data.hierarchy.strip().lower() not in PRESETS:  # a file, any suffix
         out.append(Path(data.hierarchy))
     if data.features:
         out.append(Path(data.features).parent / "slides")

@@ -1,10 +1,13 @@
 """The ``hmil`` command: a thin argparse front-end over the library.
 
 Each sub-command lives in its own module of this package and exposes ``NAME``, ``HELP``,
-``add_arguments(parser)`` and ``run(args) -> int``; :data:`COMMANDS` is the registry. The
-dispatcher below is the only place that turns exceptions into exit codes:
+``add_arguments(parser)`` and ``run(args) -> int``, and may declare ``OUTPUTS`` (argument →
+``folder``/``file``, checked before it runs, see :mod:`hmil.cli.outputs`); :data:`COMMANDS` is
+the registry. The dispatcher below is the only place that turns exceptions into exit codes:
 
 * :class:`hmil.errors.HMILError` → one line ``error: <where>: <problem>`` on stderr, exit 2;
+* an OS-level failure (disk full, permission denied, read-only file system, a path through a
+  file) → one such line too, exit 2; atomic writes leave nothing half-written behind;
 * a command over many items returns 3 itself when it skipped items it reported;
 * Ctrl-C → exit 130 without a traceback.
 """
@@ -55,17 +58,29 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         cmd = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(cmd)
-        cmd.set_defaults(_run=module.run)
+        cmd.set_defaults(_run=module.run, _outputs=getattr(module, "OUTPUTS", {}))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from hmil.cli.outputs import check_outputs, os_error_problem, sweep_outputs
+
     try:
+        check_outputs(args, args._outputs)
+        sweep_outputs(args, args._outputs)
         return int(args._run(args))
     except HMILError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (OSError, RuntimeError) as exc:
+        found = os_error_problem(exc)
+        if found is None:
+            raise  # a genuine bug: keep the traceback
+        where, problem = found
+        print(f"error: {where or getattr(args, 'out', None) or args.command}: {problem}",
+              file=sys.stderr)  # fmt: skip
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

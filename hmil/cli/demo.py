@@ -15,6 +15,8 @@ HELP = (
     "build a small SYNTHETIC slide cohort and run tile → extract → split → train → evaluate "
     "on it (reruns reuse finished steps)"
 )
+#: output arguments, checked before the command runs (hmil.cli.outputs)
+OUTPUTS = {"out": "folder"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

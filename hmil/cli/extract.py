@@ -15,6 +15,8 @@ if TYPE_CHECKING:
 
 NAME = "extract"
 HELP = "encode the tiled patches of slides into bags (<slide_id>.h5/.pt); resumes finished slides"
+#: output arguments, checked before the command runs (hmil.cli.outputs)
+OUTPUTS = {"out": "folder"}
 
 
 class _ListEncoders(argparse.Action):

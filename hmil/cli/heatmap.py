@@ -9,6 +9,8 @@ from hmil.cli import EXIT_OK
 
 NAME = "heatmap"
 HELP = "draw one class's attention over the slide (PNG), export QuPath GeoJSON and top-k crops"
+#: output arguments, checked before the command runs (hmil.cli.outputs)
+OUTPUTS = {"out": "file", "geojson": "file", "crops": "folder"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from hmil.data.bags import infer_patch_size
     from hmil.errors import BagError, HMILError
-    from hmil.heatmap import HeatmapStyle, export_heatmap
+    from hmil.heatmap import HeatmapStyle, check_patch_size, export_heatmap
     from hmil.predict import load_checkpoint
     from hmil.slides import open_slide
 
@@ -59,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.topk > 0 and not (args.slide and args.crops):
         raise HMILError("--topk", "needs --slide and --crops DIR (crops are cut from the slide)")
+    if args.patch_size is not None:
+        check_patch_size(args.patch_size)
     predictor = load_checkpoint(args.checkpoint, device=args.device)
     names = getattr(predictor.hierarchy, args.level)
     if args.label not in names:
@@ -74,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     if rows is None:
         raise BagError(args.bag, "the model returned no attention")
     attention = {name: rows[i] for i, name in enumerate(names)}
-    patch_size = args.patch_size or infer_patch_size(pred.coords, pred.bag_attrs or {})
+    patch_size = args.patch_size or infer_patch_size(pred.coords, pred.bag_attrs or {}, args.bag)
     slide = open_slide(args.slide) if args.slide else None
     try:
         outputs = export_heatmap(

@@ -13,6 +13,8 @@ from hmil.predict import load_checkpoint
 
 NAME = "predict"
 HELP = "predict bags with a checkpoint; one JSON record per bag (coarse, fine, consistency)"
+#: output arguments, checked before the command runs (hmil.cli.outputs)
+OUTPUTS = {"out": "file"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,10 +50,10 @@ def run(args: argparse.Namespace) -> int:
             lines.append(line)
         else:
             print(line, flush=True)
+    if skipped and not done:
+        return EXIT_USAGE  # nothing could be done, and --out is left as it was
     if args.out:
         with atomic_path(args.out) as tmp:
             tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
         print(f"{args.out}: {len(lines)} prediction(s)", file=sys.stderr)
-    if skipped and not done:
-        return EXIT_USAGE  # nothing could be done
     return EXIT_SKIPPED if skipped else EXIT_OK

@@ -11,6 +11,8 @@ from hmil.hierarchy import Hierarchy
 
 NAME = "split"
 HELP = "make k train/val/test splits (stratified by fine label, grouped by case_id)"
+#: output arguments, checked before the command runs (hmil.cli.outputs)
+OUTPUTS = {"out": "folder"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

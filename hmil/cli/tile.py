@@ -11,6 +11,8 @@ from hmil.cli import EXIT_OK, EXIT_SKIPPED, EXIT_USAGE, report
 
 NAME = "tile"
 HELP = "find tissue and lay a patch grid: DIR/patches/<slide_id>.h5 (coords) + DIR/masks QC PNGs"
+#: output arguments, checked before the command runs (hmil.cli.outputs)
+OUTPUTS = {"out": "folder"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

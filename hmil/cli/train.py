@@ -24,6 +24,8 @@ from hmil.train.runs import load_run_config
 
 NAME = "train"
 HELP = "train HMIL folds: per-epoch metrics, best checkpoint on validation, test evaluation"
+#: output arguments, checked before the command runs (hmil.cli.outputs)
+OUTPUTS = {"out": "folder"}
 
 #: flag dest -> dotted config key
 OVERRIDES = {

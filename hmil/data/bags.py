@@ -24,6 +24,7 @@ conversion (e.g. float16 → float32) makes a second buffer.
 
 from __future__ import annotations
 
+import math
 import pickle
 import warnings
 from dataclasses import dataclass, field
@@ -41,6 +42,13 @@ BAG_SUFFIXES = (".h5", ".pt", ".npy")
 
 #: rows checked for non-finite values at a time (bounds the temporary boolean buffer)
 _FINITE_CHUNK_ROWS = 65536
+#: coordinates are level-0 pixels: 0 ≤ x, y < this (int32 range, far beyond any scanner)
+MAX_COORD = 2**31
+#: an HDF5 dataset may claim up to this many times its stored bytes when it is compressed
+#: (deflate cannot exceed ~1032:1); uncompressed, it must store what it claims
+MAX_COMPRESSION_RATIO = 1100
+#: claims this small are read without the check (nothing large can be allocated for them)
+_UNCHECKED_CLAIM_BYTES = 1 << 20
 
 
 @dataclass
@@ -314,6 +322,7 @@ def _load_h5(path: Path) -> Bag:
                 raise BagError(path, "'features' is not a dataset")
             if dset.dtype.kind not in "fiu":
                 raise BagError(path, f"features must be numeric, found dtype {dset.dtype}")
+            check_stored_size(dset, path)
             # read straight into a float32 buffer: one copy from disk, shared with the tensor
             buffer = np.empty(dset.shape, dtype=np.float32)
             if buffer.size:
@@ -335,6 +344,26 @@ def _load_h5(path: Path) -> Bag:
     return Bag(features=features, coords=coords, attrs=attrs, path=path)
 
 
+def check_stored_size(dset: h5py.Dataset, where: str | Path) -> None:
+    """Refuse (BagError) a dataset whose shape claims more bytes than the file stores.
+
+    A 1.4 KB file can declare ``features`` of 10⁹ × 104 floats that were never written;
+    reading it would allocate hundreds of GB (or stream fill values for hours). Uncompressed
+    data must be stored in full; compressed data may expand by :data:`MAX_COMPRESSION_RATIO`.
+    """
+    claimed = int(dset.size) * dset.dtype.itemsize
+    if claimed <= _UNCHECKED_CLAIM_BYTES:
+        return
+    stored = int(dset.id.get_storage_size())
+    filtered = dset.id.get_create_plist().get_nfilters() > 0
+    if claimed > stored * (MAX_COMPRESSION_RATIO if filtered else 1):
+        raise BagError(
+            where,
+            f"'{dset.name.lstrip('/')}' claims shape {tuple(dset.shape)} ({claimed:,} bytes) but "
+            f"the file stores {stored:,} bytes of it (truncated or forged)",
+        )
+
+
 def _as_coords(data: Any, where: Path) -> np.ndarray:
     arr = data.numpy() if isinstance(data, torch.Tensor) else np.asarray(data)
     if arr.ndim == 3 and arr.shape[0] == 1:
@@ -343,6 +372,12 @@ def _as_coords(data: Any, where: Path) -> np.ndarray:
         raise BagError(where, f"coords must be numeric, found dtype {arr.dtype}")
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise BagError(where, "coords contain NaN/Inf")
+    if arr.size and (arr.min() < 0 or arr.max() >= MAX_COORD):
+        raise BagError(
+            where,
+            f"coords must be level-0 pixels in [0, {MAX_COORD}), found {arr.min():g} to "
+            f"{arr.max():g}",
+        )
     return arr.astype(np.int64, copy=False)
 
 
@@ -354,6 +389,18 @@ def plain_value(value: Any) -> Any:
         return value.tolist()
     if isinstance(value, np.generic):
         return value.item()
+    return value
+
+
+def _positive_attr(attrs: dict[str, Any], key: str, where: str | Path) -> float:
+    """A size attribute as a positive finite float (first entry of an array attribute)."""
+    raw = attrs[key]
+    try:
+        value = float(np.ravel(np.asarray(raw, dtype=object))[0])
+    except (TypeError, ValueError, IndexError):
+        value = math.nan
+    if not (math.isfinite(value) and 0 < value < MAX_COORD):
+        raise BagError(where, f"attribute '{key}' must be a positive number, found {raw!r}")
     return value
 
 
@@ -382,7 +429,8 @@ def save_bag(
     out = Path(path)
     feats = features.detach().cpu().numpy() if isinstance(features, torch.Tensor) else features
     feats = np.ascontiguousarray(feats, dtype=np.float32)
-    with atomic_path(out) as tmp:
+    size = feats.nbytes + (np.asarray(coords).size * 8 if coords is not None else 0)
+    with atomic_path(out, expected_bytes=size) as tmp:
         if out.suffix.lower() == ".pt":
             payload: dict[str, Any] = {"features": torch.from_numpy(feats)}
             if coords is not None:
@@ -412,21 +460,27 @@ def save_feature_tensor(path: str | Path, features: torch.Tensor | np.ndarray) -
     return out
 
 
-def infer_patch_size(coords: np.ndarray, attrs: dict[str, Any] | None = None) -> int:
+def infer_patch_size(
+    coords: np.ndarray, attrs: dict[str, Any] | None = None, where: str | Path = "bag"
+) -> int:
     """Level-0 patch size of a bag: from its attributes, else the most common grid step.
 
     Order: ``patch_size_level0`` (TRIDENT), ``patch_size`` × downsample of ``patch_level``
     (CLAM; downsample from the ``downsample`` attribute when stored), else the most common
     positive difference between sorted unique x (and y) coordinates.
+
+    Raises:
+        BagError: naming ``where``, for a size attribute that is not a positive finite
+            number (``"abc"``, NaN, 0, negative).
     """
     attrs = attrs or {}
-    if attrs.get("patch_size_level0"):
-        return int(attrs["patch_size_level0"])
-    if attrs.get("patch_size"):
-        size = float(attrs["patch_size"])
-        down = attrs.get("downsample")
+    if attrs.get("patch_size_level0") is not None:
+        return max(1, round(_positive_attr(attrs, "patch_size_level0", where)))
+    if attrs.get("patch_size") is not None:
+        size = _positive_attr(attrs, "patch_size", where)
         # CLAM stores the level's downsample beside patch_size; without it assume level 0
-        factor = float(np.ravel(down)[0]) if down is not None else 1.0
+        has_factor = attrs.get("downsample") is not None
+        factor = _positive_attr(attrs, "downsample", where) if has_factor else 1.0
         return max(1, round(size * factor))
     steps: list[np.ndarray] = []
     for axis in (0, 1):

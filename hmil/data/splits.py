@@ -16,7 +16,8 @@ Groups (``case_id``) never straddle two parts of a fold.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,14 +30,48 @@ from hmil.io import write_text_atomic
 
 @dataclass(frozen=True)
 class Split:
-    """Slide ids of one fold."""
+    """Slide ids of one fold (``source``: the file it was read from, for messages)."""
 
     train: tuple[str, ...]
     val: tuple[str, ...]
     test: tuple[str, ...]
+    source: str = field(default="split", compare=False)
 
     def parts(self) -> dict[str, tuple[str, ...]]:
         return {"train": self.train, "val": self.val, "test": self.test}
+
+
+def check_cases(split: Split, cases: Mapping[str, str]) -> None:
+    """Refuse a split that puts different slides of one case (patient) in two parts.
+
+    A case in train and test leaks the patient's tissue into the evaluation. ``cases`` maps
+    slide id → case id (the label table's ``case_id``, which defaults to the slide id). A slide
+    listed in two parts is refused by :func:`read_split`; a split built in code may list the
+    same slides in two parts on purpose (evaluation passes the test slides as "train" too), so
+    only *different* slides of a case in different parts are refused here.
+
+    Raises:
+        SplitError: naming ``split.source``, the case and its slides in each part.
+    """
+    by_case: dict[str, dict[str, set[str]]] = {}
+    for part, ids in split.parts().items():
+        for slide_id in ids:
+            case = cases.get(slide_id, slide_id)
+            by_case.setdefault(case, {}).setdefault(part, set()).add(slide_id)
+    for case, parts in by_case.items():
+        (first, first_ids), *others = parts.items()
+        for part, ids in others:
+            if ids != first_ids:
+                raise SplitError(
+                    split.source,
+                    f"case '{case}' has slides in both {first} ({_some(first_ids)}) and {part} "
+                    f"({_some(ids)}); all slides of a case belong to one part",
+                )
+
+
+def _some(ids: set[str], n: int = 3) -> str:
+    shown = sorted(ids)
+    return ", ".join(shown[:n]) + (", ..." if len(shown) > n else "")
 
 
 def make_splits(
@@ -144,12 +179,15 @@ def write_splits(splits: list[Split], out_dir: str | Path) -> list[Path]:
     return paths
 
 
-def read_split(path: str | Path, known_ids: set[str] | None = None) -> Split:
-    """Read one ``splits_<k>.csv``; with ``known_ids``, every id must have a label.
+def read_split(
+    path: str | Path, known_ids: set[str] | None = None, cases: Mapping[str, str] | None = None
+) -> Split:
+    """Read one ``splits_<k>.csv``; with ``known_ids``, every id must have a label; with
+    ``cases`` (slide id → case id), a case must not straddle two parts (:func:`check_cases`).
 
     Raises:
-        SplitError: naming the file for a missing file or column, a slide in two parts, or a
-            slide that is not in ``known_ids``.
+        SplitError: naming the file for a missing file or column, a slide listed twice (in one
+            part or in two), a case in two parts, or a slide that is not in ``known_ids``.
     """
     p = Path(path)
     if not p.is_file():
@@ -167,12 +205,17 @@ def read_split(path: str | Path, known_ids: set[str] | None = None) -> Split:
         for slide_id in ids:
             if slide_id in seen and seen[slide_id] != part:
                 raise SplitError(p, f"slide '{slide_id}' is in both {seen[slide_id]} and {part}")
+            if slide_id in seen:
+                raise SplitError(p, f"slide '{slide_id}' is listed twice in {part}")
             seen[slide_id] = part
             if known_ids is not None and slide_id not in known_ids:
                 raise SplitError(p, f"{part} slide '{slide_id}' has no row in the label table")
     if not parts["train"]:
         raise SplitError(p, "the train column is empty")
-    return Split(**parts)
+    split = Split(**parts, source=str(p))
+    if cases is not None:
+        check_cases(split, cases)
+    return split
 
 
 def list_split_files(splits_dir: str | Path) -> dict[int, Path]:

@@ -396,7 +396,9 @@ def _write_h5_streamed(
     coords_attrs: dict[str, Any],
 ) -> None:
     """Write a bag ``.h5`` (save_bag's layout) filling ``features`` batch by batch."""
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+    # refuse a too-full disk up front: HDF5 failing mid-write can crash the interpreter at exit
+    size = n * dim * 4 + coords.size * 8
+    with atomic_path(path, expected_bytes=size) as tmp, h5py.File(tmp, "w") as f:
         dset = f.create_dataset(
             "features", shape=(n, dim), dtype=np.float32, chunks=(min(n, 1024), dim)
         )

@@ -478,7 +478,8 @@ def save_patches(
     """Write a patch file atomically: ``coords`` ``(N, 2)`` int64 with attributes (default
     :meth:`TilingResult.coords_attrs`, CLAM's meaning) and ``tissue_fraction`` ``(N,)``."""
     out = Path(path)
-    with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
+    size = result.coords.size * 8 + result.fractions.size * 4  # a too-full disk: refused first
+    with atomic_path(out, expected_bytes=size) as tmp, h5py.File(tmp, "w") as f:
         dset = f.create_dataset("coords", data=result.coords.astype(np.int64))
         for key, value in (result.coords_attrs() if attrs is None else attrs).items():
             dset.attrs[key] = value

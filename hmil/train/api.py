@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from hmil import yamlsafe
 from hmil.config import Config
 from hmil.data.labels import read_labels
 from hmil.data.splits import list_split_files, read_split
@@ -279,4 +278,4 @@ def train(
 
 def config_from_yaml_text(text: str) -> Config:
     """Parse a config given as YAML text (the viewer's training form)."""
-    return Config.from_dict(yaml.safe_load(text) or {}, source="config text")
+    return Config.from_dict(yamlsafe.load(text) or {}, source="config text")

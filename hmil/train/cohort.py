@@ -17,7 +17,7 @@ import torch
 
 from hmil.data.bags import find_bag, load_bag
 from hmil.data.provenance import check_single_encoder
-from hmil.data.splits import Split
+from hmil.data.splits import Split, check_cases
 from hmil.errors import BagError, HMILError
 from hmil.progress import Progress
 
@@ -94,8 +94,10 @@ def gather_fold(
         expected_dim: D the bags must have (e.g. when resuming); default: the first bag's D.
 
     Raises:
+        SplitError: slides of one case (``case_id``) in two parts of the split.
         HMILError: the first bad item when ``strict``; or when no training bag is usable.
     """
+    check_cases(split, dict(zip(labels["slide_id"], labels["case_id"], strict=True)))
     by_id = labels.set_index("slide_id")
     store = BagStore(store_budget_bytes, expected_dim)
     skipped: list[tuple[str, str]] = []

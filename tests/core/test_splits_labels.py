@@ -3,7 +3,14 @@ import pandas as pd
 import pytest
 
 from hmil.data.labels import read_labels
-from hmil.data.splits import list_split_files, make_splits, read_split, write_splits
+from hmil.data.splits import (
+    Split,
+    check_cases,
+    list_split_files,
+    make_splits,
+    read_split,
+    write_splits,
+)
 from hmil.errors import LabelError, SplitError
 from hmil.hierarchy import Hierarchy
 
@@ -103,3 +110,36 @@ def test_too_many_folds_is_a_clear_error(tmp_path):
     labels = _labels(tmp_path, n=14, per_case=1)
     with pytest.raises(SplitError, match="5 folds need"):
         make_splits(labels, k=5)
+
+
+def _split_csv(path, train, test):
+    rows = [",train,val,test"]
+    for i in range(max(len(train), len(test))):
+        t = train[i] if i < len(train) else ""
+        s = test[i] if i < len(test) else ""
+        rows.append(f"{i},{t},,{s}")
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_a_slide_listed_twice_in_one_part_is_an_error(tmp_path):
+    """Before: accepted, the slide then counted twice in training."""
+    p = _split_csv(tmp_path / "splits_0.csv", ["a", "b", "a"], ["c"])
+    with pytest.raises(SplitError, match="slide 'a' is listed twice in train"):
+        read_split(p)
+
+
+def test_a_case_in_two_parts_is_an_error(tmp_path):
+    """Two slides of one patient, one in train and one in test (before: accepted)."""
+    p = _split_csv(tmp_path / "splits_0.csv", ["a1", "b"], ["a2", "c"])
+    cases = {"a1": "A", "a2": "A", "b": "B", "c": "C"}
+    with pytest.raises(
+        SplitError, match=r"splits_0.csv: case 'A' has slides in both train \(a1\) and test \(a2\)"
+    ):
+        read_split(p, cases=cases)
+    assert read_split(p, cases={}).test == ("a2", "c")  # each slide its own case: fine
+    split = read_split(p)
+    with pytest.raises(SplitError, match="case 'A'"):
+        check_cases(split, cases)
+    # evaluation passes the test slides as "train" as well: the same slides, not a leak
+    check_cases(Split(train=split.test, val=(), test=split.test), cases)

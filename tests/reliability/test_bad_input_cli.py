@@ -6,6 +6,7 @@ in-process; batch commands over several items are checked separately (skip + exi
 
 from __future__ import annotations
 
+import itertools
 import json
 import pickle
 import shutil
@@ -255,6 +256,221 @@ def missing_labels_file(env, tmp):
     return _train(env, tmp, labels=str(p)), "label table not found", str(p)
 
 
+# ---- round 2 (issue 16): claimed sizes, coordinates, attributes, styles, splits, hashes, YAML
+
+
+def forged_size_bag(env, tmp):
+    """1.4 KB claiming 10⁹ × 16 floats; before: predict streamed fill values for > 100 s."""
+    p = tmp / "forged.h5"
+    with h5py.File(p, "w") as f:
+        f.create_dataset("features", shape=(10**9, 16), dtype="f4", chunks=(1024, 16))
+    assert p.stat().st_size < 2000
+    return _predict(env, p), "claims shape (1000000000, 16) (64,000,000,000 bytes)", str(p)
+
+
+def huge_coords(env, tmp):
+    coords = np.array([[0, 0], [256, 0], [1e30, 0], [512, 0], [768, 0]], np.float64)
+    p = _bag(tmp / "far.h5", np.ones((5, 16), np.float32), coords)
+    return _predict(env, p), "coords must be level-0 pixels in [0, 2147483648)", str(p)
+
+
+def negative_coords(env, tmp):
+    coords = np.stack([np.arange(5) * 256 - 10_000, np.zeros(5)], 1).astype(np.int64)
+    p = _bag(tmp / "neg.h5", np.ones((5, 16), np.float32), coords)
+    return _predict(env, p), "found -10000 to", str(p)
+
+
+def _heatmap(env, bag, tmp, *more):
+    return ["heatmap", "--checkpoint", str(env["ckpt"]), "--bag", str(bag), "--level", "fine",
+            "--label", "IC", "--out", str(tmp / "h.png"), "--device", "cpu", *more]  # fmt: skip
+
+
+def _attr_bag(tmp, **attrs):
+    p = _bag(tmp / "attrs.h5", np.ones((4, 16), np.float32), np.arange(8).reshape(4, 2) * 256)
+    with h5py.File(p, "a") as f:
+        for key, value in attrs.items():
+            f["coords"].attrs[key] = value
+    return p
+
+
+def patch_size_text(env, tmp):
+    p = _attr_bag(tmp, patch_size="abc")
+    return _heatmap(env, p, tmp), "attribute 'patch_size' must be a positive number", str(p)
+
+
+def patch_size_nan(env, tmp):
+    p = _attr_bag(tmp, patch_size=float("nan"))
+    return _heatmap(env, p, tmp), "'patch_size' must be a positive number, found nan", str(p)
+
+
+def downsample_text(env, tmp):
+    p = _attr_bag(tmp, patch_size=256, downsample="x")
+    return _heatmap(env, p, tmp), "attribute 'downsample' must be a positive number", str(p)
+
+
+def patch_size_flag_nan(env, tmp):
+    bag = env["cohort"] / "features" / "synth-0000.h5"
+    return _heatmap(env, bag, tmp, "--patch-size", "nan"), "must be a positive", "--patch-size"
+
+
+def patch_size_flag_negative(env, tmp):
+    bag = env["cohort"] / "features" / "synth-0000.h5"
+    return _heatmap(env, bag, tmp, "--patch-size", "-256"), "got -256", "--patch-size"
+
+
+def smooth_huge(env, tmp):
+    """Before: a 59.6 GiB allocation (MemoryError traceback)."""
+    bag = env["cohort"] / "features" / "synth-0000.h5"
+    return _heatmap(env, bag, tmp, "--smooth", "1e9"), "must be within [0, 64] patches", "--smooth"
+
+
+def max_size_huge(env, tmp):
+    bag = env["cohort"] / "features" / "synth-0000.h5"
+    return _heatmap(env, bag, tmp, "--max-size", "1000000"), "[1, 16384]", "--max-size"
+
+
+def _split_file(env, tmp, rows):
+    splits = tmp / "splits"
+    splits.mkdir()
+    (splits / "splits_0.csv").write_text(",train,val,test\n" + "".join(f"{r}\n" for r in rows))
+    return splits
+
+
+def _rows(train, test):
+    """CLAM split rows: index, train id, (no val), test id; the shorter column padded."""
+    pairs = itertools.zip_longest(train, test, fillvalue="")
+    return [f"{i},{t},,{s}" for i, (t, s) in enumerate(pairs)]
+
+
+def _ids(env):
+    return [line.split(",")[0] for line in (env["cohort"] / "labels.csv").read_text().split()[1:]]
+
+
+def case_in_two_parts(env, tmp):
+    """Two slides of one patient, one in train and one in test (before: trained silently)."""
+    text = (env["cohort"] / "labels.csv").read_text().splitlines()
+    head = text[0].split(",")
+    col = head.index("case_id")
+    rows = [r.split(",") for r in text[1:]]
+    rows[1][col] = rows[0][col]  # slides 0 and 1: one case
+    labels = tmp / "labels.csv"
+    labels.write_text("\n".join([text[0], *(",".join(r) for r in rows)]) + "\n")
+    ids = _ids(env)
+    train, test = [ids[0], *ids[2:30]], [ids[1], *ids[30:]]
+    splits = _split_file(env, tmp, _rows(train, test))
+    argv = _train(env, tmp, labels=str(labels), splits=str(splits))
+    return argv, f"case '{rows[0][col]}' has slides in both train", "splits_0.csv"
+
+
+def slide_listed_twice(env, tmp):
+    ids = _ids(env)
+    train, test = [*ids[:30], ids[3]], ids[30:]
+    splits = _split_file(env, tmp, _rows(train, test))
+    return _train(env, tmp, splits=str(splits)), f"'{ids[3]}' is listed twice in train", "splits_0"
+
+
+def flipped_checkpoint_byte(env, tmp):
+    """Before: loaded, and predicted other numbers (max |Δp| 0.093 on the table's checkpoint)."""
+    p = tmp / "flipped.pt"
+    shutil.copy(env["ckpt"], p)
+    flip_weight_byte(p)
+    bag = env["cohort"] / "features" / "synth-0000.h5"
+    return (
+        ["predict", "--checkpoint", str(p), str(bag)],
+        "does not match its stored SHA-256",
+        str(p),
+    )
+
+
+def flip_weight_byte(path: Path) -> None:
+    """Flip one exponent bit of a float in the largest tensor record of a torch zip file."""
+    import struct
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        info = max((i for i in z.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    data = bytearray(path.read_bytes())
+    n_name, n_extra = struct.unpack_from("<HH", data, info.header_offset + 26)
+    data[info.header_offset + 30 + n_name + n_extra + 19] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
+def hierarchy_duplicate_key(env, tmp):
+    h = tmp / "dup.yaml"
+    h.write_text(yaml_tree(fine="  N: benign\n  PB: benign\n  IC: malignant\n  N: malignant\n"))
+    return _train(env, tmp, hierarchy=str(h)), "duplicate key 'N' (line 6, column 3)", str(h)
+
+
+def yaml_tree(fine: str) -> str:
+    return "coarse: [benign, malignant]\nfine:\n" + fine
+
+
+def yaml_bomb_config(env, tmp):
+    """Before: 150 s and still running (RSS 722 MB and growing) under a 6 GiB limit."""
+    cfg = tmp / "bomb.yaml"
+    levels = "".join(
+        f"    {n}: &{n} [{','.join(['*' + p] * 9)}]\n"
+        for p, n in zip("abcdefg", "bcdefgh", strict=True)
+    )
+    cfg.write_text('launcher:\n  extra:\n    a: &a ["lol","lol","lol","lol","lol"]\n' + levels)
+    return _train(env, tmp, config=str(cfg)), "anchors (&a) are not allowed", str(cfg)
+
+
+def _a_file(tmp):
+    f = tmp / "afile"
+    f.write_text("x")
+    return f
+
+
+def out_is_a_file_train(env, tmp):
+    f = _a_file(tmp)
+    return _train(env, tmp, out=str(f)), "exists and is a file, not a folder", str(f)
+
+
+def out_is_a_file_split(env, tmp):
+    f = _a_file(tmp)
+    argv = ["split", "--labels", str(env["cohort"] / "labels.csv"), "--k", "3", "--out", str(f)]
+    return argv, "exists and is a file, not a folder", str(f)
+
+
+def out_is_a_file_tile(env, tmp):
+    f = _a_file(tmp)
+    return ["tile", str(tmp / "any.svs"), "--out", str(f)], "not a folder", str(f)
+
+
+def out_under_a_file_extract(env, tmp):
+    f = _a_file(tmp)
+    argv = ["extract", str(tmp / "any.svs"), "--patches", str(tmp), "--out", str(f / "bags")]
+    return argv, f"cannot be created: {f} is a file, not a folder", str(f / "bags")
+
+
+def out_under_a_file_predict(env, tmp):
+    f = _a_file(tmp)
+    bag = env["cohort"] / "features" / "synth-0000.h5"
+    argv = [*_predict(env, bag), "--out", str(f / "p.jsonl")]
+    return argv, f"cannot be created: {f} is a file", str(f / "p.jsonl")
+
+
+def out_is_a_folder_heatmap(env, tmp):
+    bag = env["cohort"] / "features" / "synth-0000.h5"
+    argv = _heatmap(env, bag, tmp)
+    argv[argv.index("--out") + 1] = str(tmp)
+    return argv, "is a folder; give a file name", str(tmp)
+
+
+def geojson_under_a_file(env, tmp):
+    """Before: the PNG was written, then a FileExistsError traceback for the GeoJSON."""
+    f = _a_file(tmp)
+    bag = env["cohort"] / "features" / "synth-0000.h5"
+    argv = _heatmap(env, bag, tmp, "--geojson", str(f / "x.geojson"))
+    return argv, "is a file, not a folder", str(f / "x.geojson")
+
+
+def out_is_a_file_demo(env, tmp):
+    f = _a_file(tmp)
+    return ["demo", "--out", str(f)], "exists and is a file, not a folder", str(f)
+
+
 CASES: list[Case] = [
     empty_file,
     empty_pt,
@@ -279,6 +495,29 @@ CASES: list[Case] = [
     malformed_config,
     other_hierarchy_checkpoint,
     missing_labels_file,
+    forged_size_bag,
+    huge_coords,
+    negative_coords,
+    patch_size_text,
+    patch_size_nan,
+    downsample_text,
+    patch_size_flag_nan,
+    patch_size_flag_negative,
+    smooth_huge,
+    max_size_huge,
+    case_in_two_parts,
+    slide_listed_twice,
+    flipped_checkpoint_byte,
+    hierarchy_duplicate_key,
+    yaml_bomb_config,
+    out_is_a_file_train,
+    out_is_a_file_split,
+    out_is_a_file_tile,
+    out_under_a_file_extract,
+    out_under_a_file_predict,
+    out_is_a_folder_heatmap,
+    geojson_under_a_file,
+    out_is_a_file_demo,
 ]
 
 
@@ -292,6 +531,7 @@ def test_bad_input_gives_one_clear_line_and_exit_2(case, trained, tmp_path, caps
     assert len(lines) == 1, captured.err
     assert problem in lines[0] and where in lines[0], lines[0]
     assert "Traceback" not in captured.err and "pwned" not in captured.out
+    assert not (tmp_path / "h.png").exists()  # a refused heatmap writes nothing
 
 
 def test_predict_over_many_bags_skips_the_bad_one(trained, tmp_path, capsys):

@@ -25,7 +25,7 @@ PERSISTENT_KEYS = (
 
 def metrics_section(run: Path) -> None:
     per_fold = runs.fold_test_metrics(run)
-    summary = runs.load_json(run / "summary.json")
+    summary = runs.run_summary(run)
     st.subheader("Test metrics per fold")
     if not per_fold:
         st.info(

@@ -94,7 +94,7 @@ def from_prediction(pred: Prediction) -> SlideResult:
     h = pred.hierarchy
     coords = None if pred.coords is None else np.asarray(pred.coords, dtype=np.int64)
     attrs = pred.bag_attrs or {}
-    patch = infer_patch_size(coords, attrs) if coords is not None else 256
+    patch = infer_patch_size(coords, attrs, pred.slide_id) if coords is not None else 256
     return SlideResult(
         slide_id=pred.slide_id,
         coarse=tuple(h.coarse),

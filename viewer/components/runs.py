@@ -20,7 +20,7 @@ from hmil.config import Config
 from hmil.errors import HMILError, RunError
 from hmil.hierarchy import Hierarchy
 from hmil.train.runs import fold_paths, list_folds
-from viewer.components.paths import check_under_roots, is_under
+from viewer.components.paths import check_hierarchy, is_under, run_file
 
 #: slide file suffixes looked for beside a cohort (lower case; ``.ome.tiff`` handled apart)
 SLIDE_SUFFIXES = (".tiff", ".tif", ".svs", ".ndpi", ".mrxs", ".scn", ".bif", ".vms", ".svslide")
@@ -104,8 +104,8 @@ def read_run_config(run: Path) -> Config:
     Raises:
         RunError: no config.yaml; ConfigError: a malformed one.
     """
-    path = Path(run) / "config.yaml"
-    if not path.is_file():
+    path = run_file(run, Path(run) / "config.yaml")
+    if path is None:  # missing, or a symlink leading out of the run
         raise RunError(run, "not a run directory (no config.yaml)")
     return Config.from_file(path)
 
@@ -113,7 +113,8 @@ def read_run_config(run: Path) -> Config:
 def load_run_info(run: Path, roots: Iterable[Path] | None = None) -> RunInfo:
     """Read ``RUN/config.yaml`` and the fold list.
 
-    With ``roots``, a hierarchy *file* outside them is refused (a preset name is not a file).
+    With ``roots``, a hierarchy that is not a preset name is a file and must lie under them,
+    whatever its suffix.
 
     Raises:
         HMILError: not a run directory, a malformed config, an unknown hierarchy, or
@@ -121,8 +122,8 @@ def load_run_info(run: Path, roots: Iterable[Path] | None = None) -> RunInfo:
     """
     config = read_run_config(run)
     spec = config.data.hierarchy
-    if roots is not None and Path(spec).suffix.lower() in (".yaml", ".yml", ".json"):
-        check_under_roots(spec, roots)
+    if roots is not None:
+        spec = check_hierarchy(spec, roots)
     hierarchy = Hierarchy.resolve(spec)
     return RunInfo(
         run=run,
@@ -153,8 +154,8 @@ def load_predictions(run: Path) -> pd.DataFrame:
     """
     frames = []
     for fold in list_folds(run):
-        path = fold_paths(run, fold).predictions
-        if path.is_file():
+        path = run_file(run, fold_paths(run, fold).predictions)
+        if path is not None:
             frame = pd.read_csv(path, dtype={"slide_id": str})
             frame.insert(1, "fold", fold)
             frames.append(frame)
@@ -184,10 +185,16 @@ def fold_test_metrics(run: Path) -> dict[int, dict[str, Any]]:
     """``fold -> test_metrics.json`` for every finished fold."""
     out = {}
     for fold in list_folds(run):
-        path = fold_paths(run, fold).test_metrics
-        if path.is_file():
+        path = run_file(run, fold_paths(run, fold).test_metrics)
+        if path is not None:
             out[fold] = load_json(path)
     return out
+
+
+def run_summary(run: Path) -> dict[str, Any]:
+    """``RUN/summary.json`` ({} when missing, unreadable or leading out of the run)."""
+    path = run_file(run, Path(run) / "summary.json")
+    return load_json(path) if path is not None else {}
 
 
 def slide_table(
@@ -298,11 +305,11 @@ def is_synthetic(info: RunInfo) -> bool:
 
 
 def run_checkpoints(run: Path) -> dict[int, Path]:
-    """``fold -> checkpoint.pt`` for folds that have one."""
+    """``fold -> checkpoint.pt`` for folds that have one inside the run (not a link out)."""
     out = {}
     for fold in list_folds(run):
         ckpt = fold_paths(run, fold).checkpoint
-        if ckpt.is_file():
+        if run_file(run, ckpt) is not None:
             out[fold] = ckpt
     return out
 
@@ -319,5 +326,6 @@ def list_checkpoints(runs: Iterable[Path], extra: Iterable[Path] = ()) -> list[P
             found.setdefault(item, None)
         elif item.is_dir():
             for sub in sorted(item.glob("*/checkpoint.pt")) + sorted(item.glob("*.pt")):
-                found.setdefault(sub, None)
+                if run_file(item, sub) is not None:  # no link out of the folder
+                    found.setdefault(sub, None)
     return list(found)

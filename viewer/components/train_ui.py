@@ -132,10 +132,14 @@ def launch_form(cfg: ViewerSettings, run: Path | None) -> None:
         )
         cols[2].number_input("Local workers", 1, 64, 1, key="tr_workers")
         st.text_area(
-            "More config (YAML, any section)",
+            "More config (YAML: model, loss, train, launcher resources)",
             key="tr_extra",
             height=100,
+            max_chars=training.MAX_EXTRA_BYTES,
             placeholder="model:\n  hidden_dim: 128\nloss:\n  schedule: quadratic",
+            help="Sections model, loss and train, and the launcher's "
+            f"{', '.join(sorted(training.FORM_LAUNCHER_KEYS))}. launcher.extra (raw SLURM "
+            "parameters and setup lines) and the data paths cannot be set here.",
         )
         submitted = st.form_submit_button("Launch training", key="tr_submit", type="primary")
     if submitted:
@@ -188,8 +192,8 @@ def _submit(cfg: ViewerSettings) -> tuple[str, str]:
                 )
             test = float(state["tr_test"]) or None
             training.create_splits(
-                paths["labels"], form.hierarchy, paths["splits"], int(state["tr_k"]),
-                int(state["tr_split_seed"]), float(state["tr_val"]), test,
+                paths["labels"], training.hierarchy_spec(form, paths), paths["splits"],
+                int(state["tr_k"]), int(state["tr_split_seed"]), float(state["tr_val"]), test,
             )  # fmt: skip
         available = training.available_folds(paths["splits"])
         if not available:
@@ -197,6 +201,7 @@ def _submit(cfg: ViewerSettings) -> tuple[str, str]:
         missing = [f for f in folds if f not in available]
         if missing:
             raise HMILError("folds", f"no split for fold(s) {missing} (available: {available})")
+        training.check_split_files(paths["splits"], folds or available, cfg.roots)
         config = training.build_config(form, paths)
         launch = training.launch_training(paths["out"], config)
     except HMILError as exc:
@@ -256,4 +261,7 @@ def monitor(run: Path) -> None:
         state = "running" if record["alive"] else "ended"
         with st.expander(f"launch {record['started']} · folds {record['folds']} · pid "
                          f"{record['pid']} · {state}"):  # fmt: skip
-            st.text(training.log_tail(Path(record["log"])) or "(no output yet)")
+            if record["log"] is None:
+                st.text("(the record names no log file inside this run)")
+            else:
+                st.text(training.log_tail(record["log"]) or "(no output yet)")

@@ -1,11 +1,19 @@
 """Training page logic: form → config, splits, detached launches, fold monitoring, stop.
 
-A launch runs ``python -m hmil train --config RUN/launches/<stamp>.yaml --out RUN --folds ...``
+A launch runs ``python -I -u -m hmil train --config RUN/launches/<stamp>.yaml --out RUN ...``
 as a detached process (own session, output in ``RUN/launches/<stamp>.log``) so the page stays
 responsive and the training survives a page reload or the viewer itself. What is running is
 read back from disk only (``RUN/launches.jsonl``, each fold's ``status.json``, lock and
 ``metrics.jsonl``), so a fold started from the command line shows up the same way. The
 ``launcher`` section of the config (inline / local / slurm) is honoured by ``hmil train``.
+
+Whoever reaches the page may start training, so it runs nobody's code: the "More config" text
+may set only the model, loss and train sections and the launcher's resource fields
+(:data:`FORM_KEYS`) — never ``launcher.extra``, whose values go into the SLURM job script as
+they are (``setup`` entries are shell lines) — and ``hmil`` starts isolated (``-I``: no
+``PYTHON*`` variables, neither the working directory nor the user's site-packages on
+``sys.path``) in :data:`SAFE_CWD`, so a ``yaml.py`` planted in a run folder is never imported.
+Every file the page reads goes through :mod:`viewer.components.paths`.
 """
 
 from __future__ import annotations
@@ -22,15 +30,33 @@ from typing import Any
 
 import pandas as pd
 
+from hmil import yamlsafe
 from hmil.config import Config
 from hmil.errors import ConfigError
+from hmil.hierarchy import PRESETS
 from hmil.io import append_jsonl, read_jsonl, write_text_atomic
 from hmil.procs import pid_alive
 from hmil.train.runs import fold_paths, list_folds, read_status
-from viewer.components.paths import check_under_roots
+from viewer.components.paths import check_hierarchy, check_under_roots, run_file
 
 LAUNCHES = "launches.jsonl"
 LAUNCH_DIR = "launches"
+#: working directory of launched trainings: nothing anyone could plant files in
+SAFE_CWD = Path(os.path.abspath(os.sep))
+#: largest "More config" text accepted
+MAX_EXTRA_BYTES = 16 * 1024
+#: what "More config" may set: section → allowed keys (None: every key of the section, which
+#: :class:`hmil.config.Config` validates). The form's own fields set ``data``.
+FORM_LAUNCHER_KEYS = frozenset(
+    {"kind", "workers", "threads", "partition", "gpus_per_job", "cpus_per_job", "mem_gb",
+     "time_min", "account", "qos"}
+)  # fmt: skip
+FORM_KEYS: dict[str, frozenset[str] | None] = {
+    "model": None,
+    "loss": None,
+    "train": None,
+    "launcher": FORM_LAUNCHER_KEYS,
+}
 
 
 @dataclass
@@ -43,7 +69,8 @@ class TrainForm:
         hierarchy: preset name or YAML/JSON file.
         folds: fold indices to train (empty = all split files).
         overrides: dotted config keys → values (``train.epochs``, ``train.lr``, ...).
-        extra_yaml: further config as YAML text (any section), applied before ``overrides``.
+        extra_yaml: further config as YAML text (the keys of :data:`FORM_KEYS`), applied
+            before ``overrides``.
     """
 
     out: str
@@ -59,7 +86,8 @@ class TrainForm:
 def checked_paths(form: TrainForm, roots: tuple[Path, ...]) -> dict[str, Path]:
     """Resolve the form's paths, refusing any outside the data roots (PathRefused).
 
-    A hierarchy given as a preset name is not a path and is not checked.
+    ``hierarchy`` is in the result when it names a file: anything but a preset name is a file,
+    whatever its suffix, and is checked like the other paths.
     """
     out = {
         "out": check_under_roots(form.out, roots),
@@ -67,29 +95,53 @@ def checked_paths(form: TrainForm, roots: tuple[Path, ...]) -> dict[str, Path]:
         "features": check_under_roots(form.features, roots),
         "splits": check_under_roots(form.splits, roots),
     }
-    if is_hierarchy_file(form.hierarchy):
-        out["hierarchy"] = check_under_roots(form.hierarchy, roots)
+    hierarchy = check_hierarchy(form.hierarchy, roots)
+    if hierarchy.lower() not in PRESETS:
+        out["hierarchy"] = Path(hierarchy)
     return out
 
 
-def is_hierarchy_file(text: str) -> bool:
-    return Path(text).suffix.lower() in (".yaml", ".yml", ".json")
+def hierarchy_spec(form: TrainForm, paths: dict[str, Path]) -> str:
+    """The hierarchy to use: the checked file of :func:`checked_paths`, else the preset name."""
+    return str(paths["hierarchy"]) if "hierarchy" in paths else form.hierarchy.strip()
+
+
+def parse_extra(text: str) -> dict[str, Any]:
+    """The "More config" text as a mapping, limited to :data:`FORM_KEYS` (ConfigError)."""
+    if not text.strip():
+        return {}
+    try:
+        data = yamlsafe.load(text, max_bytes=MAX_EXTRA_BYTES)
+    except yamlsafe.YAMLRefused as exc:
+        raise ConfigError("extra config", f"cannot parse YAML ({exc})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError("extra config", "must be a mapping of sections")
+    for section, value in data.items():
+        if section not in FORM_KEYS:
+            allowed = ", ".join(FORM_KEYS)
+            raise ConfigError(
+                "extra config",
+                f"section '{section}' cannot be set here (allowed: {allowed}; the form's fields "
+                "set the data paths)",
+            )
+        keys = FORM_KEYS[section]
+        if keys is not None and isinstance(value, dict):
+            refused = sorted(str(k) for k in value if k not in keys)
+            if refused:
+                raise ConfigError(
+                    "extra config",
+                    f"'{section}.{refused[0]}' cannot be set from the viewer (allowed in "
+                    f"'{section}': {', '.join(sorted(keys))})",
+                )
+    return data
 
 
 def build_config(form: TrainForm, paths: dict[str, Path]) -> Config:
     """The run config: defaults ← ``extra_yaml`` ← form fields (raises ConfigError)."""
-    import yaml
-
-    try:
-        extra = yaml.safe_load(form.extra_yaml) if form.extra_yaml.strip() else {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(
-            "extra config", f"cannot parse YAML ({str(exc).splitlines()[0]})"
-        ) from None
-    if extra is not None and not isinstance(extra, dict):
-        raise ConfigError("extra config", "must be a mapping of sections")
-    base = Config.from_dict(extra or {}, source="extra config")
-    hierarchy = str(paths["hierarchy"]) if "hierarchy" in paths else form.hierarchy.strip()
+    base = Config.from_dict(parse_extra(form.extra_yaml), source="extra config")
+    hierarchy = hierarchy_spec(form, paths)
     dotted: dict[str, Any] = {
         "data.labels": str(paths["labels"]),
         "data.features": str(paths["features"]),
@@ -98,7 +150,12 @@ def build_config(form: TrainForm, paths: dict[str, Path]) -> Config:
         "data.folds": ",".join(str(f) for f in sorted(form.folds)) if form.folds else "all",
     }
     dotted.update(form.overrides)
-    return base.override(dotted)
+    config = base.override(dotted)
+    if config.launcher.kind == "slurm":  # partition, account, QOS become #SBATCH lines
+        from hmil.train.launch.executors import slurm_parameters
+
+        slurm_parameters(config.launcher, "hmil-check")
+    return config
 
 
 def create_splits(
@@ -129,6 +186,17 @@ def available_folds(splits_dir: str | Path) -> list[int]:
         return []
 
 
+def check_split_files(splits_dir: Path, folds: list[int], roots: tuple[Path, ...]) -> None:
+    """Refuse (PathRefused) a ``splits_<k>.csv`` of ``folds`` that resolves outside the roots
+    (a symlink in the splits folder): the training would read it."""
+    from hmil.data.splits import list_split_files
+
+    files = list_split_files(splits_dir)
+    for fold in folds:
+        if fold in files:
+            check_under_roots(files[fold], roots)
+
+
 @dataclass(frozen=True)
 class Launch:
     """One detached ``hmil train`` process started by the viewer."""
@@ -151,7 +219,8 @@ def launch_training(
 ) -> Launch:
     """Start ``hmil train`` for ``config`` in a new session, detached from the viewer.
 
-    The process's output goes to ``RUN/launches/<stamp>.log``; the launch is recorded in
+    The process runs isolated (``python -I``) in :data:`SAFE_CWD` (see the module docstring);
+    its output goes to ``RUN/launches/<stamp>.log``; the launch is recorded in
     ``RUN/launches.jsonl``. A thread reaps the process when it ends (no zombie while the viewer
     lives; after the viewer exits, init reaps it).
     """
@@ -163,11 +232,10 @@ def launch_training(
     log_path = folder / f"{stamp}.log"
     write_text_atomic(config_path, config.to_yaml())
     command = (
-        python, "-m", "hmil", "train", "--config", str(config_path), "--out", str(run),
-        "--folds", config.data.folds, *extra_args,
+        python, "-I", "-u", "-m", "hmil", "train", "--config", str(config_path), "--out",
+        str(run), "--folds", config.data.folds, *extra_args,
     )  # fmt: skip
     env = dict(os.environ)
-    env.setdefault("PYTHONUNBUFFERED", "1")
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             list(command),
@@ -175,7 +243,7 @@ def launch_training(
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            cwd=str(run),
+            cwd=str(SAFE_CWD),
             env=env,
         )
     threading.Thread(target=proc.wait, name=f"reap-{proc.pid}", daemon=True).start()
@@ -203,15 +271,32 @@ def launch_training(
 
 
 def read_launches(run: Path) -> list[dict[str, Any]]:
-    """Launch records of ``run`` (newest first), each with ``alive`` (process still running)."""
-    records = read_jsonl(run / LAUNCHES)
-    for record in records:
-        record["alive"] = pid_alive(int(record.get("pid", 0)))
+    """Launch records of ``run`` (newest first): ``pid``, ``started``, ``folds``, ``alive``
+    (process still running) and ``log`` — the log file, or None when the record names none
+    inside the run (a record pointing elsewhere is not followed)."""
+    path = run_file(run, run / LAUNCHES)
+    records = []
+    for raw in read_jsonl(path) if path is not None else []:
+        if not isinstance(raw, dict):
+            continue
+        log = raw.get("log")
+        records.append(
+            {
+                "pid": raw.get("pid"),
+                "started": str(raw.get("started", "")),
+                "folds": str(raw.get("folds", "")),
+                "alive": pid_alive(raw.get("pid")),
+                "log": run_file(run, log) if isinstance(log, str) and log else None,
+            }
+        )
     return records[::-1]
 
 
-def log_tail(path: Path, max_bytes: int = 4000) -> str:
-    """The last ``max_bytes`` of a launch log (progress bars' carriage returns as newlines)."""
+def log_tail(path: Path | None, max_bytes: int = 4000) -> str:
+    """The last ``max_bytes`` of a launch log (progress bars' carriage returns as newlines);
+    '' for None or an unreadable file."""
+    if path is None:
+        return ""
     try:
         with open(path, "rb") as handle:
             handle.seek(0, os.SEEK_END)
@@ -317,7 +402,8 @@ def training_curves(run: Path, folds: list[int] | None = None) -> pd.DataFrame:
     ``val fine AUC``, ``val coarse bal. acc`` (kind metric)."""
     rows: list[dict[str, Any]] = []
     for fold in folds if folds is not None else list_folds(run):
-        for record in read_jsonl(fold_paths(run, fold).metrics):
+        metrics = run_file(run, fold_paths(run, fold).metrics)
+        for record in read_jsonl(metrics) if metrics is not None else []:
             epoch = record.get("epoch")
             val = record.get("val") or {}
             series = {

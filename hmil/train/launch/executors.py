@@ -61,9 +61,16 @@ def _local_parameters(cfg: LauncherConfig, job_name: str) -> dict[str, Any]:
     return params
 
 
-def _slurm_parameters(cfg: LauncherConfig, job_name: str) -> dict[str, Any]:
+def slurm_parameters(cfg: LauncherConfig, job_name: str) -> dict[str, Any]:
     """sbatch options: one task on one node; GPUs and memory only when requested (some
-    clusters reject ``--gpus-per-node=0``); ``launcher.extra`` last, so it can override."""
+    clusters reject ``--gpus-per-node=0``); ``launcher.extra`` last, so it can override.
+
+    Raises:
+        ConfigError: a value holding a line break or another control character. Each option
+            becomes an ``#SBATCH --key=value`` line of the job script, so a line break would
+            start a shell line of the script; only ``setup`` entries are shell lines by design
+            (and the viewer never lets anyone set them, see ``viewer/components/training.py``).
+    """
     params: dict[str, Any] = {
         "job_name": job_name,
         "time": cfg.time_min,
@@ -80,13 +87,34 @@ def _slurm_parameters(cfg: LauncherConfig, job_name: str) -> dict[str, Any]:
     }
     params.update({key: value for key, value in optional.items() if value})
     params.update(cfg.extra)
+    for key, value in params.items():
+        if key != "setup":
+            _check_one_line(f"launcher.{key}", value)
     return params
+
+
+def _check_one_line(key: str, value: Any) -> None:
+    """Every string in ``value`` (nested in lists and dicts too) is one printable line."""
+    if isinstance(value, dict):
+        for sub_key, sub in value.items():
+            _check_one_line(f"{key}.{sub_key}", sub_key)
+            _check_one_line(f"{key}.{sub_key}", sub)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _check_one_line(key, item)
+    elif isinstance(value, str) and _CONTROL.search(value):
+        raise ConfigError(
+            key, "must be one line without control characters (it becomes an #SBATCH line)"
+        )
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 #: launcher kind → its submitit backend (``inline`` needs none: it runs in this process)
 BACKENDS: dict[str, Backend] = {
     "local": Backend(submitit.LocalExecutor, _local_parameters, waits=True, slots=True),
-    "slurm": Backend(submitit.SlurmExecutor, _slurm_parameters, waits=False, slots=False),
+    "slurm": Backend(submitit.SlurmExecutor, slurm_parameters, waits=False, slots=False),
 }
 
 
