@@ -95,6 +95,7 @@ def load_run_config(run_dir: str | Path) -> Config:
 
 
 def fold_paths(run_dir: str | Path, fold: int) -> FoldPaths:
+    """The files of fold ``fold`` of the run in ``run_dir`` (``RUN/fold_<k>/``)."""
     return FoldPaths(Path(run_dir) / f"fold_{fold}")
 
 
