@@ -21,7 +21,7 @@ import contextlib
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -216,7 +216,7 @@ def iter_patch_batches(
     batch_size: int,
     num_readers: int = 2,
     prefetch_batches: int = 4,
-) -> Iterator[np.ndarray]:
+) -> Generator[np.ndarray, None, None]:
     """Decoded patches in ``coords`` order, batch by batch, read ahead by a thread pool.
 
     Yields:

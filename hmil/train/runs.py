@@ -241,8 +241,8 @@ def summarise_run(run_dir: str | Path) -> dict[str, Any]:
                 }
         if stats:
             summary[level] = stats
-    consistency = [per_fold[f].get("consistency") for f in sorted(per_fold)]
-    consistency = [c for c in consistency if c is not None]
+    found = [per_fold[f].get("consistency") for f in sorted(per_fold)]
+    consistency = [c for c in found if c is not None]
     if consistency:
         summary["consistency"] = {"mean": float(np.mean(consistency)), "values": consistency}
     summary["updated"] = _now()

@@ -9,11 +9,19 @@ are ``(H, W, 3)`` uint8 RGB numpy arrays.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from hmil.heatmap import HeatmapStyle, blend, colormap_lut, coords_extent, heatmap_rgba
+from hmil.heatmap import (
+    HeatmapStyle,
+    Normalization,
+    blend,
+    colormap_lut,
+    coords_extent,
+    heatmap_rgba,
+)
 from hmil.heatmap import normalize_scores as _normalize
 from hmil.slides.reader import Region, Slide, fit_size
 from viewer.components.inference import SlideResult
@@ -199,4 +207,5 @@ def patch_crop(
 
 def normalized(result: SlideResult, level: str, label: str, mode: str) -> np.ndarray:
     """``(N,)`` scores of one class mapped to [0, 1] like the overlay does."""
-    return _normalize(result.scores(level, label), mode)  # type: ignore[arg-type]
+    checked = cast(Normalization, mode)  # a widget's str; normalize_scores refuses others
+    return _normalize(result.scores(level, label), checked)

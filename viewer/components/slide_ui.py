@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import functools
 import tempfile
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
@@ -34,10 +36,20 @@ from viewer.components.uploads import (
 from viewer.components.viewport import Canvas
 from viewer.state import ViewerSettings
 
+if TYPE_CHECKING:
+    from streamlit.delta_generator import DeltaGenerator
+
 VIEW = vpm.DEFAULT_VIEW_SIZE
 SMALL_VIEW = (360, 240)
 THUMB_MAX = 320
 CROP_PX = 112
+
+
+def _state() -> MutableMapping[str, Any]:
+    """The session state as slide_state's mapping (streamlit types its keys ``str | int``)."""
+    return cast("MutableMapping[str, Any]", st.session_state)
+
+
 SLIDE_UPLOAD_TYPES = ["svs", "tif", "tiff", "ndpi", "mrxs", "scn", "png", "jpg", "jpeg"]
 PERSISTENT_KEYS = (
     "slide_source", "slide_search", "slide_pick", "slide_fold", "up_ckpt", "up_ckpt_path",
@@ -311,7 +323,9 @@ def overlay_controls(result: SlideResult, has_mask: bool) -> OverlayChoice:
     state.setdefault("ov_norm", "percentile")
     state.setdefault("ov_smooth", 0.0)
     state.setdefault("ov_gt", True)
-    cols = st.columns([1.2, 1.4, 1.5, 1.1] if has_mask else [1.2, 1.4, 1.5])
+    cols: Sequence[DeltaGenerator] = st.columns(
+        [1.2, 1.4, 1.5, 1.1] if has_mask else [1.2, 1.4, 1.5]
+    )
     level = str(cols[0].radio("Level", list(LEVELS), key="ov_level", horizontal=True))
     gt = has_mask and bool(
         cols[3].checkbox("Outline lesion", key="ov_gt", help="ground-truth lesion mask (demo)")
@@ -362,7 +376,7 @@ def prepare_view(picked: Picked, result: SlideResult, slide: Slide | None) -> Vi
     """Sync the viewport state with the slide (reset for a new one); None without coords."""
     if result.coords is None:
         return None
-    state = st.session_state
+    state = _state()
     canvas = rendering.canvas_for(slide, result)
     source_key = str(picked.slide_file or picked.bag)
     slide_state.ensure(state, slide_state.canvas_key(source_key, canvas), canvas)
@@ -478,7 +492,7 @@ def _small_multiples(
 
 def _navigation(canvas: Canvas) -> None:
     state = st.session_state
-    buttons = [
+    buttons: list[tuple[str, str, str, Callable[..., None], tuple[Any, ...]]] = [
         ("zoom in", ":material/zoom_in:", "nav_in", slide_state.zoom, (canvas, VIEW, 1)),
         ("zoom out", ":material/zoom_out:", "nav_out", slide_state.zoom, (canvas, VIEW, -1)),
         ("", ":material/arrow_back:", "nav_left", slide_state.pan, (canvas, VIEW, -0.5, 0.0)),
@@ -531,7 +545,7 @@ def _thumbnail(
         image_format="JPEG",
         jpeg_quality=85,
         on_click=functools.partial(
-            slide_state.thumbnail_click, st.session_state, canvas, VIEW, "thumb_click"
+            slide_state.thumbnail_click, _state(), canvas, VIEW, "thumb_click"
         ),
         cursor="crosshair",
     )
