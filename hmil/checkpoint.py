@@ -151,7 +151,9 @@ def load_checkpoint_file(
         )
     if int(payload.get("format_version", 0)) > FORMAT_VERSION:
         raise CheckpointError(
-            p, f"checkpoint format {payload['format_version']} is newer than this hmil supports"
+            p,
+            f"checkpoint format {payload['format_version']} is newer than this hmil "
+            f"{__version__} reads (format {FORMAT_VERSION}); upgrade hmil-studio to load it",
         )
     _check_hash(payload, p)
     try:

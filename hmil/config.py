@@ -369,7 +369,8 @@ class Config:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None, source: str = "config") -> Config:
-        return _build(cls(), data or {}, source, prefix="").validate()
+        config: Config = _build(cls(), data or {}, source, prefix="")
+        return config.validate()
 
     @classmethod
     def from_file(cls, path: str | Path, preset: str = "") -> Config:
@@ -546,7 +547,7 @@ def describe(cls: type = Config, prefix: str = "") -> list[str]:
     for f in dataclasses.fields(cls):
         hint = hints[f.name]
         help_text = f.metadata.get("help", "")
-        if dataclasses.is_dataclass(hint):
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             lines.append(f"{prefix}{f.name}:  # {help_text}")
             lines.extend(describe(hint, prefix + "  "))
         else:

@@ -65,7 +65,8 @@ class Prediction:
     @property
     def coarse_probs(self) -> np.ndarray:
         """``(Kc,)`` = Mᵀ p_f, the fine probabilities summed per coarse class."""
-        return self.fine_probs @ self.hierarchy.mapping
+        probs: np.ndarray = self.fine_probs @ self.hierarchy.mapping
+        return probs
 
     @property
     def fine_pred(self) -> str:
@@ -167,7 +168,8 @@ class Predictor:
                     validate_bag(Bag(features=features.cpu()), self.in_dim)  # names the row
                     raise BagError("bag", "non-finite feature values (NaN/Inf)")
                 return out
-            return self.model(features.to(self.device, non_blocking=True))
+            output: HMILOutput = self.model(features.to(self.device, non_blocking=True))
+            return output
 
     def _chunked(self, features: torch.Tensor) -> bool:
         """True for bags above ``stream_bytes`` (forwarded in chunks)."""

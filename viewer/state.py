@@ -10,7 +10,7 @@ the demo run ``hmil-demo/run`` when it exists, else the demo checkpoint alone.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,7 +117,7 @@ def run_data_paths(run: Path) -> list[Path]:
 
 def build_settings(
     run: str | Path | None,
-    data_roots: list[str | Path] | tuple[str | Path, ...] = (),
+    data_roots: Sequence[str | Path] = (),
     checkpoint: str | Path | None = None,
     max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB,
     cwd: str | Path | None = None,

@@ -41,6 +41,7 @@ EXIT_SKIPPED = 3
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``hmil`` parser with one sub-parser per registered command (the docs render it)."""
     parser = argparse.ArgumentParser(
         prog="hmil",
         description="HMIL Studio: hierarchical multiple-instance learning on whole-slide images.",
@@ -63,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``hmil`` command; its exit code (HMILError → one ``error:`` line, exit 2)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     from hmil.cli.outputs import check_outputs, os_error_problem, sweep_outputs

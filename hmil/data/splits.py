@@ -162,7 +162,8 @@ def _draw(
             chosen.append(members)
     if not chosen:
         return index[:0]
-    return index[np.sort(np.concatenate(chosen))]
+    picked: np.ndarray = index[np.sort(np.concatenate(chosen))]
+    return picked
 
 
 def write_splits(splits: list[Split], out_dir: str | Path) -> list[Path]:

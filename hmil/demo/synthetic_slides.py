@@ -202,7 +202,9 @@ def render_slide(spec: SlideSpec, bank: TextureBank) -> SyntheticSlide:
     h_gain = float(np.exp(0.08 * rng.standard_normal()))
     e_gain = float(np.exp(0.10 * rng.standard_normal()))
 
-    glass = stains_to_rgb(np.float32([GLASS_H_OD]), np.float32([GLASS_E_OD]))[0]
+    glass_h = np.array([GLASS_H_OD], dtype=np.float32)
+    glass_e = np.array([GLASS_E_OD], dtype=np.float32)
+    glass = stains_to_rgb(glass_h, glass_e)[0]
     rgb = np.empty((spec.height, spec.width, 3), dtype=np.uint8)
     rgb[:] = glass
     for y0 in range(0, spec.height, BLOCK):

@@ -226,6 +226,7 @@ def adipose_tile(rng: np.random.Generator, size: int = 1024) -> StainTile:
     yy, xx = np.mgrid[0:half, 0:half]
     pixels = np.stack([yy.ravel(), xx.ravel()], axis=1).astype(np.float32) * 2.0 + 0.5
     dist, _ = cKDTree(wrapped).query(pixels, k=2)
+    dist = np.asarray(dist)  # (M, 2); the stub also allows the float of a 1-point query
     gap = (dist[:, 1] - dist[:, 0]).reshape(half, half).astype(np.float32)
     gap = ndimage.zoom(gap, size / half, order=1, mode="grid-wrap", grid_mode=True)
     thickness = 2.4 * np.clip(1.0 + 0.35 * periodic_noise(rng, size, sigma=6.0), 0.5, None)

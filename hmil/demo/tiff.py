@@ -19,7 +19,7 @@ import io
 import struct
 from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import numpy as np
 from PIL import Image
@@ -166,7 +166,8 @@ def _pack(field_type: int, values: Sequence[int] | Sequence[tuple[int, int]] | s
         assert isinstance(values, str)
         return values.encode("ascii", errors="replace") + b"\x00"
     if field_type == _RATIONAL:
-        return b"".join(struct.pack("<II", num, den) for num, den in values)  # type: ignore[misc]
+        pairs = cast(Sequence[tuple[int, int]], values)  # RATIONAL values are (num, den) pairs
+        return b"".join(struct.pack("<II", num, den) for num, den in pairs)
     return struct.pack(f"<{len(values)}{_FORMAT[field_type]}", *values)
 
 

@@ -47,7 +47,8 @@ class ClassWiseGatedAttention(nn.Module):
             gated = self.dropout(torch.tanh(a) * torch.sigmoid(b))
         else:  # inference: gate in place in the projection's output (no extra N×2A buffers)
             gated = a.tanh_().mul_(b.sigmoid_())
-        return self.score(gated).transpose(0, 1)
+        scores: torch.Tensor = self.score(gated)  # (N, K)
+        return scores.transpose(0, 1)
 
 
 def attention_pool(scores: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,6 +102,7 @@ class OnlinePool:
             self._sum = weights.sum(dim=1)
             self._acc = weights @ h
         else:
+            assert self._sum is not None and self._acc is not None  # the first chunk set all three
             new_max = torch.maximum(self._max, chunk_max)
             rescale = torch.exp(self._max - new_max)  # (K,)
             weights = torch.exp(scores - new_max[:, None])

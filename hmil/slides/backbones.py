@@ -164,6 +164,8 @@ class ViTConfig:
 
 
 class LayerScale(nn.Module):
+    """Per-channel learnable scale of a residual branch (timm's ``ls1``/``ls2``, key ``gamma``)."""
+
     def __init__(self, dim: int, init_values: float) -> None:
         super().__init__()
         self.gamma = nn.Parameter(torch.full((dim,), init_values))
@@ -229,6 +231,9 @@ class Block(nn.Module):
 
 
 class PatchEmbed(nn.Module):
+    """Non-overlapping ``p × p`` patches to tokens by one strided convolution (timm's
+    ``patch_embed.proj``)."""
+
     def __init__(self, patch_size: int, embed_dim: int) -> None:
         super().__init__()
         self.proj = nn.Conv2d(3, embed_dim, patch_size, stride=patch_size)

@@ -23,7 +23,7 @@ import contextlib
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -263,7 +263,7 @@ def iter_patch_batches(
     num_readers: int = 2,
     prefetch_batches: int = 4,
     encoder: PatchEncoder | None = None,
-) -> Iterator[np.ndarray]:
+) -> Generator[np.ndarray, None, None]:
     """Decoded patches in ``coords`` order, batch by batch, read ahead by a thread pool.
 
     The readers also do the encoder's uint8 preprocessing (:func:`read_patch`), so decoding

@@ -334,7 +334,7 @@ def _plausible_mpp(value: float | None) -> float | None:
 
 def _float_or_none(value: object) -> float | None:
     try:
-        out = float(value)  # type: ignore[arg-type]
+        out = float(value)  # type: ignore[arg-type]  # anything: float() refusing is handled
     except (TypeError, ValueError):
         return None
     return out if math.isfinite(out) and out > 0 else None
@@ -464,7 +464,7 @@ class _ArrayBackend:
         w0, h0 = self.level_dimensions[0]
         self.level_downsamples = tuple(((w0 / w) + (h0 / h)) / 2 for w, h in self.level_dimensions)
         self.mpp = mpp
-        self.objective_power = None
+        self.objective_power: float | None = None
         self.bounds: Region | None = None
 
     def _level(self, level: int) -> np.ndarray:
@@ -559,7 +559,9 @@ def _open_tifffile(path: Path) -> _ArrayBackend:
             lvl = levels[index]
             nbytes = int(np.prod(lvl.shape)) * lvl.dtype.itemsize
             try:
-                if index == 0 and len(levels) == 1 and series.pages[0].is_memmappable:
+                page = series.pages[0]
+                data: np.ndarray
+                if index == 0 and len(levels) == 1 and page is not None and page.is_memmappable:
                     data = tifffile.memmap(str(path), series=0, mode="r")
                 else:
                     if nbytes > MAX_DECODED_BYTES:

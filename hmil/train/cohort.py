@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import pandas as pd
 import torch
@@ -131,7 +132,7 @@ def gather_fold(
                 continue
             dim = bag.dim if dim is None else dim
             store.offer(path, bag.features)
-            row = by_id.loc[slide_id]
+            row = cast(pd.Series, by_id.loc[slide_id])  # one row: read_labels refuses duplicates
             items.append(
                 CohortItem(
                     slide_id=slide_id,

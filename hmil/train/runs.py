@@ -95,6 +95,7 @@ def load_run_config(run_dir: str | Path) -> Config:
 
 
 def fold_paths(run_dir: str | Path, fold: int) -> FoldPaths:
+    """The files of fold ``fold`` of the run in ``run_dir`` (``RUN/fold_<k>/``)."""
     return FoldPaths(Path(run_dir) / f"fold_{fold}")
 
 
@@ -240,8 +241,8 @@ def summarise_run(run_dir: str | Path) -> dict[str, Any]:
                 }
         if stats:
             summary[level] = stats
-    consistency = [per_fold[f].get("consistency") for f in sorted(per_fold)]
-    consistency = [c for c in consistency if c is not None]
+    found = [per_fold[f].get("consistency") for f in sorted(per_fold)]
+    consistency = [c for c in found if c is not None]
     if consistency:
         summary["consistency"] = {"mean": float(np.mean(consistency)), "values": consistency}
     summary["updated"] = _now()

@@ -13,13 +13,13 @@ a fold finishing on disk is picked up on the next rerun without clearing anythin
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
-from hmil.heatmap import HeatmapStyle
+from hmil.heatmap import HeatmapStyle, Normalization
 from hmil.slides.reader import Slide
 from viewer.components import rendering, runs
 from viewer.components.inference import SlideResult
@@ -129,4 +129,5 @@ def discover_runs(roots: tuple[Path, ...]) -> list[Path]:
 
 
 def style(cmap: str, alpha: float, normalize: str, smooth: float) -> HeatmapStyle:
-    return HeatmapStyle(cmap=cmap, alpha=alpha, normalize=normalize, smooth=smooth)  # type: ignore[arg-type]
+    mode = cast(Normalization, normalize)  # a widget's str; HeatmapStyle refuses others
+    return HeatmapStyle(cmap=cmap, alpha=alpha, normalize=mode, smooth=smooth)

@@ -6,6 +6,7 @@ Pure builders (data in, ``go.Figure`` out) so tests can inspect the traces.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -139,7 +140,7 @@ def curves_figure(curves: pd.DataFrame, title: str) -> go.Figure:
 
     fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "validation metrics"))
     for (fold, series, kind), part in curves.groupby(["fold", "series", "kind"], sort=True):
-        colour = FOLD_COLOURS[int(fold) % len(FOLD_COLOURS)]
+        colour = FOLD_COLOURS[int(cast(int, fold)) % len(FOLD_COLOURS)]  # groupby key: Hashable
         fig.add_trace(
             go.Scatter(
                 x=part["epoch"],

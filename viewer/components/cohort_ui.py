@@ -8,6 +8,7 @@ Widget keys: ``co_level``, ``co_true``, ``co_pred``, ``co_conf``, ``co_miscls``,
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 from urllib.parse import urlencode
 
 import pandas as pd
@@ -84,7 +85,9 @@ def filters(info: runs.RunInfo, predictions: pd.DataFrame) -> SlideFilter:
             state[key] = ANY
     true_class = cols[1].selectbox("True class", classes, key="co_true")
     pred_class = cols[2].selectbox("Predicted class", classes, key="co_pred")
-    lo, hi = cols[3].slider("Confidence", 0.0, 1.0, key="co_conf", step=0.05)
+    # a range slider: co_conf holds a (lo, hi) pair, which the stub cannot see
+    conf = cols[3].slider("Confidence", 0.0, 1.0, key="co_conf", step=0.05)
+    lo, hi = cast(tuple[float, float], conf)
     miscls = bool(cols[4].checkbox("Misclassified only", key="co_miscls"))
     chosen = cols[5].multiselect("Folds", folds, key="co_folds", placeholder="all folds")
     return SlideFilter(

@@ -9,11 +9,12 @@ in level-0 pixels. Images are ``(H, W, 3)`` uint8 RGB numpy arrays.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from PIL import Image
 
-from hmil.heatmap import colormap_lut, coords_extent
+from hmil.heatmap import Normalization, colormap_lut, coords_extent
 from hmil.heatmap import normalize_scores as _normalize
 from hmil.slides.reader import Region, Slide
 from viewer.components.inference import SlideResult
@@ -82,4 +83,5 @@ def patch_crop(
 
 def normalized(result: SlideResult, level: str, label: str, mode: str) -> np.ndarray:
     """``(N,)`` scores of one class mapped to [0, 1] like the attention layer does."""
-    return _normalize(result.scores(level, label), mode)  # type: ignore[arg-type]
+    checked = cast(Normalization, mode)  # a widget's str; normalize_scores refuses others
+    return _normalize(result.scores(level, label), checked)

@@ -10,7 +10,9 @@ Widget keys: ``tr_out``, ``tr_labels``, ``tr_features``, ``tr_splits``, ``tr_hie
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import streamlit as st
 
@@ -19,6 +21,9 @@ from hmil.errors import ConfigError, HMILError
 from viewer.components import cached, charts, shell, training
 from viewer.components.training import TrainForm
 from viewer.state import ViewerSettings
+
+if TYPE_CHECKING:
+    from streamlit.delta_generator import DeltaGenerator
 
 PERSISTENT_KEYS = (
     "tr_out", "tr_labels", "tr_features", "tr_splits", "tr_hierarchy", "tr_mk_splits", "tr_k",
@@ -96,7 +101,7 @@ def launch_form(cfg: ViewerSettings, run: Path | None) -> None:
         )
     with st.form("train_form"):
         st.text_input("Run directory (created or continued)", key="tr_out")
-        cols = st.columns(2)
+        cols: Sequence[DeltaGenerator] = st.columns(2)
         cols[0].text_input("Label table (labels.csv)", key="tr_labels")
         cols[1].text_input("Features folder (bags)", key="tr_features")
         cols = st.columns(2)
@@ -246,7 +251,7 @@ def monitor(run: Path) -> None:
                 col.button(
                     f"Stop fold {fold}" if not stopping else f"fold {fold}: stopping…",
                     key=f"tr_stop_{fold}",
-                    on_click=training.request_stop,
+                    on_click=_request_stop,
                     args=(run, int(fold)),
                     disabled=stopping,
                     help="Stops after the current epoch and evaluates the best checkpoint.",
@@ -265,3 +270,8 @@ def monitor(run: Path) -> None:
                 st.text("(the record names no log file inside this run)")
             else:
                 st.text(training.log_tail(record["log"]) or "(no output yet)")
+
+
+def _request_stop(run: Path, fold: int) -> None:
+    """Stop-button callback (streamlit callbacks return nothing; request_stop returns the path)."""
+    training.request_stop(run, fold)

@@ -119,6 +119,7 @@ BACKENDS: dict[str, Backend] = {
 
 
 def backend(kind: str) -> Backend:
+    """The submitit backend of launcher ``kind``; a ConfigError naming ``--launcher`` otherwise."""
     if kind not in BACKENDS:
         raise ConfigError("--launcher", f"'{kind}' runs no jobs (expected {', '.join(BACKENDS)})")
     return BACKENDS[kind]

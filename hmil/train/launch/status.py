@@ -125,6 +125,7 @@ def fold_views(run_dir: str | Path, folds: list[int] | None = None) -> list[Fold
 
 
 def planned_folds(run: Path) -> list[int]:
+    """The folds a run will have: those its config and splits name, plus any fold directory."""
     from hmil.data.splits import list_split_files
     from hmil.errors import HMILError
     from hmil.train.api import resolve_folds
