@@ -116,6 +116,8 @@ VARIANTS: tuple[Variant, ...] = (
             groups=("search",)),
     Variant("search: SupCon on all rows (paper)", "hmil", (("loss.supcon_views", "all"),),
             groups=("search",)),
+    Variant("search: SupCon divided by bags per step (released)", "hmil",
+            (("loss.supcon_normalisation", "step"),), groups=("search",)),
     # ---- class balancing (measured on the imbalanced cohort)
     Variant("balance: sampler", "hmil", (("train.class_balance", "sampler"),),
             groups=("balance",)),

@@ -143,7 +143,10 @@ def _draw(
     Greedy: visit the groups in a seeded random order and take a group when doing so brings
     the per-class counts closer to ``frac`` × the class totals. Unlike
     ``StratifiedGroupKFold`` this works for any fraction and for classes with only a few
-    slides (it never fails; a class of 3 slides at 10 % simply gets none).
+    slides (it never fails; a class of 3 slides at 10 % simply gets none). A positive
+    fraction of a cohort with more than one group always gets at least one group: a tiny
+    cohort asked for validation slides must not end up with none (training would then have
+    nothing to select an epoch on).
     """
     rng = np.random.default_rng(seed)
     classes, y_idx = np.unique(y, return_inverse=True)
@@ -151,7 +154,8 @@ def _draw(
     unique_groups = np.unique(groups)
     counts = np.zeros(classes.size)
     chosen: list[np.ndarray] = []
-    for group in rng.permutation(unique_groups):
+    order = rng.permutation(unique_groups)
+    for group in order:
         members = np.flatnonzero(groups == group)
         add = np.bincount(y_idx[members], minlength=classes.size)
         before = np.abs(counts - target).sum()
@@ -160,6 +164,8 @@ def _draw(
         if after < before or (after == before and (counts + add).sum() <= target.sum()):
             counts += add
             chosen.append(members)
+    if not chosen and frac > 0 and unique_groups.size > 1:
+        chosen.append(np.flatnonzero(groups == order[0]))
     if not chosen:
         return index[:0]
     picked: np.ndarray = index[np.sort(np.concatenate(chosen))]

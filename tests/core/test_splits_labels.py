@@ -143,3 +143,14 @@ def test_a_case_in_two_parts_is_an_error(tmp_path):
         check_cases(split, cases)
     # evaluation passes the test slides as "train" as well: the same slides, not a leak
     check_cases(Split(train=split.test, val=(), test=split.test), cases)
+
+
+def test_a_tiny_cohort_asked_for_validation_gets_at_least_one_slide(tmp_path):
+    # 12 slides over 7 classes at 15 %: every class quota rounds to nothing, yet asking for a
+    # validation set must give one (training on a fold without it has nothing to select on)
+    labels = _labels(tmp_path, n=12, per_case=1)
+    for split in make_splits(labels, k=2, seed=0, val_frac=0.15):
+        assert len(split.val) >= 1
+        assert len(split.train) >= 1
+        assert not set(split.val) & set(split.train)
+    assert all(len(s.val) == 0 for s in make_splits(labels, k=2, seed=0, val_frac=0.0))
