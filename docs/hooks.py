@@ -2,13 +2,16 @@
 
 Why generated: a reference that is copied by hand drifts from the code. So
 
-* ``cli.md`` is rendered from ``hmil.cli.build_parser()`` (argparse is the single source);
+* ``cli.md`` is the handwritten overview in ``docs/cli.md`` (a table of the commands, readable on
+  a Git host too) followed by every command's ``--help``, rendered from
+  ``hmil.cli.build_parser()`` (argparse is the single source of the flags);
 * ``api/…`` has one page per public module of ``hmil``, found by walking the package, so a new
   module is documented (and its docstrings rendered by mkdocstrings) without editing the nav;
 * the repository's own Markdown outside ``docs/`` (``README.md``, ``benchmarks/README.md``, the
   benchmark results and plots, the demo model card) is mounted at the same relative paths, so
   the links between those files keep working and ``mkdocs build --strict`` checks them
-  (``CHANGELOG.md`` too);
+  (``CHANGELOG.md`` too); the root pages' links into ``docs/`` and to each other are rewritten
+  to the site's paths, so ``README.md`` links the same pages on a Git host and in the site;
 * ``formats.md`` is a copy of the project contract; when ``../shared/CONTRACT.md`` is present
   and differs, the build warns (and ``--strict`` fails) until it is copied again with
   ``python docs/hooks.py --sync-formats``.
@@ -31,6 +34,8 @@ CONTRACT = ROOT.parent / "shared" / "CONTRACT.md"
 FORMATS = DOCS / "formats.md"
 #: everything in formats.md after this line is the contract, verbatim
 CONTRACT_MARKER = "<!-- contract: everything below is ../shared/CONTRACT.md, verbatim -->"
+#: the handwritten head of the CLI page; the generated ``--help`` of every command follows it
+CLI_PAGE = DOCS / "cli.md"
 
 #: repository files (glob, relative to ROOT) published at the same path in the site
 MOUNTED = (
@@ -61,33 +66,24 @@ def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.Argument
     return {}
 
 
-def cli_markdown() -> str:
-    """The CLI reference page: each ``hmil`` command's ``--help``, exactly as argparse prints it."""
+def cli_help_markdown() -> str:
+    """Each ``hmil`` command's ``--help``, exactly as argparse prints it, one section each."""
     os.environ["COLUMNS"] = HELP_COLUMNS
     sys.path.insert(0, str(ROOT))
     from hmil.cli import build_parser
 
     parser = build_parser()
     parser.prog = "hmil"
-    parts = [
-        "# Command-line reference",
-        "",
-        "Generated from the `hmil` argparse parser when the site is built (`docs/hooks.py`), so",
-        "it is always the `--help` of this version. Every command also runs as `python -m hmil`.",
-        "",
-        "Exit codes: **0** success; **2** bad usage or bad input — one line",
-        "`error: <file or slide>: <problem>` on stderr, no traceback; **3** a command over many",
-        "items finished but skipped items it reported (`--strict` stops at the first instead).",
-        "",
-        "## hmil",
-        "",
-        "```text",
-        parser.format_help().rstrip(),
-        "```",
-    ]
+    parts = ["## hmil", "", "```text", parser.format_help().rstrip(), "```"]
     for name, sub in _subcommands(parser).items():
         parts += ["", f"## hmil {name}", "", "```text", sub.format_help().rstrip(), "```"]
     return "\n".join(parts) + "\n"
+
+
+def cli_markdown() -> str:
+    """The CLI reference page: the overview of ``docs/cli.md``, then :func:`cli_help_markdown`."""
+    overview = CLI_PAGE.read_text(encoding="utf-8").rstrip("\n")
+    return overview + "\n\n" + cli_help_markdown()
 
 
 # --------------------------------------------------------------------------- API reference
@@ -194,6 +190,9 @@ def on_files(files: Any, config: Any) -> Any:
     """Generate the CLI and API pages; mount the repository's Markdown from outside docs/."""
     from mkdocs.structure.files import File
 
+    handwritten = files.get_file_from_path("cli.md")
+    if handwritten is not None:
+        files.remove(handwritten)  # replaced by the page with the generated --help appended
     files.append(File.generated(config, "cli.md", content=cli_markdown()))
     for module in api_modules():
         files.append(File.generated(config, api_page_uri(module), content=api_page(module)))
@@ -214,7 +213,9 @@ def on_files(files: Any, config: Any) -> Any:
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
     """Root files link relative to the repository root: point their ``docs/…`` into the site."""
     if page.file.src_uri in ROOT_PAGES.values():
-        return re.sub(r"\]\(docs/", "](", markdown)
+        markdown = re.sub(r"\]\(docs/", "](", markdown)
+        for name, uri in ROOT_PAGES.items():
+            markdown = re.sub(rf"\]\({re.escape(name)}(?=[)#])", f"]({uri}", markdown)
     return markdown
 
 
