@@ -118,7 +118,9 @@ VARIANTS: tuple[Variant, ...] = (
             groups=("search",)),
     Variant("search: SupCon divided by bags per step (released)", "hmil",
             (("loss.supcon_normalisation", "step"),), groups=("search",)),
-    # ---- class balancing (measured on the imbalanced cohort)
+    # ---- class balancing (measured on the imbalanced cohort; the default 'auto' is the sampler
+    # on an imbalanced training part and 'none' on a balanced one)
+    Variant("balance: none", "hmil", (("train.class_balance", "none"),), groups=("balance",)),
     Variant("balance: sampler", "hmil", (("train.class_balance", "sampler"),),
             groups=("balance",)),
     Variant("balance: loss weights", "hmil", (("train.class_balance", "loss"),),

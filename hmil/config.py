@@ -195,7 +195,7 @@ class LossConfig:
 
 SELECT_METRICS = ("fine_auc", "fine_balanced_accuracy", "fine_macro_f1", "val_loss", "last")
 LR_SCHEDULES = ("cosine", "plateau", "constant")
-CLASS_BALANCE = ("none", "sampler", "loss")
+CLASS_BALANCE = ("auto", "none", "sampler", "loss")
 
 
 @dataclass
@@ -225,10 +225,11 @@ class TrainConfig:
     )
     early_stop_patience: int = _f(0, "stop after this many epochs without improvement (0 = off)")
     class_balance: str = _f(
-        "none",
-        "class imbalance: none; sampler (each epoch draws its bags with probability ∝ 1 / "
-        "the count of their fine class, with replacement, as CLAM's weighted sampler); loss "
-        "(fine and coarse cross-entropy weighted ∝ 1 / class count)",
+        "auto",
+        "class imbalance: auto (sampler when the training part's largest fine class has ≥ 1.5× "
+        "the bags of its smallest, else none); none; sampler (each epoch draws its bags with "
+        "probability ∝ 1 / the count of their fine class, with replacement, as CLAM's weighted "
+        "sampler); loss (fine and coarse cross-entropy weighted ∝ 1 / class count)",
     )
     max_instances: int = _f(
         0, "randomly subsample bags larger than this during training (0 = use all instances)"

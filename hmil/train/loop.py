@@ -17,6 +17,7 @@ import contextlib
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from hmil.io import append_jsonl, atomic_path, read_jsonl, write_text_atomic
 from hmil.model import HMIL
 from hmil.model.losses import HMILLoss, SupConMemory
 from hmil.progress import Progress
-from hmil.train.balance import epoch_order, inverse_frequency_weights
+from hmil.train.balance import epoch_order, inverse_frequency_weights, resolve_class_balance
 from hmil.train.cohort import BagStore, CohortItem, FoldCohort, SkipHandler, gather_fold
 from hmil.train.evaluate import (
     evaluate_fold,
@@ -192,6 +193,7 @@ class _FoldSession:
     tracker: _Selection
     info: CheckpointInfo
     start_epoch: int
+    class_balance: str  # train.class_balance with 'auto' resolved for this fold's training part
 
 
 def _start_fold(
@@ -229,9 +231,12 @@ def _start_fold(
     )
     schedule = make_schedule(optimizer, tc)
     train_items = cohort.parts["train"]
+    fine_y = np.array([it.fine for it in train_items], dtype=int)
+    class_balance, balance_note = resolve_class_balance(tc.class_balance, fine_y, hierarchy.n_fine)
+    if verbose:
+        print(f"fold {fold}: {balance_note}", file=sys.stderr)
     fine_w = coarse_w = None
-    if tc.class_balance == "loss":
-        fine_y = np.array([it.fine for it in train_items])
+    if class_balance == "loss":
         fine_w = torch.from_numpy(inverse_frequency_weights(fine_y, hierarchy.n_fine))
         coarse_y = np.asarray(hierarchy.parent)[fine_y]
         coarse_w = torch.from_numpy(inverse_frequency_weights(coarse_y, hierarchy.n_coarse))
@@ -262,7 +267,7 @@ def _start_fold(
         config=config, hierarchy=hierarchy, paths=paths, fold=fold, device=device,
         cohort=cohort, store=store, model=model, optimizer=optimizer, schedule=schedule,
         criterion=criterion, memory=SupConMemory(config.loss.supcon_memory), tracker=tracker,
-        info=info, start_epoch=start_epoch,
+        info=info, start_epoch=start_epoch, class_balance=class_balance,
     )  # fmt: skip
 
 
@@ -310,7 +315,7 @@ def _epoch_step(session: _FoldSession, epoch: int) -> dict[str, Any]:
     t0 = time.monotonic()
     train_stats = _train_epoch(
         s.model, s.optimizer, s.criterion, s.memory, s.cohort.parts["train"], s.store, epoch,
-        s.config, s.device, s.hierarchy.n_fine,
+        s.config, s.device, s.hierarchy.n_fine, s.class_balance,
     )  # fmt: skip
     val_record, val_loss = _validate(
         s.model, s.cohort.parts.get("val", []), s.store, s.hierarchy, s.device
@@ -403,6 +408,7 @@ def _train_epoch(
     config: Config,
     device: torch.device,
     n_fine: int,
+    class_balance: str,
 ) -> dict[str, Any]:
     """One pass over the training bags; the mean loss of each ``bags_per_step`` group is one
     optimiser step (the last group may be smaller and is averaged over its own size)."""
@@ -412,7 +418,7 @@ def _train_epoch(
     lr = float(optimizer.param_groups[0]["lr"])
     gen = _epoch_generator(tc.seed, epoch)
     fine = np.array([it.fine for it in items], dtype=int)
-    order = epoch_order(fine, n_fine, "sampler" if tc.class_balance == "sampler" else "", gen)
+    order = epoch_order(fine, n_fine, class_balance, gen)
     totals: dict[str, float] = {}
     loss_sum = 0.0
     beta = 0.0

@@ -11,7 +11,7 @@ import torch
 
 from hmil import config as cfg
 from hmil.config import TrainConfig
-from hmil.train.balance import epoch_order, inverse_frequency_weights
+from hmil.train.balance import epoch_order, inverse_frequency_weights, resolve_class_balance
 from hmil.train.schedules import SCHEDULES, make_schedule
 
 
@@ -120,3 +120,24 @@ def test_supcon_step_normalisation_and_class_weights_scale_the_terms():
     weighted = HMILLoss(only_ce, mapping, fine_weights=weights)(out, 2, 0, 10).total
     assert float(weighted) == pytest.approx(float(plain) * float(weights[2]))
     assert math.isfinite(float(bag)) and float(bag) > 0
+
+
+def test_auto_balance_samples_only_an_imbalanced_training_part():
+    bracs = np.repeat(np.arange(7), (43, 147, 73, 41, 48, 61, 132))
+    mode, note = resolve_class_balance("auto", bracs, 7)
+    assert mode == "sampler"
+    assert note.startswith("class balance: auto → sampler") and "147 … 41" in note
+    stratified = np.repeat(np.arange(7), (21, 20, 21, 20, 21, 21, 20))  # a balanced cohort's split
+    assert resolve_class_balance("auto", stratified, 7)[0] == "none"
+    assert resolve_class_balance("auto", np.array([0, 0, 1, 1, 1]), 3)[0] == "sampler"  # class 2: 0
+    assert resolve_class_balance("auto", np.repeat([0, 1], (3, 2)), 2)[0] == "sampler"  # 3/2 ≥ 1.5
+    for explicit in ("none", "sampler", "loss"):
+        assert resolve_class_balance(explicit, bracs, 7)[0] == explicit
+
+
+def test_auto_on_a_balanced_part_draws_the_same_epochs_as_none():
+    labels = np.repeat(np.arange(4), 10)
+    mode, _ = resolve_class_balance("auto", labels, 4)
+    a = epoch_order(labels, 4, mode, torch.Generator().manual_seed(5))
+    b = epoch_order(labels, 4, "none", torch.Generator().manual_seed(5))
+    assert a == b and sorted(a) == list(range(40))
