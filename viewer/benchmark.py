@@ -119,8 +119,26 @@ def _drag(page: Any, dx: float) -> float:
     return _settled(page, t0)
 
 
-def _chip_switch(page: Any, name: str, strategy: str) -> float:
-    """Click the label chip ``name`` on the view until the layer shows it (ms)."""
+def _shows(event: dict[str, Any], index: int) -> bool:
+    """Whether a "layer-loaded" mark is of the overlay of label ``index`` (of the level shown:
+    its tile URL is ``…/<level>-<index>-<cmap>-…``)."""
+    return f"-{index}-" in str(event.get("url"))
+
+
+def _wait_layer(page: Any, index: int, after: float, timeout_s: float = 120) -> float:
+    """Page time when the overlay tiles of label ``index`` are all drawn (after ``after``)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        hits = [e for e in browser.events(page, "layer-loaded", after) if _shows(e, index)]
+        if hits:
+            return float(hits[0]["t"])
+        page.wait_for_timeout(20)
+    raise RuntimeError(f"overlay of label {index} not drawn within {timeout_s:.0f} s")
+
+
+def _chip_switch(page: Any, name: str, strategy: str, index: int) -> float:
+    """Click the label chip ``name`` (the ``index``-th label) on the view until the layer
+    shows it (ms)."""
     t0 = page.evaluate(
         """(n) => { const b = Array.from(document.querySelectorAll('.hmil-dz-chip'))
               .find(c => c.dataset.label === n);
@@ -128,7 +146,7 @@ def _chip_switch(page: Any, name: str, strategy: str) -> float:
         name,
     )
     if strategy == "tiles":
-        return browser.wait_event(page, "layer-loaded", t0, timeout_s=120) - t0
+        return _wait_layer(page, index, t0) - t0
     # the layer is recoloured and drawn in the click handler; count until the next frame
     t1 = page.evaluate("() => new Promise(r => requestAnimationFrame(() => r(performance.now())))")
     drawn = [e for e in browser.events(page, "draw", t0) if e.get("label") == name]
@@ -136,7 +154,7 @@ def _chip_switch(page: Any, name: str, strategy: str) -> float:
     return float(t1) - t0
 
 
-def _box_switch(page: Any, name: str, strategy: str) -> float:
+def _box_switch(page: Any, name: str, strategy: str, index: int) -> float:
     """Choose ``name`` in the page's Streamlit "Label" box until the layer shows it (ms)."""
     box = page.locator('[data-testid="stSelectbox"]', has_text="Label").first
     box.click()
@@ -144,11 +162,11 @@ def _box_switch(page: Any, name: str, strategy: str) -> float:
     option.wait_for(timeout=10_000)
     t0 = browser.now(page)
     option.click()
-    event = "layer-loaded" if strategy == "tiles" else "draw"
+    if strategy == "tiles":
+        return _wait_layer(page, index, t0) - t0
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        hits = [e for e in browser.events(page, event, t0) if strategy == "tiles" or
-                e.get("label") == name]  # fmt: skip
+        hits = [e for e in browser.events(page, "draw", t0) if e.get("label") == name]
         if hits:
             return float(hits[0]["t"]) - t0
         page.wait_for_timeout(20)
@@ -217,10 +235,11 @@ def measure_page(
     if shots is not None:
         page.screenshot(path=str(shots / f"{name}_{strategy}_zoomed.png"))
     labels = _labels(page)
-    chip = [_chip_switch(page, labels[(i + 1) % len(labels)], strategy) for i in range(REPEAT)]
+    picks = [(i + 1) % len(labels) for i in range(REPEAT)]
+    chip = [_chip_switch(page, labels[k], strategy, k) for k in picks]
     page.wait_for_timeout(1500)  # the page's rerun after the last chip click
     browser.settle(page)
-    box = [_box_switch(page, labels[i % len(labels)], strategy) for i in range(2)]
+    box = [_box_switch(page, labels[k], strategy, k) for k in (0, 1)]
     return {
         "first_render_ms": first_ms,
         "wheel_ms": wheel,
@@ -328,8 +347,8 @@ def markdown(raw: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         f"{raw['chromium']}, {raw['date']}; load average (1/5/15 min) "
         f"{'/'.join(f'{v:.1f}' for v in raw['load_average_before'])} before and "
         f"{'/'.join(f'{v:.1f}' for v in raw['load_average_after'])} after (the machine "
-        "was shared with other jobs). Run: `{raw['run']}` (SYNTHETIC demo: its first slide, "
-        "4096 × 3328 px, 3 levels). Real slides (uploaded, bags by `hmil tile` + `hmil extract "
+        f"was shared with other jobs). Run: `{raw['run']}` (SYNTHETIC demo: its first slide). "
+        "Real slides (uploaded, bags by `hmil tile` + `hmil extract "
         "--encoder hed-texture`, predicted by the demo model — the attention means nothing, the "
         "speed does): `cmu-1-small-region.svs` (2220 × 2967, 1 level, OpenSlide) and "
         "`tcga-cr-7395-01a-01-ts1.svs` (4443 × 3567, 2 levels, no MPP). All times in ms.",
@@ -373,9 +392,10 @@ def chromium_version() -> str:
         out = subprocess.run(
             [str(browser.CHROMIUM), "--version"], capture_output=True, text=True, timeout=30
         )
-        return out.stdout.strip().split()[-1]
-    except (OSError, subprocess.SubprocessError, IndexError):
+    except (OSError, subprocess.SubprocessError):
         return "unknown"
+    found = re.search(r"\d+(\.\d+)+", out.stdout)  # "Chromium 156.0.8078.114 built on …"
+    return found.group(0) if found else "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:

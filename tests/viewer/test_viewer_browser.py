@@ -159,6 +159,12 @@ def capture(
                     browser.wait_event(page, "slide-loaded", t0, timeout_s=60)
                 page.wait_for_timeout(500)
                 up.update(_view_state(page))
+                # the overlay controls were off the page before the bag came: they must show
+                # the page's values again, not their own defaults (opacity 0, first colormap)
+                sliders = page.locator('[data-testid="stSlider"]', has_text="Opacity")
+                up["opacity"] = sliders.first.inner_text()
+                cmap = page.locator('[data-testid="stSelectbox"]', has_text="Colormap").first
+                up["cmap"] = cmap.locator("input").input_value()
                 up["caption"] = page.locator('[data-testid="stCaptionContainer"]').all_inner_texts()
                 page.screenshot(path=str(out_dir / "upload.png"))
                 found["upload"] = up
@@ -205,6 +211,53 @@ def test_every_page_and_the_deep_zoom_view_in_headless_chromium(
     assert found["upload"]["problems"] == []
     assert found["upload"]["overlay"] > 0.005
     assert any(c.startswith("synth-0002 · ") for c in found["upload"]["caption"])
+    assert "0.40" in str(found["upload"]["opacity"]) and found["upload"]["cmap"] == "jet"
+
+
+def _click_chip(page: Any, index: int) -> float:
+    """Click the view's ``index``-th label chip; the page time just before the click."""
+    return float(
+        page.evaluate(
+            """(k) => { const b = document.querySelectorAll('.hmil-dz-chip')[k];
+                const t = performance.now(); b.click(); return t; }""",
+            index,
+        )
+    )
+
+
+@pytest.mark.browser
+def test_server_overlay_tiles_signal_drawn_also_when_invisible(
+    viewer_root: Path, tmp_path: Path
+) -> None:
+    """``tiles`` strategy: every label switch ends in a "layer-loaded" mark of that label's
+    overlay; at opacity 0 OpenSeadragon loads nothing (so it never reports the item loaded)
+    and the view marks it at once."""
+    if not browser.CHROMIUM.is_file():
+        pytest.skip("Debian chromium (/usr/bin/chromium) is not installed")
+    pytest.importorskip("playwright.sync_api")
+    with (
+        browser.serve(viewer_root / "run", [viewer_root], tmp_path / "viewer.log", "tiles") as url,
+        browser.chromium() as chrome,
+    ):
+        page = chrome.new_page(viewport=browser.VIEWPORT)
+        page.goto(url + "/")
+        browser.wait_event(page, "layer-loaded", 0, timeout_s=120)
+        browser.settle(page)
+        t0 = _click_chip(page, 1)
+        browser.wait_event(page, "layer-loaded", t0, timeout_s=60)
+        shown = browser.events(page, "layer-loaded", t0)[0]
+        assert "/hmil/ov/" in shown["url"] and "-1-" in shown["url"]
+        assert not shown.get("empty")
+        browser.settle(page)
+        page.evaluate(
+            """() => { const r = document.querySelector('.hmil-dz-opacity input');
+                r.value = '0'; r.dispatchEvent(new Event('input')); }"""
+        )
+        t1 = _click_chip(page, 2)
+        browser.wait_event(page, "layer-loaded", t1, timeout_s=10)
+        hidden = browser.events(page, "layer-loaded", t1)[0]
+        assert hidden.get("empty") is True and "-2-" in hidden["url"]
+        assert browser.problems(page) == []
 
 
 if __name__ == "__main__":

@@ -155,11 +155,17 @@ def restore(*keys: str) -> None:
     """Bring back widget values of this page after a visit to another page.
 
     Streamlit forgets the state of widgets that were not drawn in a run; :func:`keep` saves it
-    under ``_keep_<key>`` and this puts it back before the widgets are created.
+    under ``_keep_<key>`` and this puts it back before the widgets are created. A value still
+    held is written again too: a widget that was off the page for a run (the slide page's
+    overlay controls in upload mode before the bag arrives) is otherwise re-created in the
+    browser at its own default (opacity 0, the first colormap) while the server keeps the old
+    value, and the browser's value wins at the next interaction.
     """
     for key in keys:
         kept = f"_keep_{key}"
-        if key not in st.session_state and kept in st.session_state:
+        if key in st.session_state:
+            st.session_state[key] = st.session_state[key]
+        elif kept in st.session_state:
             st.session_state[key] = st.session_state[kept]
 
 

@@ -156,7 +156,9 @@ class SlideView {
     this.viewer.addHandler("tile-loaded", () => mark("tile"));
     this.viewer.world.addHandler("add-item", (e) => {
       e.item.addHandler("fully-loaded-change", (f) => {
-        if (f.fullyLoaded) mark(e.item === this.layerTiles ? "layer-loaded" : "slide-loaded");
+        if (!f.fullyLoaded) return;
+        if (e.item === this.layerTiles) mark("layer-loaded", { url: this.layerTilesUrl });
+        else mark("slide-loaded");
       });
     });
     this.viewer.addHandler("canvas-click", (e) => {
@@ -299,6 +301,10 @@ class SlideView {
   }
 
   setTilesLayer(url, alpha) {
+    // "layer-loaded" = the overlay as asked for is on screen. OpenSeadragon raises
+    // fully-loaded-change only for an item it draws: at opacity 0 it never loads the tiles
+    // (TiledImage.getDrawArea is empty), so that event would never come; nothing to load
+    // (no layer, or an invisible one) is marked at once instead.
     if (this.layerTilesUrl === url) {
       if (this.layerTiles) this.layerTiles.setOpacity(alpha);
       return;
@@ -306,6 +312,7 @@ class SlideView {
     if (this.layerTiles) this.viewer.world.removeItem(this.layerTiles);
     this.layerTiles = null;
     this.layerTilesUrl = url;
+    if (!url || alpha <= 0) mark("layer-loaded", { url, empty: true });
     if (!url) return;
     mark("layer-request", { url });
     this.viewer.addTiledImage({
