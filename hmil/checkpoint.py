@@ -58,12 +58,13 @@ class CheckpointInfo:
 
 def save_checkpoint(path: str | Path, model: HMIL, info: CheckpointInfo) -> Path:
     """Write ``model`` and ``info`` atomically to ``path``."""
-    payload = {
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    payload: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "hmil_version": __version__,
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "state_dict": state,
         "in_dim": int(info.in_dim),
         "hierarchy": info.hierarchy.to_dict(),
         "model_config": asdict(info.model_config),
@@ -74,7 +75,7 @@ def save_checkpoint(path: str | Path, model: HMIL, info: CheckpointInfo) -> Path
         "val_metrics": info.val_metrics,
     }
     payload[HASH_KEY] = content_hash(payload)
-    size = sum(t.numel() * t.element_size() for t in payload["state_dict"].values())
+    size = sum(t.numel() * t.element_size() for t in state.values())
     with atomic_path(path, expected_bytes=size) as tmp:  # a too-full disk: refused first
         torch.save(payload, tmp)
     return Path(path)

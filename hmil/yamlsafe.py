@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import yaml
 from yaml.nodes import MappingNode, Node
@@ -65,7 +65,8 @@ def _refuse(problem: str, node_or_mark: Any) -> YAMLRefused:
 class _StrictLoader(yaml.SafeLoader):
     """SafeLoader with the refusals of this module and YAML 1.2 core scalars."""
 
-    yaml_implicit_resolvers: ClassVar[dict[str, list[tuple[str, re.Pattern[str]]]]] = {}
+    # a fresh table per class (PyYAML copies the parent's on the first add_implicit_resolver)
+    yaml_implicit_resolvers = {}  # noqa: RUF012
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
@@ -107,7 +108,8 @@ class _StrictLoader(yaml.SafeLoader):
 class _StringsLoader(_StrictLoader):
     """Every plain scalar is a string (no implicit typing at all)."""
 
-    yaml_implicit_resolvers: ClassVar[dict[str, list[tuple[str, re.Pattern[str]]]]] = {}
+    # a fresh table per class (PyYAML keeps it per class and copies it on the first add)
+    yaml_implicit_resolvers = {}  # noqa: RUF012
 
 
 def _construct_int(loader: yaml.SafeLoader, node: Node) -> int:

@@ -185,7 +185,17 @@ def _key(page: Any) -> str:
         "() => performance.getEntriesByType('resource').map(e => e.name)"
         ".filter(n => n.includes('/hmil/dz/'))"
     )
-    return re.search(r"/hmil/dz/([0-9a-f]{20})", names[-1]).group(1)
+    match = re.search(r"/hmil/dz/([0-9a-f]{20})", names[-1]) if names else None
+    if match is None:
+        raise RuntimeError("the view requested no slide tiles")
+    return match.group(1)
+
+
+def _xml_int(xml: str, attribute: str, url: str) -> int:
+    match = re.search(rf'{attribute}="(\d+)"', xml)
+    if match is None:
+        raise RuntimeError(f"{url}: the DZI has no {attribute}")
+    return int(match.group(1))
 
 
 def http_tile_latency(url: str, key: str, levels: int = 3, limit: int = 60) -> dict[str, Any]:
@@ -193,8 +203,7 @@ def http_tile_latency(url: str, key: str, levels: int = 3, limit: int = 60) -> d
     (first request of each tile) then cached (the same tiles again); milliseconds."""
     with urllib.request.urlopen(f"{url}/hmil/dz/{key}.dzi", timeout=30) as r:
         xml = r.read().decode()
-    w = int(re.search(r'Width="(\d+)"', xml).group(1))
-    h = int(re.search(r'Height="(\d+)"', xml).group(1))
+    w, h = (_xml_int(xml, name, url) for name in ("Width", "Height"))
     from viewer.tiles.geometry import DeepZoomGeometry
 
     geo = DeepZoomGeometry(w, h)

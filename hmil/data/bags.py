@@ -24,6 +24,7 @@ conversion (e.g. float16 → float32) makes a second buffer.
 
 from __future__ import annotations
 
+import importlib
 import math
 import pickle
 import warnings
@@ -194,9 +195,10 @@ def _as_float_tensor(data: Any, where: str | Path) -> torch.Tensor:
 
 #: what a pickled numpy array needs (TRIDENT's ``.pt`` bags), also under numpy 1.x's module names
 #: (numeric dtypes only: an object array could hold anything)
+_RECONSTRUCT = importlib.import_module("numpy._core.multiarray")._reconstruct  # not in the stubs
 _NUMPY_ARRAY_GLOBALS: list[Any] = [
-    np._core.multiarray._reconstruct,
-    (np._core.multiarray._reconstruct, "numpy.core.multiarray._reconstruct"),
+    _RECONSTRUCT,
+    (_RECONSTRUCT, "numpy.core.multiarray._reconstruct"),
     np.ndarray,
     np.dtype,
     *(type(np.dtype(code)) for code in "?bBhHiIlLqQefdg"),

@@ -60,12 +60,12 @@ def check_cases(split: Split, cases: Mapping[str, str]) -> None:
             by_case.setdefault(case, {}).setdefault(part, set()).add(slide_id)
     for case, parts in by_case.items():
         (first, first_ids), *others = parts.items()
-        for part, ids in others:
-            if ids != first_ids:
+        for part, part_ids in others:
+            if part_ids != first_ids:
                 raise SplitError(
                     split.source,
                     f"case '{case}' has slides in both {first} ({_some(first_ids)}) and {part} "
-                    f"({_some(ids)}); all slides of a case belong to one part",
+                    f"({_some(part_ids)}); all slides of a case belong to one part",
                 )
 
 

@@ -495,7 +495,8 @@ class _TimmViT(nn.Module):
         self.config = config
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return pool_tokens(self.vit.forward_features(x), self.config)
+        tokens: torch.Tensor = self.vit.forward_features(x)  # type: ignore[operator]  # timm's
+        return pool_tokens(tokens, self.config)
 
 
 def _timm_network(arch: ResNetTrunkConfig | ViTConfig) -> nn.Module:

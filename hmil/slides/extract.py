@@ -215,11 +215,11 @@ def plan_reads(slide: Slide, patches: PatchFile, out_size: int | None = None) ->
                 patches.path, f"patch_level {level} does not exist in {slide.path.name}"
             )
         level_ds = slide.level_downsamples[level]
-        size0 = int(size0_attr) if size0_attr else round(float(size) * level_ds)
+        size0 = int(size0_attr) if size0_attr else round(float(size or 0) * level_ds)
         read_size = max(1, round(size0 / level_ds))
         tile = out_size or int(attrs.get("target_patch_size") or size or read_size)
         return ReadPlan(level=level, read_size=read_size, tile_size=tile, patch_size_level0=size0)
-    tile = int(size) if size else int(size0_attr)
+    tile = int(size) if size else int(size0_attr or 0)
     src, dst = attrs.get("level0_magnification"), attrs.get("target_magnification")
     if src and dst:
         downsample = (10.0 / float(dst)) / (10.0 / float(src))

@@ -616,11 +616,9 @@ def read_tissue_geojson(path: str | Path, offset: tuple[int, int] = (0, 0)) -> l
             if not isinstance(geometry, dict):
                 continue
             kind = geometry.get("type")
-            parts = {
-                "Polygon": [geometry.get("coordinates")],
-                "MultiPolygon": geometry.get("coordinates"),
-            }
-            for rings in parts.get(str(kind), []) or []:
+            coordinates = geometry.get("coordinates") or []
+            parts: dict[str, list[Any]] = {"Polygon": [coordinates], "MultiPolygon": coordinates}
+            for rings in parts.get(str(kind), []):
                 polygon = [np.asarray(r, dtype=np.float64)[:, :2] + (dx, dy) for r in rings]
                 if polygon and polygon[0].shape[0] >= 3:
                     polygons.append(polygon)

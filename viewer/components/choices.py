@@ -8,7 +8,15 @@ resets such a key the same way, through :func:`keep_choice`, before drawing the 
 from __future__ import annotations
 
 from collections.abc import MutableMapping, Sequence
-from typing import Any
+from typing import Any, cast
+
+import streamlit as st
+
+
+def session_state() -> MutableMapping[str, Any]:
+    """``st.session_state`` as the mapping the pure helpers take (streamlit types its keys
+    ``str | int``; every key of this viewer is a string)."""
+    return cast("MutableMapping[str, Any]", st.session_state)
 
 
 def keep_choice(

@@ -30,7 +30,7 @@ from viewer.components import (
     slide_lookup,
     slide_state,
 )
-from viewer.components.choices import keep_choice
+from viewer.components.choices import keep_choice, session_state
 from viewer.components.inference import LEVELS, SlideResult, patch_attention_rows
 from viewer.components.slide_pick import Picked
 from viewer.components.viewport import slide_facts
@@ -53,7 +53,7 @@ class OverlayChoice:
 def overlay_controls(result: SlideResult, has_mask: bool) -> OverlayChoice:
     """Level, label (or all labels), opacity, colormap, normalisation, smoothing, and the
     ground-truth outline when the slide has a lesion mask."""
-    state = st.session_state
+    state = session_state()
     for key, value in (("ov_level", "fine"), ("ov_mode", "single"), ("ov_alpha", 0.4),
                        ("ov_cmap", "jet"), ("ov_norm", "percentile"), ("ov_smooth", 0.0),
                        ("ov_gt", True)):  # fmt: skip
@@ -73,7 +73,7 @@ def overlay_controls(result: SlideResult, has_mask: bool) -> OverlayChoice:
         horizontal=True,
         format_func={"single": "one label", "all": f"all {level} labels"}.__getitem__,
     )
-    cols = st.columns(4)
+    cols = list(st.columns(4))
     alpha = float(cols[0].slider("Opacity", 0.0, 1.0, key="ov_alpha", step=0.05))
     cmap = str(cols[1].selectbox("Colormap", list(CMAPS), key="ov_cmap"))
     norm = str(
@@ -169,7 +169,7 @@ def deepzoom_section(
         patch_box=_patch_box(result),
         goto=st.session_state.get(slide_state.GOTO_KEY),
     )
-    state = st.session_state
+    state = session_state()
     deepzoom.deepzoom_view(
         data,
         on_label=functools.partial(slide_state.on_label, state, deepzoom.KEY),

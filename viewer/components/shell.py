@@ -12,7 +12,7 @@ import streamlit as st
 
 from hmil.errors import HMILError
 from viewer.components import cached, runs
-from viewer.components.choices import keep_choice
+from viewer.components.choices import keep_choice, session_state
 from viewer.components.paths import check_under_roots
 from viewer.state import ViewerSettings, settings_from_env
 
@@ -86,7 +86,7 @@ def sidebar(cfg: ViewerSettings) -> Path | None:
     if current and current not in options:
         options.insert(0, current)
     options.append(NO_RUN)
-    keep_choice(st.session_state, "run_picker", options, current)
+    keep_choice(session_state(), "run_picker", options, current)
     with st.sidebar:
         st.selectbox(
             "Run",

@@ -17,7 +17,7 @@ import streamlit as st
 from hmil.errors import HMILError
 from hmil.slides.reader import Slide
 from viewer.components import cached, charts, runs, shell, slide_lookup
-from viewer.components.choices import keep_choice
+from viewer.components.choices import keep_choice, session_state
 from viewer.components.inference import SlideResult
 from viewer.components.paths import check_under_roots
 from viewer.components.uploads import (
@@ -62,7 +62,7 @@ def apply_open_request() -> None:
 
 def pick_source(run: Path | None) -> str:
     options = ["run", "upload"] if run is not None else ["upload"]
-    keep_choice(st.session_state, "slide_source", options)
+    keep_choice(session_state(), "slide_source", options)
     names = {"run": "Slide of the run", "upload": "Upload a bag"}
     return str(
         st.radio(
@@ -87,7 +87,7 @@ def pick_from_run(run: Path, cfg: ViewerSettings) -> Picked | None:
     )
     labels = {row["slide_id"]: runs.slide_option_label(row) for _, row in table.iterrows()}
     ids = slide_lookup.matching_slides(labels, search)
-    keep_choice(st.session_state, "slide_pick", ids)
+    keep_choice(session_state(), "slide_pick", ids)
     slide_id = str(
         cols[1].selectbox(
             f"Slide ({len(ids)} of {len(labels)})",
@@ -99,7 +99,7 @@ def pick_from_run(run: Path, cfg: ViewerSettings) -> Picked | None:
     row = table[table["slide_id"] == slide_id].iloc[0]
     folds = sorted(checkpoints)
     test_fold = int(row["fold"])
-    state = st.session_state
+    state = session_state()
     if state.get("slide_fold_for") != slide_id:
         state["slide_fold"] = slide_lookup.default_fold(test_fold, folds)
         state["slide_fold_for"] = slide_id
@@ -162,7 +162,7 @@ def pick_upload(cfg: ViewerSettings, known: list[Path]) -> Picked | None:
     cols = st.columns(2)
     chosen = None
     if options:
-        keep_choice(st.session_state, "up_ckpt", options)
+        keep_choice(session_state(), "up_ckpt", options)
         chosen = cols[0].selectbox("Checkpoint", options, key="up_ckpt")
     typed = cols[1].text_input(
         "…or checkpoint path", key="up_ckpt_path", placeholder="path/to/checkpoint.pt"

@@ -11,7 +11,7 @@ import streamlit as st
 from hmil.heatmap import topk_indices
 from hmil.slides.reader import Slide
 from viewer.components import rendering, slide_lookup
-from viewer.components.choices import keep_choice
+from viewer.components.choices import keep_choice, session_state
 from viewer.components.deepzoom_ui import OverlayChoice
 from viewer.components.inference import SlideResult
 
@@ -29,7 +29,7 @@ def topk_gallery(result: SlideResult, slide: Slide | None, choice: OverlayChoice
     (raw and × uniform), and the "Inspect patch" box."""
     if result.coords is None:
         return
-    state = st.session_state
+    state = session_state()
     state.setdefault("topk_k", 8)
     st.subheader(f"Top patches · {choice.level} · {choice.label}")
     k = int(st.slider("Patches", 1, min(32, result.n_instances), key="topk_k"))

@@ -7,6 +7,7 @@ import streamlit as st
 from hmil.errors import HMILError
 from hmil.slides.reader import Slide
 from viewer.components import cached, deepzoom_ui, shell, slide_pick, slide_state, topk_ui
+from viewer.components.choices import session_state
 from viewer.components.inference import SlideResult
 from viewer.state import ViewerSettings
 
@@ -24,7 +25,7 @@ def attention_view(
     """Overlay controls, the deep-zoom view, bars, the inspected patch and the gallery. A
     fragment: a label, style or patch change re-runs only this part, not the picker above."""
     try:
-        slide_state.apply_patch_request(st.session_state)
+        slide_state.apply_patch_request(session_state())
         left, right = st.columns([2.7, 1])
         with left:
             choice = deepzoom_ui.overlay_controls(result, has_mask=picked.mask_file is not None)
