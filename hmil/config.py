@@ -226,7 +226,7 @@ class TrainConfig:
     early_stop_patience: int = _f(0, "stop after this many epochs without improvement (0 = off)")
     class_balance: str = _f(
         "auto",
-        "class imbalance: auto (sampler when the training part's largest fine class has ≥ 1.5× "
+        "class imbalance: auto (sampler when the training part's largest fine class has ≥ 2× "
         "the bags of its smallest, else none); none; sampler (each epoch draws its bags with "
         "probability ∝ 1 / the count of their fine class, with replacement, as CLAM's weighted "
         "sampler); loss (fine and coarse cross-entropy weighted ∝ 1 / class count)",

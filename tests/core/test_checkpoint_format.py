@@ -5,7 +5,14 @@ from __future__ import annotations
 import torch
 
 import hmil
-from hmil.checkpoint import FORMAT_VERSION, CheckpointInfo, load_checkpoint_file, save_checkpoint
+from hmil.checkpoint import (
+    FORMAT_VERSION,
+    HASH_KEY,
+    CheckpointInfo,
+    content_hash,
+    load_checkpoint_file,
+    save_checkpoint,
+)
 from hmil.cli import main
 from hmil.config import ModelConfig
 from hmil.data.bags import save_bag
@@ -29,6 +36,10 @@ def _checkpoint(path, format_version=None):
             del payload["format_version"]
         else:
             payload["format_version"] = format_version
+        if format_version in ("absent", 0):
+            del payload[HASH_KEY]  # older files predate the content hash
+        else:
+            payload[HASH_KEY] = content_hash(payload)  # as a writer of that version would
         torch.save(payload, path)
     return path
 

@@ -130,7 +130,8 @@ def test_auto_balance_samples_only_an_imbalanced_training_part():
     stratified = np.repeat(np.arange(7), (21, 20, 21, 20, 21, 21, 20))  # a balanced cohort's split
     assert resolve_class_balance("auto", stratified, 7)[0] == "none"
     assert resolve_class_balance("auto", np.array([0, 0, 1, 1, 1]), 3)[0] == "sampler"  # class 2: 0
-    assert resolve_class_balance("auto", np.repeat([0, 1], (3, 2)), 2)[0] == "sampler"  # 3/2 ≥ 1.5
+    assert resolve_class_balance("auto", np.repeat([0, 1], (4, 2)), 2)[0] == "sampler"  # 4/2 ≥ 2
+    assert resolve_class_balance("auto", np.repeat([0, 1], (5, 3)), 2)[0] == "none"  # the demo's
     for explicit in ("none", "sampler", "loss"):
         assert resolve_class_balance(explicit, bracs, 7)[0] == explicit
 
