@@ -16,7 +16,7 @@ from typing import Any
 from hmil import yamlsafe
 from hmil.config import Config
 from hmil.data.labels import read_labels
-from hmil.data.splits import list_split_files, read_split
+from hmil.data.splits import check_cases, list_split_files, read_split
 from hmil.errors import ConfigError, RunError
 from hmil.hierarchy import Hierarchy
 from hmil.io import write_text_atomic
@@ -122,8 +122,11 @@ def check_run(config: Config, out: str | Path, resume: bool = False) -> RunPlan:
     hierarchy = Hierarchy.resolve(config.data.hierarchy)
     labels = read_labels(config.data.labels, hierarchy)
     known = set(labels["slide_id"])
+    cases = dict(zip(labels["slide_id"], labels["case_id"], strict=True))
     for fold in folds:
-        check_validation(config, read_split(split_files[fold], known_ids=known), fold)
+        split = read_split(split_files[fold], known_ids=known)
+        check_cases(split, cases)  # a leaking split is the first thing to hear about
+        check_validation(config, split, fold)
     run = Path(out)
     stored_path = run / CONFIG_NAME
     if resume and stored_path.is_file():

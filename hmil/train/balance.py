@@ -41,7 +41,9 @@ def resolve_class_balance(mode: str, labels: np.ndarray, n_classes: int) -> tupl
     if mode != "auto":
         return mode, f"class balance: {mode}"
     counts = np.bincount(np.asarray(labels, dtype=int), minlength=n_classes)
-    largest, smallest = int(counts.max(initial=0)), int(counts.min(initial=0))
+    if counts.size == 0:
+        return "none", "class balance: auto → none (no training bags)"
+    largest, smallest = int(counts.max()), int(counts.min())
     imbalanced = smallest == 0 or largest >= AUTO_IMBALANCE_RATIO * smallest
     resolved = "sampler" if imbalanced else "none"
     return resolved, (
