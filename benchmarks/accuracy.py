@@ -502,8 +502,8 @@ def verdicts(summary: dict) -> list[str]:
     out = []
     for cohort, variants in summary.items():
         hmil = variants.get(HMIL_DEFAULT)
-        if not hmil:
-            continue
+        if not hmil or not any(peer in variants for peer in WIN_PEERS):
+            continue  # e.g. a search or ablation table: nothing to compare against
         losses = []
         for peer in WIN_PEERS:
             other = variants.get(peer)

@@ -113,7 +113,7 @@ class _StringsLoader(_StrictLoader):
 
 
 def _construct_int(loader: yaml.SafeLoader, node: Node) -> int:
-    text = str(loader.construct_scalar(node))  # type: ignore[arg-type]
+    text = str(loader.construct_scalar(node))  # type: ignore[arg-type]  # a ScalarNode here
     if text.startswith("0o"):
         return int(text[2:], 8)
     if text.startswith("0x"):
@@ -122,7 +122,7 @@ def _construct_int(loader: yaml.SafeLoader, node: Node) -> int:
 
 
 def _construct_float(loader: yaml.SafeLoader, node: Node) -> float:
-    text = str(loader.construct_scalar(node)).lower()  # type: ignore[arg-type]
+    text = str(loader.construct_scalar(node)).lower()  # type: ignore[arg-type]  # a ScalarNode
     special = {".inf": math.inf, "+.inf": math.inf, "-.inf": -math.inf, ".nan": math.nan}
     return special[text] if text in special else float(text)
 

@@ -24,7 +24,8 @@ class _ListEncoders(argparse.Action):
 
     def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
         kwargs.update(nargs=0, default=argparse.SUPPRESS)
-        super().__init__(option_strings, dest, **kwargs)  # type: ignore[arg-type]
+        # argparse's stubs type each keyword separately; these are the parser's own
+        super().__init__(option_strings, dest, **kwargs)  # type: ignore[arg-type]  # see above
 
     def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
         from hmil.slides.backbones import timm_available

@@ -123,7 +123,7 @@ def layer_values(
     for level, matrix in attention.items():
         rows = []
         for scores in np.asarray(matrix):
-            values = normalize_scores(scores, normalize)  # type: ignore[arg-type]
+            values = normalize_scores(scores, normalize)  # type: ignore[arg-type]  # checked by caller
             rows.append(b64(quantise(smooth_on_grid(values, grid, smooth))))
         out[level] = rows
     return out

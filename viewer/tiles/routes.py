@@ -57,7 +57,9 @@ class OverlaySpec:
         m = SPEC.match(text)
         if m is None or m.group(3) not in CMAPS or m.group(4) not in NORMALIZATIONS:
             return None
-        style = HeatmapStyle(m.group(3), 1.0, m.group(4), int(m.group(5)) / 100)  # type: ignore[arg-type]
+        # group 4 was checked against NORMALIZATIONS above, which the Literal cannot see
+        norm = m.group(4)
+        style = HeatmapStyle(m.group(3), 1.0, norm, int(m.group(5)) / 100)  # type: ignore[arg-type]  # checked
         return cls(m.group(1), int(m.group(2)), style)
 
     @staticmethod
