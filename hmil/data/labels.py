@@ -32,10 +32,18 @@ def read_labels(path: str | Path, hierarchy: Hierarchy | None) -> pd.DataFrame:
     if not p.is_file():
         raise LabelError(p, "label table not found")
     try:
-        df = pd.read_csv(p, dtype=str, keep_default_na=False)
+        # header=None: the first line is read as data, so a row longer than the header is a
+        # parser error instead of silently becoming pandas' row index
+        raw = pd.read_csv(p, dtype=str, keep_default_na=False, header=None, index_col=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise LabelError(p, f"cannot parse CSV ({str(exc).splitlines()[0]})") from None
-    df.columns = [c.strip() for c in df.columns]
+    # unnamed columns (a spreadsheet's trailing commas) get unique names, as pandas gives them
+    header = [str(c).strip() or f"Unnamed: {i}" for i, c in enumerate(raw.iloc[0])]
+    duplicated = sorted({c for c in header if header.count(c) > 1})
+    if duplicated:
+        raise LabelError(p, f"duplicate column(s) {', '.join(repr(c) for c in duplicated)}")
+    df = raw.iloc[1:].reset_index(drop=True)
+    df.columns = header
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise LabelError(

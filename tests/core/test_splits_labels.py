@@ -154,3 +154,17 @@ def test_a_tiny_cohort_asked_for_validation_gets_at_least_one_slide(tmp_path):
         assert len(split.train) >= 1
         assert not set(split.val) & set(split.train)
     assert all(len(s.val) == 0 for s in make_splits(labels, k=2, seed=0, val_frac=0.0))
+
+
+def test_label_table_header_problems_are_one_clear_error(tmp_path):
+    dup = tmp_path / "dup.csv"
+    dup.write_text("label,slide_id,slide_id\nIC,s1,s2\n")
+    with pytest.raises(LabelError, match="duplicate column"):
+        read_labels(dup, BRACS)
+    long_row = tmp_path / "long.csv"
+    long_row.write_text("slide_id,label\ns1,IC,extra\n")
+    with pytest.raises(LabelError, match="cannot parse CSV"):
+        read_labels(long_row, BRACS)
+    trailing = tmp_path / "trailing.csv"  # a spreadsheet export with empty trailing columns
+    trailing.write_text("slide_id,label,,\ns1,IC,,\ns2,N,,\n")
+    assert list(read_labels(trailing, BRACS)["slide_id"]) == ["s1", "s2"]

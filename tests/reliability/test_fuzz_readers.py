@@ -13,7 +13,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from hmil.data.bags import load_bag
@@ -123,6 +123,7 @@ def _csv(rows: list[list[str]]) -> str:
 
 
 @FUZZ
+@example(header=["label", "slide_id", "slide_id"], body=[["", "", "0", ""], ["", ""]], raw=None)
 @given(
     header=st.lists(st.sampled_from(["slide_id", "label", "case_id", "x", ""]), max_size=4),
     body=st.lists(st.lists(_cell, min_size=0, max_size=4), max_size=8),
