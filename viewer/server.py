@@ -4,7 +4,8 @@
 ``st.App`` below and serves it under uvicorn, so the Deep Zoom tiles and the vendored
 OpenSeadragon come from the same host and port as the pages (no second server, no CORS, one
 process to stop). ``uvicorn viewer.server:app`` works as well. The pages register the slides
-they show in :func:`viewer.tiles.registry.shared_registry`, which these routes read.
+they show in :func:`viewer.tiles.registry.shared_registry`, which these routes read. Importing
+this module starts :mod:`viewer.warmup` (the slide page's heavy imports, in a daemon thread).
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ if str(HERE.parent) not in sys.path:  # `streamlit run viewer/server.py` puts on
 
 import streamlit as st  # noqa: E402
 
+from viewer import warmup  # noqa: E402
 from viewer.tiles.routes import tile_routes  # noqa: E402
 
 APP_SCRIPT = HERE / "app.py"
+
+warmup.start()  # torch & co. while the server starts, not during the first visit
 
 app = st.App(str(APP_SCRIPT), routes=tile_routes())

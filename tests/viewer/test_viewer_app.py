@@ -59,8 +59,11 @@ def test_slide_page_shows_prediction_overlay_and_banner(viewer_root: Path) -> No
     assert any("SYNTHETIC data" in w.value for w in at.warning)
     assert at.selectbox(key="slide_pick").value == "synth-0000"
     assert at.selectbox(key="slide_fold").value in (0, 1)
-    charts = at.get("plotly_chart")
-    assert len(charts) == 3  # coarse (Mᵀ p_f), coarse head, fine
+    assert not at.get("plotly_chart")  # the bars are native progress bars (light in the browser)
+    bars = [p.proto.text for p in at.get("progress")]
+    assert len(bars) == 3 + 3 + 7  # coarse (Mᵀ p_f), coarse head, fine
+    assert sum(t.startswith("**") for t in bars) == 3  # one prediction in bold per level
+    assert sum(t.endswith(":green[**truth**]") for t in bars) == 3  # the truth in each
     caption = _main_caption(at)
     assert caption.startswith("fine · ") and "over the slide" in caption and "0.5 µm/px" in caption
     assert sum(c.startswith("#") for c in _images(at)) == 8  # top-k gallery

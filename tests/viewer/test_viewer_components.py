@@ -122,11 +122,21 @@ def test_confusion_figure_is_clickable(info: runs.RunInfo) -> None:
     assert len(points.x) == 9 and list(points.customdata) == list(range(9))
 
 
-def test_probability_bars_mark_the_truth() -> None:
-    fig = charts.probability_bars(["a", "b", "c"], np.array([0.2, 0.7, 0.1]), "c", "t")
-    bar = fig.data[0]
-    assert list(bar.y) == ["a", "b", "c (truth)"]
-    assert bar.marker.color[1] == charts.PRED_COLOUR and bar.marker.line.width[2] > 0
+def test_probability_rows_mark_prediction_and_truth() -> None:
+    rows = charts.probability_rows(["a", "b", "c"], np.array([0.2, 0.7, 0.1]), "c")
+    assert [(r.name, r.predicted, r.truth) for r in rows] == [
+        ("a", False, False), ("b", True, False), ("c", False, True)
+    ]  # fmt: skip
+    assert rows[1].text() == "**b** 0.70" and rows[2].text() == "c 0.10 · :green[**truth**]"
+    # probabilities are clamped into the progress bar's [0, 1] (float round-off above 1)
+    assert charts.probability_rows(["x"], np.array([1.0000001]), None)[0].probability == 1.0
+    with pytest.raises(ValueError, match="2 class names but 3 probabilities"):
+        charts.probability_rows(["a", "b"], np.array([0.1, 0.2, 0.7]), None)
+
+
+def test_class_names_reach_markdown_escaped() -> None:
+    (row,) = charts.probability_rows(["*[x](javascript:y)*"], np.array([1.0]), None)
+    assert row.text() == r"**\*\[x\]\(javascript\:y\)\*** 1.00"
 
 
 def test_prediction_and_patch_attention(viewer_run: Path, info: runs.RunInfo) -> None:
@@ -232,3 +242,17 @@ def test_run_files_outside_the_roots_are_not_read(viewer_run: Path, tmp_path: Pa
     with pytest.raises(PathRefused):
         runs.load_run_info(copy, roots)
     assert runs.load_run_info(copy).hierarchy.fine == info.hierarchy.fine  # no roots: read
+
+
+def test_warm_up_imports_the_listed_modules_and_reports_failures(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from viewer import warmup
+
+    assert "torch" in warmup.MODULES and "hmil.predict" in warmup.MODULES
+    failed = warmup.warm_imports(("json", "hmil_no_such_module"))
+    assert failed == ["hmil_no_such_module"]
+    assert "warm-up: cannot import hmil_no_such_module" in caplog.text
+    thread = warmup.start(("json",))
+    thread.join(timeout=30)
+    assert thread.daemon and not thread.is_alive()

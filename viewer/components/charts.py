@@ -1,4 +1,4 @@
-"""Plotly figures of the viewer: probability bars, confusion matrices, ROC and training curves.
+"""Figures of the viewer: probability rows, and Plotly confusion matrices, ROC and training curves.
 
 Pure builders (data in, ``go.Figure`` out) so tests can inspect the traces.
 """
@@ -6,50 +6,55 @@ Pure builders (data in, ``go.Figure`` out) so tests can inspect the traces.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import cast
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-PRED_COLOUR = "#1f5fbf"
-OTHER_COLOUR = "#a9b8d0"
-TRUTH_COLOUR = "#1a9850"
+
+@dataclass(frozen=True)
+class ProbabilityRow:
+    """One class of a level's probability bars: its name, probability and marks."""
+
+    name: str
+    probability: float
+    predicted: bool
+    truth: bool
+
+    def text(self) -> str:
+        """Markdown over the bar: the class (bold when predicted), its probability, the truth
+        mark. Class names come from the run's hierarchy file, so Markdown in them is escaped."""
+        name = escape_markdown(self.name)
+        shown = f"**{name}**" if self.predicted else name
+        mark = " · :green[**truth**]" if self.truth else ""
+        return f"{shown} {self.probability:.2f}{mark}"
 
 
-def probability_bars(
-    names: Sequence[str], probs: np.ndarray, truth: str | None, title: str
-) -> go.Figure:
-    """Horizontal bars of one level's probabilities; the argmax is dark, the true class is
-    outlined in green and labelled ``(truth)``."""
-    probs = np.asarray(probs, dtype=float)
-    best = int(np.argmax(probs))
-    labels = [f"{n} (truth)" if n == truth else n for n in names]
-    colours = [PRED_COLOUR if i == best else OTHER_COLOUR for i in range(len(names))]
-    widths = [3 if n == truth else 0 for n in names]
-    fig = go.Figure(
-        go.Bar(
-            x=probs,
-            y=labels,
-            orientation="h",
-            marker={
-                "color": colours,
-                "line": {"color": TRUTH_COLOUR, "width": widths},
-            },
-            text=[f"{p:.2f}" for p in probs],
-            textposition="outside",
-            hovertemplate="%{y}: %{x:.3f}<extra></extra>",
-        )
-    )
-    fig.update_layout(
-        title={"text": title, "font": {"size": 14}},
-        xaxis={"range": [0, 1.15], "title": "probability"},
-        yaxis={"autorange": "reversed"},
-        height=60 + 28 * len(names),
-        margin={"l": 10, "r": 10, "t": 36, "b": 30},
-        showlegend=False,
-    )
-    return fig
+def escape_markdown(text: str) -> str:
+    """``text`` with Markdown's special characters backslash-escaped (shown as typed)."""
+    return "".join("\\" + c if c in MARKDOWN_SPECIAL else c for c in text)
+
+
+MARKDOWN_SPECIAL = frozenset("\\`*_{}[]<>()#+-.!|~:$")
+
+
+def probability_rows(
+    names: Sequence[str], probs: np.ndarray, truth: str | None
+) -> list[ProbabilityRow]:
+    """One level's classes in hierarchy order with their probabilities, the argmax marked
+    as predicted and the true class (if known) as truth. The slide page draws these as
+    Streamlit progress bars: a Plotly chart per level cost the browser ~1–2 s of main-thread
+    work per page load on 2 cores (measured), for three small bar charts."""
+    values = np.asarray(probs, dtype=float).reshape(-1)
+    if len(values) != len(names):
+        raise ValueError(f"{len(names)} class names but {len(values)} probabilities")
+    best = int(np.argmax(values))
+    return [
+        ProbabilityRow(str(n), float(min(max(v, 0.0), 1.0)), i == best, n == truth)
+        for i, (n, v) in enumerate(zip(names, values, strict=True))
+    ]
 
 
 def confusion_figure(counts: np.ndarray, classes: Sequence[str], title: str) -> go.Figure:

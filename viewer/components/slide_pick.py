@@ -243,16 +243,14 @@ def prediction_flags(result: SlideResult, picked: Picked) -> None:
 
 
 def prediction_bars(result: SlideResult, picked: Picked) -> None:
-    """Probability bars per level (coarse Mᵀ p_f, coarse head, fine), truth outlined."""
+    """Probability bars per level (coarse Mᵀ p_f, coarse head, fine), the prediction in bold
+    and the truth marked."""
     bars = [
-        ("bars_coarse", result.coarse, result.coarse_probs, picked.true_coarse, "coarse (Mᵀ p_f)"),
-        ("bars_coarse_head", result.coarse, result.coarse_head_probs, picked.true_coarse,
-         "coarse head"),
-        ("bars_fine", result.fine, result.fine_probs, picked.true_fine, "fine"),
-    ]  # fmt: skip
-    for key, names, probs, truth, title in bars:
-        st.plotly_chart(
-            charts.probability_bars(names, probs, truth, title),
-            key=key,
-            config={"displayModeBar": False},
-        )
+        ("coarse (Mᵀ p_f)", result.coarse, result.coarse_probs, picked.true_coarse),
+        ("coarse head", result.coarse, result.coarse_head_probs, picked.true_coarse),
+        ("fine", result.fine, result.fine_probs, picked.true_fine),
+    ]
+    for title, names, probs, truth in bars:
+        st.markdown(f"**{title}**")
+        for row in charts.probability_rows(names, probs, truth):
+            st.progress(row.probability, text=row.text())

@@ -20,6 +20,9 @@ const PERF = (window.__hmilDZ = window.__hmilDZ || { events: [] });
 // tiles being fetched by any view right now (the benchmark waits for 0)
 PERF.busy = () => Array.from(LIVE).reduce((n, v) => n + v.imageLoader.jobsInProgress, 0);
 
+// a label chosen on the view reaches the page after this long without another click (ms)
+const LABEL_SETTLE_MS = 350;
+
 function mark(name, extra) {
   PERF.events.push({ name, t: performance.now(), ...(extra || {}) });
   if (PERF.events.length > 2000) PERF.events.splice(0, 1000);
@@ -384,6 +387,8 @@ class DeepZoom {
     this.layer = null;
     this.triggers = null;
     this.syncing = false;
+    this.pending = null; // {level, label} chosen on the view, not yet echoed by the page
+    this.labelTimer = null;
     this.opacity.addEventListener("input", () => {
       this.alpha = Number(this.opacity.value);
       this.apply();
@@ -418,11 +423,16 @@ class DeepZoom {
     this.lutKey = show.lut;
     this.alpha = show.alpha;
     this.opacity.value = String(show.alpha);
-    if (!this.current || show.label !== this.serverLabel || show.level !== this.serverLevel) {
+    const echoed = this.pending && show.level === this.pending.level && show.label === this.pending.label;
+    const lost = this.pending && !this.labelTimer && performance.now() - this.pendingSent > 3000;
+    if (echoed || lost) this.pending = null; // the page has caught up (or never will)
+    const serverMoved = show.label !== this.serverLabel || show.level !== this.serverLevel;
+    this.serverLabel = show.label;
+    this.serverLevel = show.level;
+    // a page run started before the last click on the view still carries the older label:
+    // keep the view's own choice until the page echoes it (the Label box wins otherwise)
+    if (!this.current || (serverMoved && !this.pending))
       this.current = { level: show.level, name: show.label };
-      this.serverLabel = show.label;
-      this.serverLevel = show.level;
-    }
     this.chipsFor(this.current.level);
     this.apply();
     if (data.goto && data.goto.nonce !== this.gotoNonce) {
@@ -496,11 +506,21 @@ class DeepZoom {
   }
 
   choose(level, name) {
+    // recolour now; tell the page once the clicks settle, so that browsing labels chip after
+    // chip is not interrupted by the page's rerun (and its redraw) after every click
     mark("label-click", { level, name });
     this.current = { level, name };
     this.chipsFor(level);
     this.apply();
-    this.triggers.setTriggerValue("label", { level, label: name });
+    this.pending = { level, label: name };
+    clearTimeout(this.labelTimer);
+    PERF.labelPending = true; // browser.settle waits for the page to be told
+    this.labelTimer = setTimeout(() => {
+      this.labelTimer = null;
+      PERF.labelPending = false;
+      this.pendingSent = performance.now();
+      this.triggers.setTriggerValue("label", this.pending);
+    }, LABEL_SETTLE_MS);
   }
 
   apply() {
@@ -560,6 +580,7 @@ class DeepZoom {
   }
 
   destroy() {
+    clearTimeout(this.labelTimer);
     this.views.forEach((v) => v.destroy());
     this.box.remove();
   }
