@@ -181,3 +181,25 @@ def test_canvas_crop_swatch_and_slide_facts() -> None:
     text = slide_facts((2220, 2967), 1, 0.499, 20.0, "openslide")
     assert text == "2220 × 2967 px · 1 level · 0.499 µm/px · 20× · read by openslide"
     assert "MPP unknown" in slide_facts((10, 10), 2, None, None, "tifffile")
+
+
+def test_overlay_choice_is_read_from_state_before_the_widgets() -> None:
+    from viewer.components.deepzoom_ui import resolve_choice
+
+    result = _result(np.array([[0, 0], [256, 0]]))
+    state: dict[str, object] = {}
+    choice = resolve_choice(state, result, has_mask=True)
+    predicted = result.fine[int(np.argmax(result.fine_probs))]
+    assert (choice.level, choice.label, choice.all_labels, choice.gt_outline) == (
+        "fine", predicted, False, True
+    )  # fmt: skip
+    assert (choice.style.cmap, choice.style.alpha, choice.style.normalize) == (
+        "jet", 0.4, "percentile"
+    )  # fmt: skip
+    assert state["ov_label"] == predicted and state["ov_level"] == "fine"
+    # a label of the other level (the level was switched) or an unknown colormap is reset
+    state.update(ov_level="coarse", ov_cmap="no-such-map", ov_mode="all", ov_alpha=0.7)
+    choice = resolve_choice(state, result, has_mask=False)
+    assert choice.level == "coarse" and choice.label in result.coarse
+    assert choice.style.cmap == "jet" and choice.style.alpha == 0.7 and choice.all_labels
+    assert not choice.gt_outline  # no lesion mask: no outline, whatever the box says

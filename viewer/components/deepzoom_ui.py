@@ -13,7 +13,9 @@ without reloading the slide). Changing normalisation or smoothing recomputes the
 from __future__ import annotations
 
 import functools
+from collections.abc import MutableMapping
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 import streamlit as st
@@ -50,47 +52,64 @@ class OverlayChoice:
     gt_outline: bool = False
 
 
-def overlay_controls(result: SlideResult, has_mask: bool) -> OverlayChoice:
-    """Level, label (or all labels), opacity, colormap, normalisation, smoothing, and the
-    ground-truth outline when the slide has a lesion mask."""
-    state = session_state()
-    for key, value in (("ov_level", "fine"), ("ov_mode", "single"), ("ov_alpha", 0.4),
-                       ("ov_cmap", "jet"), ("ov_norm", "percentile"), ("ov_smooth", 0.0),
-                       ("ov_gt", True)):  # fmt: skip
+#: the overlay widgets' values before the visitor touches them
+DEFAULTS: tuple[tuple[str, object], ...] = (
+    ("ov_level", "fine"), ("ov_mode", "single"), ("ov_alpha", 0.4), ("ov_cmap", "jet"),
+    ("ov_norm", "percentile"), ("ov_smooth", 0.0), ("ov_gt", True),
+)  # fmt: skip
+
+
+def resolve_choice(
+    state: MutableMapping[str, Any], result: SlideResult, has_mask: bool
+) -> OverlayChoice:
+    """What the overlay shows, from the widgets' session-state values (defaults filled in, a
+    label no longer among the level's classes replaced by the default label).
+
+    Read before the widgets are drawn, so the page can send the deep-zoom view to the browser
+    ahead of its controls (drawn above it afterwards into a container): the view then starts
+    loading while the browser still renders the widgets.
+    """
+    for key, value in DEFAULTS:
         state.setdefault(key, value)
-    cols = st.columns([1.2, 1.4, 1.5, 1.1] if has_mask else [1.2, 1.4, 1.5])
-    level = str(cols[0].radio("Level", list(LEVELS), key="ov_level", horizontal=True))
-    gt = has_mask and bool(
-        cols[3].checkbox("Outline lesion", key="ov_gt", help="ground-truth lesion mask (demo)")
-    )
+    level = str(keep_choice(state, "ov_level", list(LEVELS), "fine"))
     names = list(result.names(level))
-    keep_choice(state, "ov_label", names, slide_lookup.default_label(result, level))
-    label = str(cols[1].selectbox("Label", names, key="ov_label"))
-    mode = cols[2].radio(
+    label = str(keep_choice(state, "ov_label", names, slide_lookup.default_label(result, level)))
+    mode = keep_choice(state, "ov_mode", ["single", "all"], "single")
+    cmap = str(keep_choice(state, "ov_cmap", list(CMAPS), "jet"))
+    norm = str(keep_choice(state, "ov_norm", ["percentile", "raw"], "percentile"))
+    style = cached.style(cmap, float(state["ov_alpha"]), norm, float(state["ov_smooth"]))
+    return OverlayChoice(
+        level, label, mode == "all", style, gt_outline=has_mask and bool(state["ov_gt"])
+    )
+
+
+def overlay_controls(result: SlideResult, has_mask: bool, choice: OverlayChoice) -> None:
+    """Level, label (or all labels), opacity, colormap, normalisation, smoothing, and the
+    ground-truth outline when the slide has a lesion mask; their values are in session state
+    (:func:`resolve_choice` read them), so a change re-runs the page with the new ones."""
+    cols = st.columns([1.2, 1.4, 1.5, 1.1] if has_mask else [1.2, 1.4, 1.5])
+    cols[0].radio("Level", list(LEVELS), key="ov_level", horizontal=True)
+    if has_mask:
+        cols[3].checkbox("Outline lesion", key="ov_gt", help="ground-truth lesion mask (demo)")
+    cols[1].selectbox("Label", list(result.names(choice.level)), key="ov_label")
+    cols[2].radio(
         "Show",
         ["single", "all"],
         key="ov_mode",
         horizontal=True,
-        format_func={"single": "one label", "all": f"all {level} labels"}.__getitem__,
+        format_func={"single": "one label", "all": f"all {choice.level} labels"}.__getitem__,
     )
     cols = list(st.columns(4))
-    alpha = float(cols[0].slider("Opacity", 0.0, 1.0, key="ov_alpha", step=0.05))
-    cmap = str(cols[1].selectbox("Colormap", list(CMAPS), key="ov_cmap"))
-    norm = str(
-        cols[2].radio(
-            "Normalise",
-            ["percentile", "raw"],
-            key="ov_norm",
-            horizontal=True,
-            help="percentile: rank among the slide's patches; raw: min–max of the attention.",
-        )
+    cols[0].slider("Opacity", 0.0, 1.0, key="ov_alpha", step=0.05)
+    cols[1].selectbox("Colormap", list(CMAPS), key="ov_cmap")
+    cols[2].radio(
+        "Normalise",
+        ["percentile", "raw"],
+        key="ov_norm",
+        horizontal=True,
+        help="percentile: rank among the slide's patches; raw: min–max of the attention.",
     )
-    smooth = float(
-        cols[3].slider("Smoothing", 0.0, 3.0, key="ov_smooth", step=0.25, help="σ in patches")
-    )
-    return OverlayChoice(
-        level, label, mode == "all", cached.style(cmap, alpha, norm, smooth), gt_outline=gt
-    )
+    cols[3].slider("Smoothing", 0.0, 3.0, key="ov_smooth", step=0.25, help="σ in patches")
 
 
 def _slide_key(picked: Picked, slide: Slide | None) -> str | None:

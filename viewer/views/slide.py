@@ -27,9 +27,13 @@ def attention_view(
     try:
         slide_state.apply_patch_request(session_state())
         left, right = st.columns([2.7, 1])
+        has_mask = picked.mask_file is not None
         with left:
-            choice = deepzoom_ui.overlay_controls(result, has_mask=picked.mask_file is not None)
+            controls = st.container()  # above the view, filled after it (see resolve_choice)
+            choice = deepzoom_ui.resolve_choice(session_state(), result, has_mask)
             deepzoom_ui.deepzoom_section(picked, result, slide, reason, choice, cfg)
+            with controls:
+                deepzoom_ui.overlay_controls(result, has_mask, choice)
         with right:
             slide_pick.prediction_bars(result, picked)
         deepzoom_ui.patch_panel(picked, result, slide, choice)
