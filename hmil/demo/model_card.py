@@ -214,7 +214,7 @@ def model_card(result: DemoResult, choice: FoldChoice, command: str, checkpoint_
         f"checkpoint {checkpoint_bytes / 1e6:.1f} MB.",
         f"- {result.summary.get('n_folds', 0)}-fold cross-validation (case-grouped, stratified), "
         f"{config.train.epochs} epochs per fold, Adam lr {config.train.lr:g}, "
-        f"{config.train.bags_per_step} bags per step, seed {config.train.seed}.",
+        f"{_bags(config.train.bags_per_step)} per optimiser step, seed {config.train.seed}.",
         f"- Shipped: fold {choice.fold}, chosen on validation `{choice.metric}` = "
         f"{_fmt(choice.value)} (best epoch {choice.epoch}); test metrics were not used to choose.",
         "",
@@ -311,3 +311,8 @@ def _patch_size(result: DemoResult) -> int:
         with h5py.File(path, "r") as handle:
             return int(handle["coords"].attrs.get("patch_size", 256))
     return 256
+
+
+def _bags(n: int) -> str:
+    """``1 bag`` / ``64 bags``."""
+    return f"{n} bag" if n == 1 else f"{n} bags"
