@@ -1,11 +1,11 @@
 """Import the slide page's heavy modules while ``hmil view`` starts, not on the first visit.
 
 A fresh server's first page run spent most of its time importing (torch alone took 4 s on the
-2-core development machine); the pages import these lazily so that ``hmil view --help`` and
-the cohort page stay light. :func:`start` runs the imports in a daemon thread beside the
-server, so the first visitor finds them in ``sys.modules`` (Python's import lock makes a page
-that needs one of them meanwhile wait for it rather than import it twice). The list is fixed
-here: nothing a page or a visitor says becomes an import.
+2-core development machine); the page modules import these lazily, which keeps ``hmil view
+--help`` and the tests of single components light. :func:`start` runs the imports in a daemon
+thread beside the server, so the first visitor finds them in ``sys.modules`` (Python's import
+lock makes a page that needs one of them meanwhile wait for it rather than import it twice).
+The list is fixed here: nothing a page or a visitor says becomes an import.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Figures of the viewer: probability rows, and Plotly confusion matrices, ROC and training curves.
 
-Pure builders (data in, ``go.Figure`` out) so tests can inspect the traces.
+Pure builders (data in, rows or a ``go.Figure`` out) so tests can inspect what is drawn.
 """
 
 from __future__ import annotations

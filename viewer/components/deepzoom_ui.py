@@ -52,31 +52,36 @@ class OverlayChoice:
     gt_outline: bool = False
 
 
+#: the options of the overlay's choice widgets, in display order
+MODES = ("single", "all")
+NORMS = ("percentile", "raw")
+
 #: the overlay widgets' values before the visitor touches them
-DEFAULTS: tuple[tuple[str, object], ...] = (
-    ("ov_level", "fine"), ("ov_mode", "single"), ("ov_alpha", 0.4), ("ov_cmap", "jet"),
-    ("ov_norm", "percentile"), ("ov_smooth", 0.0), ("ov_gt", True),
-)  # fmt: skip
+DEFAULTS: dict[str, object] = {
+    "ov_level": "fine", "ov_mode": "single", "ov_alpha": 0.4, "ov_cmap": "jet",
+    "ov_norm": "percentile", "ov_smooth": 0.0, "ov_gt": True,
+}  # fmt: skip
 
 
 def resolve_choice(
     state: MutableMapping[str, Any], result: SlideResult, has_mask: bool
 ) -> OverlayChoice:
     """What the overlay shows, from the widgets' session-state values (defaults filled in, a
-    label no longer among the level's classes replaced by the default label).
+    value no longer among its options, such as a label of the other level, replaced by its
+    default).
 
     Read before the widgets are drawn, so the page can send the deep-zoom view to the browser
     ahead of its controls (drawn above it afterwards into a container): the view then starts
     loading while the browser still renders the widgets.
     """
-    for key, value in DEFAULTS:
-        state.setdefault(key, value)
-    level = str(keep_choice(state, "ov_level", list(LEVELS), "fine"))
-    names = list(result.names(level))
+    for key in ("ov_alpha", "ov_smooth", "ov_gt"):
+        state.setdefault(key, DEFAULTS[key])
+    level = str(keep_choice(state, "ov_level", LEVELS, DEFAULTS["ov_level"]))
+    names = result.names(level)
     label = str(keep_choice(state, "ov_label", names, slide_lookup.default_label(result, level)))
-    mode = keep_choice(state, "ov_mode", ["single", "all"], "single")
-    cmap = str(keep_choice(state, "ov_cmap", list(CMAPS), "jet"))
-    norm = str(keep_choice(state, "ov_norm", ["percentile", "raw"], "percentile"))
+    mode = keep_choice(state, "ov_mode", MODES, DEFAULTS["ov_mode"])
+    cmap = str(keep_choice(state, "ov_cmap", CMAPS, DEFAULTS["ov_cmap"]))
+    norm = str(keep_choice(state, "ov_norm", NORMS, DEFAULTS["ov_norm"]))
     style = cached.style(cmap, float(state["ov_alpha"]), norm, float(state["ov_smooth"]))
     return OverlayChoice(
         level, label, mode == "all", style, gt_outline=has_mask and bool(state["ov_gt"])
@@ -94,7 +99,7 @@ def overlay_controls(result: SlideResult, has_mask: bool, choice: OverlayChoice)
     cols[1].selectbox("Label", list(result.names(choice.level)), key="ov_label")
     cols[2].radio(
         "Show",
-        ["single", "all"],
+        list(MODES),
         key="ov_mode",
         horizontal=True,
         format_func={"single": "one label", "all": f"all {choice.level} labels"}.__getitem__,
@@ -104,7 +109,7 @@ def overlay_controls(result: SlideResult, has_mask: bool, choice: OverlayChoice)
     cols[1].selectbox("Colormap", list(CMAPS), key="ov_cmap")
     cols[2].radio(
         "Normalise",
-        ["percentile", "raw"],
+        list(NORMS),
         key="ov_norm",
         horizontal=True,
         help="percentile: rank among the slide's patches; raw: min–max of the attention.",

@@ -388,6 +388,7 @@ class DeepZoom {
     this.triggers = null;
     this.syncing = false;
     this.pending = null; // {level, label} chosen on the view, not yet echoed by the page
+    this.pendingSent = 0; // when the page was told (performance.now)
     this.labelTimer = null;
     this.opacity.addEventListener("input", () => {
       this.alpha = Number(this.opacity.value);
