@@ -24,7 +24,7 @@ import streamlit as st  # noqa: E402
 
 from viewer.components import shell  # noqa: E402
 
-st.set_page_config(page_title="HMIL Studio", page_icon=":material/biotech:", layout="wide")
+st.set_page_config(page_title="HMIL Studio", page_icon="🔬", layout="wide")
 
 cfg = shell.settings()
 pages = [

@@ -16,7 +16,12 @@ from hmil.predict import Predictor, load_checkpoint
 
 BRACS = Hierarchy.preset("bracs")
 SMALL = ModelConfig(
-    hidden_dim=32, coarse_dim=64, fine_dim=32, coarse_attention_dim=16, fine_attention_dim=8
+    hidden_dim=32,
+    coarse_dim=64,
+    fine_dim=32,
+    coarse_attention_dim=16,
+    fine_attention_dim=8,
+    dropout=0.0,  # training-mode forwards below are compared with eval-mode ones
 )
 DIM = 24
 

@@ -126,6 +126,13 @@ def capture(
     ):
         for name, path in PAGES.items():
             page = chrome.new_page(viewport=browser.VIEWPORT)
+            outside: list[str] = []
+            page.on(
+                "request",
+                lambda r, out=outside: (
+                    None if r.url.startswith((url, "data:", "blob:")) else out.append(r.url)
+                ),
+            )
             page.goto(f"{url}/{path}")
             browser.settle(page)
             info: dict[str, object] = {"problems": browser.problems(page)}
@@ -135,6 +142,7 @@ def capture(
                 page.wait_for_timeout(500)
                 info.update(_view_state(page))
             page.screenshot(path=str(out_dir / f"{name}.png"))
+            info["outside_requests"] = outside  # filled until the page closes
             found[name] = info
             if name == "slide":
                 info.update(_drive_view(page, out_dir))
@@ -192,6 +200,9 @@ def test_every_page_and_the_deep_zoom_view_in_headless_chromium(
     assert found["train"]["title"] == "Training"
     for name, info in found.items():
         assert info["problems"] == [], (name, info["problems"])
+        # offline: nothing is fetched from anywhere but the viewer's own port (the favicon of
+        # a ":material/…:" page icon came from fonts.gstatic.com)
+        assert info.get("outside_requests", []) == [], (name, info.get("outside_requests"))
         assert (tmp_path / f"{name}.png").stat().st_size > 10_000
     slide = found["slide"]
     assert slide["width"] > 600 and slide["overlay"] > 0.005, "no attention layer on the view"

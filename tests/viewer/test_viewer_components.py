@@ -256,3 +256,24 @@ def test_warm_up_imports_the_listed_modules_and_reports_failures(
     thread = warmup.start(("json",))
     thread.join(timeout=30)
     assert thread.daemon and not thread.is_alive()
+
+
+def test_caches_reload_a_rewritten_file(tmp_path: Path) -> None:
+    """The file signature is part of the cache key: a mask or slide rewritten in place is
+    read again, not served from the cache (a signature named ``_sig`` would be ignored)."""
+    from PIL import Image
+
+    from viewer.components import cached
+
+    mask = tmp_path / "mask.png"
+    Image.new("L", (4, 3), 0).save(mask)
+    assert cached.mask(mask).shape == (3, 4) and not cached.mask(mask).any()
+    Image.new("L", (6, 5), 255).save(mask)
+    assert cached.mask(mask).shape == (5, 6) and cached.mask(mask).all()
+
+    slide = tmp_path / "slide.png"
+    Image.new("RGB", (64, 64), (200, 10, 10)).save(slide)
+    first = cached.slide_crop(slide, 0, 0, 32, 8)
+    assert first.shape == (8, 8, 3) and tuple(first[4, 4]) == (200, 10, 10)
+    Image.new("RGB", (80, 80), (10, 10, 200)).save(slide)
+    assert tuple(cached.slide_crop(slide, 0, 0, 32, 8)[4, 4]) == (10, 10, 200)

@@ -1,7 +1,9 @@
 """Streamlit caches around the pure loaders: models, slides, predictions, run tables.
 
 Keys include file signatures ``(path, mtime_ns, size)``, so a checkpoint rewritten by training or
-a fold finishing on disk is picked up on the next rerun without clearing anything by hand.
+a fold finishing on disk is picked up on the next rerun without clearing anything by hand. (A
+parameter whose name starts with ``_`` is left out of Streamlit's cache key: the signatures are
+therefore plain parameters, and only unhashable objects such as a prediction are ``_``-named.)
 
 * ``st.cache_resource`` — objects shared by every session and not copied: the loaded model
   (:class:`hmil.predict.Predictor`, on the GPU when there is one) and open slide handles.
@@ -34,7 +36,7 @@ def signature(path: Path | None) -> tuple[str, int, int] | None:
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
-def _predictor(path: str, _sig: Any) -> Any:
+def _predictor(path: str, sig: Any) -> Any:
     from hmil.predict import load_checkpoint
 
     return load_checkpoint(path, device="auto")
@@ -46,7 +48,7 @@ def predictor(path: Path) -> Any:
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def _slide_result(ckpt: str, _ckpt_sig: Any, bag: str, _bag_sig: Any, slide_id: str) -> SlideResult:
+def _slide_result(ckpt: str, ckpt_sig: Any, bag: str, bag_sig: Any, slide_id: str) -> SlideResult:
     from viewer.components.inference import predict_slide
 
     return predict_slide(predictor(Path(ckpt)), Path(bag), slide_id=slide_id)
@@ -59,7 +61,7 @@ def slide_result(checkpoint: Path, bag: Path, slide_id: str | None = None) -> Sl
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
-def _slide(path: str, _sig: Any) -> Slide:
+def _slide(path: str, sig: Any) -> Slide:
     from hmil.slides.reader import open_slide
 
     return open_slide(path)
@@ -71,7 +73,7 @@ def slide(path: Path) -> Slide:
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def _mask(path: str, _sig: Any) -> np.ndarray:
+def _mask(path: str, sig: Any) -> np.ndarray:
     return rendering.load_mask(Path(path))
 
 
@@ -79,8 +81,21 @@ def mask(path: Path) -> np.ndarray:
     return _mask(str(path), signature(path))
 
 
+@st.cache_data(max_entries=512, show_spinner=False)
+def _slide_crop(path: str, sig: Any, x: float, y: float, size: float, px: int) -> np.ndarray:
+    from hmil.slides.reader import Region
+
+    return slide(Path(path)).read_rect(Region(x, y, size, size), (px, px))
+
+
+def slide_crop(path: Path, x: float, y: float, size: float, px: int) -> np.ndarray:
+    """``(px, px, 3)`` pixels of a level-0 square of a slide file, read once per file version
+    (the top-k gallery shows the same crops on every rerun and to every visitor)."""
+    return _slide_crop(str(path), signature(path), float(x), float(y), float(size), int(px))
+
+
 @st.cache_data(max_entries=32, show_spinner=False)
-def _mask_outline(path: str, _sig: Any, slide_width: int) -> list[list[float]]:
+def _mask_outline(path: str, sig: Any, slide_width: int) -> list[list[float]]:
     m = mask(Path(path))
     return rendering.mask_outline(m, slide_width / m.shape[1])
 
@@ -107,7 +122,7 @@ def layer_part(result: SlideResult, normalize: str, smooth: float, identity: str
 
 @st.cache_data(max_entries=16, show_spinner=False, ttl=30)
 def _run_tables(
-    run: str, roots: tuple[Path, ...], _sig: Any
+    run: str, roots: tuple[Path, ...], sig: Any
 ) -> tuple[runs.RunInfo, pd.DataFrame, pd.DataFrame]:
     info = runs.load_run_info(Path(run), roots)
     predictions = runs.load_predictions(Path(run))

@@ -28,6 +28,8 @@ function mark(name, extra) {
   if (PERF.events.length > 2000) PERF.events.splice(0, 1000);
 }
 
+mark("module");
+
 function loadOSD(url) {
   if (window.OpenSeadragon) return Promise.resolve(window.OpenSeadragon);
   if (!window.__hmilOsdLoading) {
@@ -596,6 +598,7 @@ export default function (component) {
     VIEWS.set(root, entry);
   }
   const gen = ++entry.gen;
+  mark("mount");
   loadOSD(data.osd_url).then((OSD) => {
     if (gen !== entry.gen) return; // a newer call took over
     if (!entry.view) entry.view = new DeepZoom(root, OSD);
