@@ -83,15 +83,29 @@ def mask(path: Path) -> np.ndarray:
 
 @st.cache_data(max_entries=512, show_spinner=False)
 def _slide_crop(path: str, sig: Any, x: float, y: float, size: float, px: int) -> np.ndarray:
-    from hmil.slides.reader import Region
-
-    return slide(Path(path)).read_rect(Region(x, y, size, size), (px, px))
+    return rendering.slide_square(slide(Path(path)), x, y, size, px)
 
 
 def slide_crop(path: Path, x: float, y: float, size: float, px: int) -> np.ndarray:
     """``(px, px, 3)`` pixels of a level-0 square of a slide file, read once per file version
-    (the top-k gallery shows the same crops on every rerun and to every visitor)."""
+    (the top-k gallery and the inspected patch show the same crops on every rerun and to every
+    visitor)."""
     return _slide_crop(str(path), signature(path), float(x), float(y), float(size), int(px))
+
+
+def patch_crop(
+    slide: Slide | None,
+    result: SlideResult,
+    index: int,
+    px: int,
+    colour_values: np.ndarray | None = None,
+    cmap: str = "viridis",
+) -> np.ndarray:
+    """:func:`.rendering.patch_crop`, with the slide pixels from :func:`slide_crop`."""
+    if slide is None or result.coords is None:
+        return rendering.patch_crop(slide, result, index, px, colour_values, cmap)
+    x, y = (float(v) for v in result.coords[index])
+    return slide_crop(slide.path, x, y, float(result.patch_size), px)
 
 
 @st.cache_data(max_entries=32, show_spinner=False)

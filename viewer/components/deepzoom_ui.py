@@ -236,7 +236,7 @@ def patch_panel(
     cols = st.columns([1, 2, 1.4])
     colour = rendering.normalized(result, choice.level, choice.label, choice.style.normalize)
     cols[0].image(
-        rendering.patch_crop(slide, result, index, CROP_PX, colour, choice.style.cmap),
+        cached.patch_crop(slide, result, index, CROP_PX, colour, choice.style.cmap),
         caption=f"patch {index}",
     )
     cols[1].plotly_chart(

@@ -59,6 +59,11 @@ def mask_outline(mask: np.ndarray, mask_scale: float, tolerance: float = 0.5) ->
     return lines
 
 
+def slide_square(slide: Slide, x: float, y: float, size: float, px: int) -> np.ndarray:
+    """``(px, px, 3)`` pixels of the level-0 square ``(x, y, size)`` of ``slide``."""
+    return slide.read_rect(Region(x, y, size, size), (px, px))
+
+
 def patch_crop(
     slide: Slide | None,
     result: SlideResult,
@@ -73,8 +78,7 @@ def patch_crop(
         raise ValueError("bag has no coordinates")
     x, y = (float(v) for v in result.coords[index])
     if slide is not None:
-        size = float(result.patch_size)
-        return slide.read_rect(Region(x, y, size, size), (px, px))
+        return slide_square(slide, x, y, float(result.patch_size), px)
     lut = colormap_lut(cmap)
     value = 0.5 if colour_values is None else float(colour_values[index])
     colour = lut[int(np.clip(round(value * 255), 0, 255))]

@@ -6,7 +6,6 @@ with the deep-zoom view, which sets it when a patch is clicked there).
 
 from __future__ import annotations
 
-import numpy as np
 import streamlit as st
 
 from hmil.heatmap import topk_indices
@@ -23,16 +22,6 @@ KEYS = ("topk_k", "patch_pick")
 
 def _select_patch(index: int) -> None:
     st.session_state["patch_pick"] = int(index)
-
-
-def _crop(
-    slide: Slide | None, result: SlideResult, index: int, colour: np.ndarray, cmap: str
-) -> np.ndarray:
-    """``(CROP_PX, CROP_PX, 3)`` picture of one patch; slide pixels come from the crop cache."""
-    if slide is None or result.coords is None:
-        return rendering.patch_crop(slide, result, index, CROP_PX, colour_values=colour, cmap=cmap)
-    x, y = (float(v) for v in result.coords[index])
-    return cached.slide_crop(slide.path, x, y, float(result.patch_size), CROP_PX)
 
 
 def topk_gallery(result: SlideResult, slide: Slide | None, choice: OverlayChoice) -> None:
@@ -52,7 +41,9 @@ def topk_gallery(result: SlideResult, slide: Slide | None, choice: OverlayChoice
         for col, (rank, index) in zip(
             cols, list(enumerate(top))[start : start + PER_ROW], strict=False
         ):
-            crop = _crop(slide, result, index, colour, choice.style.cmap)
+            crop = cached.patch_crop(
+                slide, result, index, CROP_PX, colour_values=colour, cmap=choice.style.cmap
+            )
             col.image(
                 crop,
                 caption=f"#{rank + 1} · {scores[index]:.3g} "

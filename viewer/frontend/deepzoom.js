@@ -28,8 +28,6 @@ function mark(name, extra) {
   if (PERF.events.length > 2000) PERF.events.splice(0, 1000);
 }
 
-mark("module");
-
 function loadOSD(url) {
   if (window.OpenSeadragon) return Promise.resolve(window.OpenSeadragon);
   if (!window.__hmilOsdLoading) {
