@@ -172,7 +172,10 @@ EXTRA_METRICS = (
     "coarse_head_balanced_accuracy",
     "coarse_head_macro_f1",
     "coarse_head_macro_auc",
-)
+    *(f"{rule}_{level}_{m}" for rule, level in (("mean", "coarse"), ("joint", "fine"),
+                                                ("joint", "coarse"))
+      for m in ("balanced_accuracy", "macro_f1", "macro_auc")),
+)  # fmt: skip
 
 
 @dataclass
@@ -379,6 +382,31 @@ def hmil_config(prepared: Prepared, variant: Variant, settings: TrainSettings) -
     return base.override(overrides)
 
 
+def two_head_metrics(
+    h: Hierarchy, y_fine: list[int], fine_probs: np.ndarray, head_probs: np.ndarray
+) -> dict[str, float]:
+    """Level metrics of two decodings that use both heads (diagnostics, not the table's columns).
+
+    ``mean``: coarse = (Mᵀ p_f + p_c) / 2 (fine unchanged); ``joint``: the two heads as a product
+    of experts, q_f ∝ p_f · p_c[parent], coarse = Mᵀ q_f. ``fine_probs`` ``(S, Kf)``,
+    ``head_probs`` ``(S, Kc)``.
+    """
+    y = np.asarray(y_fine, dtype=int)
+    parent = np.asarray(h.parent)
+    joint = fine_probs * head_probs[:, parent]
+    joint = joint / joint.sum(axis=1, keepdims=True)
+    levels = {
+        "mean_coarse": (parent[y], (fine_probs @ h.mapping + head_probs) / 2, h.coarse),
+        "joint_fine": (y, joint, h.fine),
+        "joint_coarse": (parent[y], joint @ h.mapping, h.coarse),
+    }
+    out: dict[str, float] = {}
+    for prefix, (truth, probs, names) in levels.items():
+        m = level_metrics(truth, probs, names)
+        out.update({f"{prefix}_{k}": m[k] for k in ("balanced_accuracy", "macro_f1", "macro_auc")})
+    return out
+
+
 def run_hmil(
     prepared: Prepared, variant: Variant, settings: TrainSettings, run_dir: Path
 ) -> tuple[dict[str, float], dict[str, Any]]:
@@ -407,6 +435,10 @@ def run_hmil(
     head = level_metrics(y_coarse, np.stack(head_probs), h.coarse)
     metrics.update({f"coarse_head_{m}": head[m] for m in ("balanced_accuracy", "macro_f1",
                                                           "macro_auc")})  # fmt: skip
+    metrics.update(two_head_metrics(h, [it.fine for it in test], np.stack(probs),
+                                    np.stack(head_probs)))  # fmt: skip
+    np.savez(run_dir.parent / f"{run_dir.name}-probs.npz", y_fine=[it.fine for it in test],
+             fine=np.stack(probs), coarse_head=np.stack(head_probs))  # fmt: skip
     reported = result.folds[0].test_metrics["fine"]["balanced_accuracy"]
     if not math.isclose(reported, metrics["fine_balanced_accuracy"], abs_tol=1e-9):
         raise RuntimeError(
