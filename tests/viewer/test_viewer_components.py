@@ -127,16 +127,22 @@ def test_probability_rows_mark_prediction_and_truth() -> None:
     assert [(r.name, r.predicted, r.truth) for r in rows] == [
         ("a", False, False), ("b", True, False), ("c", False, True)
     ]  # fmt: skip
-    assert rows[1].text() == "**b** 0.70" and rows[2].text() == "c 0.10 · :green[**truth**]"
+    assert rows[1].html().startswith('<div style="margin:0 0 0.55rem"><b>b</b> 0.70<div ')
+    assert "c 0.10 · <b" in rows[2].html() and ">truth</b>" in rows[2].html()
+    assert 'aria-valuenow="70.0"' in rows[1].html() and "width:70.0%" in rows[1].html()
+    block = charts.probability_html([("fine", rows)])
+    assert block.count('role="progressbar"') == 3 and "<b>fine</b>" in block
     # probabilities are clamped into the progress bar's [0, 1] (float round-off above 1)
     assert charts.probability_rows(["x"], np.array([1.0000001]), None)[0].probability == 1.0
     with pytest.raises(ValueError, match="2 class names but 3 probabilities"):
         charts.probability_rows(["a", "b"], np.array([0.1, 0.2, 0.7]), None)
 
 
-def test_class_names_reach_markdown_escaped() -> None:
-    (row,) = charts.probability_rows(["*[x](javascript:y)*"], np.array([1.0]), None)
-    assert row.text() == r"**\*\[x\]\(javascript\:y\)\*** 1.00"
+def test_class_names_reach_html_and_markdown_escaped() -> None:
+    (row,) = charts.probability_rows(['<img src=x onerror="y">'], np.array([1.0]), None)
+    assert "<img" not in row.html() and "&lt;img src=x onerror=&quot;y&quot;&gt;" in row.html()
+    assert "<script" not in charts.probability_html([("<script>", [row])])
+    assert charts.escape_markdown("*[x](javascript:y)*") == r"\*\[x\]\(javascript\:y\)\*"
 
 
 def test_prediction_and_patch_attention(viewer_run: Path, info: runs.RunInfo) -> None:
@@ -250,8 +256,10 @@ def test_warm_up_imports_the_listed_modules_and_reports_failures(
     from viewer import warmup
 
     assert "torch" in warmup.MODULES and "hmil.predict" in warmup.MODULES
-    failed = warmup.warm_imports(("json", "hmil_no_such_module"))
-    assert failed == ["hmil_no_such_module"]
+    failed = warmup.warm_imports(("json", "hmil_no_such_module", "json:dumps", "json:no_such"))
+    assert failed == ["hmil_no_such_module", "json:no_such"]
+    # scikit-image's submodules load on attribute access: the warm-up reads the attributes
+    assert "skimage.measure:find_contours" in warmup.MODULES
     assert "warm-up: cannot import hmil_no_such_module" in caplog.text
     thread = warmup.start(("json",))
     thread.join(timeout=30)

@@ -17,7 +17,7 @@ from starlette.testclient import TestClient
 
 from viewer.components.paths import PathRefused
 from viewer.tiles import routes as routes_mod
-from viewer.tiles.geometry import DeepZoomGeometry
+from viewer.tiles.geometry import TILE_OVERLAP, TILE_SIZE, DeepZoomGeometry
 from viewer.tiles.registry import AttentionEntry, SlideRegistry
 from viewer.tiles.routes import OSD_URL, OverlaySpec, TileService, slide_dzi_url
 from viewer.tiles.sources import open_deepzoom
@@ -54,7 +54,7 @@ def test_geometry_matches_openslides_generator(name: str) -> None:
     if not path.is_file():
         pytest.skip(f"{path} not available")
     with openslide.OpenSlide(str(path)) as osr:
-        gen = DeepZoomGenerator(osr, tile_size=254, overlap=1)
+        gen = DeepZoomGenerator(osr, tile_size=TILE_SIZE, overlap=TILE_OVERLAP)
         geo = DeepZoomGeometry(*osr.dimensions)
         assert geo.level_dimensions == gen.level_dimensions
         assert geo.level_tiles == gen.level_tiles
@@ -74,7 +74,8 @@ def test_openslide_and_fallback_slides_give_the_same_pyramid(fixture_slide: Path
     assert source.slide.backend == "openslide"
     level = source.generator.level_count - 1
     tile = Image.open(io.BytesIO(source.tile_jpeg(level, 0, 0)))
-    assert tile.format == "JPEG" and tile.size == (255, 255)
+    side = TILE_SIZE + TILE_OVERLAP  # the top-left tile has overlap on its right and bottom only
+    assert tile.format == "JPEG" and tile.size == (side, side)
     kidney = SHARED / "kidney-48-5.tif"
     if kidney.is_file():
         fallback = open_deepzoom(kidney)
@@ -83,8 +84,8 @@ def test_openslide_and_fallback_slides_give_the_same_pyramid(fixture_slide: Path
         assert fallback.generator.level_tiles == geo.level_tiles
         top = fallback.generator.level_count - 1
         img = np.asarray(Image.open(io.BytesIO(fallback.tile_jpeg(top, 0, 0))))
-        direct = fallback.slide.read_region((0, 0), 0, (255, 255))
-        assert img.shape == (255, 255, 3)
+        direct = fallback.slide.read_region((0, 0), 0, (side, side))
+        assert img.shape == (side, side, 3)
         assert np.abs(img.astype(int) - direct.astype(int)).mean() < 8  # JPEG error only
         fallback.close()
     source.close()
@@ -93,14 +94,19 @@ def test_openslide_and_fallback_slides_give_the_same_pyramid(fixture_slide: Path
 def test_dzi_and_tiles_are_served_and_cached(served: tuple) -> None:
     client, service, key, _ = served
     dzi = client.get(slide_dzi_url(key))
-    assert dzi.status_code == 200 and 'TileSize="254"' in dzi.text and 'Overlap="1"' in dzi.text
+    assert (
+        dzi.status_code == 200
+        and f'TileSize="{TILE_SIZE}"' in dzi.text
+        and 'Overlap="1"' in dzi.text
+    )
     geo = DeepZoomGeometry(*service.registry.slide_size(key))
     assert f'Width="{geo.width}"' in dzi.text and f'Height="{geo.height}"' in dzi.text
     top = geo.level_count - 1
     first = client.get(f"/hmil/dz/{key}_files/{top}/0_0.jpeg")
     assert first.status_code == 200 and first.headers["content-type"] == "image/jpeg"
     assert "immutable" in first.headers["cache-control"]
-    assert Image.open(io.BytesIO(first.content)).size == (255, 255)
+    side = min(TILE_SIZE + TILE_OVERLAP, geo.width), min(TILE_SIZE + TILE_OVERLAP, geo.height)
+    assert Image.open(io.BytesIO(first.content)).size == side
     again = client.get(f"/hmil/dz/{key}_files/{top}/0_0.jpeg")
     assert again.content == first.content
     info = service.slide_tile.cache_info()
@@ -176,7 +182,7 @@ def test_server_overlay_tiles(served: tuple) -> None:
     tile = client.get(f"/hmil/ov/{okey}/{spec}_files/{top}/0_0.png")
     assert tile.status_code == 200 and tile.headers["content-type"] == "image/png"
     rgba = np.asarray(Image.open(io.BytesIO(tile.content)))
-    assert rgba.shape == (255, 255, 4) and (rgba[..., 3] == 255).all()  # every pixel covered
+    assert rgba.shape == (256, 256, 4) and (rgba[..., 3] == 255).all()  # one tile, all covered
     assert tuple(rgba[10, 10, :3]) != tuple(rgba[200, 200, :3])  # lowest vs highest score
     for url in (
         f"/hmil/ov/{okey}/coarse-5-jet-raw-0_files/{top}/0_0.png",  # no 6th coarse class

@@ -5,6 +5,7 @@ Pure builders (data in, rows or a ``go.Figure`` out) so tests can inspect what i
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import cast
@@ -23,13 +24,39 @@ class ProbabilityRow:
     predicted: bool
     truth: bool
 
-    def text(self) -> str:
-        """Markdown over the bar: the class (bold when predicted), its probability, the truth
-        mark. Class names come from the run's hierarchy file, so Markdown in them is escaped."""
-        name = escape_markdown(self.name)
-        shown = f"**{name}**" if self.predicted else name
-        mark = " · :green[**truth**]" if self.truth else ""
-        return f"{shown} {self.probability:.2f}{mark}"
+    def html(self) -> str:
+        """The class (bold when predicted), its probability and the truth mark over a bar as
+        wide as the probability. Class names come from the run's hierarchy file, so they are
+        HTML-escaped."""
+        name = html.escape(self.name)
+        shown = f"<b>{name}</b>" if self.predicted else name
+        mark = f' · <b style="color:{TRUTH_COLOUR}">truth</b>' if self.truth else ""
+        percent = f"{100 * self.probability:.1f}"
+        return (
+            f'<div style="margin:0 0 0.55rem">{shown} {self.probability:.2f}{mark}'
+            f'<div role="progressbar" aria-label="{name}" aria-valuenow="{percent}" '
+            f'aria-valuemin="0" aria-valuemax="100" style="height:0.3rem;border-radius:0.15rem;'
+            f'background:{TRACK_COLOUR};margin-top:0.2rem"><div style="width:{percent}%;'
+            f'height:100%;border-radius:0.15rem;background:{BAR_COLOUR}"></div></div></div>'
+        )
+
+
+#: the bars' colours (Streamlit's default theme: primary blue on a light grey track)
+BAR_COLOUR = "#1c83e1"
+TRACK_COLOUR = "#e6eaf1"
+TRUTH_COLOUR = "#21803a"
+
+
+def probability_html(levels: Sequence[tuple[str, Sequence[ProbabilityRow]]]) -> str:
+    """Every level's bars as one HTML block under its title (escaped). One element for the
+    page instead of a progress bar per class: the browser renders each Streamlit element
+    through React on every page load, and ~15 fewer of them were ~0.1 s of a first render on
+    2 cores (measured)."""
+    parts = []
+    for title, rows in levels:
+        parts.append(f'<p style="margin:0 0 0.4rem"><b>{html.escape(title)}</b></p>')
+        parts.extend(row.html() for row in rows)
+    return f'<div class="hmil-probabilities">{"".join(parts)}</div>'
 
 
 def escape_markdown(text: str) -> str:

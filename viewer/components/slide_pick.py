@@ -219,27 +219,28 @@ def open_slide_for(picked: Picked, result: SlideResult) -> tuple[Slide | None, s
 
 def prediction_flags(result: SlideResult, picked: Picked) -> None:
     """One line with the prediction and truth, and a warning when the heads disagree or the
-    prediction is inconsistent across levels."""
+    prediction is inconsistent across levels. Class names come from the run's hierarchy file:
+    Markdown in them is shown as typed."""
+    e = charts.escape_markdown
+    fine, coarse, head = e(result.fine_pred), e(result.coarse_pred), e(result.coarse_head_pred)
     flags = []
     if not result.heads_agree:
         flags.append(
-            f"**Heads disagree** — the coarse head predicts **{result.coarse_head_pred}** but the "
-            f"fine head summed per coarse class (Mᵀp_f) gives **{result.coarse_pred}**."
+            f"**Heads disagree** — the coarse head predicts **{head}** but the "
+            f"fine head summed per coarse class (Mᵀp_f) gives **{coarse}**."
         )
     if not result.consistent:
         flags.append(
-            f"**Inconsistent prediction** — fine **{result.fine_pred}** is not under coarse "
-            f"**{result.coarse_pred}**."
+            f"**Inconsistent prediction** — fine **{fine}** is not under coarse **{coarse}**."
         )
     for text in flags:
         st.warning(text, icon=":material/warning:")
     verdict = ""
     if picked.true_fine is not None:
         ok = picked.true_fine == result.fine_pred
-        verdict = f" · truth **{picked.true_fine}** ({picked.true_coarse}) " + ("✓" if ok else "✗")
-    st.markdown(
-        f"Prediction: **{result.fine_pred}** (fine) / **{result.coarse_pred}** (coarse){verdict}"
-    )
+        truth = f"**{e(picked.true_fine)}** ({e(picked.true_coarse or '')})"
+        verdict = f" · truth {truth} " + ("✓" if ok else "✗")
+    st.markdown(f"Prediction: **{fine}** (fine) / **{coarse}** (coarse){verdict}")
 
 
 def prediction_bars(result: SlideResult, picked: Picked) -> None:
@@ -250,7 +251,7 @@ def prediction_bars(result: SlideResult, picked: Picked) -> None:
         ("coarse head", result.coarse, result.coarse_head_probs, picked.true_coarse),
         ("fine", result.fine, result.fine_probs, picked.true_fine),
     ]
-    for title, names, probs, truth in bars:
-        st.markdown(f"**{title}**")
-        for row in charts.probability_rows(names, probs, truth):
-            st.progress(row.probability, text=row.text())
+    levels = [
+        (title, charts.probability_rows(names, probs, truth)) for title, names, probs, truth in bars
+    ]
+    st.markdown(charts.probability_html(levels), unsafe_allow_html=True)

@@ -29,10 +29,10 @@ from starlette.staticfiles import StaticFiles
 from hmil.errors import HMILError
 from hmil.heatmap import CMAPS, NORMALIZATIONS, HeatmapStyle
 from viewer.components.paths import PathRefused
-from viewer.tiles.geometry import DeepZoomGeometry
+from viewer.tiles.geometry import TILE_OVERLAP, TILE_SIZE, DeepZoomGeometry
 from viewer.tiles.overlay import overlay_tile_png
 from viewer.tiles.registry import SlideRegistry, shared_registry
-from viewer.tiles.sources import TILE_OVERLAP, TILE_SIZE, DeepZoomSource, open_deepzoom
+from viewer.tiles.sources import DeepZoomSource, open_deepzoom
 
 STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
 PREFIX = "/hmil"

@@ -18,10 +18,8 @@ from openslide.deepzoom import DeepZoomGenerator
 from PIL import Image
 
 from hmil.slides.reader import Slide, open_slide
+from viewer.tiles.geometry import TILE_OVERLAP, TILE_SIZE
 
-#: tile side without overlap; 254 + 2 × 1 overlap = 256 px tiles (a power of two, as advised)
-TILE_SIZE = 254
-TILE_OVERLAP = 1
 TILE_FORMAT = "jpeg"
 JPEG_QUALITY = 80
 
