@@ -526,11 +526,53 @@ def markdown(summary: dict, info: dict, settings: dict, specs: dict, verdicts: l
             n = max((s["n"] for s in stats.values()), default=0)
             lines.append(f"| {variant} (n={n}) | " + " | ".join(cells) + " |")
         lines.append("")
+    lines.extend(decoding_lines(summary))
     if verdicts:
         lines.append("## Do the defaults win? (issue 13)")
         lines.extend(f"- {v}" for v in verdicts)
         lines.append("")
     return "\n".join(lines)
+
+
+#: decodings of one HMIL run's two heads: (name, prefix of the fine metrics, of the coarse ones)
+DECODING_ROWS = (
+    ("fine head, coarse = Mᵀ p_f (the table's; the product's default)", "fine_", "coarse_"),
+    ("fine head, coarse head", "fine_", "coarse_head_"),
+    ("fine head, coarse = (Mᵀ p_f + p_c) / 2", "fine_", "mean_coarse_"),
+    ("both heads: q_f ∝ p_f · p_c[parent], coarse = Mᵀ q_f", "joint_fine_", "joint_coarse_"),
+)
+
+
+def decoding_lines(summary: dict) -> list[str]:
+    """Markdown: the defaults' runs scored under each decoding of their two heads (runs that
+    kept the per-bag probabilities, i.e. have the ``joint_*`` metrics)."""
+    lines: list[str] = []
+    for cohort, variants in summary.items():
+        stats = variants.get(HMIL_DEFAULT, {})
+        if "joint_fine_balanced_accuracy" not in stats:
+            continue
+        if not lines:
+            lines += [
+                "## Decodings of the defaults' two heads",
+                "",
+                "The same runs as the `HMIL defaults` rows, their test bags decoded four ways "
+                "(mean ± std over seeds).",
+                "",
+            ]
+        n = stats["joint_fine_balanced_accuracy"]["n"]
+        header = (
+            "| decoding | fine bacc | fine F1 | fine AUC | coarse bacc | coarse F1 | coarse AUC |"
+        )
+        lines += [f"### {cohort} (n={n})", "", header, "|---" * 7 + "|"]
+        for name, fine, coarse in DECODING_ROWS:
+            cells = []
+            for prefix in (fine, coarse):
+                for m in ("balanced_accuracy", "macro_f1", "macro_auc"):
+                    v = stats.get(prefix + m)
+                    cells.append("–" if v is None else f"{v['mean']:.4f} ± {v['std']:.4f}")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
 
 
 def _budget_line(settings: dict) -> str:
@@ -743,6 +785,14 @@ def _per_cohort_settings(settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c: {**settings, "epochs": e} for c, e in settings["epochs"].items()}
 
 
+def _part_settings(part: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{cohort: budget}`` of one result file: a run's own (``settings``) or an earlier
+    merge's (``settings_per_cohort``), so a merged file can be merged again."""
+    if "settings_per_cohort" in part:
+        return dict(part["settings_per_cohort"])
+    return _per_cohort_settings(part["settings"])
+
+
 def merge(paths: list[str], out: Path, tag: str) -> int:
     """Combine result files (each from one invocation, e.g. one cohort) into one table.
 
@@ -772,7 +822,7 @@ def merge(paths: list[str], out: Path, tag: str) -> int:
     specs: dict[str, str] = {}
     for part in parts:
         for cohort in part["summary"]:
-            merged = dict(_per_cohort_settings(part["settings"]).get(cohort, {}))
+            merged = dict(_part_settings(part).get(cohort, {}))
             if cohort in settings:  # parts of one cohort: same budget, seeds combined
                 seeds = set(settings[cohort].get("seeds", [])) | set(merged.get("seeds", []))
                 merged["seeds"] = sorted(seeds)
