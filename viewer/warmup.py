@@ -32,6 +32,7 @@ MODULES = (
     "skimage.measure:find_contours",
     "skimage.measure:approximate_polygon",
     "skimage.filters:gaussian",
+    "streamlit.emojis",  # read once by st.set_page_config to check the emoji favicon (0.1 s)
 )
 
 _log = logging.getLogger(__name__)
