@@ -119,6 +119,13 @@ VARIANTS: tuple[Variant, ...] = (
             groups=("search", "schedule")),
     Variant("search: plateau schedule", "hmil", (("train.lr_schedule", "plateau"),),
             groups=("search",)),
+    # cosine only over the last quarter / half of the epochs, the lr held before it
+    Variant("schedule: cosine over the last 25%", "hmil",
+            (("train.lr_schedule", "cosine_tail"), ("train.lr_decay_fraction", 0.25)),
+            groups=("schedule", "tail")),
+    Variant("schedule: cosine over the last 50%", "hmil",
+            (("train.lr_schedule", "cosine_tail"), ("train.lr_decay_fraction", 0.5)),
+            groups=("schedule", "tail")),
     Variant("search: SupCon on all rows (paper)", "hmil", (("loss.supcon_views", "all"),),
             groups=("search",)),
     Variant("search: SupCon divided by bags per step (released)", "hmil",

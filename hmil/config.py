@@ -194,7 +194,7 @@ class LossConfig:
 
 
 SELECT_METRICS = ("fine_auc", "fine_balanced_accuracy", "fine_macro_f1", "val_loss", "last")
-LR_SCHEDULES = ("cosine", "plateau", "constant")
+LR_SCHEDULES = ("cosine", "cosine_tail", "plateau", "constant")
 CLASS_BALANCE = ("auto", "none", "sampler", "loss")
 
 
@@ -213,9 +213,15 @@ class TrainConfig:
     lr_schedule: str = _f(
         "constant",
         "learning rate over epochs: cosine (from lr down to lr·lr_final_fraction at the last "
-        "epoch), plateau (ReduceLROnPlateau on the selection metric, the paper's) or constant",
+        "epoch), cosine_tail (lr held, then the same cosine over the last lr_decay_fraction of "
+        "the epochs), plateau (ReduceLROnPlateau on the selection metric, the paper's) or constant",
     )
-    lr_final_fraction: float = _f(0.01, "cosine: the last epoch's lr as a fraction of lr")
+    lr_final_fraction: float = _f(
+        0.01, "cosine, cosine_tail: the last epoch's lr as a fraction of lr"
+    )
+    lr_decay_fraction: float = _f(
+        0.25, "cosine_tail: the share of the epochs, at the end, over which the lr decays"
+    )
     plateau_factor: float = _f(0.1, "plateau: ReduceLROnPlateau factor")
     plateau_patience: int = _f(5, "plateau: ReduceLROnPlateau patience (epochs)")
     select_metric: str = _f(
@@ -263,6 +269,9 @@ class TrainConfig:
         )
         _require(
             0.0 <= self.lr_final_fraction <= 1.0, "train.lr_final_fraction", "must lie in [0, 1]"
+        )
+        _require(
+            0.0 < self.lr_decay_fraction <= 1.0, "train.lr_decay_fraction", "must lie in (0, 1]"
         )
         _require(0 < self.plateau_factor < 1, "train.plateau_factor", "must lie in (0, 1)")
         _require(self.plateau_patience >= 0, "train.plateau_patience", "must be ≥ 0")

@@ -60,10 +60,13 @@ class CosineSchedule:
         self.epoch = 0
         self._apply()
 
+    def progress(self, epoch: int) -> float:
+        """How far epoch ``epoch`` is through the decay, in [0, 1]."""
+        return min(max(epoch / max(self.epochs - 1, 1), 0.0), 1.0)
+
     def lr_at(self, epoch: int) -> float:
-        span = max(self.epochs - 1, 1)
-        progress = min(max(epoch / span, 0.0), 1.0)
-        return self.final + (self.base - self.final) * (1.0 + math.cos(math.pi * progress)) / 2.0
+        cosine = (1.0 + math.cos(math.pi * self.progress(epoch))) / 2.0
+        return self.final + (self.base - self.final) * cosine
 
     def _apply(self) -> None:
         for group in self.optimizer.param_groups:
@@ -80,6 +83,25 @@ class CosineSchedule:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epoch = int(state["epoch"])
         self._apply()
+
+
+class CosineTailSchedule(CosineSchedule):
+    """The full lr for the first epochs, then a cosine down to ``lr · lr_final_fraction`` over
+    the last ``round(E · lr_decay_fraction)`` epochs (at least one).
+
+    Why: cosine over the whole run helped the large cohort (many optimiser steps, the decay
+    averages out the single-bag gradient noise) but cost the small ones, which were still
+    learning when plain cosine had already halved the lr; holding the lr and decaying only at
+    the end keeps most of the run at full speed (the "warmup-stable-decay" shape without the
+    warm-up, which one bag per step at lr 1e-4 does not need)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, config: TrainConfig) -> None:
+        self.decay_epochs = max(1, round(config.epochs * config.lr_decay_fraction))
+        super().__init__(optimizer, config)
+
+    def progress(self, epoch: int) -> float:
+        start = self.epochs - self.decay_epochs  # the last epoch at the full lr is start − 1
+        return min(max((epoch - start + 1) / self.decay_epochs, 0.0), 1.0)
 
 
 class PlateauSchedule:
@@ -104,6 +126,7 @@ class PlateauSchedule:
 SCHEDULES: dict[str, type[ConstantSchedule | CosineSchedule | PlateauSchedule]] = {
     "constant": ConstantSchedule,
     "cosine": CosineSchedule,
+    "cosine_tail": CosineTailSchedule,
     "plateau": PlateauSchedule,
 }
 

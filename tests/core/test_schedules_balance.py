@@ -42,6 +42,26 @@ def test_cosine_runs_from_lr_to_the_final_fraction_whatever_the_scores():
     assert all(a >= b for a, b in itertools.pairwise(lrs))
 
 
+def test_cosine_tail_holds_the_lr_then_decays_over_the_last_share_of_the_epochs():
+    lrs = _lrs("cosine_tail", [0.5] * 20, lr_final_fraction=0.01, lr_decay_fraction=0.25)
+    assert lrs[:15] == [pytest.approx(1e-3)] * 15  # 15 epochs at the full lr
+    assert lrs[17] == pytest.approx(1e-5 + (1e-3 - 1e-5) * (1 + math.cos(math.pi * 0.6)) / 2)
+    assert lrs[19] == pytest.approx(1e-5)
+    assert all(a > b for a, b in itertools.pairwise(lrs[14:]))
+    eight = _lrs("cosine_tail", [0.5] * 8, lr_decay_fraction=0.25)  # gen-large's 8 epochs
+    assert eight[5] == pytest.approx(1e-3) and eight[6] < 1e-3 and eight[7] == pytest.approx(1e-5)
+
+
+def test_cosine_tail_over_every_epoch_is_cosine_shifted_by_one_epoch():
+    tail = _lrs("cosine_tail", [0.5] * 6, lr_decay_fraction=1.0)
+    assert tail[0] < 1e-3 and tail[-1] == pytest.approx(1e-5)
+
+
+def test_lr_decay_fraction_is_validated():
+    with pytest.raises(cfg.ConfigError, match=r"train\.lr_decay_fraction"):
+        TrainConfig(lr_decay_fraction=0.0)
+
+
 def test_plateau_collapses_on_a_flat_noisy_score_and_constant_does_not():
     flat = [0.5] * 20
     plateau = _lrs("plateau", flat)
