@@ -119,6 +119,12 @@ VARIANTS: tuple[Variant, ...] = (
             groups=("search", "schedule")),
     Variant("search: plateau schedule", "hmil", (("train.lr_schedule", "plateau"),),
             groups=("search",)),
+    # an exponential moving average of the weights (validated, kept and tested instead of the
+    # live weights): horizon ~500 / ~1,000 optimiser steps
+    Variant("EMA of the weights (decay 0.998)", "hmil", (("train.ema_decay", 0.998),),
+            groups=("ema",)),
+    Variant("EMA of the weights (decay 0.999)", "hmil", (("train.ema_decay", 0.999),),
+            groups=("ema",)),
     # cosine only over the last quarter / half of the epochs, the lr held before it
     Variant("schedule: cosine over the last 25%", "hmil",
             (("train.lr_schedule", "cosine_tail"), ("train.lr_decay_fraction", 0.25)),

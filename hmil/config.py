@@ -222,6 +222,11 @@ class TrainConfig:
     lr_decay_fraction: float = _f(
         0.25, "cosine_tail: the share of the epochs, at the end, over which the lr decays"
     )
+    ema_decay: float = _f(
+        0.0,
+        "exponential moving average of the weights, updated after every optimiser step with "
+        "this decay (0 = off); validation, the checkpoint and the test use the average",
+    )
     plateau_factor: float = _f(0.1, "plateau: ReduceLROnPlateau factor")
     plateau_patience: int = _f(5, "plateau: ReduceLROnPlateau patience (epochs)")
     select_metric: str = _f(
@@ -273,6 +278,7 @@ class TrainConfig:
         _require(
             0.0 < self.lr_decay_fraction <= 1.0, "train.lr_decay_fraction", "must lie in (0, 1]"
         )
+        _require(0.0 <= self.ema_decay < 1.0, "train.ema_decay", "must lie in [0, 1)")
         _require(0 < self.plateau_factor < 1, "train.plateau_factor", "must lie in (0, 1)")
         _require(self.plateau_patience >= 0, "train.plateau_patience", "must be ≥ 0")
         _require(
@@ -424,6 +430,8 @@ LEGACY_VALUES: dict[str, Any] = {
     "model.init": "kaiming",
     "train.lr_schedule": "plateau",
     "train.lr_final_fraction": 0.01,
+    "train.lr_decay_fraction": 0.25,
+    "train.ema_decay": 0.0,
     "train.class_balance": "none",
     "train.deterministic": False,
     "loss.supcon_normalisation": "bag",

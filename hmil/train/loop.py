@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -48,6 +48,7 @@ from hmil.train.evaluate import (
 )
 from hmil.train.runs import FoldLock, FoldPaths, fold_paths, write_status
 from hmil.train.schedules import Schedule, make_schedule
+from hmil.train.weight_average import WeightAverage, make_weight_average
 
 #: metrics of each level written per epoch to metrics.jsonl (the full report goes to test)
 EPOCH_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc")
@@ -188,6 +189,7 @@ class _FoldSession:
     model: HMIL
     optimizer: torch.optim.Optimizer
     schedule: Schedule
+    average: WeightAverage | None  # train.ema_decay > 0: the weights that are validated and kept
     criterion: HMILLoss
     memory: SupConMemory
     tracker: _Selection
@@ -230,6 +232,7 @@ def _start_fold(
         model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, fused=True
     )
     schedule = make_schedule(optimizer, tc)
+    average = make_weight_average(model, tc.ema_decay)
     train_items = cohort.parts["train"]
     fine_y = np.array([it.fine for it in train_items], dtype=int)
     class_balance, balance_note = resolve_class_balance(tc.class_balance, fine_y, hierarchy.n_fine)
@@ -249,6 +252,8 @@ def _start_fold(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["scheduler"])
+        if average is not None:
+            average.load_state_dict(state["weight_average"])
         torch.set_rng_state(state["torch_rng"])
         tracker = _Selection(**state["selection"])
         start_epoch = int(state["epoch"]) + 1
@@ -266,8 +271,8 @@ def _start_fold(
     return _FoldSession(
         config=config, hierarchy=hierarchy, paths=paths, fold=fold, device=device,
         cohort=cohort, store=store, model=model, optimizer=optimizer, schedule=schedule,
-        criterion=criterion, memory=SupConMemory(config.loss.supcon_memory), tracker=tracker,
-        info=info, start_epoch=start_epoch, class_balance=class_balance,
+        average=average, criterion=criterion, memory=SupConMemory(config.loss.supcon_memory),
+        tracker=tracker, info=info, start_epoch=start_epoch, class_balance=class_balance,
     )  # fmt: skip
 
 
@@ -315,17 +320,19 @@ def _epoch_step(session: _FoldSession, epoch: int) -> dict[str, Any]:
     t0 = time.monotonic()
     train_stats = _train_epoch(
         s.model, s.optimizer, s.criterion, s.memory, s.cohort.parts["train"], s.store, epoch,
-        s.config, s.device, s.hierarchy.n_fine, s.class_balance,
+        s.config, s.device, s.hierarchy.n_fine, s.class_balance, s.average,
     )  # fmt: skip
+    # what is validated and saved: the live weights, or their average (train.ema_decay)
+    kept = s.model if s.average is None else cast(HMIL, s.average.model)
     val_record, val_loss = _validate(
-        s.model, s.cohort.parts.get("val", []), s.store, s.hierarchy, s.device
+        kept, s.cohort.parts.get("val", []), s.store, s.hierarchy, s.device
     )
     score = selection_score(val_record, val_loss, tc.select_metric, epoch)
     improved = s.tracker.update(score, val_loss, epoch)
     if improved:
         s.info.epoch = epoch
         s.info.val_metrics = val_record
-        save_checkpoint(s.paths.checkpoint, s.model, s.info)
+        save_checkpoint(s.paths.checkpoint, kept, s.info)
     # plateau watches the selection score; with select_metric 'last' (the epoch index, which
     # always improves) it watches the validation loss instead
     monitor = -val_loss if tc.select_metric == "last" else score
@@ -340,7 +347,7 @@ def _epoch_step(session: _FoldSession, epoch: int) -> dict[str, Any]:
         "time_s": round(time.monotonic() - t0, 3),
     }
     append_jsonl(s.paths.metrics, record)
-    _save_state(s.paths, s.model, s.optimizer, s.schedule, s.tracker, epoch, s.cohort.in_dim)
+    _save_state(s, epoch)
     return record
 
 
@@ -409,9 +416,11 @@ def _train_epoch(
     device: torch.device,
     n_fine: int,
     class_balance: str,
+    average: WeightAverage | None = None,
 ) -> dict[str, Any]:
     """One pass over the training bags; the mean loss of each ``bags_per_step`` group is one
-    optimiser step (the last group may be smaller and is averaged over its own size)."""
+    optimiser step (the last group may be smaller and is averaged over its own size), after
+    which ``average`` (if any) takes in the new weights."""
     tc = config.train
     model.train()
     memory.clear()
@@ -439,6 +448,8 @@ def _train_epoch(
         if position == group_start + group_size - 1:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+            if average is not None:
+                average.update(model)
         loss_sum += float(result.total.detach())
         for name, value in result.terms.items():
             totals[name] = totals.get(name, 0.0) + float(value)
@@ -495,29 +506,24 @@ def selection_score(record: dict[str, Any], val_loss: float, metric: str, epoch:
     return score
 
 
-def _save_state(
-    paths: FoldPaths,
-    model: HMIL,
-    optimizer: torch.optim.Optimizer,
-    schedule: Schedule,
-    tracker: _Selection,
-    epoch: int,
-    in_dim: int,
-) -> None:
+def _save_state(session: _FoldSession, epoch: int) -> None:
+    s = session
     state = {
         "epoch": epoch,
-        "in_dim": in_dim,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": schedule.state_dict(),
+        "in_dim": s.cohort.in_dim,
+        "model": s.model.state_dict(),
+        "optimizer": s.optimizer.state_dict(),
+        "scheduler": s.schedule.state_dict(),
         "selection": {
-            "best_score": tracker.best_score,
-            "best_loss": tracker.best_loss,
-            "best_epoch": tracker.best_epoch,
+            "best_score": s.tracker.best_score,
+            "best_loss": s.tracker.best_loss,
+            "best_epoch": s.tracker.best_epoch,
         },
         "torch_rng": torch.get_rng_state(),
     }
-    with atomic_path(paths.state) as tmp:
+    if s.average is not None:
+        state["weight_average"] = s.average.state_dict()
+    with atomic_path(s.paths.state) as tmp:
         torch.save(state, tmp)
 
 
