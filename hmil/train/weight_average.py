@@ -2,11 +2,12 @@
 
 Why: the project's recipe takes one optimiser step per bag at a constant learning rate, so the
 weights after any one step carry that last bag's gradient noise; on a large cohort the
-validation score peaked within two or three epochs and then drifted. Averaging the weights
-over the last ~1 / (1 − decay) steps (Polyak averaging) removes most of that noise without a
-schedule that would have to know the run's length. Training itself is unchanged: the
-optimiser steps the live weights, and only validation, the kept checkpoint and the test see
-the average. Built on :class:`torch.optim.swa_utils.AveragedModel`.
+validation score peaked within one to three epochs of eight (gen-large). Averaging the weights
+over the last ~1 / (1 − decay) steps (Polyak averaging) damps that noise without a schedule
+that would have to know the run's length; whether it wins is measured in
+``benchmarks/accuracy.py`` (rows "EMA of the weights"), and it is off by default. Training
+itself is unchanged: the optimiser steps the live weights, and only validation, the kept
+checkpoint and the test see the average. Built on :class:`torch.optim.swa_utils.AveragedModel`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ class WeightAverage:
     def __init__(self, model: torch.nn.Module, decay: float) -> None:
         if not 0.0 < decay < 1.0:
             raise ValueError(f"EMA decay must lie in (0, 1), got {decay}")
-        self.decay = decay
         self._averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay))
 
     @property
