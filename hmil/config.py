@@ -224,8 +224,15 @@ class TrainConfig:
     )
     ema_decay: float = _f(
         0.0,
-        "exponential moving average of the weights, updated after every optimiser step with "
-        "this decay (0 = off); validation, the checkpoint and the test use the average",
+        "exponential moving average of the weights with this fixed decay per optimiser step; "
+        "when > 0 it replaces ema_epochs (0 = the horizon of ema_epochs decides)",
+    )
+    ema_epochs: float = _f(
+        0.5,
+        "exponential moving average of the weights over a horizon of this many epochs, updated "
+        "after every optimiser step with decay 1 − 1 / (ema_epochs × steps per epoch), so it "
+        "covers the same share of an epoch on a small and a large cohort; validation, the "
+        "checkpoint and the test use the average (0 = off, the live weights)",
     )
     plateau_factor: float = _f(0.1, "plateau: ReduceLROnPlateau factor")
     plateau_patience: int = _f(5, "plateau: ReduceLROnPlateau patience (epochs)")
@@ -279,6 +286,7 @@ class TrainConfig:
             0.0 < self.lr_decay_fraction <= 1.0, "train.lr_decay_fraction", "must lie in (0, 1]"
         )
         _require(0.0 <= self.ema_decay < 1.0, "train.ema_decay", "must lie in [0, 1)")
+        _require(self.ema_epochs >= 0.0, "train.ema_epochs", "must be ≥ 0")
         _require(0 < self.plateau_factor < 1, "train.plateau_factor", "must lie in (0, 1)")
         _require(self.plateau_patience >= 0, "train.plateau_patience", "must be ≥ 0")
         _require(
@@ -432,6 +440,7 @@ LEGACY_VALUES: dict[str, Any] = {
     "train.lr_final_fraction": 0.01,
     "train.lr_decay_fraction": 0.25,
     "train.ema_decay": 0.0,
+    "train.ema_epochs": 0.0,
     "train.class_balance": "none",
     "train.deterministic": False,
     "loss.supcon_normalisation": "bag",

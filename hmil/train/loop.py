@@ -48,7 +48,12 @@ from hmil.train.evaluate import (
 )
 from hmil.train.runs import FoldLock, FoldPaths, fold_paths, write_status
 from hmil.train.schedules import Schedule, make_schedule
-from hmil.train.weight_average import WeightAverage, make_weight_average
+from hmil.train.weight_average import (
+    WeightAverage,
+    average_decay,
+    make_weight_average,
+    steps_per_epoch,
+)
 
 #: metrics of each level written per epoch to metrics.jsonl (the full report goes to test)
 EPOCH_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc")
@@ -189,7 +194,7 @@ class _FoldSession:
     model: HMIL
     optimizer: torch.optim.Optimizer
     schedule: Schedule
-    average: WeightAverage | None  # train.ema_decay > 0: the weights that are validated and kept
+    average: WeightAverage | None  # train.ema_decay / ema_epochs: the weights validated and kept
     criterion: HMILLoss
     memory: SupConMemory
     tracker: _Selection
@@ -232,8 +237,9 @@ def _start_fold(
         model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, fused=True
     )
     schedule = make_schedule(optimizer, tc)
-    average = make_weight_average(model, tc.ema_decay)
     train_items = cohort.parts["train"]
+    steps = steps_per_epoch(len(train_items), tc.bags_per_step)
+    average = make_weight_average(model, average_decay(tc.ema_decay, tc.ema_epochs, steps))
     fine_y = np.array([it.fine for it in train_items], dtype=int)
     class_balance, balance_note = resolve_class_balance(tc.class_balance, fine_y, hierarchy.n_fine)
     if verbose:
@@ -322,7 +328,7 @@ def _epoch_step(session: _FoldSession, epoch: int) -> dict[str, Any]:
         s.model, s.optimizer, s.criterion, s.memory, s.cohort.parts["train"], s.store, epoch,
         s.config, s.device, s.hierarchy.n_fine, s.class_balance, s.average,
     )  # fmt: skip
-    # what is validated and saved: the live weights, or their average (train.ema_decay)
+    # what is validated and saved: the live weights, or their average (train.ema_*)
     kept = s.model if s.average is None else cast(HMIL, s.average.model)
     val_record, val_loss = _validate(
         kept, s.cohort.parts.get("val", []), s.store, s.hierarchy, s.device

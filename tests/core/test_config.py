@@ -10,6 +10,7 @@ def test_defaults_are_the_measured_recipe():
     assert (c.model.head, c.model.init, c.train.bags_per_step) == ("per_class", "xavier", 1)
     assert (c.train.lr_schedule, c.loss.supcon_views) == ("constant", "true")
     assert (c.train.lr, c.train.epochs, c.train.class_balance) == (1e-4, 200, "auto")
+    assert (c.train.ema_epochs, c.train.ema_decay) == (0.5, 0.0)
     assert (c.loss.schedule, c.loss.temperature) == ("linear", 0.1)
     assert c.loss.supcon.curriculum == "contrastive" and c.loss.ce_coarse.curriculum == "coarse"
 

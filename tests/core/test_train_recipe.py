@@ -96,7 +96,9 @@ def test_presets_reproduce_the_published_and_released_recipes(small_cohort, tmp_
     assert paper.model.head == "shared" and paper.train.bags_per_step == 64
     assert (paper.train.lr_schedule, paper.train.select_metric) == ("plateau", "fine_auc")
     assert paper.train.epochs == 1  # flags override the preset
+    assert paper.train.ema_epochs == 0.0 and paper.train.ema_decay == 0.0  # no weight average
     released = Config.from_preset("released")
+    assert released.train.ema_epochs == 0.0
     assert (released.loss.schedule, released.loss.temperature_schedule) == ("quadratic", "cosine")
     assert not released.loss.inst_align.enabled and released.loss.supcon_normalisation == "step"
     assert Config().model.head != paper.model.head  # the defaults are not the paper's
@@ -106,7 +108,7 @@ def test_runs_and_checkpoints_of_older_versions_keep_their_recipe(tmp_path):
     # a config.yaml written before the recipe options existed: missing keys take the values
     # that reproduce the run (the paper recipe was the default then), not today's defaults
     config = Config().to_dict()
-    for section, key in (("model", "head"), ("train", "lr_schedule"),
+    for section, key in (("model", "head"), ("train", "lr_schedule"), ("train", "ema_epochs"),
                          ("train", "class_balance"), ("loss", "supcon_normalisation")):  # fmt: skip
         del config[section][key]
     import yaml
@@ -115,6 +117,7 @@ def test_runs_and_checkpoints_of_older_versions_keep_their_recipe(tmp_path):
     old = load_run_config(tmp_path)
     assert (old.model.head, old.train.lr_schedule) == ("shared", "plateau")
     assert (old.train.class_balance, old.loss.supcon_normalisation) == ("none", "bag")
+    assert old.train.ema_epochs == 0.0  # runs before the EMA default had none
     # a checkpoint without model_config.head is a shared-head model
     h = Hierarchy.preset("bracs")
     shared = ModelConfig(head="shared")

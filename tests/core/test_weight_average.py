@@ -15,7 +15,12 @@ from hmil.io import read_jsonl
 from hmil.synthetic import CohortSpec, make_cohort, write_cohort
 from hmil.train.loop import train_fold
 from hmil.train.runs import fold_paths
-from hmil.train.weight_average import WeightAverage, make_weight_average
+from hmil.train.weight_average import (
+    WeightAverage,
+    average_decay,
+    make_weight_average,
+    steps_per_epoch,
+)
 
 
 def test_the_average_follows_decay_times_average_plus_the_rest_times_weights():
@@ -38,6 +43,21 @@ def test_decay_outside_zero_to_one_is_refused():
         TrainConfig(ema_decay=1.0)
     with pytest.raises(ValueError, match="decay"):
         WeightAverage(torch.nn.Linear(1, 1), 0.0)
+
+
+def test_a_horizon_in_epochs_gives_the_decay_of_that_many_steps():
+    assert steps_per_epoch(1155, 1) == 1155
+    assert steps_per_epoch(165, 64) == 3  # the last group is short
+    assert average_decay(0.0, 0.5, 1155) == pytest.approx(1 - 1 / 577.5)
+    assert average_decay(0.0, 0.5, 165) == pytest.approx(1 - 1 / 82.5)
+    assert average_decay(0.998, 0.5, 165) == 0.998  # a fixed decay replaces the horizon
+    assert average_decay(0.0, 0.0, 165) == 0.0  # off
+    assert average_decay(0.0, 0.5, 2) == 0.0  # a horizon of one step is no average
+
+
+def test_a_negative_horizon_is_refused():
+    with pytest.raises(ConfigError, match=r"train\.ema_epochs: must be ≥ 0"):
+        TrainConfig(ema_epochs=-1.0)
 
 
 @pytest.fixture(scope="module")
