@@ -38,8 +38,16 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve(run: Path, data_roots: list[Path], log: Path, overlay: str = "canvas") -> Iterator[str]:
-    """``hmil view RUN`` on a free port; yields the base URL, stops the server after."""
+def serve(
+    run: Path,
+    data_roots: list[Path],
+    log: Path,
+    overlay: str = "canvas",
+    timings: dict[str, float] | None = None,
+) -> Iterator[str]:
+    """``hmil view RUN`` on a free port; yields the base URL, stops the server after.
+    ``timings["startup_s"]`` gets the seconds from launch until the server answered its health
+    check (it binds the port only after its warm-up, :mod:`viewer.warmup`)."""
     port = free_port()
     command = [sys.executable, "-m", "hmil", "view", str(run), "--port", str(port)]
     command += ["--overlay", overlay]
@@ -50,8 +58,9 @@ def serve(run: Path, data_roots: list[Path], log: Path, overlay: str = "canvas")
             command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
     url = f"http://127.0.0.1:{port}"
+    started = time.monotonic()
     try:
-        deadline = time.monotonic() + 300
+        deadline = started + 300
         while True:
             try:
                 with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
@@ -61,7 +70,9 @@ def serve(run: Path, data_roots: list[Path], log: Path, overlay: str = "canvas")
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"viewer did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.5)
+            time.sleep(0.1)
+        if timings is not None:
+            timings["startup_s"] = time.monotonic() - started
         yield url
     finally:
         proc.terminate()  # hmil view is the server itself (exec): this stops it

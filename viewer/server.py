@@ -5,11 +5,13 @@
 OpenSeadragon come from the same host and port as the pages (no second server, no CORS, one
 process to stop). ``uvicorn viewer.server:app`` works as well. The pages register the slides
 they show in :func:`viewer.tiles.registry.shared_registry`, which these routes read. Importing
-this module starts :mod:`viewer.warmup` (the slide page's heavy imports, in a daemon thread).
+this module runs :mod:`viewer.warmup` before the port is bound: the slide page's heavy imports,
+and with ``hmil view`` one run of the default page, so the first visitor finds a warm process.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -24,6 +26,6 @@ from viewer.tiles.routes import tile_routes  # noqa: E402
 
 APP_SCRIPT = HERE / "app.py"
 
-warmup.start()  # torch & co. while the server starts, not during the first visit
+warmup.prepare(APP_SCRIPT, render=os.environ.get(warmup.ENV_RENDER_PAGE) == "1")
 
 app = st.App(str(APP_SCRIPT), routes=tile_routes())

@@ -1,18 +1,33 @@
-"""Import the slide page's heavy modules while ``hmil view`` starts, not on the first visit.
+"""Prepare a fresh viewer process before it takes visitors: the slide page's heavy imports, then
+one run of the default page.
 
 A fresh server's first page run spent most of its time importing (torch alone took 4 s on the
 2-core development machine); the page modules import these lazily, which keeps ``hmil view
---help`` and the tests of single components light. :func:`start` runs the imports in a daemon
-thread beside the server, so the first visitor finds them in ``sys.modules`` (Python's import
-lock makes a page that needs one of them meanwhile wait for it rather than import it twice).
-The list is fixed here: nothing a page or a visitor says becomes an import.
+--help`` and the tests of single components light. :mod:`viewer.server` calls :func:`prepare`
+while it is imported, i.e. before uvicorn binds the port, so the first visitor neither waits for
+these imports nor shares the CPU with them. (Until stop 22 the imports ran in a thread beside
+the running server: the first visitor's page then started while they were still going.)
+
+Imports alone still left the first visitor of a fresh server about 0.2 s slower than the next
+ones (first render 1.90–2.21 s on five fresh servers, 1.67–2.03 s for the visitors after them;
+demo slide, headless Chromium, measured at stop 23): Streamlit's and the page's own first-run
+costs. :func:`render_page` therefore runs the page once, in this process, with
+Streamlit's test harness (:class:`streamlit.testing.v1.AppTest`), which restores Streamlit's
+runtime singleton when it is done; the model, the prediction and the slide handle it loads stay
+in the process-wide caches that the real pages use. The module list is fixed here and the page
+is the viewer's own script: nothing a visitor says becomes an import or a script.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
-import threading
+import time
+from pathlib import Path
+
+#: set (to "1") by ``hmil view``: also run the default page once before serving (a bare
+#: ``import viewer.server``, as in the tests, only imports)
+ENV_RENDER_PAGE = "HMIL_VIEW_WARM_PAGE"
 
 #: what the slide page imports on its first run (prediction, slide reading, attention layer,
 #: lesion outline, the tile routes' overlay blur), in the order the page needs them.
@@ -33,6 +48,7 @@ MODULES = (
     "skimage.measure:approximate_polygon",
     "skimage.filters:gaussian",
     "streamlit.emojis",  # read once by st.set_page_config to check the emoji favicon (0.1 s)
+    "streamlit.testing.v1:AppTest",  # for render_page
 )
 
 _log = logging.getLogger(__name__)
@@ -54,8 +70,26 @@ def warm_imports(modules: tuple[str, ...] = MODULES) -> list[str]:
     return failed
 
 
-def start(modules: tuple[str, ...] = MODULES) -> threading.Thread:
-    """Run :func:`warm_imports` in a daemon thread and return it."""
-    thread = threading.Thread(target=warm_imports, args=(modules,), name="hmil-warmup", daemon=True)
-    thread.start()
-    return thread
+def render_page(script: Path, timeout_s: float = 120.0) -> list[str]:
+    """Run the page ``script`` once as a first visitor would get it (its default page, the
+    settings of the environment); returns the problems seen (an exception shown on the page,
+    or one raised by the harness), logged and never raised."""
+    try:
+        from streamlit.testing.v1 import AppTest
+
+        page = AppTest.from_file(str(script), default_timeout=timeout_s).run()
+        problems = [str(e.value) for e in page.exception]
+    except Exception as exc:  # a warm-up must never take the server down
+        problems = [f"{type(exc).__name__}: {exc}"]
+    for problem in problems:
+        _log.warning("warm-up: the first page run showed: %s", problem)
+    return problems
+
+
+def prepare(script: Path, render: bool) -> float:
+    """:func:`warm_imports`, then (``render``) :func:`render_page`; returns the seconds taken."""
+    t0 = time.perf_counter()
+    warm_imports()
+    if render:
+        render_page(script)
+    return time.perf_counter() - t0

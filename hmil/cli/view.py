@@ -119,10 +119,17 @@ def run(args: argparse.Namespace) -> int:
             "(checkpoints/demo/checkpoint.pt) exists; run `hmil demo` or pass a run directory",
         )
     command = streamlit_command(args.host, args.port, args.max_upload_mb)
-    env = {**os.environ, **settings_env(settings)}
+    from viewer.warmup import ENV_RENDER_PAGE
+
+    # the server renders its default page once before it listens (viewer/warmup.py)
+    env = {**os.environ, **settings_env(settings), ENV_RENDER_PAGE: "1"}
     what = f"run {settings.run}" if settings.run else f"model {settings.checkpoint} (no run)"
     print(f"HMIL Studio viewer: {what}", file=sys.stderr)
-    print(f"  open http://{_url_host(args.host)}:{args.port}", file=sys.stderr)
+    print(
+        f"  open http://{_url_host(args.host)}:{args.port} once Streamlit prints it (the server "
+        "first warms up: imports and one run of the default page, a few seconds)",
+        file=sys.stderr,
+    )
     print("  data roots: " + ", ".join(str(r) for r in settings.roots), file=sys.stderr)
     if args.host not in LOCAL_HOSTS:
         print(

@@ -261,9 +261,25 @@ def test_warm_up_imports_the_listed_modules_and_reports_failures(
     # scikit-image's submodules load on attribute access: the warm-up reads the attributes
     assert "skimage.measure:find_contours" in warmup.MODULES
     assert "warm-up: cannot import hmil_no_such_module" in caplog.text
-    thread = warmup.start(("json",))
-    thread.join(timeout=30)
-    assert thread.daemon and not thread.is_alive()
+
+
+def test_warm_up_renders_a_page_once_and_reports_what_it_showed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from streamlit.runtime import Runtime
+
+    from viewer import warmup
+
+    good = tmp_path / "good.py"
+    good.write_text("import streamlit as st\nst.title('hello')\n")
+    assert warmup.render_page(good) == []
+    bad = tmp_path / "bad.py"
+    bad.write_text("raise ValueError('no run here')\n")
+    assert warmup.render_page(bad) == ["no run here"]
+    assert "warm-up: the first page run showed: no run here" in caplog.text
+    assert warmup.render_page(tmp_path / "missing.py")  # the harness's own error, not raised
+    assert not Runtime.exists()  # the harness put Streamlit's runtime singleton back
+    assert warmup.prepare(good, render=True) >= 0.0
 
 
 def test_caches_reload_a_rewritten_file(tmp_path: Path) -> None:
