@@ -214,7 +214,8 @@ def model_card(result: DemoResult, choice: FoldChoice, command: str, checkpoint_
         f"checkpoint {checkpoint_bytes / 1e6:.1f} MB.",
         f"- {result.summary.get('n_folds', 0)}-fold cross-validation (case-grouped, stratified), "
         f"{config.train.epochs} epochs per fold, Adam lr {config.train.lr:g}, "
-        f"{_bags(config.train.bags_per_step)} per optimiser step, seed {config.train.seed}.",
+        f"{_bags(config.train.bags_per_step)} per optimiser step, seed {config.train.seed}; "
+        f"{_averaging(config.train.ema_decay, config.train.ema_epochs)}.",
         f"- Shipped: fold {choice.fold}, chosen on validation `{choice.metric}` = "
         f"{_fmt(choice.value)} (best epoch {choice.epoch}); test metrics were not used to choose.",
         "",
@@ -316,3 +317,13 @@ def _patch_size(result: DemoResult) -> int:
 def _bags(n: int) -> str:
     """``1 bag`` / ``64 bags``."""
     return f"{n} bag" if n == 1 else f"{n} bags"
+
+
+def _averaging(ema_decay: float, ema_epochs: float) -> str:
+    """What the kept weights are: the live ones, or their moving average (``train.ema_*``)."""
+    if ema_decay > 0:
+        return f"the kept weights are an exponential moving average (decay {ema_decay:g})"
+    if ema_epochs > 0:
+        unit = "epoch" if ema_epochs == 1 else "epochs"
+        return f"the kept weights are an exponential moving average over {ema_epochs:g} {unit}"
+    return "the kept weights are the live ones (no average)"

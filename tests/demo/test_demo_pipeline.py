@@ -58,6 +58,7 @@ def test_demo_checkpoint_predicts_with_the_demo_hierarchy(demo: tuple[Path, Path
     assert f"{fine['mean']:.3f} ± {fine['std']:.3f}" in card
     assert "--slides 12 --folds 2 --epochs 2" in card
     assert "1 bag per optimiser step" in card  # the default, in the singular
+    assert "exponential moving average over 0.5 epochs" in card  # train.ema_epochs, the default
 
 
 def test_rerun_reuses_finished_steps(
