@@ -88,62 +88,69 @@ ABMIL = "ABMIL gated (torchmil)"
 CLAM_MB = "CLAM-MB (hmil.model.baselines)"
 
 _SH = ("model.head", "shared")
-HMIL_DROPOUT = "defaults with dropout 0.25"
+#: the rows below the main ones were measured around the defaults of stop 22, before the EMA of
+#: the weights became the default (stop 23): they pin it off so that they reproduce
+_NO_EMA = ("train.ema_epochs", 0.0)
+HMIL_NO_EMA = "defaults without EMA (train.ema_epochs 0; the defaults until stop 22)"
+HMIL_DROPOUT = "no-EMA defaults with dropout 0.25"
 
 VARIANTS: tuple[Variant, ...] = (
     Variant(HMIL_DEFAULT, "hmil", groups=("main", "ablation", "balance")),
     Variant(HMIL_PAPER, "hmil", preset="paper"),
     Variant(HMIL_RELEASED, "hmil", preset="released"),
-    # CLAM's dropout on top of the defaults: better on three cohorts, worse on two (README)
-    Variant(HMIL_DROPOUT, "hmil", (("model.dropout", 0.25),), groups=("dropout",)),
+    Variant(HMIL_NO_EMA, "hmil", (_NO_EMA,), groups=("main", "ema")),
+    # CLAM's dropout on top of the no-EMA defaults: better on three cohorts, worse on two
+    Variant(HMIL_DROPOUT, "hmil", (_NO_EMA, ("model.dropout", 0.25)), groups=("dropout",)),
     Variant(FLAT, "peer", peer="flat_gated", groups=("extra",)),
     Variant(ABMIL, "peer", peer="abmil"),
     Variant(CLAM_MB, "peer", peer="clam_mb"),
     Variant("CLAM-SB (torchmil)", "peer", peer="clam_sb"),
     Variant("TransMIL (torchmil)", "peer", peer="transmil"),
     Variant("DSMIL (torchmil K-way)", "peer", peer="dsmil"),
-    # ---- recipe search around the defaults (per-class head, Xavier init, 1 bag per step,
-    # constant lr, SupCon on the true row): one choice changed per row; the paper preset
+    # ---- recipe search around the no-EMA defaults (per-class head, Xavier init, 1 bag per
+    # step, constant lr, SupCon on the true row): one choice changed per row; the paper preset
     # (shared head, Kaiming init, 64 per step, plateau, SupCon on all rows) is a main row
-    Variant("search: shared head", "hmil", (_SH,), groups=("search",)),
-    Variant("search: Kaiming init (paper)", "hmil", (("model.init", "kaiming"),),
+    Variant("search: shared head", "hmil", (_NO_EMA, _SH), groups=("search",)),
+    Variant("search: Kaiming init (paper)", "hmil", (_NO_EMA, ("model.init", "kaiming")),
             groups=("search",)),
-    Variant("search: PyTorch default init", "hmil", (("model.init", "pytorch"),),
+    Variant("search: PyTorch default init", "hmil", (_NO_EMA, ("model.init", "pytorch")),
             groups=("search",)),
-    Variant("search: 8 bags/step", "hmil", (("train.bags_per_step", 8),), groups=("search",)),
+    Variant("search: 8 bags/step", "hmil", (_NO_EMA, ("train.bags_per_step", 8)),
+            groups=("search",)),
     Variant("search: 64 bags/step with lr×8", "hmil",
-            (("train.bags_per_step", 64), ("train.lr", "x8")), groups=("search",)),
-    # measured on all five cohorts × 5 seeds: the only recipe so far that beats CLAM-MB on
-    # gen-large at both levels, but 0.002–0.085 lower fine balanced accuracy on the other four
-    Variant("search: cosine schedule", "hmil", (("train.lr_schedule", "cosine"),),
+            (_NO_EMA, ("train.bags_per_step", 64), ("train.lr", "x8")), groups=("search",)),
+    # measured on all five cohorts × 5 seeds: beat CLAM-MB on gen-large at both levels, but
+    # 0.002–0.085 lower fine balanced accuracy than the no-EMA defaults on the other four
+    Variant("search: cosine schedule", "hmil", (_NO_EMA, ("train.lr_schedule", "cosine")),
             groups=("search", "schedule")),
-    Variant("search: plateau schedule", "hmil", (("train.lr_schedule", "plateau"),),
+    Variant("search: plateau schedule", "hmil", (_NO_EMA, ("train.lr_schedule", "plateau")),
             groups=("search",)),
-    # an exponential moving average of the weights (validated, kept and tested instead of the
-    # live weights): horizon ~500 / ~1,000 optimiser steps
-    Variant("EMA of the weights (decay 0.998)", "hmil", (("train.ema_decay", 0.998),),
+    # an EMA with a fixed decay (horizon ~500 / ~1,000 optimiser steps, whatever the cohort);
+    # the default is the horizon in epochs (train.ema_epochs 0.5)
+    Variant("EMA of the weights (decay 0.998)", "hmil", (_NO_EMA, ("train.ema_decay", 0.998)),
             groups=("ema",)),
-    Variant("EMA of the weights (decay 0.999)", "hmil", (("train.ema_decay", 0.999),),
+    Variant("EMA of the weights (decay 0.999)", "hmil", (_NO_EMA, ("train.ema_decay", 0.999)),
             groups=("ema",)),
     # cosine only over the last quarter / half of the epochs, the lr held before it
     Variant("schedule: cosine over the last 25%", "hmil",
-            (("train.lr_schedule", "cosine_tail"), ("train.lr_decay_fraction", 0.25)),
+            (_NO_EMA, ("train.lr_schedule", "cosine_tail"), ("train.lr_decay_fraction", 0.25)),
             groups=("schedule", "tail")),
     Variant("schedule: cosine over the last 50%", "hmil",
-            (("train.lr_schedule", "cosine_tail"), ("train.lr_decay_fraction", 0.5)),
+            (_NO_EMA, ("train.lr_schedule", "cosine_tail"), ("train.lr_decay_fraction", 0.5)),
             groups=("schedule", "tail")),
-    Variant("search: SupCon on all rows (paper)", "hmil", (("loss.supcon_views", "all"),),
-            groups=("search",)),
+    Variant("search: SupCon on all rows (paper)", "hmil",
+            (_NO_EMA, ("loss.supcon_views", "all")), groups=("search",)),
     Variant("search: SupCon divided by bags per step (released)", "hmil",
-            (("loss.supcon_normalisation", "step"),), groups=("search",)),
+            (_NO_EMA, ("loss.supcon_normalisation", "step")), groups=("search",)),
     # ---- class balancing (measured on the imbalanced cohort; the default 'auto' is the sampler
     # on an imbalanced training part and 'none' on a balanced one)
-    Variant("balance: none", "hmil", (("train.class_balance", "none"),), groups=("balance",)),
-    Variant("balance: sampler", "hmil", (("train.class_balance", "sampler"),),
+    Variant("balance: none", "hmil", (_NO_EMA, ("train.class_balance", "none")),
             groups=("balance",)),
-    Variant("balance: loss weights", "hmil", (("train.class_balance", "loss"),),
+    Variant("balance: sampler", "hmil", (_NO_EMA, ("train.class_balance", "sampler")),
             groups=("balance",)),
-    # ---- ablations of the defaults: each loss term off once, the other β schedules
+    Variant("balance: loss weights", "hmil", (_NO_EMA, ("train.class_balance", "loss")),
+            groups=("balance",)),
+    # ---- ablations of the defaults: each loss term off once
     Variant("defaults − ce_coarse", "hmil", (("loss.ce_coarse.enabled", False),),
             groups=("ablation",)),
     Variant("defaults − bag_align", "hmil", (("loss.bag_align.enabled", False),),
@@ -152,19 +159,30 @@ VARIANTS: tuple[Variant, ...] = (
             groups=("ablation",)),
     Variant("defaults − supcon", "hmil", (("loss.supcon.enabled", False),),
             groups=("ablation",)),
-    Variant("defaults with β quadratic", "hmil", (("loss.schedule", "quadratic"),),
-            groups=("ablation",)),
-    Variant("defaults with β constant 0.5", "hmil", (("loss.schedule", "constant"),),
-            groups=("ablation",)),
-    Variant("defaults with SupCon weight 0.1", "hmil", (("loss.supcon.weight", 0.1),),
-            groups=("ablation",)),
-    # ---- round 3 (gen-large, where the defaults were level with CLAM-MB): regularisation
-    Variant("round 3: dropout 0.25", "hmil", (("model.dropout", 0.25),), groups=("round3",)),
-    Variant("round 3: β constant 0.5", "hmil", (("loss.schedule", "constant"),),
+    # ---- the same on the no-EMA defaults (stop 22), and the other β schedules
+    Variant("no-EMA defaults − ce_coarse", "hmil",
+            (_NO_EMA, ("loss.ce_coarse.enabled", False)), groups=("ablation22",)),
+    Variant("no-EMA defaults − bag_align", "hmil",
+            (_NO_EMA, ("loss.bag_align.enabled", False)), groups=("ablation22",)),
+    Variant("no-EMA defaults − inst_align", "hmil",
+            (_NO_EMA, ("loss.inst_align.enabled", False)), groups=("ablation22",)),
+    Variant("no-EMA defaults − supcon", "hmil", (_NO_EMA, ("loss.supcon.enabled", False)),
+            groups=("ablation22",)),
+    Variant("no-EMA defaults with β quadratic", "hmil",
+            (_NO_EMA, ("loss.schedule", "quadratic")), groups=("ablation22",)),
+    Variant("no-EMA defaults with β constant 0.5", "hmil",
+            (_NO_EMA, ("loss.schedule", "constant")), groups=("ablation22",)),
+    Variant("no-EMA defaults with SupCon weight 0.1", "hmil",
+            (_NO_EMA, ("loss.supcon.weight", 0.1)), groups=("ablation22",)),
+    # ---- round 3 (gen-large, where the no-EMA defaults were level with CLAM-MB)
+    Variant("round 3: dropout 0.25", "hmil", (_NO_EMA, ("model.dropout", 0.25)),
             groups=("round3",)),
-    Variant("round 3: weight decay 1e-4", "hmil", (("train.weight_decay", 1e-4),),
+    Variant("round 3: β constant 0.5", "hmil", (_NO_EMA, ("loss.schedule", "constant")),
+            groups=("round3",)),
+    Variant("round 3: weight decay 1e-4", "hmil", (_NO_EMA, ("train.weight_decay", 1e-4)),
             groups=("round3",)),
 )  # fmt: skip
+
 
 METRICS = (
     "fine_balanced_accuracy",
@@ -653,8 +671,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--variants",
         default="main",
-        help="comma-separated variant names or groups (main, search, supcon, balance, "
-        "ablation, diagnostic)",
+        help="comma-separated variant names or groups ("
+        + ", ".join(sorted({g for v in VARIANTS for g in v.groups}))
+        + ")",
     )
     p.add_argument("--demo-dir", default="", help="demo cohort directory with extracted bags")
     p.add_argument("--work", default="/tmp/hmil-bench-accuracy", help="scratch directory")
@@ -807,6 +826,16 @@ def _part_settings(part: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return _per_cohort_settings(part["settings"])
 
 
+def _span(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The first part's machine, dated from the earliest to the latest part (a merged file's
+    own date is when it was merged, so its parts' machines are read instead)."""
+    machines = [m for p in parts for m in p.get("parts_machines", [p["machine"]])]
+    dates = sorted(str(m["date"])[:10] for m in machines)
+    first = dict(parts[0]["machine"])
+    first["date"] = dates[0] if dates[0] == dates[-1] else f"{dates[0]} to {dates[-1]}"
+    return first
+
+
 def merge(paths: list[str], out: Path, tag: str) -> int:
     """Combine result files (each from one invocation, e.g. one cohort) into one table.
 
@@ -851,7 +880,7 @@ def merge(paths: list[str], out: Path, tag: str) -> int:
               "settings_per_cohort": settings, "cohort_specs": specs, "summary": summary,
               "verdicts": checks, "runs": runs}  # fmt: skip
     write_json(out / f"{tag}.json", result)
-    text = markdown(summary, parts[0]["machine"], settings, specs, checks)
+    text = markdown(summary, _span(parts), settings, specs, checks)
     (out / f"{tag}.md").write_text(text, encoding="utf-8")
     for line in checks:
         print(line)
