@@ -44,6 +44,7 @@ OVERRIDES = {
     "lr_schedule": "train.lr_schedule",
     "select_metric": "train.select_metric",
     "class_balance": "train.class_balance",
+    "ema_epochs": "train.ema_epochs",
     "deterministic": "train.deterministic",
 }
 
@@ -143,6 +144,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--class-balance",
         choices=CLASS_BALANCE,
         help=f"class imbalance handling (default {defaults.class_balance})",
+    )
+    parser.add_argument(
+        "--ema-epochs",
+        type=float,
+        help="validate, keep and test a moving average of the weights over this many epochs "
+        f"(default {defaults.ema_epochs:g}; 0 = the live weights)",
     )
     parser.add_argument(
         "--deterministic",

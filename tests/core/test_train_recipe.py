@@ -172,3 +172,18 @@ def test_evaluation_does_not_import_the_training_loop():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_ema_epochs_flag_overrides_the_default_and_a_preset():
+    import argparse
+
+    from hmil.cli.train import add_arguments, build_config
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert build_config(parser.parse_args(["--out", "r"])).train.ema_epochs == 0.5
+    assert (
+        build_config(parser.parse_args(["--out", "r", "--ema-epochs", "0"])).train.ema_epochs == 0
+    )
+    paper = parser.parse_args(["--out", "r", "--preset", "paper", "--ema-epochs", "2"])
+    assert build_config(paper).train.ema_epochs == 2.0
