@@ -260,6 +260,18 @@ def measure_page(
     }
 
 
+def _first_visit(chrome: Any, url: str, strategy: str) -> tuple[Any, Any, float]:
+    """A new visitor (fresh browser context: empty cache) opens the page: (context, page, page
+    time when the first view is drawn); the page must show no error."""
+    context = chrome.new_context(viewport=browser.VIEWPORT)
+    context.set_default_timeout(TIMEOUT_S * 1000)
+    page = context.new_page()
+    page.goto(url + "/")
+    loaded = _first_drawn(page, strategy, 0.0)
+    assert browser.problems(page) == [], browser.problems(page)
+    return context, page, loaded
+
+
 def fresh_first_render(run: Path, strategy: str, work: Path, name: str) -> tuple[float, float]:
     """One more freshly started server and freshly launched browser: (first render, server
     start-up), both ms — the first visitor's wait varies from start to start."""
@@ -269,12 +281,7 @@ def fresh_first_render(run: Path, strategy: str, work: Path, name: str) -> tuple
         browser.serve(run, [work], log, overlay=strategy, timings=timings) as url,
         browser.chromium() as chrome,
     ):
-        context = chrome.new_context(viewport=browser.VIEWPORT)
-        context.set_default_timeout(TIMEOUT_S * 1000)
-        page = context.new_page()
-        page.goto(url + "/")
-        loaded = _first_drawn(page, strategy, 0.0)
-        assert browser.problems(page) == [], browser.problems(page)
+        context, _, loaded = _first_visit(chrome, url, strategy)
         context.close()
     return loaded, timings["startup_s"] * 1000
 
@@ -300,12 +307,7 @@ def run_strategy(
         # OpenSeadragon's scripts are served "immutable", the tiles are not cached)
         warm_empty, returning = [], []
         for visit in range(1 + REPEAT):
-            context = chrome.new_context(viewport=browser.VIEWPORT)
-            context.set_default_timeout(TIMEOUT_S * 1000)
-            page = context.new_page()
-            page.goto(url + "/")
-            loaded = _first_drawn(page, strategy, 0.0)
-            assert browser.problems(page) == [], browser.problems(page)
+            context, page, loaded = _first_visit(chrome, url, strategy)
             if visit == 0:
                 if shots is not None:
                     page.wait_for_timeout(800)
