@@ -25,8 +25,9 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
-from hmil.errors import HMILError
+from hmil.errors import HMILError, SlideError
 from hmil.io import atomic_path
+from hmil.slides.match import SlideMatch, check_bag_on_slide
 from hmil.slides.reader import Region, Slide, fit_size
 
 Normalization = Literal["raw", "percentile"]
@@ -690,6 +691,7 @@ def export_heatmap(
     style: HeatmapStyle | None = None,
     crop_px: int | None = None,
     bag_attrs: Mapping[str, object] | None = None,
+    allow_slide_mismatch: bool = False,
 ) -> HeatmapOutputs:
     """Heatmap PNG of ``label`` (+ GeoJSON of every label, + top-k crops of every label).
 
@@ -709,15 +711,18 @@ def export_heatmap(
         max_size: longer side of the PNG.
         style: colours, normalisation, smoothing.
         crop_px: crop size in pixels (default: level-0 size, at most 512).
-        bag_attrs: the bag's attributes; ``level0_width``/``level0_height`` (written by
-            ``hmil tile``) must then match the slide.
+        bag_attrs: the bag's attributes; the slide fields recorded by ``hmil tile`` (``name``,
+            ``level0_width``/``level0_height``, ``mpp``) must match ``slide``, else the coords
+            must lie inside it (:func:`hmil.slides.match.check_bag_on_slide`).
+        allow_slide_mismatch: draw over ``slide`` even when the bag records another (a renamed
+            slide file); the check still runs.
     """
     if label not in attention:
         raise HMILError("--label", f"unknown label '{label}' (choose from: {', '.join(attention)})")
     c = _check_coords(coords)
     patch_size = check_patch_size(patch_size)
     if slide is not None:
-        _check_on_slide(c, slide, bag_attrs or {})
+        _check_on_slide(c, slide, bag_attrs or {}, allow_slide_mismatch)
     if topk > 0 and (slide is None or crops_dir is None):
         raise HMILError("--topk", "needs --slide and --crops DIR (crops are cut from the slide)")
     image = render_heatmap(attention[label], c, patch_size, slide, max_size, style)
@@ -747,22 +752,14 @@ def bag_offset(attrs: Mapping[str, object]) -> tuple[int, int]:
     return (int(x), int(y)) if isinstance(x, int | float) and isinstance(y, int | float) else (0, 0)
 
 
-def _check_on_slide(coords: np.ndarray, slide: Slide, attrs: Mapping[str, object]) -> None:
-    """Refuse a bag that cannot belong to ``slide``: its recorded level-0 size differs, or a
-    patch starts outside the slide."""
-    w, h = slide.dimensions
-    recorded = [attrs.get("level0_width"), attrs.get("level0_height")]
-    sizes = [int(v) for v in recorded if isinstance(v, int | float)]
-    if len(sizes) == 2 and tuple(sizes) != (w, h):
-        raise HMILError(
-            slide.path,
-            f"the bag was tiled from a {sizes[0]}x{sizes[1]} slide, this one is {w}x{h} "
-            "(wrong --slide?)",
-        )
-    x_max, y_max = (int(v) for v in coords.max(axis=0))
-    x_min, y_min = (int(v) for v in coords.min(axis=0))
-    if x_max >= w or y_max >= h or x_min < 0 or y_min < 0:
-        raise HMILError(
-            slide.path,
-            f"bag coords reach ({x_max}, {y_max}) but the slide is {w}x{h} (wrong --slide?)",
-        )
+def _check_on_slide(
+    coords: np.ndarray, slide: Slide, attrs: Mapping[str, object], allow_mismatch: bool = False
+) -> SlideMatch:
+    """The shared bag-on-slide check (:func:`hmil.slides.match.check_bag_on_slide`), its
+    refusal pointing at the command's flags."""
+    try:
+        return check_bag_on_slide(attrs, coords, slide, allow_mismatch=allow_mismatch)
+    except SlideError as exc:
+        raise SlideError(
+            exc.where, f"{exc.problem} (wrong --slide? --allow-slide-mismatch draws it anyway)"
+        ) from None

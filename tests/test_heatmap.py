@@ -231,7 +231,7 @@ def test_export_heatmap_files_and_errors(small_slide: Path, tmp_path: Path) -> N
         assert {k: len(v) for k, v in out.crops.items()} == {"benign": 3, "malignant": 3}
         with pytest.raises(HMILError, match="unknown label 'IC'"):
             export_heatmap(attention, "IC", coords, 128, tmp_path / "x.png")
-        with pytest.raises(HMILError, match="tiled from a 1024x256 slide"):
+        with pytest.raises(HMILError, match=r"tiled from a slide \(1024x256 px\), this is"):
             export_heatmap(attention, "benign", coords, 128, tmp_path / "x.png", slide=slide,
                            bag_attrs={"level0_width": 1024, "level0_height": 256})  # fmt: skip
         with pytest.raises(HMILError, match="wrong --slide"):

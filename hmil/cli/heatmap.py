@@ -16,7 +16,17 @@ OUTPUTS = {"out": "file", "geojson": "file", "crops": "folder"}
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="checkpoint.pt")
     parser.add_argument("--bag", required=True, help="the slide's bag (.h5/.pt with coords)")
-    parser.add_argument("--slide", help="draw over this slide (default: blank canvas)")
+    parser.add_argument(
+        "--slide",
+        help="draw over this slide (default: blank canvas); refused when the bag records another "
+        "slide (name, level-0 size, MPP) or its coords reach outside this one",
+    )
+    parser.add_argument(
+        "--allow-slide-mismatch",
+        action="store_true",
+        help="the slide file was renamed: draw anyway when the bag records another slide "
+        "(a warning is printed)",
+    )
     parser.add_argument("--level", choices=("coarse", "fine"), required=True, help="label level")
     parser.add_argument("--label", required=True, help="class whose attention is drawn")
     parser.add_argument("--out", required=True, help="output PNG")
@@ -55,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from hmil.heatmap import HeatmapStyle, check_patch_size, export_heatmap
     from hmil.predict import load_checkpoint
     from hmil.slides import open_slide
+    from hmil.slides.match import check_bag_on_slide
 
     style = HeatmapStyle(
         cmap=args.cmap, alpha=args.alpha, normalize=args.normalize, smooth=args.smooth
@@ -81,6 +92,10 @@ def run(args: argparse.Namespace) -> int:
     patch_size = args.patch_size or infer_patch_size(pred.coords, pred.bag_attrs or {}, args.bag)
     slide = open_slide(args.slide) if args.slide else None
     try:
+        if slide is not None and args.allow_slide_mismatch:
+            match = check_bag_on_slide(pred.bag_attrs, pred.coords, slide, allow_mismatch=True)
+            if match.problem is not None:
+                print(f"warning: {slide.path}: {match.problem}", file=sys.stderr, flush=True)
         outputs = export_heatmap(
             attention,
             args.label,
@@ -94,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
             max_size=args.max_size,
             style=style,
             bag_attrs=pred.bag_attrs,
+            allow_slide_mismatch=args.allow_slide_mismatch,
         )
     finally:
         if slide is not None:

@@ -12,9 +12,10 @@ Bag layout (the contract's, as :func:`hmil.data.bags.save_bag` writes it): datas
 ``(N, D)`` float32 with the encoder's provenance as attributes (``encoder``: TRIDENT's name,
 ``dim``, ``encoder_weights``, ``encoder_weights_sha256``, ``encoder_input_size``,
 ``encoder_precision``, ...); dataset ``coords`` ``(N, 2)`` int64 with the patch file's attributes
-(``patch_size``, ``patch_level``, ``patch_size_level0``, ...). ``.pt``: CLAM's ``pt_files``
-layout, a plain ``(N, D)`` float32 tensor (CLAM's loader takes nothing else); its coords and
-provenance are those of the ``.h5`` beside it (``--format both``).
+(``patch_size``, ``patch_level``, ``patch_size_level0``, ...) and its slide's fields (``name``,
+``level0_width``, ``level0_height``, ``mpp``: from the patch file, else from the slide read).
+``.pt``: CLAM's ``pt_files`` layout, a plain ``(N, D)`` float32 tensor (CLAM's loader takes
+nothing else); its coords and provenance are those of the ``.h5`` beside it (``--format both``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from hmil.errors import ConfigError, HMILError
 from hmil.io import atomic_path
 from hmil.progress import Progress
 from hmil.slides.encoders import PRECISIONS, PatchEncoder, create_encoder
+from hmil.slides.match import slide_attrs
 from hmil.slides.reader import Slide, open_slide, slide_id_from_path, trident_best_level
 from hmil.slides.tissue import PatchFile, load_patches
 
@@ -330,7 +332,9 @@ def extract_slide(
             "encoder_precision": config.precision,
             "name": slide.slide_id,
         }
-        coords_attrs = dict(patches.attrs)
+        # the patch file's own slide fields win; CLAM's and TRIDENT's files lack some, and
+        # this is the slide the features are read from
+        coords_attrs = {**slide_attrs(slide), **patches.attrs}
         coords_attrs["patch_size_level0"] = plan.patch_size_level0
         bar = Progress(n, f"extract {slide.slide_id}", enabled=progress)
         h5_target = next((t for t in targets if t.suffix == ".h5"), None)

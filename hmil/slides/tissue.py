@@ -191,6 +191,9 @@ class TilingResult:
         region: the level-0 rectangle tiled (the scanned area; the whole slide without bounds).
         level_dims: ``(width, height)`` of the patch level.
         offset: level-0 offset of QuPath's frame (the slide's bounds corner, else (0, 0)).
+        slide_mpp: the slide file's own microns per level-0 pixel (None when it states none),
+            recorded so a bag can later be matched with its slide; a ``--mpp`` override is not
+            it (the file read later will still state its own).
     """
 
     slide_id: str
@@ -204,6 +207,7 @@ class TilingResult:
     region: Region | None = None
     level_dims: tuple[int, int] | None = None
     offset: tuple[int, int] = (0, 0)
+    slide_mpp: float | None = None
 
     @property
     def n_patches(self) -> int:
@@ -220,7 +224,8 @@ class TilingResult:
         level's downsample, so ``patch_size × downsample = patch_size_level0``.
 
         hmil's additions: ``patch_size_level0``, ``target_patch_size`` (the side at the target
-        magnification), ``target_magnification``, ``overlap``, level-0 size, ``bounds_x/y``.
+        magnification), ``target_magnification``, ``overlap``, level-0 size, ``bounds_x/y``,
+        ``mpp`` (the slide file's, when it states one; CLAM and TRIDENT ignore it).
         ``level0_magnification`` is left out on purpose: with it TRIDENT would read
         ``patch_size`` as a target-magnification size (its own file, ``<id>_patches.h5``, has it).
         """
@@ -248,6 +253,7 @@ class TilingResult:
         if plan.target_magnification is not None:
             attrs["target_magnification"] = plan.target_magnification
         attrs.update(self._bounds_attrs())
+        attrs.update(self._mpp_attrs())
         return attrs
 
     def trident_attrs(self, save_dir: Path | str = "") -> dict[str, Any]:
@@ -274,12 +280,18 @@ class TilingResult:
             "level0_height": h,
         }
         attrs.update(self._bounds_attrs())
+        attrs.update(self._mpp_attrs())
         return attrs
 
     def _bounds_attrs(self) -> dict[str, Any]:
         if self.offset == (0, 0):
             return {}
         return {"bounds_x": int(self.offset[0]), "bounds_y": int(self.offset[1])}
+
+    def _mpp_attrs(self) -> dict[str, Any]:
+        """``mpp``: the slide file's microns per level-0 pixel, which with ``name`` and the
+        level-0 size lets a bag be matched with its slide (:mod:`hmil.slides.match`)."""
+        return {} if self.slide_mpp is None else {"mpp": float(self.slide_mpp)}
 
 
 def plan_patches(slide: Slide, config: TilingConfig, mpp: float | None = None) -> PatchPlan:
@@ -469,6 +481,7 @@ def tile_slide(
         region=region,
         level_dims=slide.level_dimensions[plan.patch_level],
         offset=slide.offset,
+        slide_mpp=slide.mpp,
     )
 
 
