@@ -15,7 +15,6 @@ from hmil.errors import HMILError
 from hmil.heatmap import (
     CMAPS,
     HeatmapStyle,
-    _splat_rgba,
     blend,
     class_colour,
     colormap_lut,
@@ -32,6 +31,7 @@ from hmil.heatmap import (
     topk_indices,
     write_geojson,
 )
+from hmil.overlay import _splat_rgba, colormap_code_lut, score_codes
 from hmil.slides import Region, open_slide
 
 
@@ -63,8 +63,12 @@ def test_normalize_scores() -> None:
     assert normalize_scores(np.full(5, 0.2)).tolist() == [0.5] * 5
     with pytest.raises(HMILError, match="1 non-finite"):
         normalize_scores(np.array([0.1, np.nan]))
-    with pytest.raises(HMILError, match="--alpha"):
+    with pytest.raises(HMILError, match="opacity"):
         HeatmapStyle(alpha=2.0)
+    # relative: N·s on the fixed ×1–×100 log axis, under ×1 not coloured (NaN)
+    assert normalize_scores(np.array([0.97, 0.01, 0.01, 0.01]), "relative") == pytest.approx(
+        [np.log10(3.88) / 2, np.nan, np.nan, np.nan], nan_ok=True
+    )
 
 
 def test_rasterize_places_patches_exactly() -> None:
@@ -80,10 +84,11 @@ def test_grid_path_matches_exact_splatting() -> None:
     coords = _grid(5, 7, 64, origin=(32, 96))
     scores = np.random.default_rng(0).random(len(coords))
     region = coords_extent(coords, 64)
-    style = HeatmapStyle(alpha=0.6)
+    style = HeatmapStyle(alpha=0.6, normalize="percentile")
     fast = heatmap_rgba(scores, coords, 64, region, (56, 40), style)  # 8 px per patch
-    exact = _splat_rgba(normalize_scores(scores), coords, 64, region, (56, 40), style)
-    assert (fast == exact).all()
+    codes, _ = score_codes(scores, coords, 64, style)
+    exact = _splat_rgba(codes, coords, 64, region, (56, 40), colormap_code_lut("viridis"))
+    assert (fast[..., :3] == exact[..., :3]).all()
     # alpha is the style's where a patch lies, 0 elsewhere
     assert set(np.unique(fast[..., 3]).tolist()) == {round(0.6 * 255)}
     holes = np.delete(coords, [3, 10], axis=0)
@@ -103,21 +108,30 @@ def test_viewport_is_a_crop_of_the_whole_rendering() -> None:
     assert (zoom[32:96, :64] == zoom[40, 10]).all()  # one patch, one colour
 
 
-def test_smoothing_stays_inside_the_patches() -> None:
+def test_smoothing_is_smooth_and_stays_near_the_patches() -> None:
     coords = _grid(8, 8, 64)
     scores = np.arange(64, dtype=float)  # a ramp along rows
     keep = (coords[:, 0] < 256) | (coords[:, 1] < 128)  # an L-shaped tissue area
     style = HeatmapStyle(smooth=1.0, normalize="raw")
     rgba = heatmap_rgba(scores[keep], coords[keep], 64, Region(0, 0, 512, 512), (256, 256), style)
-    covered = heatmap_rgba(scores[keep], coords[keep], 64, Region(0, 0, 512, 512), (256, 256))
-    assert ((rgba[..., 3] > 0) == (covered[..., 3] > 0)).all()
+    blocky = HeatmapStyle(normalize="raw")
+    covered = heatmap_rgba(scores[keep], coords[keep], 64, Region(0, 0, 512, 512), (256, 256),
+                           blocky)  # fmt: skip
+    inside = covered[..., 3] > 0
+    # drawn as the browser draws it (bilinear between cell centres): colour fades out within
+    # half a patch (16 px here) of the tissue, never further
+    from scipy.ndimage import binary_dilation
+
+    near = binary_dilation(inside, iterations=16)
+    assert not ((rgba[..., 3] > 0) & ~near).any()
     lut = colormap_lut("viridis").astype(int)
-    row = rgba[200, :128, :3].astype(int)  # inside the lower-left block
+    row = rgba[200, 16:112, :3].astype(int)  # inside the lower-left block, away from its edge
     index = [int(np.argmin(((lut - px) ** 2).sum(1))) for px in row]
     assert np.abs(np.diff(index)).max() <= 3  # smooth: no jumps at patch borders
     constant = heatmap_rgba(np.ones(keep.sum()), coords[keep], 64, Region(0, 0, 512, 512),
                             (256, 256), style)  # fmt: skip
-    assert len({tuple(p) for p in constant[constant[..., 3] > 0][:, :3]}) == 1
+    full = constant[..., 3] == constant[..., 3].max()  # away from the fading rim
+    assert len({tuple(p) for p in constant[full][:, :3]}) == 1
 
 
 def test_blend() -> None:
@@ -150,7 +164,8 @@ def test_100k_patches_render_fast() -> None:
 def test_general_layouts_use_the_splat_path() -> None:
     coords = _grid(10, 10, 100) + np.random.default_rng(4).integers(0, 3, (100, 2))
     scores = np.random.default_rng(5).random(100)
-    rgba = heatmap_rgba(scores, coords, 100, coords_extent(coords, 100), (100, 100))
+    style = HeatmapStyle(normalize="percentile")
+    rgba = heatmap_rgba(scores, coords, 100, coords_extent(coords, 100), (100, 100), style)
     assert (rgba[..., 3] > 0).mean() > 0.95
 
 

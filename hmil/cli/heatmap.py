@@ -9,6 +9,11 @@ from hmil.cli import EXIT_OK
 
 NAME = "heatmap"
 HELP = "draw one class's attention over the slide (PNG), export QuPath GeoJSON and top-k crops"
+#: the colour scales (hmil.attention_scale.SCALES; a literal so --help needs no import)
+NORMALIZE_CHOICES = ("relative", "percentile", "raw")
+#: HeatmapStyle's field names in its errors → the flags that set them
+STYLE_FLAGS = {"opacity": "--alpha", "scale": "--normalize", "smoothing": "--smooth",
+               "colormap": "--cmap"}  # fmt: skip
 #: output arguments, checked before the command runs (hmil.cli.outputs)
 OUTPUTS = {"out": "file", "geojson": "file", "crops": "folder"}
 
@@ -38,13 +43,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cmap",
         default="viridis",
-        help="viridis (default), magma, coolwarm or jet",
+        help="viridis (default), magma, coolwarm or jet (not perceptually uniform)",
     )
     parser.add_argument(
         "--normalize",
-        choices=("percentile", "raw"),
-        default="percentile",
-        help="percentile: rank of each score (default); raw: min-max scaling",
+        choices=NORMALIZE_CHOICES,
+        default=NORMALIZE_CHOICES[0],
+        help="the colour scale: relative (default) = attention × an average patch's, log axis "
+        "×1–×100 shared by the level's labels, under ×1 uncoloured; percentile = rank among "
+        "the patches per label; raw = attention weight, min-max of the level's labels",
+    )
+    parser.add_argument(
+        "--per-label",
+        action="store_true",
+        help="fit the relative/raw range to the drawn label alone (default: shared by the "
+        "level's labels, so two PNGs can be compared)",
+    )
+    parser.add_argument(
+        "--no-legend",
+        action="store_true",
+        help="leave out the colour bar drawn in the PNG's lower-left corner",
     )
     parser.add_argument(
         "--smooth", type=float, default=0.0, help="Gaussian sigma in patches (0 = off)"
@@ -67,9 +85,16 @@ def run(args: argparse.Namespace) -> int:
     from hmil.slides import open_slide
     from hmil.slides.match import check_bag_on_slide
 
-    style = HeatmapStyle(
-        cmap=args.cmap, alpha=args.alpha, normalize=args.normalize, smooth=args.smooth
-    )
+    try:
+        style = HeatmapStyle(
+            cmap=args.cmap,
+            alpha=args.alpha,
+            normalize=args.normalize,
+            smooth=args.smooth,
+            per_label=args.per_label,
+        )
+    except HMILError as exc:  # the style names its fields; here the user typed flags
+        raise HMILError(STYLE_FLAGS.get(str(exc.where), str(exc.where)), exc.problem) from None
     if args.topk > 0 and not (args.slide and args.crops):
         raise HMILError("--topk", "needs --slide and --crops DIR (crops are cut from the slide)")
     if args.patch_size is not None:
@@ -110,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
             style=style,
             bag_attrs=pred.bag_attrs,
             allow_slide_mismatch=args.allow_slide_mismatch,
+            legend=not args.no_legend,
         )
     finally:
         if slide is not None:
