@@ -7,9 +7,10 @@ Steps for one slide:
    objective power or microns-per-pixel the magnification is unknown; the plan then falls back to
    the requested level (level 0 by default) and says so in :attr:`PatchPlan.note`.
 2. :func:`tissue_mask` segments tissue on a thumbnail: HSV saturation (glass is white and grey,
-   stained tissue is coloured), median filter, Otsu threshold clipped to a sane range, dark
-   scanner padding removed, closing, small-object removal and small-hole filling with sizes
-   relative to the patch area.
+   stained tissue is coloured), median filter, Otsu threshold clipped to a sane range (lowered
+   to just above the glass's own saturation when the tissue is a small fragment on glass, see
+   :func:`saturation_cut`), dark scanner padding removed, closing, small-object removal and
+   small-hole filling with sizes relative to the patch area.
    Tissue contours edited in QuPath (or TRIDENT's ``contours_geojson``) replace this step:
    :func:`read_tissue_geojson` rasterises their polygons into the same mask.
 3. :func:`grid_coords` lays a grid of step ``patch − overlap`` over the scanned area (edge
@@ -73,6 +74,11 @@ class TissueConfig:
         closing_radius: morphological closing radius (pixels).
         min_object_patches: tissue pieces smaller than this fraction of one patch are removed.
         max_hole_patches: holes smaller than this fraction of one patch are filled.
+        sparse_tissue_share: when less than this share (0..1) of the thumbnail is above the
+            Otsu cut, the tissue is a small fragment on glass and the cut is lowered towards the
+            glass's own saturation (:func:`saturation_cut`).
+        glass_margin: on such slides, saturation (0..1) above the glass's 99th percentile that
+            counts as stain.
     """
 
     saturation_range: tuple[float, float] = (0.04, 0.12)
@@ -81,6 +87,8 @@ class TissueConfig:
     closing_radius: int = 2
     min_object_patches: float = 0.25
     max_hole_patches: float = 0.5
+    sparse_tissue_share: float = 0.02
+    glass_margin: float = 0.02
 
 
 @dataclass(frozen=True)
@@ -188,6 +196,9 @@ class TilingResult:
         mask_scale: level-0 pixels per mask pixel ``(sx, sy)``.
         level0_size: slide ``(width, height)`` at level 0.
         tissue_threshold: the threshold that selected the patches.
+        stained_share: share of the thumbnail found stained before the shape clean-up (None for
+            tissue from polygons): with an empty :attr:`mask`, it tells a slide whose tissue was
+            too small for its patches from one without stain.
         region: the level-0 rectangle tiled (the scanned area; the whole slide without bounds).
         level_dims: ``(width, height)`` of the patch level.
         offset: level-0 offset of QuPath's frame (the slide's bounds corner, else (0, 0)).
@@ -204,6 +215,7 @@ class TilingResult:
     mask_scale: tuple[float, float]
     level0_size: tuple[int, int]
     tissue_threshold: float
+    stained_share: float | None = None
     region: Region | None = None
     level_dims: tuple[int, int] | None = None
     offset: tuple[int, int] = (0, 0)
@@ -354,7 +366,7 @@ def plan_patches(slide: Slide, config: TilingConfig, mpp: float | None = None) -
 
 
 def tissue_mask(rgb: np.ndarray, patch_area_px: float, config: TissueConfig) -> np.ndarray:
-    """Segment stained tissue on a thumbnail.
+    """Segment stained tissue on a thumbnail: :func:`stained_mask`, then :func:`clean_mask`.
 
     Args:
         rgb: ``(h, w, 3)`` uint8 thumbnail.
@@ -364,23 +376,117 @@ def tissue_mask(rgb: np.ndarray, patch_area_px: float, config: TissueConfig) -> 
     Returns:
         ``(h, w)`` bool mask, True on tissue.
     """
-    img = rgb.astype(np.float32) / 255.0
-    hi = img.max(axis=2)
-    lo = img.min(axis=2)
-    saturation = (hi - lo) / np.maximum(hi, 1e-6)
-    sat8 = np.clip(saturation * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    if config.median_radius > 0:
-        sat8 = median(sat8, footprint=disk(config.median_radius))
-    s_lo, s_hi = config.saturation_range
-    values = sat8.astype(np.float32) / 255.0
-    threshold = float(threshold_otsu(values)) if np.ptp(values) > 0 else s_hi
-    threshold = min(max(threshold, s_lo), s_hi)
-    mask = (values > threshold) & (hi >= config.min_brightness)
+    return clean_mask(stained_mask(rgb, config), patch_area_px, config)
+
+
+def stained_mask(rgb: np.ndarray, config: TissueConfig) -> np.ndarray:
+    """Pixels of a thumbnail coloured enough to be stain (:func:`saturation_cut`) and bright
+    enough not to be scanner padding or debris; before any shape clean-up.
+
+    Args:
+        rgb: ``(h, w, 3)`` uint8 thumbnail.
+
+    Returns:
+        ``(h, w)`` bool mask.
+    """
+    saturation, brightness = _saturation(rgb, config.median_radius)
+    cut = saturation_cut(saturation, brightness, config)
+    return (saturation > cut) & (brightness >= config.min_brightness)
+
+
+def clean_mask(stained: np.ndarray, patch_area_px: float, config: TissueConfig) -> np.ndarray:
+    """Close small gaps, drop specks and fill small holes, sized relative to one patch (a piece
+    much smaller than a patch can never fill one, a hole much smaller is part of the tissue).
+
+    Args:
+        stained: ``(h, w)`` bool mask from :func:`stained_mask`.
+        patch_area_px: area of one patch in mask pixels.
+
+    Returns:
+        ``(h, w)`` bool mask, True on tissue.
+    """
+    mask = stained
     if config.closing_radius > 0:
         mask = closing(mask, disk(config.closing_radius)).astype(bool)
     mask = _drop_components(mask, config.min_object_patches * patch_area_px)
     holes = _drop_components(~mask, config.max_hole_patches * patch_area_px)
     return ~holes
+
+
+def _saturation(rgb: np.ndarray, median_radius: int) -> tuple[np.ndarray, np.ndarray]:
+    """HSV saturation and brightness of a thumbnail.
+
+    The saturation is median-filtered on 8 bits (the filter removes isolated coloured noise
+    pixels) and therefore comes in steps of 1/255.
+
+    Args:
+        rgb: ``(h, w, 3)`` uint8 thumbnail.
+        median_radius: radius of the median filter (0: none).
+
+    Returns:
+        ``(h, w)`` float32 saturation and ``(h, w)`` float32 brightness (brightest channel),
+        both in [0, 1].
+    """
+    img = rgb.astype(np.float32) / 255.0
+    hi = img.max(axis=2)
+    lo = img.min(axis=2)
+    saturation = (hi - lo) / np.maximum(hi, 1e-6)
+    sat8 = np.clip(saturation * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    if median_radius > 0:
+        sat8 = median(sat8, footprint=disk(median_radius))
+    return sat8.astype(np.float32) / 255.0, hi
+
+
+def saturation_cut(saturation: np.ndarray, brightness: np.ndarray, config: TissueConfig) -> float:
+    """The saturation above which a thumbnail pixel is stain.
+
+    Otsu's threshold, clipped into ``config.saturation_range``, splits glass from tissue well
+    when both are well represented in the histogram. On a slide that is nearly all glass (a
+    small biopsy fragment) the histogram is one huge glass peak near 0 and a small tissue
+    bump, and Otsu's split lands about halfway up the tissue's own saturation: the pale rim of
+    the fragment is cut off. So when less than ``config.sparse_tissue_share`` of the thumbnail
+    is above the clipped Otsu cut, the cut is lowered to the glass's own saturation ceiling
+    (:func:`glass_saturation`) plus ``config.glass_margin``, never below the range's lower
+    end: faint stain on clean glass is found, while glass noise and grey debris (dust, ink
+    smudges, air bubbles: dark but not coloured) stay out. Slides with more tissue keep the
+    clipped Otsu cut unchanged.
+
+    Args:
+        saturation: ``(h, w)`` float32 saturation in [0, 1] (from :func:`_saturation`).
+        brightness: ``(h, w)`` float32 brightest channel in [0, 1].
+        config: the range, the sparse share and the glass margin.
+    """
+    s_lo, s_hi = config.saturation_range
+    otsu = float(threshold_otsu(saturation)) if np.ptp(saturation) > 0 else s_hi
+    cut = min(max(otsu, s_lo), s_hi)
+    if float(np.mean(saturation > cut)) >= config.sparse_tissue_share:
+        return cut
+    glass_cut = glass_saturation(saturation, brightness) + config.glass_margin
+    return max(s_lo, min(cut, glass_cut))
+
+
+#: brightness levels (of 255) either side of the brightest mode that count as glass
+_GLASS_BAND = 4
+
+
+def glass_saturation(saturation: np.ndarray, brightness: np.ndarray) -> float:
+    """99th percentile of the saturation of the glass: the ceiling of its own colour noise
+    (tint, compression artefacts, the halo of dust), which stain must exceed.
+
+    The glass is taken from the slide itself, as its brightest mode: the most common
+    brightness level among the pixels at or above the median brightness (bare glass is the
+    brightest large area of a slide; dark padding and debris are below it), give or take
+    :data:`_GLASS_BAND` levels.
+
+    Args:
+        saturation: ``(h, w)`` float32 saturation in [0, 1].
+        brightness: ``(h, w)`` float32 brightest channel in [0, 1].
+    """
+    levels = np.clip(brightness * 255.0 + 0.5, 0, 255).astype(np.int64)
+    bright = levels[levels >= np.median(levels)]
+    mode = int(np.bincount(bright, minlength=256).argmax())
+    glass = np.abs(levels - mode) <= _GLASS_BAND
+    return float(np.percentile(saturation[glass], 99))
 
 
 def _drop_components(mask: np.ndarray, max_area: float) -> np.ndarray:
@@ -460,9 +566,12 @@ def tile_slide(
     if tissue is None:
         thumb = slide.read_rect(region, (mask_w, mask_h))
         patch_area = (size0 / mask_scale[0]) * (size0 / mask_scale[1])
-        mask = tissue_mask(thumb, patch_area, config.tissue)
+        stained = stained_mask(thumb, config.tissue)
+        mask = clean_mask(stained, patch_area, config.tissue)
+        stained_share: float | None = float(stained.mean())
     else:
         mask = rasterize_polygons(tissue, (mask_h, mask_w), mask_scale, (region.x, region.y))
+        stained_share = None
     local = grid_coords(rw, rh, plan.step_level0)
     fractions = tissue_fractions(mask, mask_scale, local, size0)
     keep = fractions >= config.tissue_threshold
@@ -478,6 +587,7 @@ def tile_slide(
         mask_scale=mask_scale,
         level0_size=slide.dimensions,
         tissue_threshold=config.tissue_threshold,
+        stained_share=stained_share,
         region=region,
         level_dims=slide.level_dimensions[plan.patch_level],
         offset=slide.offset,
@@ -890,8 +1000,9 @@ class _TileJob:
             raise HMILError(
                 path,
                 f"0 patches passed the tissue threshold {self.config.tissue_threshold:g} "
-                f"(tissue covers {share:.1f}% of the slide; see masks/{sid}.png, or draw "
-                f"the tissue in contours_geojson/{sid}.geojson and rerun)",
+                f"(tissue covers {share:.1f}% of the slide{_too_small_hint(result, self.config)}; "
+                f"see masks/{sid}.png, or draw the tissue in contours_geojson/{sid}.geojson "
+                "and rerun)",
             )
         clam, trident = patch_file_paths(self.out, sid)
         save_patches(clam, result)
@@ -913,6 +1024,21 @@ class _TileJob:
             return None
         say(f"{self.slide_id}: tissue from {source}")
         return read_tissue_geojson(source, slide.offset)
+
+
+def _too_small_hint(result: TilingResult, config: TilingConfig) -> str:
+    """Why a slide with visible stain has no tissue: every stained piece was smaller than
+    ``min_object_patches`` of a patch and was dropped as a speck. That happens when patches are
+    huge relative to the tissue (e.g. a low-resolution image without magnification, tiled at
+    level 0), and a smaller ``--patch-size`` is the fix; '' when it is not the case."""
+    stained = result.stained_share
+    if stained is None or result.mask.any() or stained < 0.0005:
+        return ""
+    return (
+        f"; stain on {100.0 * stained:.1f}% was dropped as pieces under "
+        f"{config.tissue.min_object_patches:g} of a patch ({result.plan.patch_size_level0} px "
+        "at level 0): try a smaller --patch-size"
+    )
 
 
 def _origin(result: TilingResult) -> tuple[float, float]:

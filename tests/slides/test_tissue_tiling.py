@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -9,9 +10,14 @@ import h5py
 import numpy as np
 import pytest
 from PIL import Image
+from skimage.morphology import dilation, disk
 from slide_helpers import GLASS, TISSUE, disc_image
 
 from hmil.data.bags import infer_patch_size
+from hmil.demo.classes import DEMO_CLASSES
+from hmil.demo.cohort import CohortConfig, plan_cohort
+from hmil.demo.defaults import N_SLIDES
+from hmil.demo.synthetic_slides import build_texture_bank, render_slide, write_slide
 from hmil.errors import HMILError, SlideError
 from hmil.slides import Region, open_slide
 from hmil.slides.reader import bounds_from_properties
@@ -49,6 +55,46 @@ def test_tissue_mask_of_blank_glass_is_empty() -> None:
     glass = np.full((200, 300, 3), GLASS, dtype=np.uint8)
     glass += np.random.default_rng(0).integers(0, 4, glass.shape, dtype=np.uint8)
     assert not tissue_mask(glass, 16.0, TissueConfig()).any()
+
+
+def _fragment_on_glass() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(300, 400, 3)`` SYNTHETIC thumbnail that is nearly all glass: one small fragment (a
+    stained core whose blue-grey stain fades out over its rim, 1 % of the image) and a grey
+    smudge (dark, not coloured).
+
+    Returns:
+        the image, the ``(300, 400)`` bool fragment and the ``(300, 400)`` bool pale rim.
+    """
+    rng = np.random.default_rng(1)
+    image = np.full((300, 400, 3), GLASS, dtype=np.uint8)
+    image += rng.integers(0, 4, image.shape, dtype=np.uint8)
+    yy, xx = np.mgrid[:300, :400]
+    r = np.hypot(yy - 150, xx - 120)
+    fragment, core = r < 20, r < 11
+    rim = fragment & ~core
+    alpha = (0.3 - 0.22 * (r[rim] - 11) / 9)[:, None]  # stain fades from 30 % to 8 %
+    pale = (1 - alpha) * np.array(GLASS) + alpha * np.array((110, 100, 190))
+    image[rim] = np.rint(pale).astype(np.uint8)  # saturation 0.05..0.12
+    image[core] = TISSUE
+    image[np.hypot(yy - 100, xx - 300) < 25] = (200, 200, 200)  # grey smudge
+    return image, fragment, rim
+
+
+def test_pale_rim_of_a_small_fragment_on_glass_is_tissue() -> None:
+    """On a slide that is nearly all glass, Otsu's cut (clipped to 0.12) would drop the pale rim
+    of a small fragment; the cut is lowered to just above the glass's own saturation."""
+    image, fragment, rim = _fragment_on_glass()
+    mask = tissue_mask(image, patch_area_px=64.0, config=TissueConfig())
+    assert mask[rim].mean() > 0.95  # the plain clipped Otsu cut finds 7 % of it
+    assert mask[fragment].mean() > 0.97
+    assert not mask[~dilation(fragment, disk(3))].any()  # no glass, no grey smudge
+    plain = TissueConfig(sparse_tissue_share=0.0)  # the rule off: Otsu's cut, clipped
+    assert tissue_mask(image, 64.0, plain)[rim].mean() < 0.2
+    # the rule only acts on nearly blank slides: the pale-rimmed disc (24 % tissue) is unchanged
+    disc = disc_image(1536, 1024, radius=350)[::4, ::4].copy()
+    yy, xx = np.mgrid[:256, :384]
+    disc[np.abs(np.hypot(yy - 125, xx - 175) - 85) < 4] = (214, 211, 232)
+    assert (tissue_mask(disc, 64.0, TissueConfig()) == tissue_mask(disc, 64.0, plain)).all()
 
 
 def test_grid_and_fractions_from_an_integral_image() -> None:
@@ -138,8 +184,12 @@ def test_real_h_and_e_slides_are_tiled_on_tissue(
     real_tiles: tuple[Path, list], slides_dir: Path
 ) -> None:
     out, (report, _) = real_tiles
+    # default settings (256 px at 20x, or at level 0 without magnification); the same counts
+    # before and after the sparse-tissue rule of the saturation cut (these slides are 33 %,
+    # 61 % and 49 % tissue, so they keep Otsu's cut)
     assert report.n_patches["cmu-1-small-region"] == 37
     assert report.n_patches["tcga-cr-7395-01a-01-ts1"] == 155
+    assert report.n_patches["boxes-4-level"] == 1
     for sid, name in (("cmu-1-small-region", "cmu-1-small-region.svs"),
                       ("tcga-cr-7395-01a-01-ts1", "tcga-cr-7395-01a-01-ts1.svs")):  # fmt: skip
         patches = load_patches(out / "patches" / f"{sid}.h5")
@@ -160,8 +210,12 @@ def test_slides_without_tissue_patches_or_unreadable_are_reported(
 ) -> None:
     out, (report, errors) = real_tiles
     problems = dict(errors)
+    # kidney-48-5 without magnification is tiled at level 0: its fragment (about 4,600 px²) is
+    # 7 % of one 256-px patch, so no patch can be half tissue, and the message says why
     kidney = [p for w, p in problems.items() if w.endswith("kidney-48-5.tif")]
     assert kidney and "0 patches passed the tissue threshold 0.5" in kidney[0]
+    assert "stain on 0.3% was dropped as pieces under 0.25 of a patch (256 px" in kidney[0]
+    assert "try a smaller --patch-size" in kidney[0] and "\n" not in kidney[0]
     assert (out / "masks" / "kidney-48-5.png").is_file()  # QC still written
     assert not (out / "patches" / "kidney-48-5.h5").exists()
     assert any(w.endswith("unreadable-tiles.svs") for w in problems)
@@ -170,6 +224,61 @@ def test_slides_without_tissue_patches_or_unreadable_are_reported(
         "tcga-cr-7395-01a-01-ts1",
         "boxes-4-level",
     }
+
+
+#: outline of the one tissue fragment of kidney-48-5.tif, level-0 (x, y), traced on the image
+KIDNEY_FRAGMENT = [(370, 568), (351, 560), (339, 560), (333, 554), (312, 550), (308, 544),
+                   (297, 542), (288, 535), (284, 518), (293, 508), (311, 502), (334, 510),
+                   (339, 508), (359, 512), (371, 522), (382, 522), (394, 536), (400, 549),
+                   (392, 560), (374, 564)]  # fmt: skip
+
+
+def test_small_faint_kidney_fragment_is_tiled_with_patches_its_size(slides_dir: Path) -> None:
+    """kidney-48-5.tif is a 1493 × 901 low-resolution image without microns per pixel: glass,
+    grey debris and one fragment of about 115 × 65 px whose rim is pale blue-grey. Its
+    magnification is unknown, so it is tiled at level 0 with patches its size: 16 px
+    (``hmil tile --patch-size 16``), the fragment spans about 7 × 4 of them.
+
+    Otsu's cut (0.07 here: the slide is 99.7 % glass) left out the pale rim (88 % of the
+    fragment in the mask, 16 patches covering 81 % of it); the cut just above the glass's own
+    saturation finds it (95 %; 17 patches covering 85 %), and none of the glass and debris.
+    """
+    with open_slide(slides_dir / "kidney-48-5.tif") as slide:
+        result = tile_slide(slide, TilingConfig(patch_size=16))
+    assert result.plan.note is not None and "magnification unknown" in result.plan.note
+    ring = np.asarray(KIDNEY_FRAGMENT, dtype=np.float64)
+    fragment = rasterize_polygons([[ring]], (901, 1493), (1.0, 1.0), (0.0, 0.0))
+    assert result.mask.shape == fragment.shape  # the mask is at full resolution
+    assert result.mask[fragment].mean() > 0.93  # 0.95 (0.88 with the plain Otsu cut)
+    near = dilation(fragment, disk(4))
+    assert not result.mask[~near].any()  # no glass, no debris
+    assert 17 <= result.n_patches <= 22  # 17 (16 with the plain Otsu cut)
+    covered = np.zeros_like(fragment)
+    for x, y in result.coords:
+        covered[y : y + 16, x : x + 16] = True
+    assert covered[fragment].mean() > 0.83  # 0.85 (0.81 with the plain Otsu cut)
+    assert near[covered].mean() > 0.95  # 0.98: the patches are on the fragment, not beside it
+
+
+#: slide id → (patch count, SHA-256 prefix of the int64 coords) of ``hmil demo``'s own slides
+#: tiled as ``hmil demo`` tiles them; the shipped demo checkpoint was trained on these patches
+DEMO_TILES = {"synth-006": (45, "9e17c25f05bb9fd8"), "synth-036": (35, "4af1475c0492f6c9")}
+
+
+def test_demo_slides_keep_their_patches(tmp_path: Path) -> None:
+    """Two SYNTHETIC slides of the demo cohort (seed 0, 48 slides: ``hmil demo``'s defaults)
+    give exactly the patches they gave when the demo checkpoint was trained: a change of the
+    tissue mask that moves one patch fails here (the demo's tissue is 18–48 % of a slide, so
+    the sparse-tissue rule of the saturation cut never acts on it)."""
+    plan = {p.spec.slide_id: p.spec for p in plan_cohort(CohortConfig(n_slides=N_SLIDES, seed=0))}
+    bank = build_texture_bank(0, tuple(c.name for c in DEMO_CLASSES))
+    for sid, (count, digest) in DEMO_TILES.items():
+        files = write_slide(render_slide(plan[sid], bank), tmp_path)
+        with open_slide(tmp_path / files.slide) as slide:
+            result = tile_slide(slide, TilingConfig(patch_size=256, magnification=20.0))
+        coords = np.ascontiguousarray(result.coords, dtype=np.int64)
+        assert result.n_patches == count, sid
+        assert hashlib.sha256(coords.tobytes()).hexdigest()[:16] == digest, sid
 
 
 def test_strict_stops_at_the_first_bad_slide(slides_dir: Path, tmp_path: Path) -> None:
