@@ -11,8 +11,9 @@ Layout (``shared/CONTRACT.md``)::
     RUN/fold_<k>/predictions.csv
     RUN/summary.json                mean ± std over finished folds
 
-A fold being trained holds ``fold_<k>/.lock`` (pid and host); a second training of the same
-fold is refused while that process lives.
+A fold being trained holds ``fold_<k>/.lock`` (pid, its start time and host); a second training
+of the same fold is refused while that process lives (:func:`hmil.procs.record_alive`: a lock
+whose pid now belongs to another process is stale).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import numpy as np
 from hmil.config import Config
 from hmil.errors import RunError
 from hmil.io import read_jsonl, write_json_atomic
-from hmil.procs import pid_alive
+from hmil.procs import process_record, record_alive
 
 LEVELS = ("fine", "coarse", "coarse_head")
 CONFIG_NAME = "config.yaml"
@@ -113,8 +114,10 @@ def list_folds(run_dir: str | Path) -> list[int]:
 class FoldLock:
     """Exclusive claim on one fold directory for the lifetime of a training process.
 
-    Created with O_EXCL; a lock left by a dead process on this host is taken over. A lock held
-    by a live process (or by another host, which we cannot check) is a :class:`RunError`.
+    Created with O_EXCL; a lock left by a dead process on this host is taken over, also once
+    its pid was given to another process (the lock names the process by pid and start time).
+    A lock held by a live process (or by another host, which we cannot check) is a
+    :class:`RunError`.
     """
 
     def __init__(self, paths: FoldPaths) -> None:
@@ -123,7 +126,7 @@ class FoldLock:
 
     def __enter__(self) -> FoldLock:
         self.paths.root.mkdir(parents=True, exist_ok=True)
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": _now()}
+        me: dict[str, Any] = {**process_record(), "host": socket.gethostname(), "since": _now()}
         if os.environ.get("SLURM_JOB_ID"):
             me["slurm_job_id"] = os.environ["SLURM_JOB_ID"]
         for _ in range(2):
@@ -153,13 +156,14 @@ class FoldLock:
 
 
 def _alive(holder: dict[str, Any]) -> bool:
+    """Whether a fold lock's holder still runs (see :class:`FoldLock`)."""
     if not holder:
         return False
     if holder.get("host") != socket.gethostname():
         # another machine: a SLURM job can be asked about; anything else is assumed alive
         job = holder.get("slurm_job_id")
         return _slurm_job_active(str(job)) if job else True
-    return pid_alive(holder.get("pid"))
+    return record_alive(holder)
 
 
 def _slurm_job_active(job_id: str) -> bool:

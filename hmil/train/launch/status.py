@@ -5,13 +5,14 @@ Three records are combined, each written by a different process so that none of 
 * ``fold_<k>/status.json`` — written by the fold's own process (``queued`` while a local job
   waits for a worker slot, then ``loading``/``running``/``finished`` from the training loop,
   ``failed`` with the error, ``interrupted`` when stopped);
-* ``fold_<k>/.lock`` — held (pid, host) while a process trains the fold;
+* ``fold_<k>/.lock`` — held (pid, its start time, host) while a process trains the fold;
 * ``fold_<k>/job.json`` — written by the launcher at submission (launcher, job id, logs).
 
 A status file alone cannot tell a live fold from a dead one (a killed process writes nothing),
-so the lock's and the job's liveness decide: the local controller's pid on this host, SLURM's
-``sacct`` for cluster jobs. Where liveness cannot be checked (another host, no ``sacct``) the
-files are trusted.
+so the lock's and the job's liveness decide: the lock holder's and the local controller's pid
+and start time on this host (:func:`hmil.procs.record_alive`: a pid given to another process
+since is dead), SLURM's ``sacct`` for cluster jobs. Where liveness cannot be checked (another
+host, no ``sacct``) the files are trusted.
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ import math
 import shutil
 import socket
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from hmil.procs import pid_alive
+from hmil.procs import record_alive
 from hmil.train.runs import FoldPaths, fold_paths, list_folds, read_status
 
 JOB_FILE = "job.json"
@@ -70,6 +71,8 @@ class FoldView:
         scheduler_state: SLURM's own state word, when ``sacct`` answered.
         error: the problem of a failed fold.
         log: the job's stderr log.
+        stop_requested: the fold's ``STOP`` file exists (the viewer's stop button): it stops,
+            or stopped, after an epoch and tests the checkpoint kept so far.
     """
 
     fold: int
@@ -86,6 +89,7 @@ class FoldView:
     error: str = ""
     log: str = ""
     updated: str = ""
+    stop_requested: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -102,6 +106,29 @@ class FoldView:
         if self.error:
             parts.append(self.error)
         return ", ".join(parts)
+
+    def describe(self) -> str:
+        """The state in words with the epoch reached (the viewer's Training page).
+
+        ``finished`` alone would hide that a fold ended before its planned epochs, so such a
+        fold says why (a stop request, early stopping), and an interrupted one says that
+        ``--resume`` continues it from the epoch it reached.
+        """
+        total = self.epochs or 0
+        reached = f"epoch {self.epochs_done}/{total}" if total else f"epoch {self.epochs_done}"
+        short = self.epochs_done < total
+        if self.state == "interrupted":
+            when = f"after {reached}" if self.epochs_done else "before its first epoch"
+            return f"interrupted {when}: continue it (resume)"
+        if self.state == "finished" and short:
+            if self.stop_requested:
+                return f"stopped on request after {reached}, then tested"
+            return f"finished early (early stopping) after {reached}"
+        if self.state == "running" and self.stop_requested:
+            return f"stopping after the current epoch, {reached}"
+        if self.state in ("finished", "running", "failed") and (self.epochs_done or self.epochs):
+            return f"{self.state}, {reached}"
+        return self.state
 
 
 def read_job(paths: FoldPaths) -> dict[str, Any]:
@@ -159,6 +186,7 @@ def _view(paths: FoldPaths, fold: int, job: dict[str, Any], activity: JobActivit
         error=str(status.get("error", "")) if state == "failed" else "",
         log=str(job.get("stderr", "")),
         updated=str(status.get("updated", "")),
+        stop_requested=paths.stop_request.is_file(),
     )
     if view.best_value is None:
         view.best_epoch = None
@@ -208,15 +236,12 @@ def _eta(status: dict[str, Any]) -> float | None:
 
 
 # ---- liveness ---------------------------------------------------------------------------------
-def process_alive(host: str | None, pid: object, cmd_hint: str = "") -> bool | None:
-    """Whether process ``pid`` of ``host`` lives: None when ``host`` is another machine.
-
-    ``cmd_hint`` guards against pid reuse: when ``/proc`` can be read, the process must have
-    it in its command line (a job controller reads ``submitit``).
-    """
+def process_alive(host: str | None, record: dict[str, Any]) -> bool | None:
+    """Whether the process a record names (``pid``, ``pid_start``) lives on ``host``: None when
+    ``host`` is another machine (see :func:`hmil.procs.record_alive`)."""
     if host != socket.gethostname():
         return None
-    return pid_alive(pid, cmd_hint)
+    return record_alive(record)
 
 
 def lock_alive(paths: FoldPaths) -> bool | None:
@@ -224,7 +249,12 @@ def lock_alive(paths: FoldPaths) -> bool | None:
     holder = _read_json(paths.lock)
     if not holder:
         return False
-    return process_alive(holder.get("host"), holder.get("pid"))
+    return process_alive(holder.get("host"), holder)
+
+
+def _is_submitit(argv: Sequence[str]) -> bool:
+    """A local job's controller (``python -m submitit.local._local``)."""
+    return any("submitit" in arg for arg in argv)
 
 
 def _local_activity(jobs: dict[int, dict[str, Any]]) -> dict[int, JobActivity]:
@@ -235,7 +265,11 @@ def _local_activity(jobs: dict[int, dict[str, Any]]) -> dict[int, JobActivity]:
             out[fold] = JobActivity(alive=False)
             continue
         pid = int(job["job_id"]) if str(job.get("job_id", "")).isdigit() else None
-        out[fold] = JobActivity(alive=process_alive(job.get("host"), pid, cmd_hint="submitit"))
+        record = {"pid": pid, "pid_start": job.get("pid_start")}
+        alive = None
+        if job.get("host") == socket.gethostname():  # older records: the controller's command
+            alive = record_alive(record, legacy=_is_submitit)
+        out[fold] = JobActivity(alive=alive)
     return out
 
 

@@ -27,6 +27,7 @@ import submitit
 from hmil.config import Config, LauncherConfig
 from hmil.data.splits import list_split_files
 from hmil.io import write_json_atomic
+from hmil.procs import START_KEY, process_start
 from hmil.train.api import (
     RunResult,
     absolute_paths,
@@ -226,7 +227,9 @@ def wait_for_folds(
 def _record_job(
     run: Path, fold: int, kind: str, job: submitit.Job[Any], spec: FoldJobSpec
 ) -> Submission:
-    """Write ``fold_<k>/job.json``: what ``hmil status`` and the viewer need to find the job."""
+    """Write ``fold_<k>/job.json``: what ``hmil status`` and the viewer need to find the job
+    (a local job's id is its controller's pid, kept with its start time: the pid alone would
+    name whichever process gets the number once the controller has ended)."""
     paths = job.paths
     record = {
         "launcher": kind,
@@ -242,6 +245,11 @@ def _record_job(
         "slots": spec.slots,
         "resume": spec.resume,
     }
+    start = (
+        process_start(int(job.job_id)) if kind == "local" and str(job.job_id).isdigit() else None
+    )
+    if start is not None:
+        record[START_KEY] = start
     write_json_atomic(fold_paths(run, fold).root / JOB_FILE, record)
     return Submission(fold, kind, str(job.job_id), paths.stdout, paths.stderr)
 
