@@ -4,7 +4,13 @@ Widget keys: ``tr_out``, ``tr_labels``, ``tr_features``, ``tr_splits``, ``tr_hie
 ``tr_mk_splits``, ``tr_k``, ``tr_val``, ``tr_test``, ``tr_split_seed``, ``tr_folds``,
 ``tr_epochs``, ``tr_lr``, ``tr_bps``, ``tr_seed``, ``tr_device``, ``tr_select``, ``tr_early``,
 ``tr_maxinst``, ``tr_launcher``, ``tr_workers``, ``tr_extra``, ``tr_submit`` (the form);
-``tr_monitor``, ``tr_stop_<fold>`` (the monitor). Non-widget: ``tr_message``.
+``tr_monitor``, ``tr_stop_<fold>``, ``tr_continue`` (the monitor). Non-widget: ``tr_message``,
+``tr_continue_message``.
+
+Each widget's default is set once, in the session state (:func:`_form_defaults`), never also in
+the widget call: the page's values are written back to the session state on every run (kept
+across pages, ``shell.restore``), and Streamlit logs a warning with a stack trace for a widget
+given a value both ways.
 """
 
 from __future__ import annotations
@@ -17,12 +23,13 @@ from typing import TYPE_CHECKING
 import streamlit as st
 
 from hmil.config import SELECT_METRICS
-from hmil.errors import ConfigError, HMILError
+from hmil.errors import ConfigError, HMILError, RunError
 from viewer.components import cached, charts, shell, training
 from viewer.components.training import TrainForm
 from viewer.state import ViewerSettings
 
 if TYPE_CHECKING:
+    import pandas as pd
     from streamlit.delta_generator import DeltaGenerator
 
 PERSISTENT_KEYS = (
@@ -32,6 +39,17 @@ PERSISTENT_KEYS = (
     "tr_monitor",
 )  # fmt: skip
 REFRESH_S = 2.0
+#: defaults of the fields that keep their value when another run is chosen
+STICKY_DEFAULTS: dict[str, object] = {
+    "tr_mk_splits": False,
+    "tr_k": 5,
+    "tr_val": 0.1,
+    "tr_test": 0.0,
+    "tr_split_seed": 0,
+    "tr_launcher": "inline",
+    "tr_workers": 1,
+    "tr_extra": "",
+}
 
 
 def default_out(cfg: ViewerSettings) -> str:
@@ -63,7 +81,12 @@ def parse_folds(text: str) -> list[int]:
 
 
 def _form_defaults(cfg: ViewerSettings, run: Path | None) -> None:
+    """The form's defaults, set in the session state only (see the module docstring): the
+    run-dependent fields again whenever another run is chosen, the others once."""
     state = st.session_state
+    for key, value in STICKY_DEFAULTS.items():
+        if key not in state:
+            state[key] = value
     if state.get("tr_defaults_for") == str(run) and "tr_out" in state:
         return
     state["tr_defaults_for"] = str(run)
@@ -112,10 +135,10 @@ def launch_form(cfg: ViewerSettings, run: Path | None) -> None:
         with st.expander("Create splits in the splits folder", expanded=False):
             st.checkbox("Create new splits before training", key="tr_mk_splits")
             cols = st.columns(4)
-            cols[0].number_input("Folds k", 1, 50, 5, key="tr_k")
-            cols[1].number_input("Validation fraction", 0.0, 0.9, 0.1, 0.05, key="tr_val")
-            cols[2].number_input("Test fraction (0 = k-fold)", 0.0, 0.9, 0.0, 0.05, key="tr_test")
-            cols[3].number_input("Split seed", 0, 2**31 - 1, 0, key="tr_split_seed")
+            cols[0].number_input("Folds k", 1, 50, key="tr_k")
+            cols[1].number_input("Validation fraction", 0.0, 0.9, step=0.05, key="tr_val")
+            cols[2].number_input("Test fraction (0 = k-fold)", 0.0, 0.9, step=0.05, key="tr_test")
+            cols[3].number_input("Split seed", 0, 2**31 - 1, key="tr_split_seed")
         cols = st.columns(4)
         cols[0].text_input("Folds", key="tr_folds", help="'all' or e.g. 0,1")
         cols[1].number_input("Epochs", 1, 10000, key="tr_epochs")
@@ -135,7 +158,7 @@ def launch_form(cfg: ViewerSettings, run: Path | None) -> None:
             help="inline: one background process trains the folds in turn; local: one process "
             "per fold; slurm: one SLURM job per fold (launcher section of the config)",
         )
-        cols[2].number_input("Local workers", 1, 64, 1, key="tr_workers")
+        cols[2].number_input("Local workers", 1, 64, key="tr_workers")
         st.text_area(
             "More config (YAML: model, loss, train, launcher resources)",
             key="tr_extra",
@@ -183,11 +206,9 @@ def _submit(cfg: ViewerSettings) -> tuple[str, str]:
             extra_yaml=str(state.get("tr_extra", "")),
         )
         paths = training.checked_paths(form, cfg.roots)
-        busy = [r for r in training.read_launches(paths["out"]) if r["alive"]]
-        if busy:
-            raise HMILError(
-                paths["out"], f"a training (pid {busy[0]['pid']}) is still running here"
-            )
+        busy = training.running_launches(paths["out"])
+        if busy:  # before any split is written; launch_training checks again, under its claim
+            raise RunError(paths["out"], training.already_running(busy[0]))
         if state.get("tr_mk_splits"):
             if training.available_folds(paths["splits"]):
                 raise HMILError(
@@ -208,14 +229,26 @@ def _submit(cfg: ViewerSettings) -> tuple[str, str]:
             raise HMILError("folds", f"no split for fold(s) {missing} (available: {available})")
         training.check_split_files(paths["splits"], folds or available, cfg.roots)
         config = training.build_config(form, paths)
+        training.check_launch(paths["out"], config)
         launch = training.launch_training(paths["out"], config)
     except HMILError as exc:
         return "error", str(exc)
     cached.discover_runs.clear()
     state["tr_monitor_next"] = str(launch.run)
-    return "ok", (
-        f"Started training of fold(s) {launch.folds} in {launch.run} (pid {launch.pid}); "
-        f"log: {launch.log}. It keeps running if you close or reload the page."
+    return "ok", f"Started training of fold(s) {launch.folds} in {_started(launch)}"
+
+
+def _started(launch: training.Launch) -> str:
+    """The rest of a started launch's message: where, its pid and log, and whether it resumes."""
+    resumed = (
+        " It resumes the run: interrupted folds go on from their last epoch, finished ones are "
+        "skipped."
+        if launch.resume
+        else ""
+    )
+    return (
+        f"{launch.run} (pid {launch.pid}); log: {launch.log}.{resumed} It keeps running if you "
+        "close or reload the page."
     )
 
 
@@ -236,8 +269,9 @@ def monitor_run_picker(cfg: ViewerSettings, run: Path | None) -> Path | None:
     return Path(chosen) if chosen else None
 
 
-def monitor(run: Path) -> None:
-    """Fold states, ETA, stop buttons, curves and launch logs of ``run`` (read from disk)."""
+def monitor(run: Path, roots: tuple[Path, ...]) -> None:
+    """Fold states, ETA, stop and continue buttons, curves and launch logs of ``run`` (read
+    from disk); ``roots``: the data roots a continued run's paths must lie under."""
     overview = training.fold_overview(run)
     if overview.empty:
         st.info(f"{run}: no fold has started yet.")
@@ -256,6 +290,7 @@ def monitor(run: Path) -> None:
                     disabled=stopping,
                     help="Stops after the current epoch and evaluates the best checkpoint.",
                 )
+        _continue_button(run, roots, overview)
         curves = training.training_curves(run)
         if not curves.empty:
             st.plotly_chart(
@@ -263,13 +298,43 @@ def monitor(run: Path) -> None:
                 key="tr_curves",
             )
     for record in training.read_launches(run)[:5]:
-        state = "running" if record["alive"] else "ended"
+        state = {True: "running", False: "ended", None: "on another host"}[record["alive"]]
         with st.expander(f"launch {record['started']} · folds {record['folds']} · pid "
                          f"{record['pid']} · {state}"):  # fmt: skip
             if record["log"] is None:
                 st.text("(the record names no log file inside this run)")
             else:
                 st.text(training.log_tail(record["log"]) or "(no output yet)")
+
+
+def _continue_button(run: Path, roots: tuple[Path, ...], overview: pd.DataFrame) -> None:
+    """Offer to resume the run when a fold is interrupted, with the outcome of the last try."""
+    interrupted = [str(f) for f in overview.loc[overview["state"] == "interrupted", "fold"]]
+    if interrupted:
+        st.button(
+            f"Continue the run: resume fold(s) {', '.join(interrupted)}",
+            key="tr_continue",
+            on_click=_continue,
+            args=(run, roots),
+            help="Starts hmil train --resume with the run's own config: interrupted folds go "
+            "on from their last finished epoch, finished ones are skipped, folds of the run not "
+            "started yet begin.",
+        )
+    shown = st.session_state.get("tr_continue_message")
+    if shown and shown[0] == str(run):
+        (st.success if shown[1] == "ok" else st.error)(shown[2])
+
+
+def _continue(run: Path, roots: tuple[Path, ...]) -> None:
+    """Continue-button callback: relaunch the run with ``--resume``; the outcome is shown
+    under the button."""
+    try:
+        launch = training.continue_run(run, roots)
+    except HMILError as exc:
+        st.session_state["tr_continue_message"] = (str(run), "error", str(exc))
+        return
+    text = f"Continued training of fold(s) {launch.folds} in {_started(launch)}"
+    st.session_state["tr_continue_message"] = (str(run), "ok", text)
 
 
 def _request_stop(run: Path, fold: int) -> None:

@@ -7,6 +7,13 @@ read back from disk only (``RUN/launches.jsonl``, each fold's ``status.json``, l
 ``metrics.jsonl``), so a fold started from the command line shows up the same way. The
 ``launcher`` section of the config (inline / local / slurm) is honoured by ``hmil train``.
 
+One launch per run at a time: deciding and starting one happens under a claim on the run
+(:func:`launch_claim`), so of several sessions submitting at once one starts and the others
+are told it is already running. A launch record names its process by pid and start time
+(:func:`hmil.procs.record_alive`), so a record of a training that ended never blocks the next,
+even once its pid belongs to another process. A launch over folds that already have files
+passes ``--resume`` (interrupted folds go on from their last epoch, finished ones are skipped).
+
 Whoever reaches the page may start training, so it runs nobody's code: the "More config" text
 may set only the model, loss and train sections and the launcher's resource fields
 (:data:`FORM_KEYS`) — never ``launcher.extra``, whose values go into the SLURM job script as
@@ -18,12 +25,17 @@ Every file the page reads goes through :mod:`viewer.components.paths`.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import fcntl
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,15 +44,19 @@ import pandas as pd
 
 from hmil import yamlsafe
 from hmil.config import Config
-from hmil.errors import ConfigError
+from hmil.errors import ConfigError, RunError
 from hmil.hierarchy import PRESETS
 from hmil.io import append_jsonl, read_jsonl, write_text_atomic
-from hmil.procs import pid_alive
-from hmil.train.runs import fold_paths, list_folds, read_status
+from hmil.procs import process_record, record_alive
+from hmil.train.runs import CONFIG_NAME, fold_paths, list_folds, load_run_config, read_status
 from viewer.components.paths import check_hierarchy, check_under_roots, run_file
 
 LAUNCHES = "launches.jsonl"
 LAUNCH_DIR = "launches"
+#: the claim file (in ``LAUNCH_DIR``) that one launch decision at a time holds
+CLAIM = ".claim"
+#: how long a launch waits for another one of the same run to be started
+CLAIM_WAIT_S = 30.0
 #: working directory of launched trainings: nothing anyone could plant files in
 SAFE_CWD = Path(os.path.abspath(os.sep))
 #: largest "More config" text accepted
@@ -199,7 +215,8 @@ def check_split_files(splits_dir: Path, folds: list[int], roots: tuple[Path, ...
 
 @dataclass(frozen=True)
 class Launch:
-    """One detached ``hmil train`` process started by the viewer."""
+    """One detached ``hmil train`` process started by the viewer (``resume``: it was given
+    ``--resume``, some of its folds already had files)."""
 
     run: Path
     pid: int
@@ -208,6 +225,7 @@ class Launch:
     log: Path
     config: Path
     command: tuple[str, ...]
+    resume: bool = False
 
 
 def _stamp() -> str:
@@ -219,14 +237,34 @@ def launch_training(
 ) -> Launch:
     """Start ``hmil train`` for ``config`` in a new session, detached from the viewer.
 
-    The process runs isolated (``python -I``) in :data:`SAFE_CWD` (see the module docstring);
-    its output goes to ``RUN/launches/<stamp>.log``; the launch is recorded in
-    ``RUN/launches.jsonl``. A thread reaps the process when it ends (no zombie while the viewer
-    lives; after the viewer exits, init reaps it).
+    Under the run's claim (:func:`launch_claim`): refused while a launch of this run is still
+    running; ``--resume`` is passed when a fold to train already has files
+    (:func:`resume_needed`). The process runs isolated (``python -I``) in :data:`SAFE_CWD`
+    (see the module docstring); its output goes to ``RUN/launches/<stamp>.log``; the launch is
+    recorded in ``RUN/launches.jsonl`` before the claim is released.
+
+    Raises:
+        RunError: a launch of this run is still running, or another one is being started
+            and does not finish within :data:`CLAIM_WAIT_S`.
     """
     run.mkdir(parents=True, exist_ok=True)
+    with launch_claim(run):
+        running = running_launches(run)
+        if running:
+            raise RunError(run, already_running(running[0]))
+        resume = resume_needed(run, config.data.folds)
+        if resume and "--resume" not in extra_args:
+            extra_args = (*extra_args, "--resume")
+        return _start(run, config, python, extra_args, resume)
+
+
+def _start(
+    run: Path, config: Config, python: str, extra_args: tuple[str, ...], resume: bool
+) -> Launch:
+    """Spawn the process and record it (pid with its start time, read before the reaper
+    thread may reap it, and host). A thread reaps the process when it ends (no zombie while
+    the viewer lives; after the viewer exits, init reaps it)."""
     folder = run / LAUNCH_DIR
-    folder.mkdir(exist_ok=True)
     stamp = _stamp()
     config_path = folder / f"{stamp}.yaml"
     log_path = folder / f"{stamp}.log"
@@ -246,6 +284,7 @@ def launch_training(
             cwd=str(SAFE_CWD),
             env=env,
         )
+    identity = process_record(proc.pid)
     threading.Thread(target=proc.wait, name=f"reap-{proc.pid}", daemon=True).start()
     launch = Launch(
         run=run,
@@ -255,13 +294,16 @@ def launch_training(
         log=log_path,
         config=config_path,
         command=command,
+        resume=resume,
     )
     append_jsonl(
         run / LAUNCHES,
         {
-            "pid": launch.pid,
+            **identity,
+            "host": socket.gethostname(),
             "started": launch.started,
             "folds": launch.folds,
+            "resume": resume,
             "log": str(log_path),
             "config": str(config_path),
             "command": list(command),
@@ -270,10 +312,110 @@ def launch_training(
     return launch
 
 
+@contextlib.contextmanager
+def launch_claim(run: Path, wait_s: float = CLAIM_WAIT_S) -> Iterator[None]:
+    """Hold the run's launch claim (``RUN/launches/.claim``) for the block.
+
+    Deciding whether to launch and recording the launch happen under it, so concurrent
+    submits (sessions of one server, or several viewers of this machine) see each other's
+    launches instead of all starting one. It is an ``flock``: the kernel releases it when the
+    descriptor closes, however the holder ends, so a claim is never left stale; separate opens
+    exclude each other even between the threads of one process (a server's sessions).
+
+    Raises:
+        RunError: the claim file cannot be opened (a symlink is refused), or another launch
+            holds the claim for more than ``wait_s``.
+    """
+    path = run / LAUNCH_DIR / CLAIM
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:
+        raise RunError(path, f"cannot be opened ({exc.strerror})") from None
+    try:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise RunError(run, "another launch is being started here; try again") from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)  # closing the only descriptor releases the claim
+
+
+def resume_needed(run: Path, folds: str) -> bool:
+    """Whether ``hmil train`` must get ``--resume`` for ``folds`` (``"all"`` or ``"0,2"``) of
+    ``run``: one of them already has files. Without the flag hmil refuses such a fold; with it
+    an interrupted fold goes on from its last finished epoch and a finished one is skipped."""
+    try:
+        wanted = [int(part) for part in folds.split(",") if part.strip()]
+    except ValueError:
+        wanted = []
+    if not wanted:  # "all": every fold the run has a directory for
+        wanted = list_folds(run)
+    return any(fold_paths(run, f).started() or fold_paths(run, f).finished() for f in wanted)
+
+
+def check_launch(run: Path, config: Config) -> None:
+    """hmil's own checks of a launch, nothing written (:func:`hmil.train.api.check_run`), so
+    the page reports a refusal at once instead of starting a process that exits with it in
+    its log: missing splits, a resumed run whose config differs, a fold already running.
+
+    Raises:
+        HMILError: what ``hmil train`` would refuse.
+    """
+    from hmil.train.api import check_run
+
+    check_run(config, run, resume_needed(run, config.data.folds))
+
+
+def resume_config(run: Path, roots: tuple[Path, ...]) -> Config:
+    """The run's own config (``RUN/config.yaml``), to continue its interrupted folds from the
+    page: its data paths are checked like the form's (absolute, under the data roots, split
+    files included), and a config with ``launcher.extra`` is refused (raw SLURM parameters and
+    ``setup`` shell lines: the page runs nobody's code, see the module docstring).
+
+    Raises:
+        HMILError: not a run, a path refused, or ``launcher.extra`` set.
+    """
+    config = load_run_config(run)
+    data = config.data
+    for key in ("labels", "features", "splits"):
+        value = str(getattr(data, key))
+        if not Path(value).is_absolute():
+            raise RunError(
+                run / CONFIG_NAME, f"data.{key} is a relative path; continue it with hmil train"
+            )
+        check_under_roots(value, roots)
+    check_hierarchy(data.hierarchy, roots)
+    check_split_files(Path(data.splits), available_folds(data.splits), roots)
+    if config.launcher.extra:
+        raise RunError(
+            run / CONFIG_NAME,
+            "sets launcher.extra (SLURM parameters or setup lines), which the viewer never "
+            f"runs; continue it with: hmil train --resume --out {run}",
+        )
+    return config
+
+
+def continue_run(run: Path, roots: tuple[Path, ...]) -> Launch:
+    """Relaunch ``run`` with its own config and ``--resume``: interrupted folds go on from
+    their last finished epoch, finished ones are skipped (raises HMILError, see
+    :func:`resume_config` and :func:`check_launch`)."""
+    config = resume_config(run, roots)
+    check_launch(run, config)
+    return launch_training(run, config)
+
+
 def read_launches(run: Path) -> list[dict[str, Any]]:
     """Launch records of ``run`` (newest first): ``pid``, ``started``, ``folds``, ``alive``
-    (process still running) and ``log`` — the log file, or None when the record names none
-    inside the run (a record pointing elsewhere is not followed)."""
+    (True/False: whether the launched process still runs; None: launched on another host) and
+    ``log`` — the log file, or None when the record names none inside the run (a record
+    pointing elsewhere is not followed)."""
     path = run_file(run, run / LAUNCHES)
     records = []
     for raw in read_jsonl(path) if path is not None else []:
@@ -285,11 +427,33 @@ def read_launches(run: Path) -> list[dict[str, Any]]:
                 "pid": raw.get("pid"),
                 "started": str(raw.get("started", "")),
                 "folds": str(raw.get("folds", "")),
-                "alive": pid_alive(raw.get("pid")),
+                "alive": _launch_alive(raw),
                 "log": run_file(run, log) if isinstance(log, str) and log else None,
             }
         )
     return records[::-1]
+
+
+def running_launches(run: Path) -> list[dict[str, Any]]:
+    """The launch records of ``run`` whose process still runs on this host (newest first)."""
+    return [record for record in read_launches(run) if record["alive"]]
+
+
+def already_running(record: dict[str, Any]) -> str:
+    """The refusal of a launch while ``record``'s training runs."""
+    return (
+        f"a training is already running here (pid {record['pid']}, launched "
+        f"{record['started']}); wait for it to end or stop its folds"
+    )
+
+
+def _launch_alive(raw: dict[str, Any]) -> bool | None:
+    """Whether a launch record's process runs: pid and start time on this host (an older
+    record without them: the pid runs an ``hmil train``); None for another host's record."""
+    host = raw.get("host")
+    if host is not None and host != socket.gethostname():
+        return None
+    return record_alive(raw)
 
 
 def log_tail(path: Path | None, max_bytes: int = 4000) -> str:
@@ -311,9 +475,10 @@ def log_tail(path: Path | None, max_bytes: int = 4000) -> str:
 
 
 def fold_overview(run: Path) -> pd.DataFrame:
-    """One row per fold: ``fold, state, epoch`` (epochs done / total), ``best_epoch``,
-    ``best_value``, ``select_metric``, ``eta``, ``launcher``, ``job``, ``updated``,
-    ``stop_requested``, ``error``.
+    """One row per fold: ``fold, state, status`` (the state in words with the epoch reached:
+    why a fold ended before its planned epochs, that an interrupted one can be continued),
+    ``epoch`` (epochs done / total), ``best_epoch``, ``best_value``, ``select_metric``, ``eta``,
+    ``launcher``, ``job``, ``updated``, ``stop_requested``, ``error``.
 
     Uses the launcher-aware view of ``hmil status`` (:mod:`hmil.train.launch.status`: local and
     SLURM jobs, queued folds) when it is available, else the folds' own status files.
@@ -324,11 +489,11 @@ def fold_overview(run: Path) -> pd.DataFrame:
         return _fold_overview_plain(run)
     rows = []
     for view in fold_views(run):
-        paths = fold_paths(run, view.fold)
         rows.append(
             {
                 "fold": view.fold,
                 "state": view.state,
+                "status": view.describe(),
                 "epoch": f"{view.epochs_done}/{view.epochs}"
                 if view.epochs
                 else str(view.epochs_done),
@@ -339,7 +504,7 @@ def fold_overview(run: Path) -> pd.DataFrame:
                 "launcher": view.launcher,
                 "job": view.job_id,
                 "updated": view.updated,
-                "stop_requested": paths.stop_request.is_file(),
+                "stop_requested": view.stop_requested,
                 "error": view.error,
             }
         )
@@ -359,6 +524,7 @@ def _fold_overview_plain(run: Path) -> pd.DataFrame:
             {
                 "fold": fold,
                 "state": state,
+                "status": state,
                 "epoch": f"{done}/{total}" if total else str(done),
                 "best_epoch": status.get("best_epoch"),
                 "best_value": _finite(status.get("best_value")),

@@ -10,9 +10,10 @@ from viewer.components import shell, train_ui
 @st.fragment(run_every=train_ui.REFRESH_S)
 def live_monitor() -> None:
     """Re-drawn every few seconds on its own (the rest of the page is not re-run)."""
-    run = train_ui.monitor_run_picker(shell.settings(), shell.current_run())
+    cfg = shell.settings()
+    run = train_ui.monitor_run_picker(cfg, shell.current_run())
     if run is not None:
-        train_ui.monitor(run)
+        train_ui.monitor(run, cfg.roots)
 
 
 def main() -> None:
