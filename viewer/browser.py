@@ -101,7 +101,7 @@ def chromium() -> Iterator[Any]:
 def settle(page: Any, timeout_s: float = 300.0) -> None:
     """Wait for the first heading, a label chosen on the view to reach the page, the end of
     the script run and of lazy-loaded widgets."""
-    page.wait_for_selector("h1", timeout=timeout_s * 1000)
+    page.wait_for_selector("h1, .hmil-dz, [data-testid=stAlert]", timeout=timeout_s * 1000)
     page.wait_for_function(
         "!(window.__hmilDZ && window.__hmilDZ.labelPending)", timeout=timeout_s * 1000
     )

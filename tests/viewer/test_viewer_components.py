@@ -158,7 +158,7 @@ def test_prediction_and_patch_attention(viewer_run: Path, info: runs.RunInfo) ->
     assert [r["label"] for r in rows] == list(result.coarse) + list(result.fine)
     top = rows[len(result.coarse) + 2]
     assert top["percentile"] == pytest.approx(100.0)
-    assert top["x_uniform"] == pytest.approx(top["attention"] * n)
+    assert top["× average patch"] == pytest.approx(top["attention"] * n)
 
 
 def test_training_curves_and_overview(viewer_run: Path) -> None:

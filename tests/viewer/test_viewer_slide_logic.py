@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hmil.heatmap import HeatmapStyle, colormap_lut, normalize_scores
+from hmil.heatmap import HeatmapStyle, colormap_lut
+from hmil.overlay import colormap_code_lut, level_codes
+from hmil.patch_grid import patch_grid, smooth_on_grid
 from viewer.components import deepzoom_data, rendering, slide_lookup, slide_state
 from viewer.components.choices import keep_choice
 from viewer.components.inference import SlideResult
 from viewer.components.viewport import Canvas, slide_facts
-from viewer.tiles.overlay import patch_grid, smooth_on_grid
 
 
 def _result(coords: np.ndarray, patch: int = 256, seed: int = 0) -> SlideResult:
@@ -103,36 +104,53 @@ def test_smoothing_on_the_grid_keeps_a_constant_map_and_spreads_a_peak() -> None
     assert np.array_equal(smooth_on_grid(peak, grid, 0.0), peak)
 
 
-def test_layer_bytes_are_the_normalised_scores_of_every_label() -> None:
+def test_layer_bytes_are_the_codes_of_every_label_on_the_shared_scale() -> None:
     coords = np.array([[x * 256, y * 256] for y in range(3) for x in range(4)])
     result = _result(coords)
-    layer = deepzoom_data.layer_part(result, "percentile", 0.0, "ckpt|bag")
+    style = HeatmapStyle(normalize="percentile")
+    layer = deepzoom_data.layer_part(result, style, "ckpt|bag")
     assert layer["names"] == {"coarse": ["a", "b"], "fine": ["a1", "a2", "b1"]}
     assert layer["predicted"] == {"coarse": result.coarse_pred, "fine": result.fine_pred}
+    assert layer["n"] == 12
     grid = layer["grid"]
     cells = np.frombuffer(base64.b64decode(grid["cells"]), dtype="<u4").reshape(-1, 2)
     assert grid["n"] == 12 and cells.tolist() == (coords // 256).tolist()
     for level in ("coarse", "fine"):
-        for k, b64 in enumerate(layer["values"][level]):
-            expected = normalize_scores(result.attention(level)[k], "percentile")
-            assert np.abs(_bytes(b64) / 255 - expected).max() <= 0.5 / 255 + 1e-6
-    raw = deepzoom_data.layer_part(result, "raw", 0.0, "ckpt|bag")
-    assert raw["values_key"] != layer["values_key"]
-    first = _bytes(raw["values"]["fine"][0])
-    assert first.max() == 255 and first.min() == 0
+        # the browser's bytes are exactly the PNG's codes (one engine)
+        coded = level_codes(result.attention(level), coords, 256, style)
+        info = layer["levels"][level]
+        for k, b64 in enumerate(info["codes"]):
+            assert _bytes(b64).tolist() == coded.codes[k].tolist()
+            scale = info["scales"][info["scale_of"][k]]
+            assert scale["texts"] == coded.scales[k].code_texts()
+            assert scale["legend"] == coded.scales[k].legend().as_dict()
+    relative = deepzoom_data.layer_part(result, HeatmapStyle(), "ckpt|bag")
+    assert relative["values_key"] != layer["values_key"]
+    fine = relative["levels"]["fine"]
+    assert len(fine["scales"]) == 1 and fine["scale_of"] == [0, 0, 0]  # shared by the labels
+    codes = _bytes(fine["codes"][0])
+    n_a = result.attention("fine")[0] * 12
+    assert ((codes == 0) == (n_a < 1)).all()  # under an average patch: not coloured
 
 
 def test_component_data_contract() -> None:
     result = _result(np.array([[0, 0], [256, 0]]))
     canvas = deepzoom_data.canvas_part(Canvas(0.0, 0.0, 512.0, 256.0))
-    style = HeatmapStyle(cmap="magma", alpha=0.3)
+    style = HeatmapStyle(cmap="magma", alpha=0.3, normalize="percentile")
     show = deepzoom_data.show_part("fine", "a2", "single", style, [[0.0, 0.0, 10.0, 10.0]])
-    assert _bytes(show["lut"]).reshape(256, 3).tolist() == colormap_lut("magma").tolist()
-    layer = deepzoom_data.layer_part(result, "raw", 0.0, "x")
-    data = deepzoom_data.component_data(None, canvas, layer, show, "tiles", (0.0, 0.0, 256.0))
+    assert _bytes(show["lut"]).reshape(256, 3).tolist() == colormap_code_lut("magma").tolist()
+    layer = deepzoom_data.layer_part(result, style, "x")
+    data = deepzoom_data.component_data(
+        None, canvas, layer, show, "tiles", (0.0, 0.0, 256.0), view_id="run:s1",
+        truth={"fine": "a1", "coarse": "a"}, nav={"has_prev": False, "has_next": True},
+        viewport={"x": 1.0, "y": 2.0, "zoom": 0.5, "nonce": 1}, note="",
+    )  # fmt: skip
     assert data["osd_url"].endswith("openseadragon.min.js") and data["slide"] is None
     assert data["layer"]["strategy"] == "canvas"  # no slide: no server tiles
     assert data["show"]["alpha"] == 0.3 and data["patch_box"] == [0.0, 0.0, 256.0]
+    assert data["view_id"] == "run:s1" and data["truth"]["fine"] == "a1"
+    assert data["nav"]["has_next"] and data["viewport"]["zoom"] == 0.5
+    assert data["min_height"] >= 400
     with pytest.raises(ValueError, match="unknown overlay strategy"):
         deepzoom_data.component_data(None, canvas, layer, show, "webgl")
     urls = deepzoom_data.tile_layer_urls(result, "k" * 20, style)
@@ -193,13 +211,54 @@ def test_overlay_choice_is_read_from_state_before_the_widgets() -> None:
     assert (choice.level, choice.label, choice.all_labels, choice.gt_outline) == (
         "fine", predicted, False, True
     )  # fmt: skip
+    # the honest defaults: perceptually uniform colours, the relative scale shared by labels
     assert (choice.style.cmap, choice.style.alpha, choice.style.normalize) == (
-        "jet", 0.4, "percentile"
+        "viridis", 0.5, "relative"
     )  # fmt: skip
+    assert not choice.style.per_label
     assert state["ov_label"] == predicted and state["ov_level"] == "fine"
     # a label of the other level (the level was switched) or an unknown colormap is reset
     state.update(ov_level="coarse", ov_cmap="no-such-map", ov_mode="all", ov_alpha=0.7)
     choice = resolve_choice(state, result, has_mask=False)
     assert choice.level == "coarse" and choice.label in result.coarse
-    assert choice.style.cmap == "jet" and choice.style.alpha == 0.7 and choice.all_labels
+    assert choice.style.cmap == "viridis" and choice.style.alpha == 0.7 and choice.all_labels
     assert not choice.gt_outline  # no lesion mask: no outline, whatever the box says
+
+
+def test_view_mode_and_nav_callbacks() -> None:
+    state: dict = {"deepzoom": {"mode": "all", "nav": 1}}
+    slide_state.on_mode(state, "deepzoom")
+    slide_state.on_nav(state, "deepzoom")
+    assert state["ov_mode"] == "all" and state[slide_state.NAV_REQUEST] == 1
+    state["deepzoom"] = {"mode": "sideways", "nav": 5}
+    del state[slide_state.NAV_REQUEST]
+    slide_state.on_mode(state, "deepzoom")
+    slide_state.on_nav(state, "deepzoom")
+    assert state["ov_mode"] == "all" and slide_state.NAV_REQUEST not in state  # ignored
+
+
+def test_browse_lists_and_stepping() -> None:
+    import pandas as pd
+
+    table = pd.DataFrame(
+        {
+            "slide_id": ["s1", "s2", "s3", "s4"],
+            "pred_fine": ["N", "IC", None, "ADH"],
+            "correct_fine": [True, False, None, False],
+            "confidence_fine": [0.9, 0.6, None, 0.95],
+            "correct_coarse": [True, True, None, False],
+            "confidence_coarse": [0.9, 0.7, None, 0.97],
+        }
+    )
+    assert slide_lookup.browse_ids(table, "all") == ["s1", "s2", "s3", "s4"]
+    assert slide_lookup.browse_ids(table, "wrong_fine") == ["s4", "s2"]  # most confident first
+    assert slide_lookup.browse_ids(table, "wrong_coarse") == ["s4"]
+    assert slide_lookup.browse_ids(table, "cohort", ["s3", "zz", "s1", "s3"]) == ["s3", "s1"]
+    ids = ["s4", "s2"]
+    assert slide_lookup.neighbour(ids, "s4", 1) == "s2"
+    assert (
+        slide_lookup.neighbour(ids, "s2", 1) is None
+        and slide_lookup.neighbour(ids, "s4", -1) is None
+    )
+    assert slide_lookup.neighbour(ids, "s1", 1) == "s4"  # not in the list: its first slide
+    assert slide_lookup.neighbour([], "s1", 1) is None

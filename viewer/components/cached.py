@@ -60,16 +60,22 @@ def slide_result(checkpoint: Path, bag: Path, slide_id: str | None = None) -> Sl
     return _slide_result(str(checkpoint), signature(checkpoint), str(bag), signature(bag), sid)
 
 
-@st.cache_resource(max_entries=16, show_spinner=False)
-def _slide(path: str, sig: Any) -> Slide:
-    from hmil.slides.reader import open_slide
+def _slide(path: str) -> Slide:
+    """The process's handle of ``path``, shared with the tile routes in a cache bounded in bytes
+    (:func:`viewer.tiles.registry.cached_slide`), refused when its low zoom cannot be read
+    within the viewer's bounds (:func:`viewer.tiles.sources.check_viewable`)."""
+    from viewer.tiles.registry import cached_slide
+    from viewer.tiles.sources import check_viewable
 
-    return open_slide(path)
+    handle = cached_slide(path)
+    check_viewable(handle)
+    return handle
 
 
 def slide(path: Path) -> Slide:
-    """An open slide handle shared across reruns and sessions (raises SlideError)."""
-    return _slide(str(path), signature(path))
+    """An open slide handle shared across reruns and sessions (raises SlideError); a rewritten
+    file gets a new one."""
+    return _slide(str(path))
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -120,18 +126,20 @@ def mask_outline(path: Path, slide_width: int) -> list[list[float]]:
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def _layer_part(
-    _result: SlideResult, normalize: str, smooth: float, identity: str
-) -> dict[str, Any]:
+def _layer_part(_result: SlideResult, style: HeatmapStyle, identity: str) -> dict[str, Any]:
     from viewer.components.deepzoom_data import layer_part
 
-    return layer_part(_result, normalize, smooth, identity)
+    return layer_part(_result, style, identity)
 
 
-def layer_part(result: SlideResult, normalize: str, smooth: float, identity: str) -> dict[str, Any]:
-    """The attention layer's bytes for the browser, once per prediction and style
-    (``identity`` names the prediction: checkpoint and bag versions)."""
-    return _layer_part(result, normalize, smooth, identity + result.slide_id)
+def layer_part(result: SlideResult, style: HeatmapStyle, identity: str) -> dict[str, Any]:
+    """The attention layer's bytes for the browser, once per prediction and scale
+    (``identity`` names the prediction: checkpoint and bag versions; the colormap and opacity
+    do not change the bytes)."""
+    scale_only = HeatmapStyle(
+        normalize=style.normalize, smooth=style.smooth, per_label=style.per_label
+    )
+    return _layer_part(result, scale_only, identity + result.slide_id)
 
 
 @st.cache_data(max_entries=16, show_spinner=False, ttl=30)
@@ -157,6 +165,8 @@ def discover_runs(roots: tuple[Path, ...]) -> list[Path]:
     return runs.discover_runs(roots)
 
 
-def style(cmap: str, alpha: float, normalize: str, smooth: float) -> HeatmapStyle:
+def style(
+    cmap: str, alpha: float, normalize: str, smooth: float, per_label: bool = False
+) -> HeatmapStyle:
     mode = cast(Normalization, normalize)  # a widget's str; HeatmapStyle refuses others
-    return HeatmapStyle(cmap=cmap, alpha=alpha, normalize=mode, smooth=smooth)
+    return HeatmapStyle(cmap=cmap, alpha=alpha, normalize=mode, smooth=smooth, per_label=per_label)

@@ -24,7 +24,7 @@ METRIC_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("coarse", "balanced_accuracy", "coarse bal. acc"),
     ("coarse", "macro_f1", "coarse macro F1"),
     ("coarse", "macro_auc", "coarse macro AUC"),
-    ("coarse_head", "balanced_accuracy", "coarse-head bal. acc"),
+    ("coarse_head", "balanced_accuracy", "coarse classifier bal. acc"),
 )
 
 

@@ -1,15 +1,14 @@
 """Sections of the cohort page (Streamlit layout over :mod:`viewer.components.cohort`).
 
 Widget keys: ``co_level``, ``co_true``, ``co_pred``, ``co_conf``, ``co_miscls``, ``co_folds``,
-``cm_coarse``, ``cm_fine`` (confusion charts, clickable), ``co_listing``, ``co_open_pick``,
-``co_open``, ``roc_level``.
+``cm_coarse``, ``cm_fine`` (confusion charts, clickable), ``co_listing``, ``co_wrong`` (slide
+tables: a clicked row opens the slide), ``co_open``, ``roc_level``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import cast
-from urllib.parse import urlencode
 
 import pandas as pd
 import streamlit as st
@@ -19,8 +18,7 @@ from viewer.components.cohort import COHORT_LEVELS, SlideFilter
 
 ANY = "(any)"
 PERSISTENT_KEYS = (
-    "co_level", "co_true", "co_pred", "co_conf", "co_miscls", "co_folds", "co_open_pick",
-    "roc_level",
+    "co_level", "co_true", "co_pred", "co_conf", "co_miscls", "co_folds", "roc_level",
 )  # fmt: skip
 
 
@@ -38,8 +36,8 @@ def metrics_section(run: Path) -> None:
     n = summary.get("n_folds", len(per_fold))
     st.caption(
         f"{len(per_fold)} finished fold(s) (summary.json: {n}); mean ± population std over folds. "
-        "coarse = fine probabilities summed per coarse class (Mᵀ p_f); coarse head = the "
-        "coarse classifier's own prediction."
+        "coarse = the fine probabilities summed per coarse class; coarse classifier = the "
+        "model's own coarse branch."
     )
 
 
@@ -101,41 +99,67 @@ def filters(info: runs.RunInfo, predictions: pd.DataFrame) -> SlideFilter:
     )
 
 
-def slide_link(run: Path, slide_id: str) -> str:
-    """Relative URL of the slide page opening ``slide_id`` of ``run``."""
-    return "slide?" + urlencode({"run": str(run), "slide": slide_id})
+def _open_listed(key: str, ids: list[str], title: str) -> None:
+    """A row of listing ``key`` was clicked: open that slide on the slide page, in this tab,
+    with this listing as the list that next / previous walk through (the overlay settings
+    stay: they live in the session)."""
+    selection = st.session_state.get(key)
+    rows = []
+    try:
+        rows = list(selection["selection"]["rows"])  # type: ignore[index]
+    except (KeyError, TypeError):
+        return
+    if rows and 0 <= int(rows[0]) < len(ids):
+        open_slides(ids, ids[int(rows[0])], title)
+
+
+def open_slides(ids: list[str], first: str, title: str) -> None:
+    """Ask the slide page to show ``first`` and to step through ``ids`` (read by
+    :func:`viewer.components.slide_pick.pick_from_run`)."""
+    state = st.session_state
+    state["open_slide"] = first
+    state["cohort_list"] = list(ids)
+    state["cohort_list_title"] = title
+    state["browse_list"] = "cohort"
+    state["_go_to_slide_page"] = True
 
 
 def listing(run: Path, rows: pd.DataFrame, level: str, title: str, key: str) -> None:
-    """A table of slides with an ``open`` link column to the slide page."""
-    st.markdown(f"**{title}** — {len(rows)} slide(s)")
+    """A table of slides; clicking a row opens that slide on the slide page (same tab), with
+    the table's slides as its next / previous list."""
+    st.markdown(f"**{title}** — {len(rows)} slide(s) · click a row to open it")
     if rows.empty:
         return
     shown = rows[cohort.listing_columns(level)].copy()
-    shown.insert(0, "open", [slide_link(run, s) for s in shown["slide_id"]])
     shown[f"confidence_{level}"] = shown[f"confidence_{level}"].round(3)
+    ids = [str(s) for s in shown["slide_id"]]
     st.dataframe(
         shown,
         hide_index=True,
         key=key,
-        column_config={
-            "open": st.column_config.LinkColumn("open", display_text="open ↗", width="small")
-        },
+        on_select=lambda: _open_listed(key, ids, title.lower()),
+        selection_mode="single-row",
     )
 
 
-def open_on_slide_page(rows: pd.DataFrame) -> None:
-    """Pick a listed slide and open it on the slide page (same session, keeps the run)."""
+def open_on_slide_page(rows: pd.DataFrame, title: str) -> None:
+    """Step through the listed slides on the slide page, starting with the first."""
     if rows.empty:
         return
     ids = list(dict.fromkeys(rows["slide_id"].astype(str)))
-    state = st.session_state
-    if state.get("co_open_pick") not in ids:
-        state["co_open_pick"] = ids[0]
-    cols = st.columns([3, 1])
-    pick = cols[0].selectbox("Slide to open", ids, key="co_open_pick")
-    if cols[1].button("Open on slide page", key="co_open", use_container_width=True):
-        state["open_slide"] = str(pick)
+    st.button(
+        f"Step through these {len(ids)} slides on the slide page (n / p)",
+        key="co_open",
+        on_click=open_slides,
+        args=(ids, ids[0], title),
+        icon=":material/slideshow:",
+    )
+
+
+def follow_open_request() -> None:
+    """Switch to the slide page when a row or the step-through button asked for it (a
+    callback cannot switch pages itself)."""
+    if st.session_state.pop("_go_to_slide_page", False):
         st.switch_page("views/slide.py")
 
 

@@ -31,15 +31,20 @@ def deepzoom_view(
     on_label: Callable[[], None],
     on_alpha: Callable[[], None],
     on_patch: Callable[[], None],
+    on_mode: Callable[[], None],
+    on_nav: Callable[[], None],
     key: str = KEY,
 ) -> Any:
     """Mount the view; the callbacks run (before the next script run) when the browser reports
-    a label chosen on the view, the opacity slider released, or a patch clicked."""
+    a label chosen on the view, the opacity slider released, a patch clicked, "all labels"
+    switched, or the next / previous slide asked for (button or key)."""
     return _mount(
         key=key,
         data=data,
         on_label_change=on_label,
         on_alpha_change=on_alpha,
         on_patch_change=on_patch,
+        on_mode_change=on_mode,
+        on_nav_change=on_nav,
         height="content",
     )

@@ -20,8 +20,8 @@ from viewer.tiles.routes import OSD_URL, OverlaySpec, overlay_dzi_url, slide_dzi
 
 #: how the attention layer is drawn (see :mod:`viewer.tiles.overlay`); the first is the default
 OVERLAY_STRATEGIES = ("canvas", "tiles")
-VIEW_HEIGHT = 560
-SMALL_VIEW_HEIGHT = 270
+#: the view fills the window below its top, but never gets lower than this (px)
+MIN_VIEW_HEIGHT = 420
 
 
 def slide_part(key: str | None, slide: Slide | None) -> dict[str, Any] | None:
@@ -42,24 +42,27 @@ def canvas_part(canvas: Canvas) -> dict[str, float]:
     return {"x0": canvas.x0, "y0": canvas.y0, "w": canvas.width, "h": canvas.height}
 
 
-def layer_part(result: SlideResult, normalize: str, smooth: float, identity: str) -> dict[str, Any]:
-    """Every patch's grid cell and its score byte under every label of both levels.
+def layer_part(result: SlideResult, style: HeatmapStyle, identity: str) -> dict[str, Any]:
+    """Every patch's grid cell and its colour code under every label of both levels, with the
+    levels' scales (legend, code texts).
 
-    ``identity`` names the prediction (checkpoint and bag versions); with the normalisation
-    and smoothing it forms ``values_key``, which tells the browser when to re-read the bytes.
+    ``identity`` names the prediction (checkpoint and bag versions); with the style's scale and
+    smoothing it forms ``values_key``, which tells the browser when to re-read the bytes.
     """
     if result.coords is None:
         raise ValueError("bag has no coordinates")
     grid = patch_grid(result.coords, result.patch_size)
     attention = {level: result.attention(level) for level in LEVELS}
-    digest = hashlib.sha256(f"{identity}|{normalize}|{smooth}".encode()).hexdigest()[:16]
+    scale = f"{style.normalize}|{style.per_label}|{style.smooth}"
+    digest = hashlib.sha256(f"{identity}|{scale}".encode()).hexdigest()[:16]
     return {
         "grid": grid_payload(grid),
         "names": {level: list(result.names(level)) for level in LEVELS},
         "predicted": {"coarse": result.coarse_pred, "fine": result.fine_pred},
-        "values": layer_values(attention, normalize, smooth, grid),
+        "levels": layer_values(attention, result.coords, result.patch_size, style),
         "values_key": digest,
         "patch_size": result.patch_size,
+        "n": result.n_instances,
     }
 
 
@@ -86,14 +89,14 @@ def show_part(
     style: HeatmapStyle,
     outline: list[list[float]] | None,
 ) -> dict[str, Any]:
-    """What to draw now: label, single view or all labels, opacity, colormap, outline."""
+    """What to draw now: label, single view or all labels, opacity, the colour of each code
+    under the colormap, smoothing, outline."""
     return {
         "level": level,
         "label": label,
         "mode": mode,
         "alpha": style.alpha,
         "lut": lut_b64(style.cmap),
-        "normalize": style.normalize,
         "smooth": style.smooth,
         "outline": outline or [],
     }
@@ -107,20 +110,29 @@ def component_data(
     strategy: str,
     patch_box: tuple[float, float, float] | None = None,
     goto: dict[str, Any] | None = None,
+    view_id: str = "",
+    truth: dict[str, str] | None = None,
+    nav: dict[str, bool] | None = None,
+    viewport: dict[str, Any] | None = None,
+    note: str = "",
 ) -> dict[str, Any]:
-    """The whole ``data`` argument of the component."""
+    """The whole ``data`` argument of the component (see ``deepzoom.js`` for each field)."""
     if strategy not in OVERLAY_STRATEGIES:
         raise ValueError(f"unknown overlay strategy {strategy!r} ({', '.join(OVERLAY_STRATEGIES)})")
     if layer is not None:
         layer = {**layer, "strategy": strategy if slide is not None else "canvas"}
     return {
         "osd_url": OSD_URL,
+        "view_id": view_id,
         "slide": slide,
         "canvas": canvas,
         "layer": layer,
         "show": show,
+        "truth": truth,
+        "nav": nav,
+        "note": note,
         "patch_box": list(patch_box) if patch_box else None,
         "goto": goto,
-        "height": VIEW_HEIGHT,
-        "height_small": SMALL_VIEW_HEIGHT,
+        "viewport": viewport,
+        "min_height": MIN_VIEW_HEIGHT,
     }

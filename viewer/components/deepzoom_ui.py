@@ -1,13 +1,15 @@
-"""The deep-zoom section of the slide page: overlay controls, the view, the inspected patch.
+"""The deep-zoom section of the slide page: the view, its style controls, the inspected patch.
 
-Session-state keys (every widget has one): ``ov_level``, ``ov_label``, ``ov_mode``,
-``ov_alpha``, ``ov_cmap``, ``ov_norm``, ``ov_smooth``, ``ov_gt``; the component ``deepzoom``
-and its go-to request ``dz_goto`` (:mod:`.slide_state`); ``patch_pick`` is shared with the
-top-k gallery.
+Session-state keys: ``ov_level``, ``ov_label``, ``ov_mode``, ``ov_alpha`` (set by the view:
+its label strip, "all labels" button and opacity slider report them as component triggers),
+the style widgets ``ov_cmap``, ``ov_norm``, ``ov_per_label``, ``ov_smooth``, ``ov_gt``; the
+component ``deepzoom`` and its requests ``dz_goto`` and ``dz_viewport`` (:mod:`.slide_state`,
+:mod:`.address`); ``patch_pick`` is shared with the top-k gallery.
 
-Label and level can be switched on the view itself (its label strip recolours in the browser at
-once, then tells the page) or with the widgets here (the page re-runs and the browser recolours
-without reloading the slide). Changing normalisation or smoothing recomputes the layer bytes.
+The overlay has one set of controls: level, label, all labels, opacity and the layer switch
+live on the view (they recolour in the browser at once, then tell the page); the scale,
+colormap, smoothing and the lesion outline live in the "Colours & scale" popover (the page
+re-runs and the browser re-reads the layer).
 """
 
 from __future__ import annotations
@@ -20,27 +22,31 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from hmil.attention_scale import SCALES
 from hmil.errors import HMILError
-from hmil.heatmap import CMAPS, HeatmapStyle
+from hmil.overlay import CMAPS, HeatmapStyle
 from hmil.slides.reader import Slide
 from viewer.components import (
     cached,
-    charts,
     deepzoom,
     deepzoom_data,
+    patch_bars,
     rendering,
     slide_lookup,
     slide_state,
 )
+from viewer.components.address import VIEWPORT_KEY
 from viewer.components.choices import keep_choice, session_state
-from viewer.components.inference import LEVELS, SlideResult, patch_attention_rows
-from viewer.components.slide_pick import Picked
-from viewer.components.viewport import slide_facts
+from viewer.components.inference import LEVELS, TIMES_AVERAGE, SlideResult, patch_attention_rows
+from viewer.components.viewport import Canvas, slide_facts
 from viewer.state import ViewerSettings
 from viewer.tiles.registry import AttentionEntry, shared_registry
 
 CROP_PX = 160
-KEYS = ("ov_level", "ov_label", "ov_mode", "ov_gt", "ov_alpha", "ov_cmap", "ov_norm", "ov_smooth")
+KEYS = (
+    "ov_level", "ov_label", "ov_mode", "ov_gt", "ov_alpha", "ov_cmap", "ov_norm", "ov_per_label",
+    "ov_smooth",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -54,27 +60,28 @@ class OverlayChoice:
 
 #: the options of the overlay's choice widgets, in display order
 MODES = ("single", "all")
-NORMS = ("percentile", "raw")
+NORMS = tuple(SCALES)
+#: the scales as the popover names them
+SCALE_NAMES = {
+    "relative": "× an average patch (log)",
+    "percentile": "percentile rank",
+    "raw": "attention weight (min–max)",
+}
 
-#: the overlay widgets' values before the visitor touches them
+#: the overlay's values before the visitor touches them: perceptually uniform colours on the
+#: scale with an absolute meaning, shared by every label
 DEFAULTS: dict[str, object] = {
-    "ov_level": "fine", "ov_mode": "single", "ov_alpha": 0.4, "ov_cmap": "jet",
-    "ov_norm": "percentile", "ov_smooth": 0.0, "ov_gt": True,
+    "ov_level": "fine", "ov_mode": "single", "ov_alpha": 0.5, "ov_cmap": "viridis",
+    "ov_norm": "relative", "ov_per_label": False, "ov_smooth": 0.0, "ov_gt": True,
 }  # fmt: skip
 
 
 def resolve_choice(
     state: MutableMapping[str, Any], result: SlideResult, has_mask: bool
 ) -> OverlayChoice:
-    """What the overlay shows, from the widgets' session-state values (defaults filled in, a
-    value no longer among its options, such as a label of the other level, replaced by its
-    default).
-
-    Read before the widgets are drawn, so the page can send the deep-zoom view to the browser
-    ahead of its controls (drawn above it afterwards into a container): the view then starts
-    loading while the browser still renders the widgets.
-    """
-    for key in ("ov_alpha", "ov_smooth", "ov_gt"):
+    """What the overlay shows, from session state (defaults filled in, a value no longer among
+    its options, such as a label of the other level, replaced by its default)."""
+    for key in ("ov_alpha", "ov_smooth", "ov_gt", "ov_per_label"):
         state.setdefault(key, DEFAULTS[key])
     level = str(keep_choice(state, "ov_level", LEVELS, DEFAULTS["ov_level"]))
     names = result.names(level)
@@ -82,54 +89,53 @@ def resolve_choice(
     mode = keep_choice(state, "ov_mode", MODES, DEFAULTS["ov_mode"])
     cmap = str(keep_choice(state, "ov_cmap", CMAPS, DEFAULTS["ov_cmap"]))
     norm = str(keep_choice(state, "ov_norm", NORMS, DEFAULTS["ov_norm"]))
-    style = cached.style(cmap, float(state["ov_alpha"]), norm, float(state["ov_smooth"]))
+    style = cached.style(
+        cmap, float(state["ov_alpha"]), norm, float(state["ov_smooth"]), bool(state["ov_per_label"])
+    )
     return OverlayChoice(
         level, label, mode == "all", style, gt_outline=has_mask and bool(state["ov_gt"])
     )
 
 
-def overlay_controls(result: SlideResult, has_mask: bool, choice: OverlayChoice) -> None:
-    """Level, label (or all labels), opacity, colormap, normalisation, smoothing, and the
-    ground-truth outline when the slide has a lesion mask; their values are in session state
-    (:func:`resolve_choice` read them), so a change re-runs the page with the new ones."""
-    cols = st.columns([1.2, 1.4, 1.5, 1.1] if has_mask else [1.2, 1.4, 1.5])
-    cols[0].radio("Level", list(LEVELS), key="ov_level", horizontal=True)
-    if has_mask:
-        cols[3].checkbox("Outline lesion", key="ov_gt", help="ground-truth lesion mask (demo)")
-    cols[1].selectbox("Label", list(result.names(choice.level)), key="ov_label")
-    cols[2].radio(
-        "Show",
-        list(MODES),
-        key="ov_mode",
-        horizontal=True,
-        format_func={"single": "one label", "all": f"all {choice.level} labels"}.__getitem__,
-    )
-    cols = list(st.columns(4))
-    cols[0].slider("Opacity", 0.0, 1.0, key="ov_alpha", step=0.05)
-    cols[1].selectbox("Colormap", list(CMAPS), key="ov_cmap")
-    cols[2].radio(
-        "Normalise",
-        list(NORMS),
-        key="ov_norm",
-        horizontal=True,
-        help="percentile: rank among the slide's patches; raw: min–max of the attention.",
-    )
-    cols[3].slider("Smoothing", 0.0, 3.0, key="ov_smooth", step=0.25, help="σ in patches")
+def style_controls(has_mask: bool) -> None:
+    """The map's scale, colormap, smoothing and (demo) lesion outline, in a popover; their
+    values are in session state (:func:`resolve_choice` read them)."""
+    with st.popover("Colours & scale", icon=":material/palette:", use_container_width=True):
+        st.radio(
+            "Scale",
+            list(NORMS),
+            key="ov_norm",
+            format_func=SCALE_NAMES.__getitem__,
+            help=" · ".join(f"{SCALE_NAMES[k]}: {v.description}" for k, v in SCALES.items()),
+        )
+        st.checkbox(
+            "Each label its own range",
+            key="ov_per_label",
+            help="Off: every label of the level shares one scale, so two maps can be compared. "
+            "On: each label's colours span its own values (the percentile rank always does).",
+        )
+        st.selectbox(
+            "Colours",
+            list(CMAPS),
+            key="ov_cmap",
+            help="viridis and magma are perceptually uniform; jet invents edges.",
+        )
+        st.slider("Smoothing", 0.0, 3.0, key="ov_smooth", step=0.25, help="Gaussian σ in patches")
+        if has_mask:
+            st.checkbox("Outline the lesion", key="ov_gt", help="the demo's ground-truth mask")
 
 
-def _slide_key(picked: Picked, slide: Slide | None) -> str | None:
+def _slide_key(slide_file: Any, slide_roots: tuple[Any, ...], slide: Slide | None) -> str | None:
     """Register the slide file for the tile routes (None on the coordinate canvas)."""
-    if slide is None or picked.slide_file is None:
+    if slide is None or slide_file is None:
         return None
     try:
-        return shared_registry().register_slide(
-            picked.slide_file, picked.slide_roots, slide.dimensions
-        )
+        return shared_registry().register_slide(slide_file, slide_roots, slide.dimensions)
     except (HMILError, OSError):
         return None
 
 
-def _attention_key(picked: Picked, result: SlideResult, slide: Slide) -> str:
+def _attention_key(identity: str, result: SlideResult, slide: Slide) -> str:
     """Register the prediction's attention for server-rendered overlay tiles."""
     assert result.coords is not None
     w, h = slide.dimensions
@@ -140,50 +146,80 @@ def _attention_key(picked: Picked, result: SlideResult, slide: Slide) -> str:
         patch_size=result.patch_size,
         attention={level: result.attention(level) for level in LEVELS},
     )
-    return shared_registry().register_attention(_identity(picked), entry)
+    return shared_registry().register_attention(identity, entry)
 
 
-def _identity(picked: Picked) -> str:
-    return repr((cached.signature(picked.checkpoint), cached.signature(picked.bag)))
+def identity(checkpoint: Any, bag: Any) -> str:
+    """Names one prediction: the versions of its checkpoint and bag files."""
+    return repr((cached.signature(checkpoint), cached.signature(bag)))
+
+
+@dataclass(frozen=True)
+class ViewContext:
+    """What the view needs besides the prediction: which slide it is, the browse list, truth.
+
+    Attributes:
+        view_id: changes whenever another slide is shown (the view then drops the previous
+            slide's label, pending clicks and tooltip).
+        slide_file, slide_roots: the slide file and the roots it was admitted under.
+        truth: the true label per level (None when unknown).
+        nav: ``{has_prev, has_next}`` of the browse list, or None without one.
+        mask_outline: the lesion outline in level-0 px (demo), or None.
+        identity: the prediction's identity (:func:`identity`).
+    """
+
+    view_id: str
+    slide_file: Any
+    slide_roots: tuple[Any, ...]
+    truth: dict[str, str] | None
+    nav: dict[str, bool] | None
+    mask_outline: list[list[float]] | None
+    identity: str
 
 
 def deepzoom_section(
-    picked: Picked,
-    result: SlideResult,
+    result: SlideResult | None,
     slide: Slide | None,
     reason: str,
-    choice: OverlayChoice,
+    choice: OverlayChoice | None,
     cfg: ViewerSettings,
+    context: ViewContext,
 ) -> None:
-    """The deep-zoom view with the attention layer, and one line of slide facts."""
-    if result.coords is None:
+    """The deep-zoom view with the attention layer (or the slide alone when ``result`` is
+    None), and one line of slide facts."""
+    if result is not None and result.coords is None:
         st.info("This bag has no patch coordinates: predictions only, no attention map.")
         return
-    if slide is None:
-        st.info(
-            f"**No slide image** ({reason}): the attention is drawn on a coordinate canvas — a "
-            "white background covering the patches' extent, in level-0 pixels.",
-            icon=":material/grid_on:",
+    if slide is None and result is None:
+        st.info(f"Nothing to show: {reason}")
+        return
+    note = ""
+    if result is None:
+        note = "Slide only — no bag was given, so there is no attention to overlay."
+    elif slide is None:
+        note = (
+            f"No slide image ({reason}): the attention is drawn on a white canvas covering the "
+            "patches' extent, in level-0 pixels."
         )
     canvas = rendering.canvas_for(slide, result)
-    key = _slide_key(picked, slide)
-    layer = cached.layer_part(
-        result, choice.style.normalize, choice.style.smooth, _identity(picked)
-    )
+    key = _slide_key(context.slide_file, context.slide_roots, slide)
+    layer = None
+    show: dict[str, Any]
+    style = choice.style if choice is not None else cached.style(**_default_style())
     strategy = cfg.overlay if key is not None else "canvas"
-    if strategy == "tiles" and slide is not None:
-        layer = {**layer, "tiles": deepzoom_data.tile_layer_urls(
-            result, _attention_key(picked, result, slide), choice.style)}  # fmt: skip
-    outline = None
-    if choice.gt_outline and picked.mask_file is not None and slide is not None:
-        outline = cached.mask_outline(picked.mask_file, slide.dimensions[0])
-    show = deepzoom_data.show_part(
-        choice.level,
-        choice.label,
-        "all" if choice.all_labels else "single",
-        choice.style,
-        outline,
-    )
+    if result is not None and choice is not None:
+        layer = cached.layer_part(result, choice.style, context.identity)
+        if strategy == "tiles" and slide is not None:
+            tiles = deepzoom_data.tile_layer_urls(
+                result, _attention_key(context.identity, result, slide), choice.style
+            )
+            layer = {**layer, "tiles": tiles}
+        show = deepzoom_data.show_part(
+            choice.level, choice.label, "all" if choice.all_labels else "single", style,
+            context.mask_outline if choice.gt_outline else None,
+        )  # fmt: skip
+    else:
+        show = deepzoom_data.show_part("fine", "", "single", style, None)
     data = deepzoom_data.component_data(
         deepzoom_data.slide_part(key, slide),
         deepzoom_data.canvas_part(canvas),
@@ -192,6 +228,11 @@ def deepzoom_section(
         strategy,
         patch_box=_patch_box(result),
         goto=st.session_state.get(slide_state.GOTO_KEY),
+        view_id=context.view_id,
+        truth=context.truth,
+        nav=context.nav,
+        viewport=st.session_state.get(VIEWPORT_KEY),
+        note=note,
     )
     state = session_state()
     deepzoom.deepzoom_view(
@@ -199,31 +240,41 @@ def deepzoom_section(
         on_label=functools.partial(slide_state.on_label, state, deepzoom.KEY),
         on_alpha=functools.partial(slide_state.on_alpha, state, deepzoom.KEY),
         on_patch=functools.partial(slide_state.on_patch, state, deepzoom.KEY),
+        on_mode=functools.partial(slide_state.on_mode, state, deepzoom.KEY),
+        on_nav=functools.partial(slide_state.on_nav, state, deepzoom.KEY),
     )
-    where = "the slide" if slide is not None else "the coordinate canvas"
-    facts = (
-        slide_facts(slide.dimensions, slide.level_count, slide.mpp, slide.objective_power,
-                    slide.backend)
-        if slide is not None
-        else f"coordinate canvas {canvas.width:.0f} × {canvas.height:.0f} level-0 px"
-    )  # fmt: skip
-    shown = (
-        f"all {choice.level} labels" if choice.all_labels else f"{choice.level} · {choice.label}"
-    )
-    st.caption(f"{shown} — attention over {where} · {facts} · layer: {strategy}")
+    st.caption(_facts(slide, canvas))
 
 
-def _patch_box(result: SlideResult) -> tuple[float, float, float] | None:
+def _default_style() -> dict[str, Any]:
+    return {
+        "cmap": str(DEFAULTS["ov_cmap"]),
+        "alpha": float(DEFAULTS["ov_alpha"]),  # type: ignore[arg-type]
+        "normalize": str(DEFAULTS["ov_norm"]),
+        "smooth": 0.0,
+        "per_label": False,
+    }
+
+
+def _facts(slide: Slide | None, canvas: Canvas) -> str:
+    if slide is None:
+        return f"white canvas {canvas.width:.0f} × {canvas.height:.0f} level-0 px (no slide image)"
+    return slide_facts(
+        slide.dimensions, slide.level_count, slide.mpp, slide.objective_power, slide.backend
+    )
+
+
+def _patch_box(result: SlideResult | None) -> tuple[float, float, float] | None:
     index = st.session_state.get("patch_pick")
-    if index is None or result.coords is None or not 0 <= int(index) < result.n_instances:
+    if result is None or result.coords is None:
+        return None
+    if index is None or not 0 <= int(index) < result.n_instances:
         return None
     x, y = result.coords[int(index)]
     return float(x), float(y), float(result.patch_size)
 
 
-def patch_panel(
-    picked: Picked, result: SlideResult, slide: Slide | None, choice: OverlayChoice
-) -> None:
+def patch_panel(result: SlideResult, slide: Slide | None, choice: OverlayChoice) -> None:
     """The inspected patch (clicked on the view or picked in the gallery): its crop, its
     attention under every coarse and fine label, and a button that zooms the view to it."""
     index = st.session_state.get("patch_pick")
@@ -232,20 +283,19 @@ def patch_panel(
     index = int(index)
     x, y = (int(v) for v in result.coords[index])
     st.markdown(f"**Patch {index}** at ({x}, {y}) level-0 px, {result.patch_size} px")
-    rows = pd.DataFrame(patch_attention_rows(result, index))
-    cols = st.columns([1, 2, 1.4])
-    colour = rendering.normalized(result, choice.level, choice.label, choice.style.normalize)
+    rows = patch_attention_rows(result, index)
+    cols = st.columns([1, 2, 1.6])
+    colour = rendering.normalized(result, choice.level, choice.label, choice.style)
     cols[0].image(
         cached.patch_crop(slide, result, index, CROP_PX, colour, choice.style.cmap),
         caption=f"patch {index}",
     )
-    cols[1].plotly_chart(
-        charts.patch_attention_figure(rows, f"patch {index}: attention under every label"),
-        key="patch_attention",
-        config={"displayModeBar": False},
+    current = f"{choice.level}/{choice.label}"
+    cols[1].markdown(
+        patch_bars.patch_bars_html(rows, TIMES_AVERAGE, current), unsafe_allow_html=True
     )
     cols[2].dataframe(
-        rows.round({"attention": 5, "x_uniform": 2, "percentile": 1}),
+        pd.DataFrame(rows).round({"attention": 5, TIMES_AVERAGE: 2, "percentile": 1}),
         hide_index=True,
         key="patch_table",
     )

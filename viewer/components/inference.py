@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,8 @@ class SlideResult:
         coords: ``(N, 2)`` int64 level-0 top-left corners, or None when the bag has none.
         patch_size: level-0 patch side (stored in the bag or inferred from the coords grid).
         encoder: encoder name stored with the bag ('' if none).
+        bag_attrs: the bag's scalar attributes (slide name, level-0 size, MPP, encoder…), what
+            the bag-on-slide check reads.
     """
 
     slide_id: str
@@ -48,6 +50,7 @@ class SlideResult:
     coords: np.ndarray | None
     patch_size: int
     encoder: str = ""
+    bag_attrs: dict[str, object] = field(default_factory=dict)
 
     @property
     def n_instances(self) -> int:
@@ -108,7 +111,21 @@ def from_prediction(pred: Prediction) -> SlideResult:
         coords=coords,
         patch_size=int(patch),
         encoder=str(attrs.get("encoder", "")),
+        bag_attrs=scalar_attrs(attrs),
     )
+
+
+def scalar_attrs(attrs: dict[str, object]) -> dict[str, object]:
+    """The str / int / float / bool attributes of a bag as plain Python values (arrays and
+    other objects are left out: the page needs the slide fields only)."""
+    out: dict[str, object] = {}
+    for name, value in attrs.items():
+        item = value.item() if isinstance(value, np.generic) else value
+        if isinstance(item, bytes):
+            item = item.decode("utf-8", errors="replace")
+        if isinstance(item, str | int | float | bool):
+            out[str(name)] = item
+    return out
 
 
 def predict_slide(predictor: Predictor, bag: Path, slide_id: str | None = None) -> SlideResult:
@@ -119,9 +136,10 @@ def predict_slide(predictor: Predictor, bag: Path, slide_id: str | None = None) 
 def patch_attention_rows(result: SlideResult, index: int) -> list[dict[str, object]]:
     """Attention of patch ``index`` under every label of both levels.
 
-    Each row: ``level, label, attention`` (the softmax weight), ``x_uniform`` (attention × N:
-    1.0 means the patch gets exactly its uniform share) and ``percentile`` (share of the
-    slide's patches with a lower score for that label, 0..100).
+    Each row: ``level``, ``label``, ``attention`` (the softmax weight), ``× average patch``
+    (attention × N: 1.0 is exactly an average patch's share, the slide page's default scale)
+    and ``percentile`` (share of the slide's patches with a lower score for that label,
+    0..100).
     """
     rows: list[dict[str, object]] = []
     n = result.n_instances
@@ -135,8 +153,12 @@ def patch_attention_rows(result: SlideResult, index: int) -> list[dict[str, obje
                     "level": level,
                     "label": name,
                     "attention": value,
-                    "x_uniform": value * n,
+                    TIMES_AVERAGE: value * n,
                     "percentile": 100.0 * float((row < value).sum()) / max(1, n - 1),
                 }
             )
     return rows
+
+
+#: the column of :func:`patch_attention_rows` with attention × N
+TIMES_AVERAGE = "× average patch"

@@ -9,13 +9,12 @@ in level-0 pixels. Images are ``(H, W, 3)`` uint8 RGB numpy arrays.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import cast
 
 import numpy as np
 from PIL import Image
 
-from hmil.heatmap import Normalization, colormap_lut, coords_extent
-from hmil.heatmap import normalize_scores as _normalize
+from hmil.attention_scale import code_positions
+from hmil.overlay import HeatmapStyle, colormap_lut, coords_extent, level_codes
 from hmil.slides.reader import Region, Slide
 from viewer.components.inference import SlideResult
 from viewer.components.viewport import Canvas
@@ -73,7 +72,8 @@ def patch_crop(
     cmap: str = "viridis",
 ) -> np.ndarray:
     """``(px, px, 3)`` picture of patch ``index``: the slide pixels under it, or without a slide
-    a swatch in the colour of its normalised score (``colour_values`` ``(N,)`` in [0, 1])."""
+    a swatch in the colour of its position on the map's scale (``colour_values`` ``(N,)`` in
+    [0, 1], NaN = not coloured: a light grey swatch)."""
     if result.coords is None:
         raise ValueError("bag has no coordinates")
     x, y = (float(v) for v in result.coords[index])
@@ -81,11 +81,16 @@ def patch_crop(
         return slide_square(slide, x, y, float(result.patch_size), px)
     lut = colormap_lut(cmap)
     value = 0.5 if colour_values is None else float(colour_values[index])
+    if not np.isfinite(value):
+        return np.full((px, px, 3), 235, dtype=np.uint8)
     colour = lut[int(np.clip(round(value * 255), 0, 255))]
     return np.broadcast_to(colour, (px, px, 3)).copy()
 
 
-def normalized(result: SlideResult, level: str, label: str, mode: str) -> np.ndarray:
-    """``(N,)`` scores of one class mapped to [0, 1] like the attention layer does."""
-    checked = cast(Normalization, mode)  # a widget's str; normalize_scores refuses others
-    return _normalize(result.scores(level, label), checked)
+def normalized(result: SlideResult, level: str, label: str, style: HeatmapStyle) -> np.ndarray:
+    """``(N,)`` colour positions of one class on the map's scale (the level's shared scale
+    unless ``style.per_label``), in [0, 1], NaN where the map leaves a patch uncoloured."""
+    if result.coords is None:
+        raise ValueError("bag has no coordinates")
+    coded = level_codes(result.attention(level), result.coords, result.patch_size, style)
+    return code_positions(coded.codes[result.names(level).index(label)])

@@ -203,7 +203,8 @@ def slide_table(
     """One row per labelled slide of the run: truth, the fold that tested it and its prediction.
 
     Columns: ``slide_id, true_fine, true_coarse, fold`` (-1 when no finished fold tested it),
-    ``pred_fine, pred_coarse, confidence_fine, correct_fine, consistent``. A slide tested by
+    ``pred_fine, pred_coarse, confidence_fine, correct_fine, confidence_coarse,
+    correct_coarse, consistent``. A slide tested by
     several folds (Monte-Carlo splits) keeps its first fold. The label table is read only when
     it lies under ``roots`` (if given); otherwise the table lists the tested slides only.
     """
@@ -228,7 +229,8 @@ def slide_table(
     else:
         base = pd.DataFrame(columns=["slide_id", "true_fine", "true_coarse"])
     keep = ["slide_id", "fold", "pred_fine", "pred_coarse", "confidence_fine", "correct_fine"]
-    keep += ["consistent"]
+    keep += ["confidence_coarse", "correct_coarse", "consistent"]
+    keep = [c for c in keep if predictions.empty or c in predictions.columns]
     if not predictions.empty:
         preds = predictions[keep].drop_duplicates("slide_id")
         table = base.merge(preds, on="slide_id", how="left")

@@ -11,7 +11,7 @@ from pathlib import Path
 import streamlit as st
 
 from hmil.errors import HMILError
-from viewer.components import cached, runs
+from viewer.components import address, cached, runs
 from viewer.components.choices import keep_choice, session_state
 from viewer.components.paths import check_under_roots
 from viewer.state import ViewerSettings, settings_from_env
@@ -128,27 +128,51 @@ def synthetic_banner(run: Path | None) -> None:
         )
 
 
-def apply_query_params() -> None:
-    """Links such as ``slide?run=RUN&slide=ID`` (cohort page) open that run and slide once.
+def apply_address() -> None:
+    """An address the page did not write itself (a new session, a pasted link, back /
+    forward) sets what the slide page shows: run, slide, label, viewport, style
+    (:mod:`viewer.components.address`).
 
     Runs before the sidebar's widgets exist, so it may set their state. A run outside the data
-    roots is refused like a typed path.
+    roots is refused like a typed path, and any value that does not parse is ignored with a
+    note on the page.
     """
-    params = st.query_params
-    slide_id, run = params.get("slide"), params.get("run")
-    if not slide_id or st.session_state.get("query_applied") == (run, slide_id):
+    state = session_state()
+    incoming = address.single(st.query_params)
+    if not address.incoming_changed(state, incoming):
         return
-    st.session_state["query_applied"] = (run, slide_id)
+    run = incoming.get(address.RUN)
+    notes: list[str] = []
     if run:
         try:
             path = check_under_roots(run, settings().roots)
         except HMILError as exc:
-            st.session_state["run_path_error"] = str(exc)
-            return
-        if runs.is_run_dir(path):
-            st.session_state["run"] = str(path)
-            st.session_state["run_picker"] = str(path)
-    st.session_state["open_slide"] = slide_id
+            notes.append(str(exc))
+        else:
+            if runs.is_run_dir(path):
+                state["run"] = str(path)
+                state["run_picker"] = str(path)
+            else:
+                notes.append(f"{path}: not a run directory")
+    notes += address.apply(state, incoming)
+    state[address.NOTES_KEY] = notes
+    viewport = {k: incoming[k] for k in address.VIEWPORT if k in incoming}
+    state["_address_viewport"] = {"slide": address.shown_key(incoming), "params": viewport}
+    state[address.WRITTEN_KEY] = {
+        k: v for k, v in incoming.items() if k in address.BY_NAME or k == address.RUN
+    }
+
+
+#: the slide page's view starts near the top: less blank space above the first element
+COMPACT_CSS = """<style>
+[data-testid="stMainBlockContainer"] { padding-top: 3.2rem; padding-bottom: 2rem; }
+[data-testid="stMainBlockContainer"] [data-testid="stAlert"] { padding: 0; }
+</style>"""
+
+
+def compact_layout() -> None:
+    """Less padding above the page (one style element, no script)."""
+    st.html(COMPACT_CSS)
 
 
 def restore(*keys: str) -> None:

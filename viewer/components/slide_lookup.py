@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from viewer.components import runs
 from viewer.components.inference import SlideResult
@@ -70,3 +71,48 @@ def inspect_options(top: Sequence[int], current: int | None, n: int) -> list[int
     if current is not None and 0 <= int(current) < n and int(current) not in options:
         options.append(int(current))
     return options
+
+
+#: the slide lists the slide page steps through (next / previous), by name
+BROWSE_LISTS = {
+    "all": "all slides",
+    "wrong_fine": "misclassified (fine)",
+    "wrong_coarse": "misclassified (coarse)",
+    "cohort": "from the cohort page",
+}
+
+
+def browse_ids(table: pd.DataFrame, which: str, cohort_ids: Sequence[str] = ()) -> list[str]:
+    """Slide ids of one browse list, in stepping order.
+
+    ``all``: the run's slides in table order; ``wrong_fine`` / ``wrong_coarse``: the slides a
+    finished fold got wrong at that level, most confident first (the cohort page's order);
+    ``cohort``: the ids the cohort page listed, those the run knows.
+    """
+    if table.empty:
+        return []
+    if which in ("wrong_fine", "wrong_coarse"):
+        level = which.removeprefix("wrong_")
+        correct, confidence = f"correct_{level}", f"confidence_{level}"
+        if correct not in table or "pred_fine" not in table:
+            return []
+        tested = table[table["pred_fine"].map(lambda v: isinstance(v, str))]
+        wrong = tested[~tested[correct].astype(bool)]
+        wrong = wrong.sort_values(confidence, ascending=False, kind="stable")
+        return [str(s) for s in wrong["slide_id"]]
+    ids = [str(s) for s in table["slide_id"]]
+    if which == "cohort":
+        known = set(ids)
+        return [s for s in dict.fromkeys(cohort_ids) if s in known]
+    return ids
+
+
+def neighbour(ids: Sequence[str], current: str | None, step: int) -> str | None:
+    """The id ``step`` places from ``current`` in ``ids`` (None past either end); a current id
+    that is not in the list steps to the list's first (or last) slide."""
+    if not ids:
+        return None
+    if current is None or current not in ids:
+        return ids[0] if step > 0 else ids[-1]
+    index = list(ids).index(current) + step
+    return ids[index] if 0 <= index < len(ids) else None

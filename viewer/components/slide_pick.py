@@ -1,25 +1,32 @@
-"""Choosing what the slide page shows: run slide or upload, fold checkpoint, and the
-prediction summary (flags and probability bars).
+"""Choosing what the slide page shows: a slide of the run, an uploaded bag, or a slide file
+alone; the browse list it steps through; the prediction summary (flags and probability bars).
 
-Session-state keys: ``slide_source``, ``slide_search``, ``slide_pick``, ``slide_fold``
-(+ ``slide_fold_for``), ``up_bag``, ``up_slide``, ``up_ckpt``, ``up_ckpt_path``; non-widget:
-``open_slide`` (set by the cohort page or a link), ``upload_dir``.
+Session-state keys: ``slide_source``, ``slide_pick``, ``browse_list``, ``slide_fold``
+(+ ``slide_fold_for``), ``file_pick``, ``up_bag``, ``up_slide``, ``up_ckpt``,
+``up_ckpt_path``, ``slide_mismatch_ok``, ``cohort_list`` (ids the cohort page listed, with
+``cohort_list_title``); non-widget: ``open_slide`` (set by the cohort page), ``upload_dir``,
+``up_saved`` (uploads kept across a switch of source: Streamlit forgets a file uploader that
+is not drawn).
 """
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import streamlit as st
 
 from hmil.errors import HMILError
+from hmil.model_info import model_provenance
+from hmil.slides.match import SlideFacts, SlideMatch, check_bag_on_slide
 from hmil.slides.reader import Slide
-from viewer.components import cached, charts, runs, shell, slide_lookup
+from viewer.components import address, cached, charts, runs, shell, slide_lookup, slide_state
 from viewer.components.choices import keep_choice, session_state
 from viewer.components.inference import SlideResult
-from viewer.components.paths import check_under_roots
+from viewer.components.paths import check_under_roots, is_under
 from viewer.components.uploads import (
     UPLOAD_MAX_AGE_S,
     UPLOAD_PREFIX,
@@ -29,7 +36,17 @@ from viewer.components.uploads import (
 from viewer.state import ViewerSettings
 
 SLIDE_UPLOAD_TYPES = ["svs", "tif", "tiff", "ndpi", "mrxs", "scn", "png", "jpg", "jpeg"]
-KEYS = ("slide_source", "slide_search", "slide_pick", "slide_fold", "up_ckpt", "up_ckpt_path")
+KEYS = (
+    "slide_source", "slide_pick", "browse_list", "slide_fold", "file_pick", "up_ckpt",
+    "up_ckpt_path",
+)  # fmt: skip
+#: "the slide file was renamed: draw anyway" (reset whenever another slide is shown)
+MISMATCH_KEY = "slide_mismatch_ok"
+SOURCE_NAMES = {"run": "A slide of the run", "upload": "Upload a bag", "file": "A slide file alone"}
+#: slide files listed for "a slide file alone", at most this many (found under the data roots)
+MAX_SLIDE_FILES = 500
+#: folders below a data root searched for slide files
+SLIDE_SEARCH_DEPTH = 3
 
 
 @dataclass(frozen=True)
@@ -38,6 +55,8 @@ class Picked:
 
     ``slide_roots`` are the roots the slide file was admitted under (the data roots, or the
     session's upload folder); the tile routes check the file against them on every request.
+    ``slide_name`` is the name the slide file goes by for the bag-on-slide check (an upload is
+    saved under a content-hashed name but keeps the name the user gave it).
     """
 
     slide_id: str
@@ -49,30 +68,59 @@ class Picked:
     true_coarse: str | None
     slide_note: str = ""
     slide_roots: tuple[Path, ...] = ()
+    slide_name: str | None = None
+    allow_mismatch: bool = False
 
 
 def apply_open_request() -> None:
-    """Consume ``open_slide`` (cohort page button or link) before the widgets are drawn."""
+    """Consume ``open_slide`` (the cohort page's choice) before the widgets are drawn."""
     slide_id = st.session_state.pop("open_slide", None)
     if slide_id:
         st.session_state["slide_source"] = "run"
-        st.session_state["slide_search"] = ""
         st.session_state["slide_pick"] = slide_id
 
 
+def apply_nav_request(state: MutableMapping[str, Any], ids: Sequence[str]) -> None:
+    """Consume a next / previous request of the view (:data:`slide_state.NAV_REQUEST`): move
+    ``slide_pick`` along ``ids``."""
+    step = state.pop(slide_state.NAV_REQUEST, None)
+    if step is None:
+        return
+    target = slide_lookup.neighbour(ids, state.get("slide_pick"), int(step))
+    if target is not None:
+        state["slide_pick"] = target
+
+
+def forget_previous_slide(state: MutableMapping[str, Any], shown: str) -> bool:
+    """When ``shown`` is another slide than the last one shown, drop what belonged to that one
+    — label (the new slide opens on its predicted label), inspected patch, go-to and viewport
+    requests — and return True. A slide opened from an address keeps the address's label."""
+    if state.get(address.SLIDE_SHOWN_KEY) == shown:
+        return False
+    first = address.SLIDE_SHOWN_KEY not in state
+    state[address.SLIDE_SHOWN_KEY] = shown
+    if not first:
+        for key in (
+            "ov_label",
+            "patch_pick",
+            slide_state.GOTO_KEY,
+            address.VIEWPORT_KEY,
+            MISMATCH_KEY,
+        ):
+            state.pop(key, None)
+    return True
+
+
 def pick_source(run: Path | None) -> str:
-    options = ["run", "upload"] if run is not None else ["upload"]
+    """Where the slide comes from (in the sidebar)."""
+    options = ["run", "upload", "file"] if run is not None else ["upload", "file"]
     keep_choice(session_state(), "slide_source", options)
-    names = {"run": "Slide of the run", "upload": "Upload a bag"}
-    return str(
-        st.radio(
-            "Source", options, key="slide_source", horizontal=True, format_func=names.__getitem__
-        )
-    )
+    return str(st.radio("Show", options, key="slide_source", format_func=SOURCE_NAMES.__getitem__))
 
 
 def pick_from_run(run: Path, cfg: ViewerSettings) -> Picked | None:
-    """Searchable slide picker over the run's labelled slides (truth and prediction shown)."""
+    """The slide picker over the run's labelled slides (truth and prediction in each option),
+    the browse list it steps through, and the fold checkpoint."""
     info, _, table = cached.run_tables(run, cfg.roots)
     if table.empty:
         st.info("This run has no labelled slides yet.")
@@ -81,32 +129,53 @@ def pick_from_run(run: Path, cfg: ViewerSettings) -> Picked | None:
     if not checkpoints:
         st.info("No fold of this run has a checkpoint yet (training still starting?).")
         return None
-    cols = st.columns([1, 3])
-    search = cols[0].text_input(
-        "Search", key="slide_search", placeholder="slide id or class", help="Filters the list."
-    )
+    state = session_state()
+    lists = dict(slide_lookup.BROWSE_LISTS)
+    cohort_ids = list(state.get("cohort_list") or [])
+    if not cohort_ids:
+        lists.pop("cohort")
+    else:
+        lists["cohort"] = f"from the cohort page: {state.get('cohort_list_title', 'listed')}"
+    keep_choice(state, "browse_list", list(lists), "all")
+    ids = slide_lookup.browse_ids(table, str(state["browse_list"]), cohort_ids)
+    if not ids:  # e.g. nothing misclassified: fall back to every slide
+        ids = slide_lookup.browse_ids(table, "all")
+    apply_nav_request(state, ids)
     labels = {row["slide_id"]: runs.slide_option_label(row) for _, row in table.iterrows()}
-    ids = slide_lookup.matching_slides(labels, search)
-    keep_choice(session_state(), "slide_pick", ids)
+    if state.get("slide_pick") not in labels:
+        unknown = state.get("slide_pick")
+        if unknown:
+            state.setdefault(address.NOTES_KEY, []).append(f"no slide '{unknown}' in this run")
+        state["slide_pick"] = ids[0]
+    current = str(state["slide_pick"])
+    options = ids if current in ids else [current, *ids]
+    cols = st.columns([3.2, 1.4, 1.2])
+    position = f"{options.index(current) + 1} of {len(options)}"
     slide_id = str(
-        cols[1].selectbox(
-            f"Slide ({len(ids)} of {len(labels)})",
-            ids,
+        cols[0].selectbox(
+            f"Slide ({position}) — type to search",
+            options,
             key="slide_pick",
-            format_func=labels.__getitem__,
+            format_func=lambda s: labels.get(s, str(s)),
         )
+    )
+    cols[1].selectbox(
+        "Step through",
+        list(lists),
+        key="browse_list",
+        format_func=lists.__getitem__,
+        help="The list that next / previous (keys n / p) walk through.",
     )
     row = table[table["slide_id"] == slide_id].iloc[0]
     folds = sorted(checkpoints)
     test_fold = int(row["fold"])
-    state = session_state()
     if state.get("slide_fold_for") != slide_id:
         state["slide_fold"] = slide_lookup.default_fold(test_fold, folds)
         state["slide_fold_for"] = slide_id
     keep_choice(state, "slide_fold", folds, slide_lookup.default_fold(test_fold, folds))
     fold = int(
-        st.selectbox(
-            "Model (fold checkpoint)",
+        cols[2].selectbox(
+            "Model",
             folds,
             key="slide_fold",
             format_func=lambda f: f"fold {f}" + (" (tested this slide)" if f == test_fold else ""),
@@ -130,7 +199,27 @@ def pick_from_run(run: Path, cfg: ViewerSettings) -> Picked | None:
         true_coarse=str(row["true_coarse"]),
         slide_note=note,
         slide_roots=tuple(cfg.roots),
+        allow_mismatch=bool(state.get(MISMATCH_KEY, False)),
     )
+
+
+def browse_nav(state: MutableMapping[str, Any], table_ids: Sequence[str]) -> dict[str, bool]:
+    """Whether the current slide has a previous / next one in its browse list."""
+    current = state.get("slide_pick")
+    return {
+        "has_prev": slide_lookup.neighbour(table_ids, current, -1) is not None,
+        "has_next": slide_lookup.neighbour(table_ids, current, 1) is not None,
+    }
+
+
+def run_browse_ids(run: Path, cfg: ViewerSettings) -> list[str]:
+    """The ids of the current browse list of ``run`` (what next / previous walk through)."""
+    _, _, table = cached.run_tables(run, cfg.roots)
+    state = session_state()
+    ids = slide_lookup.browse_ids(
+        table, str(state.get("browse_list", "all")), state.get("cohort_list") or []
+    )
+    return ids or slide_lookup.browse_ids(table, "all")
 
 
 def _upload_dir() -> Path:
@@ -140,31 +229,89 @@ def _upload_dir() -> Path:
     return Path(st.session_state["upload_dir"])
 
 
+def _kept_upload(kind: str, widget: Any, cfg: ViewerSettings) -> tuple[Path, str] | None:
+    """The file of upload widget ``kind`` (``bag`` / ``slide``), saved in the session's folder;
+    the one saved earlier when the widget is empty because the page showed another source
+    (Streamlit forgets widgets that were not drawn)."""
+    saved: dict[str, tuple[str, str]] = st.session_state.setdefault("up_saved", {})
+    if widget is not None:
+        path = save_upload(widget.getvalue(), widget.name, _upload_dir(), cfg.max_upload_mb)
+        saved[kind] = (str(path), widget.name)
+        st.session_state[f"_up_seen_{kind}"] = widget.file_id
+        return path, str(widget.name)
+    kept = saved.get(kind)
+    if kept is None or not Path(kept[0]).is_file():
+        return None
+    return Path(kept[0]), kept[1]
+
+
+def _forget_upload(kind: str) -> None:
+    st.session_state.setdefault("up_saved", {}).pop(kind, None)
+
+
 def pick_upload(cfg: ViewerSettings, known: list[Path]) -> Picked | None:
-    """Upload a bag (+ optional slide) and choose a checkpoint to predict with."""
-    st.caption(f"Uploads up to {cfg.max_upload_mb} MB each; kept in a private temporary folder.")
-    cols = st.columns(2)
-    bag_up = cols[0].file_uploader(
+    """Upload a bag (+ optional slide) and choose a checkpoint to predict with (sidebar)."""
+    limit = f"{cfg.max_upload_mb} MB"
+    bag_up = st.file_uploader(
         "Feature bag (.h5 / .pt)",
         type=["h5", "pt"],
         key="up_bag",
         max_upload_size=cfg.max_upload_mb,
+        help=f"Up to {limit}; kept in a private temporary folder of this session.",
     )
-    slide_up = cols[1].file_uploader(
+    slide_up = st.file_uploader(
         "Slide (optional)",
         type=SLIDE_UPLOAD_TYPES,
         key="up_slide",
         max_upload_size=cfg.max_upload_mb,
+        help=f"Up to {limit}. Without a slide the attention is drawn on a white canvas.",
     )
+    try:
+        bag = _kept_upload("bag", bag_up, cfg)
+        slide = _kept_upload("slide", slide_up, cfg)
+    except HMILError as exc:
+        shell.show_problem(exc)
+        return None
+    for kind, widget, kept in (("bag", bag_up, bag), ("slide", slide_up, slide)):
+        if widget is None and kept is not None:
+            cols = st.columns([3, 1])
+            cols[0].caption(f"{kind}: {charts.escape_markdown(kept[1])} (uploaded earlier)")
+            cols[1].button("✕", key=f"up_forget_{kind}", on_click=_forget_upload, args=(kind,),
+                           help=f"forget this {kind}")  # fmt: skip
+    checkpoint = _pick_checkpoint(cfg, known)
+    if checkpoint is None:
+        return None
+    if bag is None:
+        st.info("Upload a feature bag to predict it with the chosen checkpoint.")
+        return None
+    folder = _upload_dir()
+    return Picked(
+        slide_id=Path(bag[1]).stem,
+        bag=bag[0],
+        checkpoint=checkpoint,
+        slide_file=slide[0] if slide else None,
+        mask_file=None,
+        true_fine=None,
+        true_coarse=None,
+        slide_note="" if slide is not None else "no slide uploaded",
+        slide_roots=(folder,),
+        slide_name=slide[1] if slide else None,
+        allow_mismatch=bool(st.session_state.get(MISMATCH_KEY, False)),
+    )
+
+
+def _pick_checkpoint(cfg: ViewerSettings, known: list[Path]) -> Path | None:
     extra = [p for p in (cfg.checkpoint,) if p is not None]
     extra += [r for r in cfg.roots if r.name == "checkpoints" and r.is_dir()]
     options = [str(p) for p in runs.list_checkpoints(known, extra)]
-    cols = st.columns(2)
     chosen = None
     if options:
         keep_choice(session_state(), "up_ckpt", options)
-        chosen = cols[0].selectbox("Checkpoint", options, key="up_ckpt")
-    typed = cols[1].text_input(
+        names = model_labels(options, cfg.roots)
+        chosen = st.selectbox(
+            "Model (checkpoint)", options, key="up_ckpt", format_func=names.__getitem__
+        )
+    typed = st.text_input(
         "…or checkpoint path", key="up_ckpt_path", placeholder="path/to/checkpoint.pt"
     )
     if typed.strip():
@@ -174,60 +321,132 @@ def pick_upload(cfg: ViewerSettings, known: list[Path]) -> Picked | None:
             shell.show_problem(exc)
             return None
         if not path.is_file():
-            st.error(f"{path}: checkpoint not found")
+            st.error(f"{charts.escape_markdown(str(path))}: checkpoint not found")
             return None
         chosen = str(path)
     if chosen is None:
         st.info("No checkpoint found under the data roots; give a path.")
         return None
-    if bag_up is None:
-        st.info("Upload a feature bag to predict it with the chosen checkpoint.")
+    return Path(chosen)
+
+
+def model_labels(paths: Sequence[str], roots: Sequence[Path]) -> dict[str, str]:
+    """Each checkpoint's name for people (its model card's title, or ``<run> · fold k``);
+    names that two checkpoints share get the checkpoint's place under its data root, so no
+    two options read the same."""
+    from hmil.model_info import model_display_name
+
+    names = {p: model_display_name(p) for p in paths}
+    counts: dict[str, int] = {}
+    for name in names.values():
+        counts[name] = counts.get(name, 0) + 1
+    return {
+        p: name if counts[name] == 1 else f"{name} ({_short_path(str(Path(p).parent), roots)})"
+        for p, name in names.items()
+    }
+
+
+def slide_files(roots: Sequence[Path]) -> list[Path]:
+    """Slide files under the data roots (a few folders deep), at most
+    :data:`MAX_SLIDE_FILES`, sorted."""
+    suffixes = {*runs.SLIDE_SUFFIXES, ".png", ".jpg", ".jpeg"}
+    found: set[Path] = set()
+    for root in roots:
+        if not root.is_dir():
+            continue
+        stack = [(root, 0)]
+        while stack and len(found) < MAX_SLIDE_FILES:
+            folder, depth = stack.pop()
+            try:
+                entries = sorted(folder.iterdir())
+            except OSError:
+                continue
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                if entry.is_dir() and depth < SLIDE_SEARCH_DEPTH:
+                    stack.append((entry, depth + 1))
+                elif entry.suffix.lower() in suffixes and entry.is_file():
+                    found.add(entry)
+    return sorted(p for p in found if is_under(p, roots))[:MAX_SLIDE_FILES]
+
+
+def pick_file(cfg: ViewerSettings) -> Path | None:
+    """A slide file under the data roots to look at without a bag (sidebar)."""
+    files = [str(p) for p in slide_files(list(cfg.roots))]
+    state = session_state()
+    wanted = state.get("file_pick")
+    if wanted and wanted not in files:
+        try:
+            path = check_under_roots(str(wanted), cfg.roots)
+        except HMILError as exc:
+            state.setdefault(address.NOTES_KEY, []).append(str(exc))
+            path = None
+        if path is not None and path.is_file():
+            files.insert(0, str(path))
+    if not files:
+        st.info("No slide file under the data roots (`hmil view --data-root DIR`).")
         return None
-    try:
-        folder = _upload_dir()
-        bag = save_upload(bag_up.getvalue(), bag_up.name, folder, cfg.max_upload_mb)
-        slide_file = None
-        if slide_up is not None:
-            slide_file = save_upload(slide_up.getvalue(), slide_up.name, folder, cfg.max_upload_mb)
-    except HMILError as exc:
-        shell.show_problem(exc)
-        return None
-    return Picked(
-        slide_id=Path(bag_up.name).stem,
-        bag=bag,
-        checkpoint=Path(chosen),
-        slide_file=slide_file,
-        mask_file=None,
-        true_fine=None,
-        true_coarse=None,
-        slide_note="" if slide_file is not None else "no slide uploaded",
-        slide_roots=(folder,),
+    keep_choice(state, "file_pick", files)
+    chosen = st.selectbox(
+        "Slide file", files, key="file_pick", format_func=lambda p: _short_path(p, cfg.roots)
     )
+    return Path(chosen)
 
 
-def open_slide_for(picked: Picked, result: SlideResult) -> tuple[Slide | None, str]:
-    """The slide handle, or None with the reason the coordinate canvas is used instead."""
+def _short_path(path: str, roots: Sequence[Path]) -> str:
+    p = Path(path)
+    for root in roots:
+        if p != root and p.is_relative_to(root):
+            return f"{root.name}/{p.relative_to(root)}"
+    return p.name
+
+
+def open_slide_for(
+    picked: Picked, result: SlideResult
+) -> tuple[Slide | None, str, SlideMatch | None]:
+    """The slide handle, or None with the reason the white canvas is used instead; and what
+    the bag-on-slide check compared (:func:`hmil.slides.match.check_bag_on_slide`: the same
+    check as ``hmil heatmap``). A pair that does not match is not drawn unless the user says
+    the slide file was renamed (``slide_mismatch_ok``)."""
     if picked.slide_file is None:
-        return None, picked.slide_note
+        return None, picked.slide_note, None
     try:
         slide = cached.slide(check_under_roots(picked.slide_file, picked.slide_roots))
     except HMILError as exc:
-        return None, f"cannot open the slide ({exc.problem})"
-    problem = slide_lookup.coords_problem(result.coords, slide.dimensions)
-    return (None, problem) if problem else (slide, "")
+        return None, f"cannot open the slide ({exc.problem})", None
+    facts = SlideFacts.of(slide, picked.slide_name)
+    try:
+        match = check_bag_on_slide(result.bag_attrs, result.coords, facts, allow_mismatch=True)
+    except HMILError as exc:  # coords that are not (N, 2) numbers
+        return None, f"cannot check the bag against the slide ({exc.problem})", None
+    if match.problem is not None and not picked.allow_mismatch:
+        return None, f"not drawn on this slide: {match.problem}", match
+    return slide, "", match
 
 
-def prediction_flags(result: SlideResult, picked: Picked) -> None:
-    """One line with the prediction and truth, and a warning when the heads disagree or the
-    prediction is inconsistent across levels. Class names come from the run's hierarchy file:
-    Markdown in them is shown as typed."""
+def prediction_flags(result: SlideResult, picked: Picked, run_synthetic: bool) -> None:
+    """One line with the prediction and truth, and warnings: heads disagree, inconsistent
+    levels, a SYNTHETIC-trained model on a slide that is not from its synthetic cohort, an
+    encoder mismatch. Class names come from the run's hierarchy file: Markdown in them is
+    shown as typed."""
     e = charts.escape_markdown
     fine, coarse, head = e(result.fine_pred), e(result.coarse_pred), e(result.coarse_head_pred)
     flags = []
+    provenance = model_provenance(
+        picked.checkpoint, cached.predictor(picked.checkpoint).info, result.bag_attrs
+    )
+    if provenance.synthetic and not run_synthetic:
+        flags.append(
+            "**Model trained on SYNTHETIC slides** — it has never seen a real slide; its "
+            "prediction and attention here demonstrate the software only."
+        )
+    if provenance.encoder_mismatch:
+        flags.append(f"**Features from another encoder** — {e(provenance.encoder_mismatch)}")
     if not result.heads_agree:
         flags.append(
-            f"**Heads disagree** — the coarse head predicts **{head}** but the "
-            f"fine head summed per coarse class (Mᵀp_f) gives **{coarse}**."
+            f"**The two coarse answers disagree** — the coarse classifier predicts **{head}** "
+            f"but the fine probabilities summed per coarse class give **{coarse}**."
         )
     if not result.consistent:
         flags.append(
@@ -239,18 +458,20 @@ def prediction_flags(result: SlideResult, picked: Picked) -> None:
     if picked.true_fine is not None:
         ok = picked.true_fine == result.fine_pred
         truth = f"**{e(picked.true_fine)}** ({e(picked.true_coarse or '')})"
-        verdict = f" · truth {truth} " + ("✓" if ok else "✗")
+        verdict = f" · truth {truth} " + ("✓" if ok else "✗ misclassified")
     st.markdown(f"Prediction: **{fine}** (fine) / **{coarse}** (coarse){verdict}")
+    st.caption(f"model: {e(provenance.display_name)} · encoder {e(result.encoder or 'unknown')}")
 
 
 def prediction_bars(result: SlideResult, picked: Picked) -> None:
-    """Probability bars per level (coarse Mᵀ p_f, coarse head, fine), the prediction in bold
-    and the truth marked."""
+    """Probability bars per level (coarse from the fine probabilities, the coarse classifier,
+    fine), the prediction in bold and the truth marked."""
     bars = [
-        ("coarse (Mᵀ p_f)", result.coarse, result.coarse_probs, picked.true_coarse),
-        ("coarse head", result.coarse, result.coarse_head_probs, picked.true_coarse),
+        ("coarse (fine probabilities summed)", result.coarse, result.coarse_probs,
+         picked.true_coarse),
+        ("coarse classifier", result.coarse, result.coarse_head_probs, picked.true_coarse),
         ("fine", result.fine, result.fine_probs, picked.true_fine),
-    ]
+    ]  # fmt: skip
     levels = [
         (title, charts.probability_rows(names, probs, truth)) for title, names, probs, truth in bars
     ]

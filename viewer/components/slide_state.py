@@ -2,9 +2,10 @@
 
 The view itself (pan, zoom, hover) lives in the browser; it reports only what the rest of the
 page follows, as component triggers: a label chosen on its label strip, the opacity slider let
-go, a patch clicked. Their callbacks run before the script, so they may write the page's
-widget keys (``ov_level``, ``ov_label``, ``ov_alpha``; a clicked patch goes through
-``dz_patch`` to ``patch_pick``) and every panel below the view follows on the same rerun.
+go, a patch clicked, "all labels" switched, next / previous slide. Their callbacks run before
+the script, so they may write the page's keys (``ov_level``, ``ov_label``, ``ov_alpha``,
+``ov_mode``; a clicked patch goes through ``dz_patch`` to ``patch_pick``, next / previous
+through ``dz_nav``) and every panel below the view follows on the same rerun.
 "Go to this patch" goes the other way: a request with a fresh ``nonce`` that the browser
 applies once.
 """
@@ -18,6 +19,7 @@ from viewer.components.inference import LEVELS
 
 GOTO_KEY = "dz_goto"
 PATCH_REQUEST = "dz_patch"
+NAV_REQUEST = "dz_nav"
 
 
 def _trigger(state: Mapping[str, Any], component_key: str, name: str) -> Any:
@@ -47,6 +49,21 @@ def on_patch(state: MutableMapping[str, Any], component_key: str) -> None:
     value = _trigger(state, component_key, "patch")
     if isinstance(value, int) and value >= 0:
         state[PATCH_REQUEST] = value
+
+
+def on_mode(state: MutableMapping[str, Any], component_key: str) -> None:
+    """ "All labels" was switched on the view: ``single`` or ``all`` becomes ``ov_mode``."""
+    value = _trigger(state, component_key, "mode")
+    if value in ("single", "all"):
+        state["ov_mode"] = str(value)
+
+
+def on_nav(state: MutableMapping[str, Any], component_key: str) -> None:
+    """Next (1) or previous (-1) slide was asked for on the view (button or key n / p): the
+    page moves along its browse list before it draws the picker (:data:`NAV_REQUEST`)."""
+    value = _trigger(state, component_key, "nav")
+    if value in (-1, 1):
+        state[NAV_REQUEST] = int(value)
 
 
 def apply_patch_request(state: MutableMapping[str, Any]) -> None:

@@ -47,14 +47,14 @@ def topk_gallery(result: SlideResult, slide: Slide | None, choice: OverlayChoice
     k = int(st.slider("Patches", 1, min(32, result.n_instances), key="topk_k"))
     scores = result.scores(choice.level, choice.label)
     top = [int(i) for i in topk_indices(scores, k)]
-    colour = rendering.normalized(result, choice.level, choice.label, choice.style.normalize)
+    colour = rendering.normalized(result, choice.level, choice.label, choice.style)
     crops = [
         cached.patch_crop(slide, result, index, CROP_PX, colour_values=colour,
                           cmap=choice.style.cmap)
         for index in top
     ]  # fmt: skip
     captions = [
-        f"#{rank + 1} · {scores[index]:.3g} (×{scores[index] * result.n_instances:.1f})"
+        f"#{rank + 1} · ×{scores[index] * result.n_instances:.1f} average ({scores[index]:.3g})"
         for rank, index in enumerate(top)
     ]
     st.image(crops, caption=captions, width=CROP_PX)

@@ -1,4 +1,4 @@
-// HMIL Studio deep-zoom slide view: OpenSeadragon + a class-wise attention layer.
+// HMIL Studio deep-zoom slide view: OpenSeadragon + a class-wise attention layer with a legend.
 //
 // A Streamlit components-v2 module. Streamlit calls the default export on mount and again
 // whenever the data from Python changes; the OpenSeadragon viewers live in a WeakMap keyed by
@@ -6,13 +6,22 @@
 // layer: the slide tiles stay. Everything drawn is in level-0 pixel coordinates of the slide
 // (or of the coordinate canvas when there is no slide file).
 //
-// Data from Python (viewer/components/deepzoom_ui.py builds it):
-//   osd_url, slide: {dzi, width, height, mpp, power} | null, canvas: {x0, y0, w, h},
-//   layer: {strategy, grid, names: {coarse, fine}, values: {coarse: [b64], fine: [b64]},
-//           tiles: {coarse: [dzi url], fine: [dzi url]} (server strategy)},
-//   show: {level, label, mode, alpha, lut (b64 256x3), smooth, outline: [[x, y, ...]]},
-//   patch: index | null, goto: {x, y, size, nonce} | null, height, key.
-// Triggers to Python: label {level, label}, alpha (number), patch (index).
+// Data from Python (viewer/components/deepzoom_data.py builds it):
+//   osd_url, view_id (changes with the slide shown), slide: {dzi, width, height, mpp, power}
+//   | null, canvas: {x0, y0, w, h}, note (text when there is nothing to overlay),
+//   layer: {strategy, grid, names: {coarse, fine}, predicted: {coarse, fine},
+//           levels: {coarse|fine: {codes: [b64], scales: [{legend, texts}], scale_of: [int]}},
+//           tiles: {coarse: [dzi url], fine: [dzi url]} (server strategy)} | null,
+//   truth: {coarse, fine} | null,
+//   show: {level, label, mode, alpha, lut (b64 256x3 code colours), smooth, outline},
+//   patch_box: [x, y, size] | null, goto: {x, y, size, nonce} | null,
+//   viewport: {x, y, zoom, nonce} | null (a link's view), nav: {has_prev, has_next} | null,
+//   min_height.
+// Triggers to Python: label {level, label}, alpha (number), mode ("single"|"all"),
+// patch (index), nav (-1 | 1).
+// The view writes its own moves into the page's address (level, label, opacity, mode and
+// the viewport x, y, zoom) with history.replaceState, so a reload or a copied link shows the
+// same picture; Python writes the rest (run, slide, fold, style).
 
 const VIEWS = new WeakMap();
 const LIVE = new Set(); // open OpenSeadragon viewers, for PERF.busy()
@@ -22,6 +31,11 @@ PERF.busy = () => Array.from(LIVE).reduce((n, v) => n + v.imageLoader.jobsInProg
 
 // a label chosen on the view reaches the page after this long without another click (ms)
 const LABEL_SETTLE_MS = 350;
+// a click selects a patch only when no second click follows within this (a double-click zooms)
+const CLICK_DELAY_MS = 300;
+// the address is rewritten at most this often while the view moves (ms)
+const URL_EVERY_MS = 250;
+const LEVELS = ["coarse", "fine"];
 
 function mark(name, extra) {
   PERF.events.push({ name, t: performance.now(), ...(extra || {}) });
@@ -58,6 +72,25 @@ function el(tag, cls, parent, text) {
   return e;
 }
 
+function typing(event) {
+  // keys typed into a field (search box, select) are not shortcuts
+  const t = event.target;
+  if (!t || !t.tagName) return false;
+  return /^(INPUT|TEXTAREA|SELECT)$/.test(t.tagName) || t.isContentEditable;
+}
+
+// ------------------------------------------------------------------ the page's address
+
+function writeAddress(params) {
+  // merge {name: value | null} into the address without a new history entry
+  const url = new URL(window.location.href);
+  for (const [k, v] of Object.entries(params)) {
+    if (v === null || v === undefined || v === "") url.searchParams.delete(k);
+    else url.searchParams.set(k, String(v));
+  }
+  if (url.href !== window.location.href) window.history.replaceState(window.history.state, "", url);
+}
+
 // ------------------------------------------------------------------ patch layer (canvas)
 
 class PatchLayer {
@@ -81,12 +114,15 @@ class PatchLayer {
     this.key = null;
   }
 
-  colour(values, lut, key) {
+  colour(codes, lut, key) {
+    // code 0: not coloured (transparent); code c: colour c of the table
     if (key === this.key) return;
     const px = this.image.data, cols = this.grid.cols, span = this.grid.span;
     px.fill(0);
     for (let i = 0; i < this.grid.n; i++) {
-      const v = values[i] * 3, c = this.cells[2 * i], r = this.cells[2 * i + 1];
+      const code = codes[i];
+      if (!code) continue;
+      const v = code * 3, c = this.cells[2 * i], r = this.cells[2 * i + 1];
       for (let dy = 0; dy < span; dy++) {
         let o = ((r + dy) * cols + c) * 4;
         for (let dx = 0; dx < span; dx++, o += 4) {
@@ -106,12 +142,55 @@ class PatchLayer {
   }
 }
 
+// ------------------------------------------------------------------ legend
+
+class Legend {
+  // The colour bar of the current label's scale: title, bar, tick values, uncoloured rule.
+  constructor(parent) {
+    this.box = el("div", "hmil-dz-legend", parent);
+    this.title = el("div", "hmil-dz-legend-title", this.box);
+    this.bar = el("canvas", "hmil-dz-legend-bar", this.box);
+    this.bar.width = 255;
+    this.bar.height = 1;
+    this.ticks = el("div", "hmil-dz-legend-ticks", this.box);
+    this.note = el("div", "hmil-dz-legend-note", this.box);
+    this.key = null;
+  }
+
+  set(scale, lut, lutKey, prefix) {
+    const key = JSON.stringify([scale && scale.legend, lutKey, prefix]);
+    if (key === this.key) return;
+    this.key = key;
+    this.box.style.display = scale ? "" : "none";
+    if (!scale) return;
+    const legend = scale.legend;
+    this.title.textContent = (prefix ? prefix + " · " : "") + legend.title;
+    const ctx = this.bar.getContext("2d");
+    const img = ctx.createImageData(255, 1);
+    for (let c = 1; c < 256; c++) {
+      const o = (c - 1) * 4;
+      img.data[o] = lut[3 * c]; img.data[o + 1] = lut[3 * c + 1]; img.data[o + 2] = lut[3 * c + 2];
+      img.data[o + 3] = 255;
+    }
+    ctx.putImageData(img, 0, 0);
+    this.ticks.textContent = "";
+    for (const [pos, text] of legend.ticks) {
+      const t = el("span", "hmil-dz-legend-tick", this.ticks, text);
+      t.style.left = (100 * pos).toFixed(2) + "%";
+      if (pos <= 0.02) t.classList.add("first");
+      if (pos >= 0.98) t.classList.add("last");
+    }
+    this.note.textContent = legend.uncoloured || "";
+  }
+}
+
 // ------------------------------------------------------------------ one viewer
 
 class SlideView {
-  constructor(host, OSD, data, label, onPatch, primary) {
+  constructor(host, OSD, data, label, hooks, primary) {
     this.OSD = OSD;
     this.label = label; // {level, name}
+    this.hooks = hooks;
     this.frame = el("div", "hmil-dz-frame", host);
     this.frame.tabIndex = -1;
     this.osdEl = el("div", "hmil-dz-osd", this.frame);
@@ -119,9 +198,12 @@ class SlideView {
     this.scale = el("div", "hmil-dz-scale", this.frame);
     this.scaleBar = el("div", "hmil-dz-scale-bar", this.scale);
     this.scaleText = el("div", "hmil-dz-scale-text", this.scale);
+    this.legend = new Legend(this.frame);
     this.tip = el("div", "hmil-dz-tip", this.frame);
     this.canvasInfo = data.canvas;
     this.slide = data.slide;
+    this.pointer = null; // last pointer position over the view (null: outside)
+    this.clickTimer = null;
     const source = data.slide ? data.slide.dzi : blankImage(data.canvas);
     this.viewer = OSD({
       element: this.osdEl,
@@ -130,7 +212,7 @@ class SlideView {
       showNavigationControl: false,
       showNavigator: primary,
       navigatorPosition: "TOP_RIGHT",
-      navigatorSizeRatio: 0.2,
+      navigatorSizeRatio: 0.18,
       navigatorAutoFade: false,
       maxZoomPixelRatio: 2,
       minZoomImageRatio: 0.5,
@@ -145,15 +227,21 @@ class SlideView {
       gestureSettingsTouch: { pinchToZoom: true, dblClickToZoom: true, flickEnabled: true },
     });
     LIVE.add(this.viewer);
-    this.viewer.addHandler("animation-finish", () => mark("settled"));
+    this.viewer.addHandler("animation-finish", () => {
+      mark("settled");
+      hooks.onSettled(this);
+    });
     this.overlay = el("canvas", "hmil-dz-layer");
     this.viewer.canvas.appendChild(this.overlay);
     this.layerTiles = null;
     this.layerTilesUrl = null;
     this.viewer.addHandler("update-viewport", () => this.draw());
     this.viewer.addHandler("resize", () => this.draw());
+    // what is under a still pointer changes when the view moves by keyboard or animation
+    this.viewer.addHandler("animation", () => this.rehover());
     this.viewer.addHandler("open", () => {
       mark("open");
+      hooks.onOpen(this);
       this.draw();
     });
     this.viewer.addHandler("tile-loaded", () => mark("tile"));
@@ -168,13 +256,30 @@ class SlideView {
       if (!e.quick) return;
       const p = this.level0(e.position);
       const i = this.layer ? this.layer.patchIndex(p.x, p.y) : -1;
-      mark("patch-click", { index: i });
-      if (i >= 0) onPatch(i);
+      clearTimeout(this.clickTimer);
+      if (i < 0) return;
+      // wait: the first click of a double-click (zoom in) must not select a patch
+      this.clickTimer = setTimeout(() => {
+        this.clickTimer = null;
+        mark("patch-click", { index: i });
+        hooks.onPatch(i);
+      }, CLICK_DELAY_MS);
+    });
+    this.viewer.addHandler("canvas-double-click", () => {
+      clearTimeout(this.clickTimer);
+      this.clickTimer = null;
+      mark("double-click");
     });
     new OSD.MouseTracker({
       element: this.viewer.canvas,
-      moveHandler: (e) => this.hover(e.position),
-      leaveHandler: () => (this.tip.style.display = "none"),
+      moveHandler: (e) => {
+        this.pointer = e.position;
+        this.hover(e.position);
+      },
+      leaveHandler: () => {
+        this.pointer = null;
+        this.tip.style.display = "none";
+      },
     });
   }
 
@@ -195,6 +300,25 @@ class SlideView {
     const a = this.level0(new this.OSD.Point(0, 0));
     const b = this.level0(new this.OSD.Point(100, 0));
     return (b.x - a.x) / 100;
+  }
+
+  // the view as level-0 centre and zoom (screen px per level-0 px), for the address
+  where() {
+    const vp = this.viewer.viewport;
+    const c = vp.getCenter(true), w = this.canvasInfo;
+    const zoom = 1 / this.level0PerScreenPx();
+    return { x: Math.round(w.x0 + c.x * w.w), y: Math.round(w.y0 + c.y * w.w), zoom: +zoom.toPrecision(3) };
+  }
+
+  show(v) {
+    // centre the level-0 point (x, y) at zoom screen px per level-0 px
+    const w = this.canvasInfo;
+    const width = this.viewer.container.clientWidth || 1;
+    const z = (v.zoom * w.w) / width;
+    if (!(isFinite(z) && z > 0 && isFinite(v.x) && isFinite(v.y))) return;
+    const vp = this.viewer.viewport;
+    vp.zoomTo(Math.min(Math.max(z, vp.getMinZoom()), vp.getMaxZoom()), null, true);
+    vp.panTo(new this.OSD.Point((v.x - w.x0) / w.w, (v.y - w.y0) / w.w), true);
   }
 
   set(state) {
@@ -272,8 +396,15 @@ class SlideView {
     this.scaleText.textContent = text;
   }
 
+  rehover() {
+    if (this.pointer) this.hover(this.pointer);
+  }
+
   hover(position) {
-    if (!this.layer) return;
+    if (!this.layer || !this.codes) {
+      this.tip.style.display = "none";
+      return;
+    }
     const p = this.level0(position);
     const i = this.layer.patchIndex(p.x, p.y);
     if (i < 0) {
@@ -284,22 +415,21 @@ class SlideView {
     const x = Math.round(g.origin[0] + cells[2 * i] * g.step);
     const y = Math.round(g.origin[1] + cells[2 * i + 1] * g.step);
     const rows = [];
-    for (const level of ["coarse", "fine"]) {
+    for (const level of LEVELS) {
       const names = this.names[level];
-      const vals = this.values[level];
+      const info = this.levels[level];
       const parts = names.map((n, k) => {
-        const v = Math.round((vals[k][i] / 255) * 100);
+        const scale = info.scales[info.scale_of[k]];
+        const v = escapeHtml(scale.texts[this.codes[level][k][i]]);
         const cur = level === this.label.level && n === this.label.name;
         return cur ? `<b>${escapeHtml(n)} ${v}</b>` : `${escapeHtml(n)} ${v}`;
       });
       rows.push(`<div><i>${level}</i> ${parts.join(" · ")}</div>`);
     }
-    this.tip.innerHTML =
-      `<div><b>patch ${i}</b> at (${x}, ${y}) · ${this.normalize} (0–100) — click for details</div>` +
-      rows.join("");
+    this.tip.innerHTML = `<div><b>patch ${i}</b> at (${x}, ${y}) — click for details</div>` + rows.join("");
     this.tip.style.display = "block";
     const fw = this.frame.clientWidth;
-    this.tip.style.left = Math.min(position.x + 14, fw - 330) + "px";
+    this.tip.style.left = Math.max(0, Math.min(position.x + 14, fw - 340)) + "px";
     this.tip.style.top = position.y + 14 + "px";
   }
 
@@ -331,6 +461,7 @@ class SlideView {
   }
 
   destroy() {
+    clearTimeout(this.clickTimer);
     LIVE.delete(this.viewer);
     this.viewer.destroy();
     this.frame.remove();
@@ -338,7 +469,8 @@ class SlideView {
 }
 
 function escapeHtml(s) {
-  return String(s).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
+  return String(s).replace(/[&<>"']/g, (c) =>
+    ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
 }
 
 function blankImage(canvas) {
@@ -352,6 +484,19 @@ function blankImage(canvas) {
   return { type: "image", url: c.toDataURL("image/png") };
 }
 
+function gridShape(n, width, height) {
+  // columns and rows of n small views filling width x height with views close to the
+  // slide's aspect (wider than tall)
+  let best = { cols: n, rows: 1, score: -1 };
+  for (let cols = 1; cols <= n; cols++) {
+    const rows = Math.ceil(n / cols);
+    const w = width / cols, h = height / rows;
+    const score = Math.min(w, h * 1.4) * (n / (cols * rows)) ** 0.25;
+    if (score > best.score) best = { cols, rows, score };
+  }
+  return best;
+}
+
 // ------------------------------------------------------------------ the component
 
 class DeepZoom {
@@ -360,8 +505,15 @@ class DeepZoom {
     this.OSD = OSD;
     this.box = el("div", "hmil-dz", root);
     this.bar = el("div", "hmil-dz-bar", this.box);
+    this.navBox = el("span", "hmil-dz-nav", this.bar);
+    this.prevButton = el("button", "hmil-dz-prev", this.navBox, "◀ prev");
+    this.prevButton.title = "previous slide of the list (key p)";
+    this.nextButton = el("button", "hmil-dz-next", this.navBox, "next ▶");
+    this.nextButton.title = "next slide of the list (key n)";
     this.levelBox = el("span", "hmil-dz-levels", this.bar);
     this.chips = el("span", "hmil-dz-chips", this.bar);
+    this.modeButton = el("button", "hmil-dz-mode", this.bar, "all labels");
+    this.modeButton.title = "every label of the level side by side, one shared scale (key a)";
     const op = el("label", "hmil-dz-opacity", this.bar, "opacity ");
     this.opacity = el("input", "", op);
     this.opacity.type = "range";
@@ -372,54 +524,89 @@ class DeepZoom {
     this.visibleBox = el("input", "", vis);
     this.visibleBox.type = "checkbox";
     this.visibleBox.checked = true;
-    vis.appendChild(document.createTextNode(" layer"));
-    this.fit = el("button", "hmil-dz-fit", this.bar, "fit (0)");
+    vis.appendChild(document.createTextNode(" attention"));
+    this.fit = el("button", "hmil-dz-fit", this.bar, "fit");
+    this.fit.title = "whole slide (key 0)";
+    this.full = el("button", "hmil-dz-full", this.bar, "full screen");
+    this.full.title = "full screen (key f; Esc leaves)";
+    this.noteBox = el("div", "hmil-dz-note", this.box);
+    // small multiples on one scale share one legend above them
+    this.sharedLegend = new Legend(this.box);
+    this.sharedLegend.box.classList.add("hmil-dz-legend-shared");
     this.grid = el("div", "hmil-dz-grid", this.box);
     this.help = el(
       "div",
       "hmil-dz-help",
       this.box,
-      "drag: pan · wheel / pinch: zoom at the cursor · double-click: zoom in (shift: out) · " +
-        "arrows, + / −, 0: keyboard · hover a patch: its attention under every label · click: details"
+      "drag: pan · wheel / pinch: zoom · double-click: zoom in (shift: out) · arrows, + / −, 0: " +
+        "keyboard · hover: attention of the patch under every label · click: details · " +
+        "t: true ↔ predicted label · n / p: next / previous slide · f: full screen"
     );
     this.views = [];
-    this.slideKey = null;
+    this.buildKey = null;
+    this.viewId = null;
     this.layer = null;
     this.triggers = null;
     this.syncing = false;
     this.pending = null; // {level, label} chosen on the view, not yet echoed by the page
     this.pendingSent = 0; // when the page was told (performance.now)
     this.labelTimer = null;
+    this.urlTimer = null;
+    this.mode = "single";
+    this.pendingMode = null;
     this.opacity.addEventListener("input", () => {
       this.alpha = Number(this.opacity.value);
       this.apply();
     });
-    this.opacity.addEventListener("change", () => this.triggers.setTriggerValue("alpha", this.alpha));
+    this.opacity.addEventListener("change", () => {
+      writeAddress({ alpha: this.alpha });
+      this.triggers.setTriggerValue("alpha", this.alpha);
+    });
     this.visibleBox.addEventListener("change", () => this.apply());
     this.fit.addEventListener("click", () => this.views.forEach((v) => v.viewer.viewport.goHome()));
+    this.full.addEventListener("click", () => this.toggleFullScreen());
+    this.modeButton.addEventListener("click", () => this.setMode(this.mode === "all" ? "single" : "all"));
+    this.prevButton.addEventListener("click", () => this.navigate(-1));
+    this.nextButton.addEventListener("click", () => this.navigate(1));
+    this.onKey = (e) => this.key(e);
+    this.onResize = () => this.fitHeight();
+    document.addEventListener("keydown", this.onKey);
+    window.addEventListener("resize", this.onResize);
+    document.addEventListener("fullscreenchange", this.onResize);
   }
 
   update(data, triggers) {
     this.triggers = triggers;
     this.data = data;
-    const slideKey = JSON.stringify([data.slide && data.slide.dzi, data.canvas, data.show.mode,
-      data.show.mode === "all" ? data.show.level : "", data.height]);
-    if (slideKey !== this.slideKey) this.build(data);
-    this.slideKey = slideKey;
+    const show = data.show;
+    const newSlide = data.view_id !== this.viewId;
+    if (newSlide) {
+      // nothing of the previous slide carries over: label, pending choice, tooltip, mode
+      this.viewId = data.view_id;
+      this.pending = null;
+      clearTimeout(this.labelTimer);
+      this.labelTimer = null;
+      PERF.labelPending = false;
+      this.current = null;
+      this.appliedViewport = null;
+    }
+    // "all labels" chosen on the view holds until the page echoes it
+    if (this.pendingMode && show.mode === this.pendingMode) this.pendingMode = null;
+    this.mode = data.layer ? this.pendingMode || (show.mode === "all" ? "all" : "single") : "single";
     const layerKey = data.layer ? data.layer.values_key : null;
     if (layerKey !== this.layerKey) {
       this.layerKey = layerKey;
       this.names = data.layer ? data.layer.names : { coarse: [], fine: [] };
-      this.values = {};
+      this.levels = data.layer ? data.layer.levels : null;
+      this.codes = {};
       if (data.layer) {
-        for (const level of ["coarse", "fine"])
-          this.values[level] = data.layer.values[level].map(bytes);
+        for (const level of LEVELS) this.codes[level] = data.layer.levels[level].codes.map(bytes);
         if (!this.layer || this.layer.grid.cells !== data.layer.grid.cells)
           this.layer = new PatchLayer(data.layer.grid);
         this.layer.key = null;
+        this.views.forEach((v) => v.ownLayer && (v.ownLayer.key = null));
       } else this.layer = null;
     }
-    const show = data.show;
     this.lut = bytes(show.lut);
     this.lutKey = show.lut;
     this.alpha = show.alpha;
@@ -431,35 +618,152 @@ class DeepZoom {
     this.serverLabel = show.label;
     this.serverLevel = show.level;
     // a page run started before the last click on the view still carries the older label:
-    // keep the view's own choice until the page echoes it (the Label box wins otherwise)
+    // keep the view's own choice until the page echoes it (the page wins otherwise)
     if (!this.current || (serverMoved && !this.pending))
       this.current = { level: show.level, name: show.label };
+    const key = JSON.stringify([data.view_id, data.slide && data.slide.dzi, data.canvas,
+      this.mode, this.mode === "all" ? this.current.level : ""]);
+    if (key !== this.buildKey) this.build(data);
+    this.buildKey = key;
+    this.noteBox.textContent = data.note || "";
+    this.noteBox.style.display = data.note ? "" : "none";
+    this.navBox.style.display = data.nav ? "" : "none";
+    if (data.nav) {
+      this.prevButton.disabled = !data.nav.has_prev;
+      this.nextButton.disabled = !data.nav.has_next;
+    }
+    this.modeButton.classList.toggle("on", this.mode === "all");
+    this.modeButton.style.display = data.layer ? "" : "none";
     this.chipsFor(this.current.level);
     this.apply();
+    this.fitHeight();
+    if (data.viewport && data.viewport.nonce !== this.viewportNonce) {
+      this.viewportNonce = data.viewport.nonce;
+      this.whenOpen(this.views[0], (v) => v.show(data.viewport));
+    }
     if (data.goto && data.goto.nonce !== this.gotoNonce) {
       this.gotoNonce = data.goto.nonce;
       this.goTo(data.goto);
     }
+    if (!newSlide) return;
+    writeAddress({ level: this.current.level, label: this.current.name });
+  }
+
+  whenOpen(view, fn) {
+    if (!view) return;
+    if (view.viewer.world.getItemCount()) fn(view);
+    else view.viewer.addOnceHandler("open", () => fn(view));
   }
 
   build(data) {
     this.views.forEach((v) => v.destroy());
     this.views = [];
     this.grid.innerHTML = "";
-    const all = data.show.mode === "all" && data.layer;
+    const all = this.mode === "all" && data.layer;
+    const level = this.current.level;
     const labels = all
-      ? data.layer.names[data.show.level].map((n) => ({ level: data.show.level, name: n }))
-      : [{ level: data.show.level, name: data.show.label }];
+      ? data.layer.names[level].map((n) => ({ level, name: n }))
+      : [{ level: this.current.level, name: this.current.name }];
     this.grid.className = all ? "hmil-dz-grid hmil-dz-multi" : "hmil-dz-grid";
-    this.grid.style.setProperty("--hmil-dz-h", (all ? data.height_small : data.height) + "px");
+    const hooks = {
+      onPatch: (i) => this.pick(i),
+      onOpen: (v) => this.opened(v),
+      onSettled: (v) => this.settled(v),
+    };
     labels.forEach((label, k) => {
-      const view = new SlideView(this.grid, this.OSD, data, label, (i) => this.pick(i), k === 0);
+      const view = new SlideView(this.grid, this.OSD, data, label, hooks, !all && k === 0);
       this.views.push(view);
       view.viewer.addHandler("viewport-change", () => this.sync(view));
     });
-    this.bar.style.display = all ? "none" : "";
-    if (!all) this.viewerKeyboard(this.views[0]);
+    this.viewerKeyboard(this.views[0]);
+    this.fitHeight();
     mark("build", { views: this.views.length });
+  }
+
+  opened(view) {
+    if (view !== this.views[0] || this.views.length > 1) return;
+    // a rebuilt single view (after "all labels") keeps the multiples' viewport
+    if (this.keptViewport) {
+      view.show(this.keptViewport);
+      this.keptViewport = null;
+    }
+  }
+
+  settled(view) {
+    if (view !== this.views[0]) return;
+    clearTimeout(this.urlTimer);
+    this.urlTimer = setTimeout(() => writeAddress(view.where()), URL_EVERY_MS);
+  }
+
+  fitHeight() {
+    // the view fills the window below its own top (never less than min_height)
+    const full = document.fullscreenElement === this.box;
+    const top = full ? this.grid.getBoundingClientRect().top : this.grid.getBoundingClientRect().top + window.scrollY;
+    const help = full ? 8 : this.help.offsetHeight + 16;
+    const min = (this.data && this.data.min_height) || 420;
+    const avail = Math.max(min, window.innerHeight - top - help);
+    const n = this.views.length;
+    if (n > 1) {
+      const shape = gridShape(n, this.grid.clientWidth || 900, avail);
+      const h = Math.max(160, Math.floor((avail - 6 * (shape.rows - 1)) / shape.rows));
+      this.grid.style.gridTemplateColumns = `repeat(${shape.cols}, 1fr)`;
+      this.grid.style.setProperty("--hmil-dz-h", h + "px");
+    } else {
+      this.grid.style.gridTemplateColumns = "";
+      this.grid.style.setProperty("--hmil-dz-h", avail + "px");
+    }
+  }
+
+  toggleFullScreen() {
+    if (document.fullscreenElement) document.exitFullscreen();
+    else if (this.box.requestFullscreen) this.box.requestFullscreen().catch(() => {});
+  }
+
+  key(e) {
+    if (typing(e) || e.ctrlKey || e.metaKey || e.altKey || !this.data) return;
+    const actions = {
+      n: () => this.navigate(1),
+      p: () => this.navigate(-1),
+      t: () => this.toggleTruth(),
+      f: () => this.toggleFullScreen(),
+      a: () => this.data.layer && this.setMode(this.mode === "all" ? "single" : "all"),
+    };
+    const act = actions[e.key];
+    if (!act) return;
+    e.preventDefault();
+    act();
+  }
+
+  navigate(step) {
+    const nav = this.data && this.data.nav;
+    if (!nav || (step < 0 && !nav.has_prev) || (step > 0 && !nav.has_next)) return;
+    mark("nav", { step });
+    this.tipsOff();
+    this.triggers.setTriggerValue("nav", step);
+  }
+
+  toggleTruth() {
+    // true label ↔ predicted label, at the level shown
+    const layer = this.data.layer, truth = this.data.truth;
+    if (!layer) return;
+    const level = this.current.level;
+    const pred = layer.predicted[level];
+    const tru = truth && truth[level];
+    const target = tru && this.current.name !== tru ? tru : pred;
+    if (target && target !== this.current.name) this.choose(level, target);
+  }
+
+  setMode(mode) {
+    if (mode === this.mode) return;
+    if (mode === "single" && this.views[0]) this.keptViewport = this.views[0].where();
+    this.pendingMode = mode;
+    this.update(this.data, this.triggers);
+    writeAddress({ mode: mode === "all" ? "all" : null });
+    this.triggers.setTriggerValue("mode", mode);
+  }
+
+  tipsOff() {
+    this.views.forEach((v) => (v.tip.style.display = "none"));
   }
 
   viewerKeyboard(view) {
@@ -489,14 +793,26 @@ class DeepZoom {
     this.levelBox.innerHTML = "";
     this.chips.innerHTML = "";
     if (!layer) return;
-    for (const lv of ["coarse", "fine"]) {
+    for (const lv of LEVELS) {
       const b = el("button", "hmil-dz-level" + (lv === level ? " on" : ""), this.levelBox, lv);
       b.addEventListener("click", () => this.choose(lv, this.defaultLabel(lv)));
     }
+    const truth = this.data.truth && this.data.truth[level];
+    const pred = layer.predicted[level];
     for (const name of layer.names[level]) {
       const on = name === this.current.name && level === this.current.level;
       const b = el("button", "hmil-dz-chip" + (on ? " on" : ""), this.chips, name);
       b.dataset.label = name;
+      const marks = [];
+      if (name === pred) {
+        b.classList.add("pred");
+        marks.push("predicted");
+      }
+      if (name === truth) {
+        b.classList.add("truth");
+        marks.push("true label");
+      }
+      if (marks.length) b.title = marks.join(" · ");
       b.addEventListener("click", () => this.choose(level, name));
     }
   }
@@ -510,10 +826,13 @@ class DeepZoom {
     // recolour now; tell the page once the clicks settle, so that browsing labels chip after
     // chip is not interrupted by the page's rerun (and its redraw) after every click
     mark("label-click", { level, name });
+    const levelChanged = level !== this.current.level;
     this.current = { level, name };
+    this.pending = { level, label: name };
+    if (levelChanged && this.mode === "all") this.update(this.data, this.triggers);
     this.chipsFor(level);
     this.apply();
-    this.pending = { level, label: name };
+    writeAddress({ level, label: name });
     clearTimeout(this.labelTimer);
     PERF.labelPending = true; // browser.settle waits for the page to be told
     this.labelTimer = setTimeout(() => {
@@ -527,15 +846,17 @@ class DeepZoom {
   apply() {
     const show = this.data.show;
     const visible = this.visibleBox.checked;
+    const single = this.views.length === 1;
+    const scales = new Set();
     for (const v of this.views) {
-      if (this.views.length === 1) v.label = this.current;
+      if (single) v.label = this.current;
       const label = v.label;
-      v.title.textContent = this.views.length > 1 ? `${label.level} · ${label.name}` : "";
+      v.title.textContent = single ? "" : label.name;
       let state = {
         strategy: this.data.layer ? this.data.layer.strategy : "canvas",
         names: this.names,
-        values: this.values,
-        normalize: show.normalize,
+        levels: this.levels,
+        codes: this.codes,
         visible,
         alpha: this.alpha,
         smooth: show.smooth,
@@ -543,23 +864,33 @@ class DeepZoom {
         patchBox: this.data.patch_box,
         layer: null,
       };
+      let scale = null;
       if (this.layer) {
         const k = this.names[label.level].indexOf(label.name);
-        if (k >= 0 && state.strategy === "canvas" && this.views.length === 1) {
-          this.layer.colour(this.values[label.level][k], this.lut, `${label.level}/${k}/${this.lutKey}`);
+        const info = this.levels[label.level];
+        scale = k >= 0 ? info.scales[info.scale_of[k]] : null;
+        const key = `${label.level}/${k}/${this.lutKey}/${this.layerKey}`;
+        if (k >= 0 && state.strategy === "canvas" && single) {
+          this.layer.colour(this.codes[label.level][k], this.lut, key);
           state.layer = this.layer;
         } else if (k >= 0 && state.strategy === "canvas") {
           // small multiples: one coloured copy per view
           if (!v.ownLayer) v.ownLayer = new PatchLayer(this.data.layer.grid);
-          v.ownLayer.colour(this.values[label.level][k], this.lut, `${label.level}/${k}/${this.lutKey}`);
+          v.ownLayer.colour(this.codes[label.level][k], this.lut, key);
           state.layer = v.ownLayer;
         } else if (k >= 0) {
           state.layer = this.layer; // hover lookups
           v.setTilesLayer(visible ? this.data.layer.tiles[label.level][k] : null, this.alpha);
         }
       }
+      scales.add(scale);
+      v.legend.set(visible ? scale : null, this.lut, this.lutKey, single ? label.name : "");
       v.set(state);
     }
+    // small multiples on one scale: one legend above them instead of one per view
+    const shared = !single && scales.size === 1 && visible ? [...scales][0] : null;
+    this.sharedLegend.set(shared, this.lut, this.lutKey, shared ? "every label" : "");
+    if (shared) this.views.forEach((v) => v.legend.set(null));
   }
 
   pick(index) {
@@ -575,24 +906,26 @@ class DeepZoom {
       (g.x - margin - c.x0) / c.w, (g.y - margin - c.y0) / c.w, (g.size + 2 * margin) / c.w,
       (g.size + 2 * margin) / c.w
     );
-    const go = () => v.viewer.viewport.fitBounds(rect, false);
-    if (v.viewer.world.getItemCount()) go();
-    else v.viewer.addOnceHandler("open", go);
+    this.whenOpen(v, () => v.viewer.viewport.fitBounds(rect, false));
   }
 
   destroy() {
     clearTimeout(this.labelTimer);
+    clearTimeout(this.urlTimer);
+    document.removeEventListener("keydown", this.onKey);
+    window.removeEventListener("resize", this.onResize);
+    document.removeEventListener("fullscreenchange", this.onResize);
     this.views.forEach((v) => v.destroy());
     this.box.remove();
   }
 }
 
 export default function (component) {
-  const { data, parentElement, setTriggerValue, setStateValue } = component;
+  const { data, parentElement, setTriggerValue } = component;
   const root = parentElement;
   let entry = VIEWS.get(root);
   if (!entry) {
-    entry = { gen: 0, view: null, pending: null };
+    entry = { gen: 0, view: null };
     VIEWS.set(root, entry);
   }
   const gen = ++entry.gen;
@@ -600,7 +933,7 @@ export default function (component) {
   loadOSD(data.osd_url).then((OSD) => {
     if (gen !== entry.gen) return; // a newer call took over
     if (!entry.view) entry.view = new DeepZoom(root, OSD);
-    entry.view.update(data, { setTriggerValue, setStateValue });
+    entry.view.update(data, { setTriggerValue });
   }).catch((err) => {
     el("div", "hmil-dz-error", root,
       `${err.message}: the deep-zoom view needs the viewer's own server, which serves ` +

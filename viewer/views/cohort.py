@@ -9,6 +9,7 @@ from viewer.components import cohort, cohort_ui, shell
 
 
 def main() -> None:
+    cohort_ui.follow_open_request()
     st.title("Cohort")
     run = shell.current_run()
     if run is None:
@@ -33,7 +34,7 @@ def main() -> None:
     )
     st.subheader(f"Misclassified at the {chosen.level} level — most confident first")
     cohort_ui.listing(run, wrong, chosen.level, "Misclassified", key="co_wrong")
-    cohort_ui.open_on_slide_page(wrong if not wrong.empty else rows)
+    cohort_ui.open_on_slide_page(wrong, f"misclassified at the {chosen.level} level")
     cohort_ui.roc_section(info, predictions)
 
 

@@ -1,17 +1,74 @@
-"""Slide page: one slide's prediction per level and its class-wise attention, deep zoom."""
+"""Slide page: one slide's deep-zoom view with class-wise attention, its prediction per level,
+next / previous along a browse list, and an address that reproduces the view."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import streamlit as st
 
 from hmil.errors import HMILError
+from hmil.slides.match import SlideMatch
 from hmil.slides.reader import Slide
-from viewer.components import cached, deepzoom_ui, shell, slide_pick, slide_state, topk_ui
+from viewer.components import (
+    address,
+    cached,
+    charts,
+    deepzoom_ui,
+    runs,
+    shell,
+    slide_pick,
+    slide_state,
+    topk_ui,
+)
 from viewer.components.choices import session_state
 from viewer.components.inference import SlideResult
 from viewer.state import ViewerSettings
 
 PERSISTENT_KEYS = (*slide_pick.KEYS, *deepzoom_ui.KEYS, *topk_ui.KEYS)
+VIEW_COLUMNS = [3.4, 1]
+
+
+def write_address(run: Path | None) -> None:
+    """Put what the page shows into the URL when a driving parameter changed
+    (:mod:`viewer.components.address`)."""
+    state = session_state()
+    wanted = address.desired(state, str(run) if run is not None else None)
+    kept = state.get("_address_viewport") or {}
+    viewport = (
+        kept.get("params", {}) if kept.get("slide") == state.get(address.SLIDE_SHOWN_KEY) else {}
+    )
+    params = address.to_write(state, wanted, viewport)
+    if params is None:
+        return
+    st.query_params.from_dict(params)
+    state[address.WRITTEN_KEY] = dict(params)
+
+
+def show_notes() -> None:
+    """Why parameters of the address were ignored (once)."""
+    notes = st.session_state.pop(address.NOTES_KEY, None)
+    if notes:
+        st.caption("Link: " + charts.escape_markdown("; ".join(notes)))
+
+
+def match_line(match: SlideMatch | None, picked: slide_pick.Picked) -> None:
+    """What the bag-on-slide check compared, and the override when it refused the pair."""
+    if match is None:
+        return
+    if match.problem is not None:
+        st.error(f"The bag does not belong to this slide: {match.problem}", icon=":material/block:")
+        st.checkbox(
+            "The slide file was renamed: draw the bag on it anyway",
+            key=slide_pick.MISMATCH_KEY,
+            help="Only the name differs when a file was renamed; a different size or "
+            "resolution is another scan, and the attention would land on the wrong tissue.",
+        )
+    elif match.method == "extent":
+        st.caption(
+            "The bag records no slide name or size: only its patch coordinates were checked "
+            "to lie inside this slide."
+        )
 
 
 @st.fragment
@@ -21,56 +78,107 @@ def attention_view(
     slide: Slide | None,
     reason: str,
     cfg: ViewerSettings,
+    context: deepzoom_ui.ViewContext,
+    run: Path | None,
+    run_synthetic: bool,
 ) -> None:
-    """Overlay controls, the deep-zoom view, bars, the inspected patch and the gallery. A
-    fragment: a label, style or patch change re-runs only this part, not the picker above."""
+    """The view, the prediction beside it, the inspected patch and the gallery. A fragment: a
+    label, style or patch change re-runs only this part, not the pickers above."""
+    state = session_state()
+    if slide_state.NAV_REQUEST in state:  # next / previous slide: the pickers must move
+        st.rerun()
     try:
-        slide_state.apply_patch_request(session_state())
-        left, right = st.columns([2.7, 1])
+        slide_state.apply_patch_request(state)
         has_mask = picked.mask_file is not None
+        choice = deepzoom_ui.resolve_choice(state, result, has_mask)
+        left, right = st.columns(VIEW_COLUMNS)
         with left:
-            controls = st.container()  # above the view, filled after it (see resolve_choice)
-            choice = deepzoom_ui.resolve_choice(session_state(), result, has_mask)
-            deepzoom_ui.deepzoom_section(picked, result, slide, reason, choice, cfg)
-            with controls:
-                deepzoom_ui.overlay_controls(result, has_mask, choice)
+            deepzoom_ui.deepzoom_section(result, slide, reason, choice, cfg, context)
         with right:
+            slide_pick.prediction_flags(result, picked, run_synthetic)
+            deepzoom_ui.style_controls(has_mask)
             slide_pick.prediction_bars(result, picked)
-        deepzoom_ui.patch_panel(picked, result, slide, choice)
+        deepzoom_ui.patch_panel(result, slide, choice)
         topk_ui.topk_gallery(result, slide, choice)
     finally:
         shell.keep(*PERSISTENT_KEYS)  # a fragment re-run skips the page's own keep
+        write_address(run)
 
 
-def main() -> None:
-    cfg = shell.settings()
-    run = shell.current_run()
-    st.title("Slide")
+def slide_alone(path: Path, cfg: ViewerSettings) -> None:
+    """A slide file without a bag: the deep-zoom view with nothing to overlay."""
+    try:
+        slide = cached.slide(path)
+    except HMILError as exc:
+        shell.show_problem(exc)
+        return
+    slide_pick.forget_previous_slide(session_state(), f"file:{path}")
+    context = deepzoom_ui.ViewContext(
+        view_id=f"file:{path}", slide_file=path, slide_roots=tuple(cfg.roots), truth=None,
+        nav=None, mask_outline=None, identity="",
+    )  # fmt: skip
+    deepzoom_ui.deepzoom_section(None, slide, "", None, cfg, context)
+
+
+def main(cfg: ViewerSettings, run: Path | None) -> None:
     slide_pick.apply_open_request()
-    source = slide_pick.pick_source(run)
+    with st.sidebar:
+        st.divider()
+        source = slide_pick.pick_source(run)
+        picked = None
+        if source == "upload":
+            picked = slide_pick.pick_upload(cfg, shell.known_runs(cfg))
+        elif source == "file":
+            file = slide_pick.pick_file(cfg)
+    show_notes()
+    if source == "file":
+        if file is not None:
+            slide_alone(file, cfg)
+        return
     try:
         if source == "run" and run is not None:
             picked = slide_pick.pick_from_run(run, cfg)
-        else:
-            picked = slide_pick.pick_upload(cfg, shell.known_runs(cfg))
         if picked is None:
+            if source == "upload":
+                st.info("Upload a feature bag (and its slide) in the sidebar.")
             return
         with st.spinner("Predicting…"):
             result = cached.slide_result(picked.checkpoint, picked.bag, picked.slide_id)
     except HMILError as exc:
         shell.show_problem(exc)
         return
-    slide, reason = slide_pick.open_slide_for(picked, result)
-    st.caption(
-        f"{picked.slide_id} · {result.n_instances} patches of {result.patch_size} px (level 0) · "
-        f"model {picked.checkpoint} · encoder {result.encoder or 'unknown'}"
+    state = session_state()
+    view_id = f"{source}:{picked.slide_id}:{picked.bag}"
+    slide_pick.forget_previous_slide(state, picked.slide_id if source == "run" else view_id)
+    slide, reason, match = slide_pick.open_slide_for(picked, result)
+    match_line(match, picked)
+    run_synthetic = False
+    nav = None
+    if source == "run" and run is not None:
+        info, _, _ = cached.run_tables(run, cfg.roots)
+        run_synthetic = runs.is_synthetic(info)
+        nav = slide_pick.browse_nav(state, slide_pick.run_browse_ids(run, cfg))
+    outline = None
+    if picked.mask_file is not None and slide is not None:
+        outline = cached.mask_outline(picked.mask_file, slide.dimensions[0])
+    truth = None
+    if picked.true_fine is not None:
+        truth = {"fine": picked.true_fine, "coarse": picked.true_coarse or ""}
+    context = deepzoom_ui.ViewContext(
+        view_id=view_id,
+        slide_file=picked.slide_file if slide is not None else None,
+        slide_roots=picked.slide_roots,
+        truth=truth,
+        nav=nav,
+        mask_outline=outline,
+        identity=deepzoom_ui.identity(picked.checkpoint, picked.bag),
     )
-    slide_pick.prediction_flags(result, picked)
-    attention_view(picked, result, slide, reason, cfg)
+    attention_view(picked, result, slide, reason, cfg, context, run, run_synthetic)
 
 
 shell.restore(*PERSISTENT_KEYS)
 try:
-    main()
+    main(shell.settings(), shell.current_run())
 finally:
     shell.keep(*PERSISTENT_KEYS)
+    write_address(shell.current_run())
