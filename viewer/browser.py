@@ -28,7 +28,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-VIEWPORT = {"width": 1500, "height": 2000}
+#: what a pathologist's laptop shows; every screenshot and check of the viewer is taken at this size
+VIEWPORT = {"width": 1600, "height": 1000}
 
 
 def free_port() -> int:

@@ -167,11 +167,14 @@ def apply_address() -> None:
 COMPACT_CSS = """<style>
 [data-testid="stMainBlockContainer"] { padding-top: 3.2rem; padding-bottom: 2rem; }
 [data-testid="stMainBlockContainer"] [data-testid="stAlert"] { padding: 0; }
+[data-testid="stFileUploaderDropzoneInstructions"] { display: none; }
 </style>"""
 
 
 def compact_layout() -> None:
-    """Less padding above the page (one style element, no script)."""
+    """Less padding above the page, and no size line under file uploaders (Streamlit rounds
+    512 MB to "1GB per file"; the uploaders' labels state the limit instead). One style
+    element, no script."""
     st.html(COMPACT_CSS)
 
 

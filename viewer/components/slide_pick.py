@@ -251,20 +251,21 @@ def _forget_upload(kind: str) -> None:
 
 def pick_upload(cfg: ViewerSettings, known: list[Path]) -> Picked | None:
     """Upload a bag (+ optional slide) and choose a checkpoint to predict with (sidebar)."""
-    limit = f"{cfg.max_upload_mb} MB"
+    limit = f"up to {cfg.max_upload_mb} MB"
     bag_up = st.file_uploader(
-        "Feature bag (.h5 / .pt)",
+        f"Feature bag (.h5 / .pt, {limit})",
         type=["h5", "pt"],
         key="up_bag",
         max_upload_size=cfg.max_upload_mb,
-        help=f"Up to {limit}; kept in a private temporary folder of this session.",
+        help="Kept in a private temporary folder of this session.",
     )
     slide_up = st.file_uploader(
-        "Slide (optional)",
+        f"Slide (optional, {limit})",
         type=SLIDE_UPLOAD_TYPES,
         key="up_slide",
         max_upload_size=cfg.max_upload_mb,
-        help=f"Up to {limit}. Without a slide the attention is drawn on a white canvas.",
+        help=f"{', '.join(SLIDE_UPLOAD_TYPES)}. Without a slide the attention is drawn on a "
+        "white canvas.",
     )
     try:
         bag = _kept_upload("bag", bag_up, cfg)
@@ -421,7 +422,7 @@ def open_slide_for(
     except HMILError as exc:  # coords that are not (N, 2) numbers
         return None, f"cannot check the bag against the slide ({exc.problem})", None
     if match.problem is not None and not picked.allow_mismatch:
-        return None, f"not drawn on this slide: {match.problem}", match
+        return None, "the bag does not belong to the slide given", match
     return slide, "", match
 
 

@@ -26,7 +26,7 @@ from viewer.components.inference import SlideResult
 from viewer.state import ViewerSettings
 
 PERSISTENT_KEYS = (*slide_pick.KEYS, *deepzoom_ui.KEYS, *topk_ui.KEYS)
-VIEW_COLUMNS = [3.4, 1]
+VIEW_COLUMNS = [4.2, 1]
 
 
 def write_address(run: Path | None) -> None:
