@@ -124,7 +124,7 @@ def normalize_scores(scores: np.ndarray, mode: Normalization = "percentile") -> 
 
     ``percentile``: average rank / (N − 1), ties share a value. ``raw``: ``(s − min) / (max −
     min)``. A constant row maps to 0.5 under both. ``relative``: position on the fixed
-    ×1–×100 log axis of ``N·s`` (NaN under ×1).
+    ×1–×10 log axis of ``N·s`` (NaN under ×1).
 
     Raises:
         HMILError: non-finite scores or an unknown mode.

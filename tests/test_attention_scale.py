@@ -46,12 +46,13 @@ def test_relative_scale_colours_only_the_attended_patches() -> None:
     codes = scale.codes(a)
     assert (codes > 0).sum() == 4  # not half the slide: four patches
     x = a[:4] * a.size  # multiples of an average patch: ×23, ×14, ×9, ×9
-    assert code_positions(codes[:4]) == pytest.approx(np.log10(x) / 2, abs=1 / 254)
+    expected = np.minimum(np.log10(x), 1.0)  # ×10 and above: the top colour
+    assert code_positions(codes[:4]) == pytest.approx(expected, abs=1 / 254)
     assert scale.code_texts()[0] == "<×1"
-    assert scale.code_texts()[int(codes[0])] == f"×{x[0]:.2g}"
+    assert scale.code_texts()[int(codes[3])] == f"×{x[3]:.2g}"
     legend = scale.legend()
-    assert [t for _, t in legend.ticks] == ["×1", "×3", "×10", "×30", "≥×100"]
-    assert legend.ticks[2][0] == pytest.approx(0.5)  # ×10 is the middle of ×1–×100
+    assert [t for _, t in legend.ticks] == ["×1", "×2", "×5", "≥×10"]
+    assert legend.ticks[2][0] == pytest.approx(np.log10(5))
     assert "under ×1" in legend.uncoloured
 
 

@@ -65,9 +65,9 @@ def test_normalize_scores() -> None:
         normalize_scores(np.array([0.1, np.nan]))
     with pytest.raises(HMILError, match="opacity"):
         HeatmapStyle(alpha=2.0)
-    # relative: N·s on the fixed ×1–×100 log axis, under ×1 not coloured (NaN)
+    # relative: N·s on the fixed ×1–×10 log axis, under ×1 not coloured (NaN)
     assert normalize_scores(np.array([0.97, 0.01, 0.01, 0.01]), "relative") == pytest.approx(
-        [np.log10(3.88) / 2, np.nan, np.nan, np.nan], nan_ok=True
+        [np.log10(3.88), np.nan, np.nan, np.nan], nan_ok=True
     )
 
 

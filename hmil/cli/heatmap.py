@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=NORMALIZE_CHOICES,
         default=NORMALIZE_CHOICES[0],
         help="the colour scale: relative (default) = attention × an average patch's, log axis "
-        "×1–×100 shared by the level's labels, under ×1 uncoloured; percentile = rank among "
+        "×1–×10 shared by the level's labels, under ×1 uncoloured; percentile = rank among "
         "the patches per label; raw = attention weight, min-max of the level's labels",
     )
     parser.add_argument(
