@@ -40,6 +40,8 @@ CARD_BYTES = 64 * 1024
 _HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(?P<text>.+?)\s*#*\s*$")
 _SYNTHETIC_WORD = re.compile(r"\bSYNTHETIC\b")
 _FOLD_DIR = re.compile(r"^fold_(?P<k>\d+)$")
+#: run folder names too plain to tell runs apart (the folder above is named with them)
+GENERIC_RUN_NAMES = frozenset({"run", "runs", "out", "output"})
 
 
 @dataclass(frozen=True)
@@ -121,8 +123,11 @@ def model_display_name(checkpoint: str | Path) -> str:
     if title:
         return title
     fold = _FOLD_DIR.match(path.parent.name)
-    if fold is not None and path.parent.parent.name:
-        return f"{path.parent.parent.name} · fold {int(fold['k'])}"
+    run = path.parent.parent
+    if fold is not None and run.name:
+        # a run folder named like hmil demo's ("run") says nothing alone: add its parent
+        name = f"{run.parent.name}/{run.name}" if run.name in GENERIC_RUN_NAMES else run.name
+        return f"{name} · fold {int(fold['k'])}"
     return path.stem
 
 

@@ -97,7 +97,9 @@ def test_a_model_card_names_the_model_and_only_a_synthetic_heading_marks_it(
     assert model_display_name(ckpt) == "BRACS ABMIL v3"
     assert synthetic_reason(ckpt, {}) is None  # the body's lower-case word is no marker
     card.write_text("no heading at all\n")
-    assert model_display_name(ckpt) == "run · fold 1"
+    assert (
+        model_display_name(ckpt) == f"{ckpt.parents[2].name}/run · fold 1"
+    )  # "run" alone is no name
     assert card_title(tmp_path / "missing.md") is None
 
 
@@ -105,6 +107,7 @@ def test_a_model_card_names_the_model_and_only_a_synthetic_heading_marks_it(
     ("path", "name"),
     [
         ("runs/x/fold_0/checkpoint.pt", "x · fold 0"),
+        ("hmil-demo/run/fold_2/checkpoint.pt", "hmil-demo/run · fold 2"),
         ("models/best.pt", "best"),
         ("runs/x/fold_a/checkpoint.pt", "checkpoint"),
     ],

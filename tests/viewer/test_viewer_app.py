@@ -68,7 +68,7 @@ def test_slide_page_shows_prediction_overlay_and_banner(viewer_root: Path) -> No
     assert "0.5 µm/px" in _facts(at) and "layer:" not in _facts(at)
     assert sum(c.startswith("#") for c in _images(at)) == 8  # top-k gallery
     assert "Prediction:" in " ".join(m.value for m in at.markdown)
-    assert any(c.value.startswith("model: run · fold") for c in at.caption)  # no file path
+    assert any(c.value.startswith("model: viewer0/run · fold") for c in at.caption)  # not a path
     view = _view(at)
     assert view["show"]["level"] == "fine"
     predicted = view["layer"]["predicted"]["fine"]
