@@ -356,6 +356,27 @@ def test_an_address_opens_that_view(viewer_run: Path) -> None:
     assert view["show"]["alpha"] == 0.5
 
 
+def test_an_address_opens_a_slide_file_alone(viewer_root: Path) -> None:
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.query_params["src"] = "file"
+    at.query_params["file"] = str(viewer_root / "cohort" / "slides" / "synth-0001.tiff")
+    at.run()
+    _no_errors(at)
+    view = _view(at)
+    assert view["layer"] is None and view["slide"]["width"] > 0
+    assert view["note"].startswith("Slide only")
+    outside = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    outside.query_params["src"] = "file"
+    outside.query_params["file"] = "/etc/passwd"
+    outside.run()
+    notes = " ".join(c.value for c in outside.caption)
+    assert "/etc/passwd" in notes and "refused" in notes  # never read, said once
+    assert all(
+        str(Path("/etc/passwd")) not in o
+        for o in outside.sidebar.selectbox(key="file_pick").options
+    )
+
+
 def test_the_page_writes_its_address(viewer_run: Path) -> None:
     at = _start()
     params = dict(at.query_params)
