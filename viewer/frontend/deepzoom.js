@@ -72,6 +72,12 @@ function el(tag, cls, parent, text) {
   return e;
 }
 
+// bidirectional controls would reorder what follows a class or slide name: shown without them
+const BIDI = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+function shown(name) {
+  return String(name).replace(BIDI, "");
+}
+
 function typing(event) {
   // keys typed into a field (search box, select) are not shortcuts
   const t = event.target;
@@ -164,7 +170,7 @@ class Legend {
     this.box.style.display = scale ? "" : "none";
     if (!scale) return;
     const legend = scale.legend;
-    this.title.textContent = (prefix ? prefix + " · " : "") + legend.title;
+    this.title.textContent = (prefix ? shown(prefix) + " · " : "") + legend.title;
     const ctx = this.bar.getContext("2d");
     const img = ctx.createImageData(255, 1);
     for (let c = 1; c < 256; c++) {
@@ -422,7 +428,8 @@ class SlideView {
         const scale = info.scales[info.scale_of[k]];
         const v = escapeHtml(scale.texts[this.codes[level][k][i]]);
         const cur = level === this.label.level && n === this.label.name;
-        return cur ? `<b>${escapeHtml(n)} ${v}</b>` : `${escapeHtml(n)} ${v}`;
+        const name = escapeHtml(shown(n));
+        return cur ? `<b>${name} ${v}</b>` : `${name} ${v}`;
       });
       rows.push(`<div><i>${level}</i> ${parts.join(" · ")}</div>`);
     }
@@ -645,8 +652,13 @@ class DeepZoom {
       this.gotoNonce = data.goto.nonce;
       this.goTo(data.goto);
     }
-    if (!newSlide) return;
-    writeAddress({ level: this.current.level, label: this.current.name });
+    if (newSlide) {
+      writeAddress({ level: this.current.level, label: this.current.name });
+      return;
+    }
+    // the page may have rewritten the address (a new style): put the view's place back
+    const first = this.views[0];
+    if (first && first.viewer.world.getItemCount()) this.settled(first);
   }
 
   whenOpen(view, fn) {
@@ -801,7 +813,7 @@ class DeepZoom {
     const pred = layer.predicted[level];
     for (const name of layer.names[level]) {
       const on = name === this.current.name && level === this.current.level;
-      const b = el("button", "hmil-dz-chip" + (on ? " on" : ""), this.chips, name);
+      const b = el("button", "hmil-dz-chip" + (on ? " on" : ""), this.chips, shown(name));
       b.dataset.label = name;
       const marks = [];
       if (name === pred) {
@@ -851,7 +863,7 @@ class DeepZoom {
     for (const v of this.views) {
       if (single) v.label = this.current;
       const label = v.label;
-      v.title.textContent = single ? "" : label.name;
+      v.title.textContent = single ? "" : shown(label.name);
       let state = {
         strategy: this.data.layer ? this.data.layer.strategy : "canvas",
         names: this.names,
