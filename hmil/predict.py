@@ -21,7 +21,15 @@ import numpy as np
 import torch
 
 from hmil.checkpoint import CheckpointInfo, load_checkpoint_file
-from hmil.data.bags import Bag, check_stored_size, load_bag, plain_value, validate_bag
+from hmil.data.bags import (
+    Bag,
+    check_stored_size,
+    h5_dataset,
+    load_bag,
+    plain_value,
+    read_h5_coords,
+    validate_bag,
+)
 from hmil.data.provenance import encoder_mismatch
 from hmil.decoding import decode
 from hmil.device import resolve_device
@@ -185,8 +193,24 @@ class Predictor:
 
         Raises:
             BagError: naming the file for an unreadable bag, N = 0, non-finite features, a
-                wrong shape, or a D different from the checkpoint's.
+                wrong shape, a D different from the checkpoint's, or a bag that does not fit
+                in memory (a MemoryError, or torch's CPU allocator refusing).
         """
+        try:
+            return self._predict(source, attention, slide_id)
+        except MemoryError:
+            raise BagError(_where(source), "does not fit in the memory available") from None
+        except RuntimeError as exc:
+            if "can't allocate memory" not in str(exc) and not _is_oom(exc):
+                raise
+            raise BagError(_where(source), "does not fit in the memory available") from None
+
+    def _predict(
+        self,
+        source: str | Path | torch.Tensor | np.ndarray | Bag,
+        attention: bool,
+        slide_id: str | None,
+    ) -> Prediction:
         if isinstance(source, str | Path) and self._should_stream(Path(source)):
             return self._predict_streaming(Path(source), attention, slide_id)
         # a large host tensor bound for CUDA is checked for NaN/Inf on the GPU, chunk by chunk,
@@ -234,17 +258,21 @@ class Predictor:
             return False
         try:
             with h5py.File(path, "r") as f:
-                d = f.get("features")
+                d = f.get("features")  # an external link stays unresolved here: not streamed
                 return isinstance(d, h5py.Dataset) and d.size * 4 > self.stream_bytes
-        except OSError:
+        except (OSError, KeyError, ValueError):
             return False  # let load_bag report the unreadable file
 
     @torch.inference_mode()
     def _predict_streaming(self, path: Path, attention: bool, slide_id: str | None) -> Prediction:
-        coords, attrs, n = None, {}, 0
+        coords: np.ndarray | None = None
+        attrs: dict[str, Any] = {}
+        n = 0
         try:
             with h5py.File(path, "r") as f:
-                dset = f["features"]
+                dset = h5_dataset(f, "features", path)
+                if dset is None:
+                    raise BagError(path, "h5 file has no 'features' dataset")
                 check_stored_size(dset, path)  # before streaming a forged 10⁹-row claim
                 shape = dset.shape[1:] if dset.ndim == 3 and dset.shape[0] == 1 else dset.shape
                 if len(shape) != 2:
@@ -256,11 +284,7 @@ class Predictor:
                     raise BagError(
                         path, f"feature dimension {d} does not match the model's {self.in_dim}"
                     )
-                if "coords" in f:
-                    coords = np.asarray(f["coords"][()], dtype=np.int64)
-                    if coords.shape != (n, 2):
-                        raise BagError(path, f"{coords.shape[0]} coords for {n} feature vectors")
-                    attrs = {k: plain_value(v) for k, v in f["coords"].attrs.items()}
+                coords, attrs = read_h5_coords(f, path, n)  # claims checked before reading
                 attrs.update({k: plain_value(v) for k, v in dset.attrs.items()})
                 with self._autocast():
                     out = self.model.forward_streaming(
@@ -287,6 +311,20 @@ class Predictor:
             validate_bag(Bag(features=view, path=path), self.in_dim, row_offset=start)
 
         return staged_chunks(n, dset.shape[-1], fill, self.chunk_rows, self.device)
+
+
+def _where(source: object) -> str | Path:
+    """What a message names for a bag source: its file, or "bag" for an in-memory one."""
+    if isinstance(source, str | Path):
+        return source
+    path = getattr(source, "path", None)
+    return path if isinstance(path, Path) else "bag"
+
+
+def _is_oom(exc: RuntimeError) -> bool:
+    """True for an allocator's out-of-memory error (CUDA's is a RuntimeError subclass)."""
+    oom = getattr(torch, "OutOfMemoryError", None)
+    return oom is not None and isinstance(exc, oom)
 
 
 def _check_finite(

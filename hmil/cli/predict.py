@@ -9,7 +9,7 @@ import sys
 from hmil.cli import EXIT_OK, EXIT_SKIPPED, EXIT_USAGE, report
 from hmil.errors import BagError
 from hmil.io import atomic_path
-from hmil.predict import load_checkpoint
+from hmil.predict import Predictor, load_checkpoint
 
 NAME = "predict"
 HELP = "predict bags with a checkpoint; one JSON record per bag (coarse, fine, consistency)"
@@ -35,16 +35,15 @@ def run(args: argparse.Namespace) -> int:
     done = skipped = 0
     for bag in args.bags:
         try:
-            pred = predictor.predict(bag, attention=args.attention)
+            line, warnings = _record(predictor, bag, args.attention)
         except BagError as exc:
             if args.strict:
                 raise
             report(exc.where, exc.problem)
             skipped += 1
             continue
-        for warning in pred.warnings:
+        for warning in warnings:
             print(f"warning: {bag}: {warning}", file=sys.stderr, flush=True)
-        line = json.dumps(pred.to_dict(attention=args.attention))
         done += 1
         if args.out:
             lines.append(line)
@@ -57,3 +56,13 @@ def run(args: argparse.Namespace) -> int:
             tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
         print(f"{args.out}: {len(lines)} prediction(s)", file=sys.stderr)
     return EXIT_SKIPPED if skipped else EXIT_OK
+
+
+def _record(predictor: Predictor, bag: str, attention: bool) -> tuple[str, list[str]]:
+    """One bag's JSON line and its warnings. BagError for a bad bag, including one whose
+    prediction or record does not fit in memory, so the batch goes on with the next bag."""
+    try:
+        pred = predictor.predict(bag, attention=attention)
+        return json.dumps(pred.to_dict(attention=attention)), pred.warnings
+    except MemoryError:
+        raise BagError(bag, "does not fit in the memory available") from None

@@ -20,6 +20,14 @@ Bags without coords find them beside them (:func:`sibling_coords_paths`): CLAM's
 Copies: an ``.h5`` float32 dataset is read straight into one numpy buffer that the returned
 tensor shares (one copy: disk → memory); ``.pt`` tensors are memory-mapped. Only a dtype
 conversion (e.g. float16 → float32) makes a second buffer.
+
+Claimed sizes are checked before anything is allocated: every ``.h5`` dataset read must store
+what its shape claims (compressed ones may expand by :data:`MAX_COMPRESSION_RATIO`; data in
+external files or other HDF5 files is refused), coords must number as many as the features,
+the records of a ``.pt`` zip may expand by the same ratio, and ``.npy`` arrays are
+memory-mapped (the file must hold them). So a bag costs at most its file size times that ratio
+(and times 4 for a dtype conversion to float32); a bag that still does not fit in memory is a
+:class:`BagError` too.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import importlib
 import math
 import pickle
 import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,9 +54,11 @@ BAG_SUFFIXES = (".h5", ".pt", ".npy")
 _FINITE_CHUNK_ROWS = 65536
 #: coordinates are level-0 pixels: 0 ≤ x, y < this (int32 range, far beyond any scanner)
 MAX_COORD = 2**31
-#: an HDF5 dataset may claim up to this many times its stored bytes when it is compressed
-#: (deflate cannot exceed ~1032:1); uncompressed, it must store what it claims
-MAX_COMPRESSION_RATIO = 1100
+#: a compressed HDF5 dataset (or ``.pt`` zip record) may claim up to this many times the bytes it
+#: stores; uncompressed, it must store what it claims. Real bags compress far less: float32
+#: features 1.1–1.9× with gzip, int64 coords 7× (13× with the shuffle filter); 32× leaves room
+#: for those and refuses a 1 MB file that expands to 1 GB (deflate alone allows ~1000×)
+MAX_COMPRESSION_RATIO = 32
 #: claims this small are read without the check (nothing large can be allocated for them)
 _UNCHECKED_CLAIM_BYTES = 1 << 20
 
@@ -120,19 +131,27 @@ def load_bag(
         bag = Bag(features=_as_float_tensor(source, "bag"))
     else:
         path = Path(source)
-        if not path.is_file():
-            raise BagError(path, "bag file not found")
-        suffix = path.suffix.lower()
-        if suffix == ".h5" or suffix == ".hdf5":
-            bag = _load_h5(path)
-        elif suffix in (".pt", ".pth"):
-            bag = _with_sibling_coords(_load_pt(path))
-        elif suffix == ".npy":
-            bag = _with_sibling_coords(_load_npy(path))
-        else:
-            raise BagError(path, f"unsupported bag format '{suffix}' (expected .h5, .pt or .npy)")
+        try:
+            bag = _load_file(path)
+            validate_bag(bag, expected_dim=expected_dim, check_finite=check_finite)
+        except MemoryError:
+            raise BagError(path, "does not fit in the memory available") from None
+        return bag
     validate_bag(bag, expected_dim=expected_dim, check_finite=check_finite)
     return bag
+
+
+def _load_file(path: Path) -> Bag:
+    if not path.is_file():
+        raise BagError(path, "bag file not found")
+    suffix = path.suffix.lower()
+    if suffix == ".h5" or suffix == ".hdf5":
+        return _load_h5(path)
+    if suffix in (".pt", ".pth"):
+        return _with_sibling_coords(_load_pt(path))
+    if suffix == ".npy":
+        return _with_sibling_coords(_load_npy(path))
+    raise BagError(path, f"unsupported bag format '{suffix}' (expected .h5, .pt or .npy)")
 
 
 def validate_bag(
@@ -207,6 +226,7 @@ _NUMPY_ARRAY_GLOBALS: list[Any] = [
 
 
 def _load_pt(path: Path) -> Bag:
+    check_zip_records(path)
     try:
         with warnings.catch_warnings(), torch.serialization.safe_globals(_NUMPY_ARRAY_GLOBALS):
             warnings.simplefilter("ignore")  # torch warns about pickle protocols on odd files
@@ -231,6 +251,32 @@ def _load_pt(path: Path) -> Bag:
     return Bag(features=features, coords=coords, attrs=attrs, path=path)
 
 
+def check_zip_records(path: Path) -> None:
+    """Refuse (BagError) a ``.pt`` zip whose records claim more bytes than they store.
+
+    ``torch.save`` stores its records uncompressed, but torch also loads deflated ones and
+    allocates a record's claimed size before inflating it; a compressed record may expand by
+    :data:`MAX_COMPRESSION_RATIO`. Legacy (pre-zip) files are left to torch: it compares each
+    storage's claimed size with the size written beside its bytes before reading them (a 27 KB
+    file claiming 1 GB is refused at +15 MB).
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            records = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return  # a legacy torch file, or not a torch file: torch.load reports it
+    for info in records:
+        stored = info.compress_size
+        ratio = 1 if info.compress_type == zipfile.ZIP_STORED else MAX_COMPRESSION_RATIO
+        if info.file_size > max(stored * ratio, _UNCHECKED_CLAIM_BYTES):
+            how = "truncated" if ratio == 1 else f"more than {MAX_COMPRESSION_RATIO}× compression"
+            raise BagError(
+                path,
+                f"record '{info.filename}' claims {info.file_size:,} bytes but stores "
+                f"{stored:,} ({how} or forged)",
+            )
+
+
 def _torch_load_plain(path: Path) -> Any:
     try:
         with warnings.catch_warnings(), torch.serialization.safe_globals(_NUMPY_ARRAY_GLOBALS):
@@ -242,7 +288,7 @@ def _torch_load_plain(path: Path) -> Any:
 
 def _load_npy(path: Path) -> Bag:
     try:
-        array = np.load(path, mmap_mode="r", allow_pickle=False)
+        array = np.load(path, mmap_mode="r", allow_pickle=False)  # the file must hold it
     except (OSError, ValueError) as exc:  # not .npy, truncated, or an object array (pickle)
         raise BagError(path, f"not a readable .npy array ({_first_line(exc)})") from None
     if array.dtype.kind not in "fiu":
@@ -276,18 +322,24 @@ def _with_sibling_coords(bag: Bag) -> Bag:
     """Fill a coords-less bag's coords (and the h5's attributes) from its sibling file."""
     if bag.coords is not None or bag.path is None:
         return bag
+    if bag.features.ndim != 2:
+        return bag  # validate_bag refuses the features' shape
+    n = int(bag.features.shape[0])
     for candidate in sibling_coords_paths(bag.path):
         if not candidate.is_file():
             continue
+        count = _coords_count(candidate)
+        if count is None:
+            continue
+        if count != n:
+            raise BagError(
+                bag.path,
+                f"{count} coords in {candidate} for {bag.features.shape[0]} feature "
+                "vectors (bag and coords from different runs?)",
+            )
         coords, attrs = _read_coords_file(candidate)
         if coords is None:
             continue
-        if coords.shape[0] != bag.features.shape[0]:
-            raise BagError(
-                bag.path,
-                f"{coords.shape[0]} coords in {candidate} for {bag.features.shape[0]} feature "
-                "vectors (bag and coords from different runs?)",
-            )
         return Bag(
             features=bag.features,
             coords=coords,
@@ -297,31 +349,93 @@ def _with_sibling_coords(bag: Bag) -> Bag:
     return bag
 
 
+def _coords_count(path: Path) -> int | None:
+    """How many coords a coords file claims (from its header, nothing read), or None without
+    coords."""
+    try:
+        if path.suffix.lower() == ".npy":
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
+            shape = array.shape[1:] if array.ndim == 3 and array.shape[0] == 1 else array.shape
+            return int(shape[0]) if shape else 0
+        with h5py.File(path, "r") as f:
+            cset = h5_dataset(f, "coords", path)
+            if cset is None:
+                return None
+            return _coords_shape(cset, path)[0]
+    except (OSError, ValueError, KeyError) as exc:
+        raise BagError(path, f"unreadable coords file ({_first_line(exc)})") from None
+
+
 def _read_coords_file(path: Path) -> tuple[np.ndarray | None, dict[str, Any]]:
     """``(N, 2)`` coords and attributes from an ``.h5`` (its ``coords`` dataset) or ``.npy``."""
     try:
         if path.suffix.lower() == ".npy":
-            return _as_coords(np.load(path, allow_pickle=False), path), {}
+            return _as_coords(np.load(path, mmap_mode="r", allow_pickle=False), path), {}
         with h5py.File(path, "r") as f:
-            if "coords" not in f:
-                return None, {}
             attrs: dict[str, Any] = {}
-            if "features" in f:
-                attrs.update({k: plain_value(v) for k, v in f["features"].attrs.items()})
-            attrs.update({k: plain_value(v) for k, v in f["coords"].attrs.items()})
-            return _as_coords(f["coords"][()], path), attrs
+            features = h5_dataset(f, "features", path)
+            if features is not None:
+                attrs.update({k: plain_value(v) for k, v in features.attrs.items()})
+            coords, coords_attrs = read_h5_coords(f, path)
+            return coords, {**attrs, **coords_attrs}
     except (OSError, ValueError, KeyError) as exc:
         raise BagError(path, f"unreadable coords file ({_first_line(exc)})") from None
+
+
+def h5_dataset(f: h5py.File, name: str, where: str | Path) -> h5py.Dataset | None:
+    """The dataset ``name`` of an open bag, or None when absent.
+
+    Raises:
+        BagError: ``name`` is a link to another file (reading it would read that file) or
+            not a dataset.
+    """
+    link = f.get(name, getlink=True)
+    if link is None:
+        return None
+    if isinstance(link, h5py.ExternalLink):
+        raise BagError(where, f"'{name}' links to another file ({link.filename}); copy it in")
+    dset = f[name]
+    if not isinstance(dset, h5py.Dataset):
+        raise BagError(where, f"'{name}' is not a dataset")
+    return dset
+
+
+def _coords_shape(cset: h5py.Dataset, where: str | Path) -> tuple[int, int]:
+    """``(N, 2)`` of a coords dataset (``(1, N, 2)`` squeezed), checked before any read."""
+    shape = cset.shape[1:] if cset.ndim == 3 and cset.shape[0] == 1 else cset.shape
+    if len(shape) != 2 or shape[1] != 2:
+        raise BagError(where, f"coords must have shape (N, 2), found {tuple(cset.shape)}")
+    if cset.dtype.kind not in "fiu":
+        raise BagError(where, f"coords must be numeric, found dtype {cset.dtype}")
+    return int(shape[0]), 2
+
+
+def read_h5_coords(
+    f: h5py.File, where: str | Path, n: int | None = None
+) -> tuple[np.ndarray | None, dict[str, Any]]:
+    """The ``coords`` dataset of an open bag and its attributes (``(None, {})`` without one).
+
+    Shape, dtype, the count ``n`` (the number of feature vectors, when given) and the stored
+    size (:func:`check_stored_size`) are checked before anything is read: a 30 KB file can
+    claim 4·10⁹ coords.
+    """
+    cset = h5_dataset(f, "coords", where)
+    if cset is None:
+        return None, {}
+    count, _ = _coords_shape(cset, where)
+    if n is not None and count != n:
+        raise BagError(where, f"{count} coords for {n} feature vectors")
+    check_stored_size(cset, where)
+    attrs = {k: plain_value(v) for k, v in cset.attrs.items()}
+    return _as_coords(cset[()], Path(where)), attrs
 
 
 def _load_h5(path: Path) -> Bag:
     try:
         with h5py.File(path, "r") as f:
-            if "features" not in f:
+            dset = h5_dataset(f, "features", path)
+            if dset is None:
                 raise BagError(path, "h5 file has no 'features' dataset")
-            dset = f["features"]
-            if not isinstance(dset, h5py.Dataset):
-                raise BagError(path, "'features' is not a dataset")
             if dset.dtype.kind not in "fiu":
                 raise BagError(path, f"features must be numeric, found dtype {dset.dtype}")
             check_stored_size(dset, path)
@@ -330,11 +444,8 @@ def _load_h5(path: Path) -> Bag:
             if buffer.size:
                 dset.read_direct(buffer)
             attrs: dict[str, Any] = {k: plain_value(v) for k, v in dset.attrs.items()}
-            coords = None
-            if "coords" in f:
-                cset = f["coords"]
-                coords = _as_coords(cset[()], path)
-                attrs.update({k: plain_value(v) for k, v in cset.attrs.items()})
+            coords, coords_attrs = read_h5_coords(f, path, _rows(dset.shape))
+            attrs.update(coords_attrs)
             attrs.update({k: plain_value(v) for k, v in f.attrs.items()})
     except BagError:
         raise
@@ -346,23 +457,40 @@ def _load_h5(path: Path) -> Bag:
     return Bag(features=features, coords=coords, attrs=attrs, path=path)
 
 
+def _rows(shape: tuple[int, ...]) -> int | None:
+    """N of a features shape ``(N, D)`` or ``(1, N, D)``; None for other shapes (refused later
+    by :func:`validate_bag` with their own message)."""
+    if len(shape) == 2:
+        return int(shape[0])
+    if len(shape) == 3 and shape[0] == 1:
+        return int(shape[1])
+    return None
+
+
 def check_stored_size(dset: h5py.Dataset, where: str | Path) -> None:
-    """Refuse (BagError) a dataset whose shape claims more bytes than the file stores.
+    """Refuse (BagError) a dataset whose shape claims more bytes than the file stores, or whose
+    data is not in the file.
 
     A 1.4 KB file can declare ``features`` of 10⁹ × 104 floats that were never written;
     reading it would allocate hundreds of GB (or stream fill values for hours). Uncompressed
     data must be stored in full; compressed data may expand by :data:`MAX_COMPRESSION_RATIO`.
+    External raw files and virtual datasets are refused whatever their size: they would read
+    other files of the machine (``/dev/zero``, anyone's data).
     """
+    name = dset.name.lstrip("/") if dset.name else "dataset"
+    if dset.is_virtual or dset.external:
+        raise BagError(where, f"'{name}' keeps its data outside the file; copy it in")
     claimed = int(dset.size) * dset.dtype.itemsize
     if claimed <= _UNCHECKED_CLAIM_BYTES:
         return
     stored = int(dset.id.get_storage_size())
     filtered = dset.id.get_create_plist().get_nfilters() > 0
     if claimed > stored * (MAX_COMPRESSION_RATIO if filtered else 1):
+        how = f"more than {MAX_COMPRESSION_RATIO}× compression" if filtered else "truncated"
         raise BagError(
             where,
-            f"'{dset.name.lstrip('/')}' claims shape {tuple(dset.shape)} ({claimed:,} bytes) but "
-            f"the file stores {stored:,} bytes of it (truncated or forged)",
+            f"'{name}' claims shape {tuple(dset.shape)} ({claimed:,} bytes) but the file stores "
+            f"{stored:,} bytes of it ({how} or forged)",
         )
 
 
