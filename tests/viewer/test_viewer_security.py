@@ -12,9 +12,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import openslide
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from starlette.applications import Starlette
+from starlette.testclient import TestClient
 from streamlit.testing.v1 import AppTest
 from viewer_fixtures import APP
 from viewer_fixtures import APP_TIMEOUT as TIMEOUT
@@ -23,6 +27,9 @@ from hmil.errors import ConfigError
 from hmil.procs import pid_alive
 from viewer.components import runs, training
 from viewer.components.paths import PathRefused, check_under_roots, is_under, run_file
+from viewer.tiles.geometry import DeepZoomGeometry
+from viewer.tiles.registry import AttentionEntry, SlideRegistry
+from viewer.tiles.routes import TileService
 
 FAKE_SBATCH = """#!/bin/sh
 n=$(cat "$FAKE_SLURM_DIR/next_id" 2>/dev/null || echo 4242)
@@ -336,3 +343,45 @@ def test_the_launched_command_does_not_see_pythonpath(tmp_path: Path) -> None:
         cwd=tmp_path, env=env, capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert not out.stdout.strip().startswith(str(tmp_path))
+
+
+# ----------------------------------------------------------------------------- tile routes
+
+
+@pytest.fixture(scope="module")
+def tile_client(viewer_root: Path) -> tuple[TestClient, str, str, int]:
+    """The tile routes over the fixture slide and a small attention map: client, slide key,
+    overlay key and the last (full-resolution) Deep Zoom level."""
+    slide = viewer_root / "cohort" / "slides" / "synth-0000.tiff"
+    registry = SlideRegistry()
+    with openslide.OpenSlide(str(slide)) as osr:
+        size = osr.dimensions
+    key = registry.register_slide(slide, [viewer_root], size)
+    coords = np.array([[0, 0], [128, 0]])
+    entry = AttentionEntry(size[0], size[1], coords, 128, {"fine": np.array([[0.3, 0.7]])})
+    okey = registry.register_attention("security", entry)
+    client = TestClient(Starlette(routes=TileService(registry).routes()))
+    return client, key, okey, DeepZoomGeometry(*size).level_count - 1
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "/hmil/dz/{key}_files/" + "9" * 5000 + "/0_0.jpeg",  # before: 500 (int() refuses)
+        "/hmil/dz/{key}_files/{top}/" + "9" * 5000 + "_0.jpeg",
+        "/hmil/ov/{okey}/fine-0-jet-raw-" + "9" * 5000 + "_files/{top}/0_0.png",
+        "/hmil/ov/{okey}/fine-0-jet-raw-9999.dzi",  # before: 500 (smoothing 99.99 > 64)
+        "/hmil/ov/{okey}/fine-0-jet-raw-6401_files/{top}/0_0.png",  # before: 500
+        "/hmil/dz/{key}_files/{top}/%D9%A3_0.jpeg",  # an Arabic-Indic digit
+        "/hmil/dz/{key}_files/{top}/nan_inf.jpeg",
+        "/hmil/dz/{key}_files/-0/0_0.jpeg",
+        "/hmil/ov/{okey}/fine-%D9%A0-jet-raw-0.dzi",
+    ],
+)
+def test_a_malformed_tile_address_is_a_short_404_not_a_500(
+    tile_client: tuple[TestClient, str, str, int], address: str
+) -> None:
+    client, key, okey, top = tile_client
+    response = client.get(address.format(key=key, okey=okey, top=top))
+    assert response.status_code == 404, response.text[:200]
+    assert len(response.text) < 100 and "Traceback" not in response.text

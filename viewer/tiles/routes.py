@@ -12,6 +12,11 @@ Every slide request resolves its key through :meth:`SlideRegistry.slide_path`, w
 pyramid is 404 and a file that left its roots 403, both before the file is opened. Decoded
 tiles and open slides are kept in LRU caches; tiles are immutable per key (the key changes
 with the file), so the browser may cache them too.
+
+Every path segment is read here with an ASCII pattern of bounded length (:data:`NUMBER`,
+:data:`SPEC`) rather than with Starlette's ``int`` convertor: that one raised on a 5000-digit
+level (Python refuses to parse integers of more than 4300 digits) and the request ended as a
+500. A malformed address is a 404 with one line of text, never an exception.
 """
 
 from __future__ import annotations
@@ -31,7 +36,13 @@ from hmil.heatmap import CMAPS, NORMALIZATIONS, HeatmapStyle
 from viewer.components.paths import PathRefused
 from viewer.tiles.geometry import TILE_OVERLAP, TILE_SIZE, DeepZoomGeometry
 from viewer.tiles.overlay import overlay_tile_png
-from viewer.tiles.registry import SlideRegistry, shared_registry
+from viewer.tiles.registry import (
+    SOURCE_CACHE_BYTES,
+    ResidentCache,
+    SlideRegistry,
+    cached_slide,
+    shared_registry,
+)
 from viewer.tiles.sources import DeepZoomSource, open_deepzoom
 
 STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
@@ -39,9 +50,12 @@ PREFIX = "/hmil"
 #: decoded JPEG tiles kept in memory (256 px tiles are ~10–30 kB: ≤ ~100 MB)
 TILE_CACHE = 4096
 OVERLAY_CACHE = 2048
-OPEN_SLIDES = 16
 IMMUTABLE = {"Cache-Control": "private, max-age=86400, immutable"}
-SPEC = re.compile(r"^(coarse|fine)-(\d{1,3})-([a-z]+)-([a-z]+)-(\d{1,4})$")
+SPEC = re.compile(r"^(coarse|fine)-([0-9]{1,3})-([a-z]+)-([a-z]+)-([0-9]{1,4})$")
+#: a level, column or row: ASCII digits only (``\d`` also takes other scripts' digits), and few
+#: enough of them that ``int`` never refuses (a Deep Zoom pyramid has < 64 levels)
+NUMBER = re.compile(r"^[0-9]{1,9}$")
+TILE_NAME = re.compile(r"^([0-9]{1,9})_([0-9]{1,9})$")
 
 
 @dataclass(frozen=True)
@@ -54,12 +68,17 @@ class OverlaySpec:
 
     @classmethod
     def parse(cls, text: str) -> OverlaySpec | None:
+        """The spec of ``text``, or None when it is malformed or names a style
+        :class:`HeatmapStyle` refuses (e.g. smoothing beyond its maximum)."""
         m = SPEC.match(text)
         if m is None or m.group(3) not in CMAPS or m.group(4) not in NORMALIZATIONS:
             return None
         # group 4 was checked against NORMALIZATIONS above, which the Literal cannot see
         norm = m.group(4)
-        style = HeatmapStyle(m.group(3), 1.0, norm, int(m.group(5)) / 100)  # type: ignore[arg-type]  # checked
+        try:
+            style = HeatmapStyle(m.group(3), 1.0, norm, int(m.group(5)) / 100)  # type: ignore[arg-type]  # checked
+        except HMILError:
+            return None
         return cls(m.group(1), int(m.group(2)), style)
 
     @staticmethod
@@ -67,18 +86,28 @@ class OverlaySpec:
         return f"{level}-{index}-{cmap}-{normalize}-{round(smooth * 100)}"
 
 
+def tile_address(request: Request) -> tuple[int, int, int] | None:
+    """``(level, col, row)`` of a tile request, or None when the path does not spell one."""
+    level = NUMBER.match(request.path_params["level"])
+    tile = TILE_NAME.match(request.path_params["tile"])
+    if level is None or tile is None:
+        return None
+    return int(level.group()), int(tile.group(1)), int(tile.group(2))
+
+
 class TileService:
     """Slide and overlay tiles for the keys of one :class:`SlideRegistry`."""
 
     def __init__(self, registry: SlideRegistry) -> None:
         self.registry = registry
-        self._source = functools.lru_cache(maxsize=OPEN_SLIDES)(self._open)
+        self._source = ResidentCache(self._open, SOURCE_CACHE_BYTES, DeepZoomSource.resident_bytes)
         self.slide_tile = functools.lru_cache(maxsize=TILE_CACHE)(self._slide_tile)
         self.overlay_tile = functools.lru_cache(maxsize=OVERLAY_CACHE)(self._overlay_tile)
 
     @staticmethod
     def _open(path: str) -> DeepZoomSource:
-        return open_deepzoom(Path(path))
+        """The Deep Zoom source of ``path`` over the process's shared slide handle."""
+        return open_deepzoom(Path(path), slide=cached_slide(path))
 
     def source(self, key: str) -> DeepZoomSource | None:
         """The open slide of ``key`` (None: unknown); raises PathRefused / SlideError."""
@@ -99,7 +128,7 @@ class TileService:
         geometry = DeepZoomGeometry(entry.width, entry.height, TILE_SIZE, TILE_OVERLAP)
         region, size = geometry.tile_region(level, col, row)
         return overlay_tile_png(
-            matrix[parsed.index], entry.coords, entry.patch_size, region, size, parsed.style
+            matrix, parsed.index, entry.coords, entry.patch_size, region, size, parsed.style
         )
 
     # ------------------------------------------------------------------ endpoints
@@ -118,7 +147,10 @@ class TileService:
 
     def tile(self, request: Request) -> Response:
         key = request.path_params["key"]
-        level, col, row = (int(request.path_params[k]) for k in ("level", "col", "row"))
+        address = tile_address(request)
+        if address is None:
+            return PlainTextResponse("no such tile", 404)
+        level, col, row = address
         try:
             path = self.registry.slide_path(key)
         except PathRefused:
@@ -143,10 +175,13 @@ class TileService:
 
     def overlay(self, request: Request) -> Response:
         key, spec = request.path_params["key"], request.path_params["spec"]
-        level, col, row = (int(request.path_params[k]) for k in ("level", "col", "row"))
         entry = self.registry.attention(key)
         if entry is None:
             return PlainTextResponse("unknown overlay", 404)
+        address = tile_address(request)
+        if address is None:
+            return PlainTextResponse("no such tile", 404)
+        level, col, row = address
         geometry = DeepZoomGeometry(entry.width, entry.height, TILE_SIZE, TILE_OVERLAP)
         if not geometry.contains(level, col, row):
             return PlainTextResponse("no such tile", 404)
@@ -156,7 +191,7 @@ class TileService:
         return Response(data, media_type="image/png", headers=IMMUTABLE)
 
     def routes(self) -> list[BaseRoute]:
-        tile = "{level:int}/{col:int}_{row:int}"
+        tile = "{level}/{tile}"  # read by tile_address, not by Starlette's int convertor
         return [
             Route(f"{PREFIX}/dz/{{key}}.dzi", self.dzi),
             Route(f"{PREFIX}/dz/{{key}}_files/{tile}.jpeg", self.tile),
