@@ -1,4 +1,4 @@
-"""GPU check (issue 8 item 4): bf16 speed table, streamed-vs-in-memory exactness, and end-to-end
+"""GPU check: bf16 speed table, streamed-vs-in-memory exactness, and end-to-end
 prediction of a 1M × 1024 bag held in host memory with copy/compute overlap.
 
 Imports only ``hmil.model`` / ``hmil.predict``-level code (torch, numpy, h5py; no openslide,

@@ -3,7 +3,7 @@
 Peers (all take one bag ``x (N, D)`` and return :class:`PeerOutput`):
 
 * ``flat_gated`` — :class:`hmil.model.baselines.FlatGatedMIL` (this project's flat gated-attention
-  baseline, the issue-3 quality-bar reference; needs no torchmil); ``flat_gated_kaiming`` — the
+  baseline, the quality-bar reference; needs no torchmil); ``flat_gated_kaiming`` — the
   same with HMIL's Kaiming initialisation.
 * ``abmil`` — torchmil ``ABMIL(gated=True)`` (Ilse et al. 2018) behind a
   ``Linear(D→512)+ReLU`` feature extractor, att_dim 128 (torchmil's default).

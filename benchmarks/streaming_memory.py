@@ -5,7 +5,7 @@ chunk by chunk under ``--work`` (default /tmp), a randomly initialised reference
 checkpoint (D = 1024, BRACS 3/7), then runs the real CLI in a fresh process per command and
 reads that process's peak resident set size from ``wait4`` (``ru_maxrss``, via a ~10 MB
 launcher so the benchmark's own memory is not counted). The bag is deleted afterwards.
-Target (issue 8): peak RSS ≤ 1.5 GB for the 1M-instance bag.
+Target: peak RSS ≤ 1.5 GB for the 1M-instance bag.
 
 Exactness on the same file: the streamed fine probabilities of the whole bag are compared with
 a float64 reference computed chunk-wise with a two-pass softmax (independent of the online

@@ -5,13 +5,13 @@ A fresh server's first page run spent most of its time importing (torch alone to
 2-core development machine); the page modules import these lazily, which keeps ``hmil view
 --help`` and the tests of single components light. :mod:`viewer.server` calls :func:`prepare`
 while it is imported, i.e. before uvicorn binds the port, so the first visitor neither waits for
-these imports nor shares the CPU with them. (Until stop 22 the imports ran in a thread beside
-the running server: the first visitor's page then started while they were still going.)
+these imports nor shares the CPU with them. (An earlier version ran the imports in a thread
+beside the running server: the first visitor's page then started while they were still going.)
 
 Imports alone still left the first visitor of a fresh server about 0.2 s slower than the next
 ones (first render 1.90–2.21 s on five fresh servers, 1.67–2.03 s for the visitors after them;
-demo slide, headless Chromium, measured at stop 23): Streamlit's and the page's own first-run
-costs. :func:`render_page` therefore runs the page once, in this process, with
+demo slide, headless Chromium): Streamlit's and the page's own first-run costs.
+:func:`render_page` therefore runs the page once, in this process, with
 Streamlit's test harness (:class:`streamlit.testing.v1.AppTest`), which restores Streamlit's
 runtime singleton when it is done; the model, the prediction and the slide handle it loads stay
 in the process-wide caches that the real pages use. The module list is fixed here and the page

@@ -1,6 +1,6 @@
 """Flat MIL baselines: gated attention (ABMIL/CLAM-SB style) with a K-way head, and CLAM-MB.
 
-The baseline the issue-3 quality bar compares HMIL against: one attention branch, no hierarchy,
+The flat baseline that sets HMIL's quality bar: one attention branch, no hierarchy,
 no class-wise attention, one cross-entropy over the fine classes::
 
     x (N, D) ─ Linear(D→hidden) ─ ReLU ─▶ h (N, hidden)

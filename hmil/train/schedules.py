@@ -92,8 +92,8 @@ class CosineTailSchedule(CosineSchedule):
     Why it exists: plain cosine beat the constant lr on gen-large but lost on the smaller
     cohorts, and holding the lr for most of the run was the obvious middle way. Measured, it
     did not pay: 5 seeds, fine balanced accuracy 0.699 / 0.712 (25% / 50% tail) vs 0.723 on
-    gen-small and 0.962 / 0.945 vs 0.969 on textures (against the constant lr of stop 22, which
-    had no weight average), so it stays an option."""
+    gen-small and 0.962 / 0.945 vs 0.969 on textures (against the constant lr of the earlier
+    defaults, which had no weight average), so it stays an option."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, config: TrainConfig) -> None:
         self.decay_epochs = max(1, round(config.epochs * config.lr_decay_fraction))

@@ -5,9 +5,9 @@ Why: the project's recipe takes one optimiser step per bag at a constant learnin
 weights after any one step carry that last bag's gradient noise; on a large cohort the
 validation score peaked within one to three epochs of eight (gen-large). Averaging the weights
 over the last ~1 / (1 − decay) steps (Polyak averaging) damps that noise without a schedule
-that would have to know the run's length. It is on by default since stop 23
-(``train.ema_epochs`` 0.5: half an epoch), chosen on ``benchmarks/results/accuracy.md`` (the
-defaults against the row "defaults without EMA", five cohorts × 5 seeds). Training itself is
+that would have to know the run's length. It is on by default (``train.ema_epochs`` 0.5:
+half an epoch), chosen on ``benchmarks/results/accuracy.md`` (the defaults against the row
+"defaults without EMA", five cohorts × 5 seeds). Training itself is
 unchanged: the optimiser steps the live weights, and only validation, the kept checkpoint and
 the test see the average. Built on :class:`torch.optim.swa_utils.AveragedModel`.
 """

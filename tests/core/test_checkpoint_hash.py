@@ -1,4 +1,4 @@
-"""Checkpoints carry a SHA-256 of their content (issue 16): a changed byte is refused on load,
+"""Checkpoints carry a SHA-256 of their content: a changed byte is refused on load,
 checkpoints written before the hash existed still load."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The bad-input matrix (issue 7): one line `error: <file>: <problem>`, exit 2, no traceback.
+"""The bad-input matrix: one line `error: <file>: <problem>`, exit 2, no traceback.
 
 Each row builds one broken input in a fresh copy of a small SYNTHETIC cohort and runs the CLI
 in-process; batch commands over several items are checked separately (skip + exit 3).
@@ -256,7 +256,7 @@ def missing_labels_file(env, tmp):
     return _train(env, tmp, labels=str(p)), "label table not found", str(p)
 
 
-# ---- round 2 (issue 16): claimed sizes, coordinates, attributes, styles, splits, hashes, YAML
+# ---- claimed sizes, coordinates, attributes, styles, splits, hashes, YAML
 
 
 def forged_size_bag(env, tmp):

@@ -1,4 +1,4 @@
-"""OS-level failures through the CLI (issue 16): a full disk, a failed second output, the
+"""OS-level failures through the CLI: a full disk, a failed second output, the
 temporary files a SIGKILL leaves behind, a failed single-bag ``predict --out``.
 
 The full-disk tests mount a 64 KB tmpfs (skipped where that is not allowed, e.g. without root);
