@@ -126,7 +126,13 @@ def _drive_view(page: Any, out_dir: Path) -> dict[str, object]:
     found["patch_heading"] = [
         t for t in page.locator("p").all_inner_texts() if t.startswith("Patch ")
     ]
-    page.screenshot(path=str(out_dir / "slide_patch.png"), full_page=True)
+    page.screenshot(path=str(out_dir / "slide_hover.png"))
+    # the page scrolls inside Streamlit's main block: bring the patch panel into the window
+    heading = page.locator("p", has_text="Patch ").first
+    if heading.count():
+        heading.scroll_into_view_if_needed()
+        page.wait_for_timeout(400)
+    page.screenshot(path=str(out_dir / "slide_patch.png"))
     return found
 
 

@@ -522,12 +522,14 @@ class DeepZoom {
     this.modeButton = el("button", "hmil-dz-mode", this.bar, "all labels");
     this.modeButton.title = "every label of the level side by side, one shared scale (key a)";
     const op = el("label", "hmil-dz-opacity", this.bar, "opacity ");
+    this.opacityLabel = op;
     this.opacity = el("input", "", op);
     this.opacity.type = "range";
     this.opacity.min = "0";
     this.opacity.max = "1";
     this.opacity.step = "0.05";
     const vis = el("label", "hmil-dz-visible", this.bar);
+    this.visibleLabel = vis;
     this.visibleBox = el("input", "", vis);
     this.visibleBox.type = "checkbox";
     this.visibleBox.checked = true;
@@ -640,7 +642,9 @@ class DeepZoom {
       this.nextButton.disabled = !data.nav.has_next;
     }
     this.modeButton.classList.toggle("on", this.mode === "all");
-    this.modeButton.style.display = data.layer ? "" : "none";
+    // nothing to overlay (a slide alone): no layer controls
+    for (const e of [this.modeButton, this.opacityLabel, this.visibleLabel])
+      e.style.display = data.layer ? "" : "none";
     this.chipsFor(this.current.level);
     this.apply();
     this.fitHeight();
