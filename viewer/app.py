@@ -3,7 +3,8 @@
 ``streamlit run viewer/app.py`` also works, but without the tile routes of
 :mod:`viewer.server`: the slide page's deep-zoom view then says it needs ``hmil view``.
 
-Builds the navigation (slide, cohort, training pages), the shared sidebar run picker and the
+Builds the navigation (slide, cohort, training pages; training only where
+:attr:`viewer.state.ViewerSettings.training_enabled`), the shared sidebar run picker and the
 SYNTHETIC banner, then runs the selected page. The page scripts live in ``viewer/views/``, not
 ``viewer/pages/``: Streamlit treats a ``pages/`` folder beside the entry script as a legacy
 multipage app and would run ``/cohort`` without this script (no sidebar, no settings).
@@ -32,10 +33,17 @@ pages = [
         "views/slide.py", title="Slide", icon=":material/biotech:", url_path="slide", default=True
     ),
     st.Page("views/cohort.py", title="Cohort", icon=":material/analytics:", url_path="cohort"),
-    st.Page("views/train.py", title="Training", icon=":material/model_training:", url_path="train"),
 ]
+if cfg.training_enabled:  # a page left out of the navigation is never run, whatever is asked
+    pages.append(
+        st.Page(
+            "views/train.py", title="Training", icon=":material/model_training:", url_path="train"
+        )
+    )
 page = st.navigation(pages)
-shell.apply_query_params()
+shell.compact_layout()
+if page.url_path in ("", "slide"):
+    shell.apply_address()
 run = shell.sidebar(cfg)
 if run is not None:
     shell.synthetic_banner(run)

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from viewer.access import is_loopback
 from viewer.components.paths import resolve
 
 ENV_RUN = "HMIL_VIEW_RUN"
@@ -24,6 +25,14 @@ ENV_MAX_UPLOAD_MB = "HMIL_VIEW_MAX_UPLOAD_MB"
 #: (server-rendered overlay tiles, kept to measure against; see viewer/tiles/overlay.py)
 ENV_OVERLAY = "HMIL_VIEW_OVERLAY"
 OVERLAYS = ("canvas", "tiles")
+#: who may talk to the server (viewer/access.py): the ``--host`` it binds, the names the
+#: operator adds (comma-separated), the access token, and whether a shared bind offers the
+#: Training page ("1")
+ENV_HOST = "HMIL_VIEW_HOST"
+ENV_ALLOW_HOSTS = "HMIL_VIEW_ALLOW_HOSTS"
+ENV_TOKEN = "HMIL_VIEW_TOKEN"
+ENV_ALLOW_TRAINING = "HMIL_VIEW_ALLOW_TRAINING"
+DEFAULT_HOST = "127.0.0.1"
 
 #: the source checkout (parent of ``viewer/``), where ``checkpoints/`` lives
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -45,6 +54,10 @@ class ViewerSettings:
             the run's config names, the demo folder and ``checkpoints/``.
         max_upload_mb: largest upload accepted.
         overlay: how the attention layer is drawn (:data:`OVERLAYS`).
+        host: the address the server binds (``--host``).
+        allow_hosts: further names it answers to (``--allow-host``).
+        token: the access token every request must show ("" = none; kept out of ``repr``).
+        allow_training: offer the Training page on a shared bind (``--allow-training``).
     """
 
     run: Path | None
@@ -53,10 +66,20 @@ class ViewerSettings:
     roots: tuple[Path, ...]
     max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB
     overlay: str = OVERLAYS[0]
+    host: str = DEFAULT_HOST
+    allow_hosts: tuple[str, ...] = ()
+    token: str = field(default="", repr=False)
+    allow_training: bool = False
 
     def __post_init__(self) -> None:
         if self.overlay not in OVERLAYS:
             raise ValueError(f"overlay must be one of {OVERLAYS}, got {self.overlay!r}")
+
+    @property
+    def training_enabled(self) -> bool:
+        """The Training page starts processes on this machine: offered on a loopback bind,
+        and on a shared one only when the operator asked for it."""
+        return self.allow_training or is_loopback(self.host)
 
 
 def demo_dirs(cwd: Path) -> list[Path]:
@@ -122,6 +145,10 @@ def build_settings(
     max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB,
     cwd: str | Path | None = None,
     overlay: str = OVERLAYS[0],
+    host: str = DEFAULT_HOST,
+    allow_hosts: Sequence[str] = (),
+    token: str = "",
+    allow_training: bool = False,
 ) -> ViewerSettings:
     """Resolve paths and collect the data roots (see :class:`ViewerSettings`)."""
     here = Path(cwd) if cwd is not None else Path.cwd()
@@ -142,6 +169,10 @@ def build_settings(
         roots=tuple(_unique(roots)),
         max_upload_mb=int(max_upload_mb),
         overlay=overlay,
+        host=host,
+        allow_hosts=tuple(allow_hosts),
+        token=token,
+        allow_training=allow_training,
     )
 
 
@@ -163,6 +194,10 @@ def settings_from_env(
         max_upload_mb=max_mb,
         cwd=cwd,
         overlay=overlay if overlay in OVERLAYS else OVERLAYS[0],
+        host=env.get(ENV_HOST) or DEFAULT_HOST,
+        allow_hosts=[h.strip() for h in env.get(ENV_ALLOW_HOSTS, "").split(",") if h.strip()],
+        token=env.get(ENV_TOKEN, ""),
+        allow_training=env.get(ENV_ALLOW_TRAINING) == "1",
     )
 
 
@@ -174,6 +209,10 @@ def settings_env(settings: ViewerSettings) -> dict[str, str]:
         ENV_DATA_ROOTS: os.pathsep.join(str(r) for r in settings.data_roots),
         ENV_MAX_UPLOAD_MB: str(settings.max_upload_mb),
         ENV_OVERLAY: settings.overlay,
+        ENV_HOST: settings.host,
+        ENV_ALLOW_HOSTS: ",".join(settings.allow_hosts),
+        ENV_TOKEN: settings.token,
+        ENV_ALLOW_TRAINING: "1" if settings.allow_training else "",
     }
     return env
 

@@ -7,23 +7,27 @@ process a supervisor, a terminal's Ctrl-C or ``kill`` signals is the server itse
 
 The viewer binds to 127.0.0.1 unless ``--host`` says otherwise, reads files only below its data
 roots (the run, the data its config names, the demo folder, ``checkpoints/`` and each
-``--data-root``) and caps uploads at ``--max-upload-mb``. Settings reach the Streamlit process
-through ``HMIL_VIEW_*`` environment variables (:mod:`viewer.state`).
+``--data-root``) and caps uploads at ``--max-upload-mb``. It answers only to its own address
+and the names given with ``--allow-host`` (:mod:`viewer.access`). Bound to another address
+than loopback it asks for an access token (``--token`` or ``HMIL_VIEW_TOKEN``; one is made up
+and printed when neither is given) and leaves the Training page out unless
+``--allow-training``. Settings reach the Streamlit process through ``HMIL_VIEW_*`` environment
+variables (:mod:`viewer.state`).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 from pathlib import Path
+from urllib.parse import quote
 
 from hmil.errors import HMILError
 
 NAME = "view"
 HELP = "start the Streamlit viewer (slide, cohort and training pages) on a run directory"
-
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,7 +42,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--host",
         default="127.0.0.1",
-        help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 shares it)",
+        help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 shares it, "
+        "behind an access token)",
+    )
+    parser.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="another host name the viewer answers to (a reverse proxy's, a DNS alias); "
+        "repeatable. Requests for any other name are refused",
+    )
+    parser.add_argument(
+        "--token",
+        default=None,
+        help="access token every visitor must show once (?token=...); default $HMIL_VIEW_TOKEN, "
+        "else a new one when binding to a non-loopback address (printed)",
+    )
+    parser.add_argument(
+        "--allow-training",
+        action="store_true",
+        help="offer the Training page (it starts processes) on a non-loopback bind too",
     )
     parser.add_argument(
         "--data-root",
@@ -67,10 +91,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def app_path() -> Path:
-    """``viewer/server.py`` (the ASGI app: pages + tile routes) of the installed viewer."""
-    import viewer
+    """``viewer/server.py`` (the ASGI app: pages + tile routes) of the installed viewer.
 
-    return Path(next(iter(viewer.__path__))) / "server.py"
+    Looked up as the module ``viewer.server``, not as a file beside ``viewer.__path__``: where
+    another ``viewer`` folder comes first on ``sys.path`` (the test suite's ``tests/viewer``),
+    the package itself is that namespace folder, and only the submodules are the installed
+    ones."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("viewer.server")
+    if spec is None or spec.origin is None:
+        raise HMILError("hmil view", "the viewer package is not installed (viewer/server.py)")
+    return Path(spec.origin)
 
 
 def streamlit_command(host: str, port: int, max_upload_mb: int) -> list[str]:
@@ -88,7 +120,7 @@ def streamlit_command(host: str, port: int, max_upload_mb: int) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from viewer.state import build_settings, settings_env
+    from viewer.state import ENV_TOKEN, build_settings, settings_env
 
     if args.run is not None:
         run_dir = Path(args.run)
@@ -105,12 +137,30 @@ def run(args: argparse.Namespace) -> int:
         raise HMILError("--port", f"must be within 1..65535, got {args.port}")
     if args.max_upload_mb < 1:
         raise HMILError("--max-upload-mb", "must be ≥ 1")
+    from viewer.access import is_loopback, is_wildcard, new_token, valid_host_name, valid_token
+
+    for name in args.allow_host:
+        if not valid_host_name(name):
+            raise HMILError("--allow-host", f"not a host name or IP address: {name!r}")
+    token = args.token if args.token is not None else os.environ.get(ENV_TOKEN, "")
+    if token and not valid_token(token):
+        raise HMILError("--token", "must be 12–256 letters, digits or . _ ~ -")
+    shared = not is_loopback(args.host)
+    if shared and not token:
+        token = new_token()
+    allow_hosts = list(args.allow_host)
+    if is_wildcard(args.host):  # the address other machines will most likely type
+        allow_hosts.append(socket.gethostname())
     settings = build_settings(
         args.run,
         args.data_root,
         checkpoint=args.checkpoint,
         max_upload_mb=args.max_upload_mb,
         overlay=args.overlay,
+        host=args.host,
+        allow_hosts=list(dict.fromkeys(h for h in allow_hosts if valid_host_name(h))),
+        token=token,
+        allow_training=args.allow_training,
     )
     if settings.run is None and settings.checkpoint is None:
         raise HMILError(
@@ -125,16 +175,23 @@ def run(args: argparse.Namespace) -> int:
     env = {**os.environ, **settings_env(settings), ENV_RENDER_PAGE: "1"}
     what = f"run {settings.run}" if settings.run else f"model {settings.checkpoint} (no run)"
     print(f"HMIL Studio viewer: {what}", file=sys.stderr)
+    query = f"/?token={quote(token)}" if token else ""
     print(
-        f"  open http://{_url_host(args.host)}:{args.port} once Streamlit prints it (the server "
-        "first warms up: imports and one run of the default page, a few seconds)",
+        f"  open http://{_url_host(args.host)}:{args.port}{query} once Streamlit prints it (the "
+        "server first warms up: imports and one run of the default page, a few seconds)",
         file=sys.stderr,
     )
     print("  data roots: " + ", ".join(str(r) for r in settings.roots), file=sys.stderr)
-    if args.host not in LOCAL_HOSTS:
+    if shared:
+        names = ", ".join(settings.allow_hosts) or "none"
+        training = (
+            "offered (--allow-training)"
+            if settings.training_enabled
+            else "off (--allow-training offers it)"
+        )
         print(
-            f"  warning: bound to {args.host}: anyone who can reach this address can view the "
-            "data roots and launch training",
+            f"  warning: bound to {args.host}: whoever has the token can view the data roots; "
+            f"extra host names: {names}; Training page {training}",
             file=sys.stderr,
         )
     if args.dry_run:
@@ -149,6 +206,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _url_host(host: str) -> str:
-    if host in ("0.0.0.0", "::", ""):
+    from viewer.access import is_wildcard
+
+    if is_wildcard(host):
         return "127.0.0.1"
     return f"[{host}]" if ":" in host else host
