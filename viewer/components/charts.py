@@ -1,6 +1,9 @@
 """Figures of the viewer: probability rows, and Plotly confusion matrices, ROC and training curves.
 
-Pure builders (data in, rows or a ``go.Figure`` out) so tests can inspect what is drawn.
+Pure builders (data in, rows or a ``go.Figure`` out) so tests can inspect what is drawn. Class
+names come from the run's hierarchy file: every one is shown through :mod:`.text` (HTML-escaped
+in the probability bars, Plotly-escaped in ticks, legends and hover labels), so a name shows as
+typed and cannot add a link, markup or a bidirectional override.
 """
 
 from __future__ import annotations
@@ -13,6 +16,11 @@ from typing import cast
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+
+from viewer.components import text
+
+#: kept under its old name for the pages that call ``charts.escape_markdown``
+escape_markdown = text.markdown
 
 
 @dataclass(frozen=True)
@@ -28,7 +36,7 @@ class ProbabilityRow:
         """The class (bold when predicted), its probability and the truth mark over a bar as
         wide as the probability. Class names come from the run's hierarchy file, so they are
         HTML-escaped."""
-        name = html.escape(self.name)
+        name = html.escape(text.plain(self.name))
         shown = f"<b>{name}</b>" if self.predicted else name
         mark = f' · <b style="color:{TRUTH_COLOUR}">truth</b>' if self.truth else ""
         percent = f"{100 * self.probability:.1f}"
@@ -54,17 +62,9 @@ def probability_html(levels: Sequence[tuple[str, Sequence[ProbabilityRow]]]) -> 
     2 cores (measured)."""
     parts = []
     for title, rows in levels:
-        parts.append(f'<p style="margin:0 0 0.4rem"><b>{html.escape(title)}</b></p>')
+        parts.append(f'<p style="margin:0 0 0.4rem"><b>{html.escape(text.plain(title))}</b></p>')
         parts.extend(row.html() for row in rows)
     return f'<div class="hmil-probabilities">{"".join(parts)}</div>'
-
-
-def escape_markdown(text: str) -> str:
-    """``text`` with Markdown's special characters backslash-escaped (shown as typed)."""
-    return "".join("\\" + c if c in MARKDOWN_SPECIAL else c for c in text)
-
-
-MARKDOWN_SPECIAL = frozenset("\\`*_{}[]<>()#+-.!|~:$")
 
 
 def probability_rows(
@@ -87,9 +87,13 @@ def probability_rows(
 def confusion_figure(counts: np.ndarray, classes: Sequence[str], title: str) -> go.Figure:
     """Confusion matrix (rows true, columns predicted) as a heatmap with counts, plus invisible
     square markers at the cell centres so a click selects the cell
-    (``st.plotly_chart(on_select=...)`` reports points of scatter traces)."""
+    (``st.plotly_chart(on_select=...)`` reports points of scatter traces).
+
+    The categories are the class names as they are, so a click reports the real name; what
+    is drawn of them (ticks, hover) is their :func:`text.plotly` form."""
     k = len(classes)
     names = list(classes)
+    shown = [text.plotly(n) for n in names]
     totals = counts.sum(axis=1, keepdims=True)
     share = np.divide(counts, totals, out=np.zeros(counts.shape, dtype=float), where=totals > 0)
     fig = go.Figure(
@@ -107,6 +111,11 @@ def confusion_figure(counts: np.ndarray, classes: Sequence[str], title: str) -> 
         )
     )
     xs, ys = np.meshgrid(np.arange(k), np.arange(k))
+    ticks = {"tickmode": "array", "tickvals": names, "ticktext": shown}
+    hover = [
+        f"true {shown[j]}, predicted {shown[i]}"
+        for i, j in zip(xs.ravel(), ys.ravel(), strict=True)
+    ]
     fig.add_trace(
         go.Scatter(
             x=[names[i] for i in xs.ravel()],
@@ -114,14 +123,15 @@ def confusion_figure(counts: np.ndarray, classes: Sequence[str], title: str) -> 
             mode="markers",
             marker={"symbol": "square", "size": 28, "opacity": 0.01, "color": "#000"},
             customdata=counts.ravel().astype(int),
-            hovertemplate="true %{y}, predicted %{x}: %{customdata} — click to list<extra></extra>",
+            text=hover,
+            hovertemplate="%{text}: %{customdata} — click to list<extra></extra>",
             showlegend=False,
         )
     )
     fig.update_layout(
         title={"text": title, "font": {"size": 14}},
-        xaxis={"title": "predicted", "type": "category"},
-        yaxis={"title": "true", "type": "category", "autorange": "reversed"},
+        xaxis={"title": "predicted", "type": "category", **ticks},
+        yaxis={"title": "true", "type": "category", "autorange": "reversed", **ticks},
         height=120 + 40 * k,
         margin={"l": 10, "r": 10, "t": 40, "b": 40},
     )  # no clickmode/dragmode here: Streamlit sets its own, and ours stopped click-selection
@@ -132,7 +142,8 @@ def roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], title: s
     """One-vs-rest ROC curve per class: ``name -> (fpr, tpr, auc)``."""
     fig = go.Figure()
     for name, (fpr, tpr, auc) in curves.items():
-        label = f"{name} (AUC {auc:.2f})" if np.isfinite(auc) else f"{name} (AUC n/a)"
+        shown = text.plotly(name)
+        label = f"{shown} (AUC {auc:.2f})" if np.isfinite(auc) else f"{shown} (AUC n/a)"
         fig.add_trace(go.Scatter(x=fpr, y=tpr, mode="lines", name=label))
     fig.add_trace(
         go.Scatter(
@@ -202,9 +213,9 @@ def patch_attention_figure(rows: pd.DataFrame, title: str) -> go.Figure:
     for level, part in rows.groupby("level", sort=False):
         fig.add_trace(
             go.Bar(
-                x=part["label"],
+                x=[text.plotly(label) for label in part["label"]],
                 y=part["percentile"],
-                name=str(level),
+                name=text.plotly(level),
                 customdata=np.stack([part["attention"], part["x_uniform"]], axis=1),
                 hovertemplate="%{x}: percentile %{y:.1f}<br>attention %{customdata[0]:.4g}"
                 " (×%{customdata[1]:.2f} uniform)<extra></extra>",
