@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import threading
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,13 +30,25 @@ from hmil.errors import SlideError
 #: microns-per-pixel values outside this range are resolution tags of non-microscopy images
 #: (e.g. 72 dpi = 352.8 µm/px) and are treated as unknown
 PLAUSIBLE_MPP = (0.05, 20.0)
-#: largest region one ``read_region`` call may return (pixels), guards against absurd requests
-MAX_REGION_PIXELS = 1 << 28
-#: level pixels decoded at once by :meth:`Slide.read_rect` (bounds memory for big thumbnails)
+#: largest region one ``read_region`` call may return (pixels): 8192² px, 192 MiB as RGB (and
+#: 256 MiB while OpenSlide hands it over as RGBA). Larger areas go through
+#: :meth:`Slide.read_rect`, which reads them in bands and resamples as it goes.
+MAX_REGION_PIXELS = 1 << 26
+#: level pixels decoded at once by :meth:`Slide.read_rect` (bounds memory for big thumbnails:
+#: ~0.2 GB per band with OpenSlide's RGBA buffer and its RGB copy)
 BAND_PIXELS = 1 << 24
-#: tifffile decodes a whole level into memory; refuse levels larger than this (bytes).
-#: (Pillow applies its own decompression-bomb limit.)
-MAX_DECODED_BYTES = 1 << 31
+#: pixels the tifffile and Pillow fallbacks may decode per file (all levels together). They
+#: cannot decode part of a stripped TIFF or a PNG/JPEG, so a level is decoded whole and held while
+#: the slide is open. 2²⁵ px (e.g. 8192 × 4096) holds at most 128 MiB for 8-bit images (4 bytes
+#: per pixel with alpha) and needs ~0.25 GB while Pillow decodes it, so one upload stays well
+#: inside the viewer's 1.5 GB budget; Pillow's own limit (179 M px) let a 0.5 MB PNG take 3 GB.
+#: Larger images need OpenSlide (a tiled pyramidal TIFF), which reads only what is shown.
+MAX_DECODED_PIXELS = 1 << 25
+#: what caches count for an open OpenSlide handle (its tile tables; OpenSlide's tile cache is
+#: shared by all handles): 1.2 MB measured per handle of the test slides, ×3 for large slides
+OPENSLIDE_HANDLE_BYTES = 4 << 20
+#: pixels composited over white at a time (bounds the float32 temporaries to ~30 MB)
+_COMPOSITE_PIXELS = 1 << 20
 
 
 class SlideBackend(Protocol):
@@ -59,6 +72,10 @@ class SlideBackend(Protocol):
         (level-0 pixels). ``composite``: transparent areas and areas outside the image are
         white; else the alpha channel is dropped (they are black, as ``PIL .convert("RGB")``
         of an OpenSlide region gives). Raises SlideError."""
+        ...
+
+    def resident_bytes(self) -> int:
+        """Memory the open file holds (decoded levels fully, a handle a fixed estimate)."""
         ...
 
     def close(self) -> None: ...
@@ -171,12 +188,20 @@ class Slide:
             return self._backend.read(xy, level, (w, h))
         return self._backend.read(xy, level, (w, h), composite=False)
 
-    def read_rect(self, region: Region, out_size: tuple[int, int]) -> np.ndarray:
+    def resident_bytes(self) -> int:
+        """What this open slide holds in memory, for caches bounded in bytes: decoded levels
+        of the tifffile/Pillow fallbacks count fully, an OpenSlide handle
+        :data:`OPENSLIDE_HANDLE_BYTES`."""
+        return int(self._backend.resident_bytes())
+
+    def read_rect(
+        self, region: Region, out_size: tuple[int, int], band_pixels: int = BAND_PIXELS
+    ) -> np.ndarray:
         """Resample a level-0 rectangle to ``out_size = (W, H)`` pixels.
 
         Reads from the coarsest level that is still at least as fine as the output and decodes
-        it in horizontal bands of at most :data:`BAND_PIXELS` level pixels, so a thumbnail of a
-        100k-pixel-wide slide never holds a whole level in memory.
+        it in horizontal bands of at most ``band_pixels`` level pixels (at least one output
+        row), so a thumbnail of a 100k-pixel-wide slide never holds a whole level in memory.
 
         Returns:
             ``(H, W, 3)`` uint8 RGB.
@@ -189,7 +214,7 @@ class Slide:
         lds = self.level_downsamples[level]
         level_w = region.w / lds
         level_rows_per_out_row = region.h / lds / out_h
-        band = max(1, int(BAND_PIXELS / max(1.0, (level_w + 2) * level_rows_per_out_row)))
+        band = max(1, int(band_pixels / max(1.0, (level_w + 2) * level_rows_per_out_row)))
         out = np.empty((out_h, out_w, 3), dtype=np.uint8)
         for r0 in range(0, out_h, band):
             r1 = min(out_h, r0 + band)
@@ -271,6 +296,8 @@ def open_slide(path: str | Path) -> Slide:
     Order: OpenSlide, then tifffile, then Pillow. A file OpenSlide recognises as a vendor format
     (Aperio, Hamamatsu, ...) but cannot decode is rejected rather than handed to a fallback that
     might decode garbage. Every backend must decode a small probe region before it is accepted.
+    An image the fallbacks would have to decode beyond :data:`MAX_DECODED_PIXELS` is refused
+    from its header, before anything is decoded.
 
     Raises:
         SlideError: naming the file, when it is missing, empty, or no backend can read it.
@@ -289,6 +316,8 @@ def open_slide(path: str | Path) -> Slide:
                 raise SlideError(p, str(exc)) from None
             failures.append(f"{name}: {exc}")
             continue
+        except TooLargeError:
+            raise
         except SlideError as exc:
             failures.append(f"{name}: {exc.problem}")
             continue
@@ -297,6 +326,8 @@ def open_slide(path: str | Path) -> Slide:
             _probe(slide)
         except SlideError as exc:
             slide.close()
+            if isinstance(exc, TooLargeError):
+                raise
             if backend.name == "openslide" and _openslide_vendor(p) not in (None, "generic-tiff"):
                 raise SlideError(p, f"cannot decode slide tiles ({exc.problem})") from None
             failures.append(f"{name}: {exc.problem}")
@@ -397,6 +428,9 @@ class _OpenSlideBackend:
         rgba = np.asarray(img)
         return _rgba_to_rgb(rgba) if composite else np.ascontiguousarray(rgba[..., :3])
 
+    def resident_bytes(self) -> int:
+        return OPENSLIDE_HANDLE_BYTES
+
     def close(self) -> None:
         self._osr.close()
 
@@ -429,28 +463,68 @@ def bounds_from_properties(props: Mapping[str, str], level0: tuple[int, int]) ->
 
 
 def _rgba_to_rgb(rgba: np.ndarray) -> np.ndarray:
-    """Composite an ``(h, w, 4)`` uint8 RGBA array over white → ``(h, w, 3)`` uint8."""
+    """Composite an ``(h, w, 4)`` uint8 RGBA array over white → ``(h, w, 3)`` uint8.
+
+    Row bands of :data:`_COMPOSITE_PIXELS` at a time: the float32 arithmetic needs ~30 bytes
+    per pixel, which for a whole band of :meth:`Slide.read_rect` would be half a gigabyte.
+    """
     rgb = rgba[..., :3]
     alpha = rgba[..., 3]
     if alpha.min() == 255:
         return np.ascontiguousarray(rgb)
-    a = alpha[..., None].astype(np.float32) / 255.0
-    out = rgb.astype(np.float32) * a + 255.0 * (1.0 - a)
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    out = np.empty(rgb.shape, dtype=np.uint8)
+    rows = max(1, _COMPOSITE_PIXELS // max(1, rgba.shape[1]))
+    for r0 in range(0, rgba.shape[0], rows):
+        a = alpha[r0 : r0 + rows, :, None].astype(np.float32) / 255.0
+        blended = rgb[r0 : r0 + rows].astype(np.float32) * a + 255.0 * (1.0 - a)
+        out[r0 : r0 + rows] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+    return out
 
 
 # --------------------------------------------------------------------------- in-memory levels
 
 
+class TooLargeError(SlideError):
+    """A fallback image whose decoded pixels exceed :data:`MAX_DECODED_PIXELS` (final: no other
+    backend is tried, the message says what to do)."""
+
+
+class _DecodeBudget:
+    """Counts the pixels one file's fallback backend decodes, refusing past the cap *before*
+    decoding (the claim is the level's shape, known from the header)."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._pixels = 0
+        self._lock = threading.Lock()
+
+    def charge(self, level: int, width: int, height: int) -> None:
+        with self._lock:
+            total = self._pixels + width * height
+            if total > MAX_DECODED_PIXELS:
+                raise TooLargeError(self._path, too_large_problem(level, width, height))
+            self._pixels = total
+
+
+def too_large_problem(level: int, width: int, height: int) -> str:
+    """One line: why a fallback level is refused and what to do instead."""
+    return (
+        f"level {level} is {width}x{height} px, more than the {MAX_DECODED_PIXELS:,} px read "
+        "without OpenSlide (convert it to a tiled pyramidal TIFF)"
+    )
+
+
 class _ArrayBackend:
-    """Levels held as ``(H, W, 3)`` uint8 arrays (decoded lazily, or memory-mapped)."""
+    """Levels held as ``YX`` or ``YXS`` arrays in their stored form (decoded lazily, or
+    memory-mapped). Each read converts only its own region to RGB uint8, so a grey, 16-bit or
+    memory-mapped image is never expanded to a whole-level RGB copy."""
 
     def __init__(
         self,
         name: str,
         path: Path,
         level_shapes: list[tuple[int, int]],
-        loaders: list[Callable[[], np.ndarray]],
+        loaders: list[Callable[[], tuple[np.ndarray, bool]]],
         mpp: float | None,
         on_close: Callable[[], None] | None = None,
     ) -> None:
@@ -459,6 +533,7 @@ class _ArrayBackend:
         self._on_close = on_close
         self._loaders = loaders
         self._cache: dict[int, np.ndarray] = {}
+        self._mapped: set[int] = set()
         self._lock = threading.Lock()  # extraction reads from several threads
         self.level_dimensions = tuple((w, h) for h, w in level_shapes)
         w0, h0 = self.level_dimensions[0]
@@ -470,8 +545,19 @@ class _ArrayBackend:
     def _level(self, level: int) -> np.ndarray:
         with self._lock:
             if level not in self._cache:
-                self._cache[level] = self._loaders[level]()
+                array, mapped = self._loaders[level]()
+                self._cache[level] = array
+                if mapped:
+                    self._mapped.add(level)
             return self._cache[level]
+
+    def resident_bytes(self) -> int:
+        """Decoded levels (memory-mapped ones live in the page cache and count nothing).
+
+        Without the lock (copies of the tables are atomic under the GIL): a cache measuring
+        sizes must not wait for a level being decoded."""
+        levels, mapped = list(self._cache.items()), set(self._mapped)
+        return sum(a.nbytes for i, a in levels if i not in mapped)
 
     def read(
         self,
@@ -489,36 +575,53 @@ class _ArrayBackend:
         sx0, sy0 = max(0, x0), max(0, y0)
         sx1, sy1 = min(W, x0 + w), min(H, y0 + h)
         if sx1 > sx0 and sy1 > sy0:
-            out[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = arr[sy0:sy1, sx0:sx1]
+            region = _region_to_rgb(np.asarray(arr[sy0:sy1, sx0:sx1]), self._path)
+            out[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = region
         return out
 
     def close(self) -> None:
-        self._cache.clear()
+        with self._lock:
+            self._cache.clear()
+            self._mapped.clear()
         if self._on_close is not None:
             self._on_close()
 
 
-def _to_rgb_uint8(arr: np.ndarray, axes: str, path: Path) -> np.ndarray:
-    """Normalise a decoded image with tifffile-style ``axes`` to ``(H, W, 3)`` uint8."""
-    if axes.endswith("SYX") or (arr.ndim == 3 and axes == "SYX"):
-        arr = np.moveaxis(arr, -3, -1)
-        axes = axes[:-3] + "YXS"
-    if axes not in ("YX", "YXS"):
-        raise SlideError(path, f"not a 2-D RGB or grey image (axes {axes}, shape {arr.shape})")
+def _normalise_axes(arr: np.ndarray, axes: str, path: Path) -> np.ndarray:
+    """A decoded or mapped image as a ``YX`` or ``YXS`` view (planar ``SYX`` moved, no copy);
+    SlideError for other layouts or pixel types."""
+    if axes == "SYX" and arr.ndim == 3:
+        arr = np.moveaxis(arr, 0, -1)
+        axes = "YXS"
+    _check_layout(axes, arr.shape[2] if arr.ndim == 3 else 1, arr.dtype, path)
+    return arr
+
+
+def _check_layout(axes: str, channels: int, dtype: np.dtype, path: Path) -> None:
+    """Refuse (SlideError) what :func:`_region_to_rgb` cannot convert, before any decoding."""
+    if axes not in ("YX", "YXS", "SYX"):
+        raise SlideError(path, f"not a 2-D RGB or grey image (axes {axes})")
+    if not 1 <= channels <= 4:
+        raise SlideError(path, f"unsupported number of channels {channels}")
+    if dtype.kind != "u" and dtype != np.bool_:
+        raise SlideError(path, f"unsupported pixel type {dtype}")
+
+
+def _region_to_rgb(arr: np.ndarray, path: Path) -> np.ndarray:
+    """A ``YX`` or ``YXS`` region (uint8/uint16/bool, 1–4 channels) as ``(h, w, 3)`` uint8;
+    alpha is composited over white."""
     if arr.dtype != np.uint8:
-        if arr.dtype.kind == "u":
-            arr = (arr >> (8 * (arr.dtype.itemsize - 1))).astype(np.uint8)
-        elif arr.dtype == np.bool_:
+        if arr.dtype == np.bool_:
             arr = arr.astype(np.uint8) * 255
         else:
-            raise SlideError(path, f"unsupported pixel type {arr.dtype}")
+            arr = (arr >> (8 * (arr.dtype.itemsize - 1))).astype(np.uint8)
     if arr.ndim == 2:
         return np.repeat(arr[:, :, None], 3, axis=2)
     channels = arr.shape[2]
     if channels == 3:
         return arr
     if channels == 4:
-        return _rgba_to_rgb(np.asarray(arr))
+        return _rgba_to_rgb(arr)
     if channels == 1:
         return np.repeat(arr, 3, axis=2)
     if channels == 2:  # grey + alpha
@@ -546,6 +649,7 @@ def _open_tifffile(path: Path) -> _ArrayBackend:
             if "Y" not in shp or "X" not in shp:
                 raise SlideError(path, f"TIFF series has no Y/X axes (axes {ax})")
             shapes.append((int(shp["Y"]), int(shp["X"])))
+            _check_layout(ax, int(shp.get("S", 1)), np.dtype(lvl.dtype), path)
         mpp = _plausible_mpp(_tiff_mpp(series.pages[0]))
     except SlideError:
         tif.close()
@@ -553,29 +657,26 @@ def _open_tifffile(path: Path) -> _ArrayBackend:
     except Exception as exc:  # tifffile raises many types on malformed tags
         tif.close()
         raise SlideError(path, f"malformed TIFF ({_short(exc)})") from None
+    budget = _DecodeBudget(path)
 
-    def loader(index: int) -> Callable[[], np.ndarray]:
-        def load() -> np.ndarray:
+    def loader(index: int) -> Callable[[], tuple[np.ndarray, bool]]:
+        def load() -> tuple[np.ndarray, bool]:
             lvl = levels[index]
-            nbytes = int(np.prod(lvl.shape)) * lvl.dtype.itemsize
+            mapped = False
             try:
                 page = series.pages[0]
                 data: np.ndarray
                 if index == 0 and len(levels) == 1 and page is not None and page.is_memmappable:
                     data = tifffile.memmap(str(path), series=0, mode="r")
+                    mapped = True
                 else:
-                    if nbytes > MAX_DECODED_BYTES:
-                        raise SlideError(
-                            path,
-                            f"level {index} needs {nbytes / 2**30:.1f} GiB to decode without "
-                            "OpenSlide (convert it to a tiled pyramidal TIFF)",
-                        )
+                    budget.charge(index, shapes[index][1], shapes[index][0])
                     data = lvl.asarray(maxworkers=1)
             except SlideError:
                 raise
             except Exception as exc:  # unknown compression, truncated strips, ...
                 raise SlideError(path, f"cannot decode TIFF level {index}: {_short(exc)}") from None
-            return _to_rgb_uint8(data, axes, path)
+            return _normalise_axes(data, axes, path), mapped
 
         return load
 
@@ -600,26 +701,40 @@ def _tiff_mpp(page: object) -> float | None:
 
 def _open_pillow(path: Path) -> _ArrayBackend:
     try:
-        img = Image.open(path)
+        with warnings.catch_warnings(), Image.open(path) as img:
+            # Pillow warns from 89 M px; the tighter MAX_DECODED_PIXELS below refuses instead
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            w, h = img.size
+            dpi = img.info.get("dpi")
     except Image.DecompressionBombError as exc:
-        raise SlideError(path, f"too large to decode without OpenSlide ({_short(exc)})") from None
+        raise _BackendFailure(
+            f"too large to decode without OpenSlide ({_short(exc)})", True
+        ) from None
     except Exception as exc:  # parsers of untrusted bytes raise anything (struct.error, ...)
         message = _short(exc).replace(f" '{path}'", "").replace(str(path), "the file")
         raise _BackendFailure(message) from None
-    w, h = img.size
-    dpi = img.info.get("dpi")
+    if w * h > MAX_DECODED_PIXELS:
+        raise TooLargeError(path, too_large_problem(0, w, h))
     mpp = _plausible_mpp(25400.0 / float(dpi[0])) if dpi and float(dpi[0]) > 0 else None
 
-    def load() -> np.ndarray:
+    def load() -> tuple[np.ndarray, bool]:
+        """Decode once; opened again so that no Pillow copy of the pixels outlives it."""
         try:
-            with img:
-                rgb = img.convert("RGBA") if "A" in img.getbands() else img.convert("RGB")
-                arr = np.asarray(rgb)
+            with Image.open(path) as img:
+                if img.size != (w, h):
+                    raise SlideError(path, "the image changed while it was open")
+                if img.mode in ("RGB", "RGBA", "L"):
+                    arr = np.asarray(img)
+                else:
+                    mode = "RGBA" if "A" in img.getbands() else "RGB"
+                    arr = np.asarray(img.convert(mode))
+        except SlideError:
+            raise
         except Exception as exc:  # truncated or corrupt data: any decoder error
             raise SlideError(path, f"cannot decode image: {_short(exc)}") from None
-        return _rgba_to_rgb(arr) if arr.shape[2] == 4 else arr
+        return arr, False
 
-    return _ArrayBackend("pillow", path, [(h, w)], [load], mpp, on_close=img.close)
+    return _ArrayBackend("pillow", path, [(h, w)], [load], mpp)
 
 
 #: backends tried in order by :func:`open_slide`

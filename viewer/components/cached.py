@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from hmil.errors import SlideError
 from hmil.heatmap import HeatmapStyle, Normalization
 from hmil.slides.reader import Slide
 from viewer.components import rendering, runs
@@ -89,7 +90,10 @@ def mask(path: Path) -> np.ndarray:
 
 @st.cache_data(max_entries=512, show_spinner=False)
 def _slide_crop(path: str, sig: Any, x: float, y: float, size: float, px: int) -> np.ndarray:
-    return rendering.slide_square(slide(Path(path)), x, y, size, px)
+    from hmil.slides.reader import Region
+    from viewer.tiles.sources import read_bounded
+
+    return read_bounded(slide(Path(path)), Region(x, y, size, size), (px, px))
 
 
 def slide_crop(path: Path, x: float, y: float, size: float, px: int) -> np.ndarray:
@@ -107,11 +111,15 @@ def patch_crop(
     colour_values: np.ndarray | None = None,
     cmap: str = "viridis",
 ) -> np.ndarray:
-    """:func:`.rendering.patch_crop`, with the slide pixels from :func:`slide_crop`."""
+    """:func:`.rendering.patch_crop`, with the slide pixels from :func:`slide_crop` (within the
+    tile bounds; a patch whose pixels cannot be read within them is drawn as its swatch)."""
     if slide is None or result.coords is None:
         return rendering.patch_crop(slide, result, index, px, colour_values, cmap)
     x, y = (float(v) for v in result.coords[index])
-    return slide_crop(slide.path, x, y, float(result.patch_size), px)
+    try:
+        return slide_crop(slide.path, x, y, float(result.patch_size), px)
+    except SlideError:
+        return rendering.patch_crop(None, result, index, px, colour_values, cmap)
 
 
 @st.cache_data(max_entries=32, show_spinner=False)

@@ -10,6 +10,11 @@ and nobody can name a file by guessing its path.
 
 One registry lives per process (:func:`shared_registry`): the Streamlit script runs in the same
 process as the tile routes under :mod:`viewer.server`, so registering is a dictionary write.
+
+Open slides are kept in caches bounded in bytes, not entries (:class:`ResidentCache`): sixteen
+OpenSlide handles cost ~20 MB, sixteen decoded PNGs could cost gigabytes. One cache of slide
+handles (:func:`cached_slide`) serves both the pages and the tile routes, so an image the
+fallbacks decode is held once.
 """
 
 from __future__ import annotations
@@ -19,17 +24,30 @@ import hashlib
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import numpy as np
 
+from hmil.slides.reader import Slide, open_slide
 from viewer.components.paths import check_under_roots
 
 KEY_PATTERN = re.compile(r"^[0-9a-f]{20}$")
 #: attention maps kept for overlay tiles (oldest dropped first; a page re-registers on rerun)
 MAX_ATTENTION = 32
+#: open slide handles kept by the process (pages and tile routes together), by their resident
+#: estimate: 64 OpenSlide handles, or two images at the fallbacks' decoding cap
+#: (:data:`hmil.slides.reader.MAX_DECODED_PIXELS`, 128 MiB each); with
+#: :data:`SOURCE_CACHE_BYTES` at most ~0.5 GB of the viewer's 1.5 GB budget
+SLIDE_CACHE_BYTES = 256 << 20
+#: Deep Zoom sources kept by the tile routes, by their resident estimate (their slide's, which
+#: may also be in the slide cache, plus the added low-zoom levels, ≤ 16 MiB each)
+SOURCE_CACHE_BYTES = 256 << 20
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 
 
 @dataclass(frozen=True)
@@ -121,6 +139,93 @@ class SlideRegistry:
             return None
         with self._lock:
             return self._attention.get(key)
+
+
+class ResidentCache(Generic[K, V]):
+    """An LRU of open objects bounded by their estimated resident bytes.
+
+    ``cache(key)`` returns the object of ``key``, opening it with ``open_(key)`` once (other
+    threads asking for the same key wait for that open instead of repeating it). Sizes are
+    measured again at every access, because an open slide grows after it was stored (a level
+    decoded, low-zoom levels added); the least recently used entries are then dropped until the
+    total fits, never the entry just used. Dropped entries are not closed: a request may still
+    be reading one, and it is freed with its last reference.
+    """
+
+    def __init__(
+        self, open_: Callable[[K], V], max_bytes: int, size_of: Callable[[V], int]
+    ) -> None:
+        self._open = open_
+        self._size_of = size_of
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[K, V] = OrderedDict()
+        self._opening: dict[K, threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, key: K) -> V:
+        with self._lock:
+            if key in self._items:
+                return self._use(key)
+            opening = self._opening.setdefault(key, threading.Lock())
+        with opening:
+            with self._lock:
+                if key in self._items:
+                    return self._use(key)
+            try:
+                value = self._open(key)
+            finally:
+                with self._lock:
+                    self._opening.pop(key, None)
+            with self._lock:
+                self._items[key] = value
+                return self._use(key)
+
+    def _use(self, key: K) -> V:
+        """Mark ``key`` most recent and drop the oldest entries past the budget (lock held)."""
+        self._items.move_to_end(key)
+        sizes = {k: self._size_of(v) for k, v in self._items.items()}
+        total = sum(sizes.values())
+        for old in list(self._items):
+            if total <= self.max_bytes or old == key:
+                break
+            total -= sizes[old]
+            del self._items[old]
+        return self._items[key]
+
+    def total_bytes(self) -> int:
+        with self._lock:
+            return sum(self._size_of(v) for v in self._items.values())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._items
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+def _open_slide_key(key: tuple[str, int, int]) -> Slide:
+    return open_slide(key[0])
+
+
+@functools.cache
+def slide_cache() -> ResidentCache[tuple[str, int, int], Slide]:
+    """The process's open slide handles, keyed by ``(resolved path, mtime_ns, size)``."""
+    return ResidentCache(_open_slide_key, SLIDE_CACHE_BYTES, Slide.resident_bytes)
+
+
+def cached_slide(path: str | Path) -> Slide:
+    """The open handle of ``path`` shared by the pages and the tile routes (a rewritten file
+    gets a new one). Raises SlideError, OSError."""
+    resolved = Path(path).resolve()
+    try:
+        stat = resolved.stat()
+    except OSError:
+        return open_slide(resolved)  # raises SlideError naming the file
+    return slide_cache()((str(resolved), stat.st_mtime_ns, stat.st_size))
 
 
 @functools.cache
