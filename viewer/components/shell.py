@@ -11,7 +11,7 @@ from pathlib import Path
 import streamlit as st
 
 from hmil.errors import HMILError
-from viewer.components import address, cached, runs
+from viewer.components import address, cached, runs, text
 from viewer.components.choices import keep_choice, session_state
 from viewer.components.paths import check_under_roots
 from viewer.state import ViewerSettings, settings_from_env
@@ -203,5 +203,6 @@ def keep(*keys: str) -> None:
 
 
 def show_problem(exc: Exception) -> None:
-    """One clear line for a user-facing problem (no traceback)."""
-    st.error(str(exc), icon=":material/block:")
+    """One clear line for a user-facing problem (no traceback); paths and names in it are
+    shown as typed (no Markdown)."""
+    st.error(text.markdown(str(exc)), icon=":material/block:")

@@ -23,13 +23,23 @@ from hmil.errors import HMILError
 from hmil.model_info import model_provenance
 from hmil.slides.match import SlideFacts, SlideMatch, check_bag_on_slide
 from hmil.slides.reader import Slide
-from viewer.components import address, cached, charts, runs, shell, slide_lookup, slide_state
+from viewer.components import (
+    address,
+    cached,
+    charts,
+    runs,
+    shell,
+    slide_lookup,
+    slide_state,
+    text,
+)
 from viewer.components.choices import keep_choice, session_state
 from viewer.components.inference import SlideResult
 from viewer.components.paths import check_under_roots, is_under
 from viewer.components.uploads import (
     UPLOAD_MAX_AGE_S,
     UPLOAD_PREFIX,
+    display_stem,
     remove_stale_uploads,
     save_upload,
 )
@@ -156,7 +166,7 @@ def pick_from_run(run: Path, cfg: ViewerSettings) -> Picked | None:
             f"Slide ({position}) — type to search",
             options,
             key="slide_pick",
-            format_func=lambda s: labels.get(s, str(s)),
+            format_func=lambda s: text.plain(labels.get(s, str(s))),
         )
     )
     cols[1].selectbox(
@@ -287,7 +297,7 @@ def pick_upload(cfg: ViewerSettings, known: list[Path]) -> Picked | None:
         return None
     folder = _upload_dir()
     return Picked(
-        slide_id=Path(bag[1]).stem,
+        slide_id=display_stem(bag[1]),
         bag=bag[0],
         checkpoint=checkpoint,
         slide_file=slide[0] if slide else None,
@@ -453,8 +463,8 @@ def prediction_flags(result: SlideResult, picked: Picked, run_synthetic: bool) -
         flags.append(
             f"**Inconsistent prediction** — fine **{fine}** is not under coarse **{coarse}**."
         )
-    for text in flags:
-        st.warning(text, icon=":material/warning:")
+    for flag in flags:
+        st.warning(flag, icon=":material/warning:")
     verdict = ""
     if picked.true_fine is not None:
         ok = picked.true_fine == result.fine_pred

@@ -57,7 +57,8 @@ def match_line(match: SlideMatch | None, picked: slide_pick.Picked) -> None:
     if match is None:
         return
     if match.problem is not None:
-        st.error(f"The bag does not belong to this slide: {match.problem}", icon=":material/block:")
+        problem = charts.escape_markdown(match.problem)
+        st.error(f"The bag does not belong to this slide: {problem}", icon=":material/block:")
         st.checkbox(
             "The slide file was renamed: draw the bag on it anyway",
             key=slide_pick.MISMATCH_KEY,
