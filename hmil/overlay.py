@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image
@@ -516,10 +516,11 @@ def _plain(text: str) -> str:
     return text.translate(_ASCII)
 
 
-def _wrap(draw: object, text: str, font: object, width: float, lines: int) -> list[str]:
+def _wrap(draw: Any, text: str, font: Any, width: float, lines: int) -> list[str]:
     """``text`` broken at spaces into at most ``lines`` lines of ``width`` pixels (the last
-    shortened with an ellipsis when it still does not fit)."""
-    measure = draw.textlength  # type: ignore[attr-defined]
+    shortened with an ellipsis when it still does not fit). ``draw`` is a Pillow
+    ``ImageDraw``, ``font`` one of its fonts."""
+    measure = draw.textlength
     out: list[str] = []
     words = text.split()
     while words and len(out) < lines:

@@ -106,7 +106,7 @@ def _open_listed(key: str, ids: list[str], title: str) -> None:
     selection = st.session_state.get(key)
     rows = []
     try:
-        rows = list(selection["selection"]["rows"])  # type: ignore[index]
+        rows = list(selection["selection"]["rows"])  # type: ignore[index]  # the widget's dict
     except (KeyError, TypeError):
         return
     if rows and 0 <= int(rows[0]) < len(ids):

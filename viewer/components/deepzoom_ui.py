@@ -249,7 +249,7 @@ def deepzoom_section(
 def _default_style() -> dict[str, Any]:
     return {
         "cmap": str(DEFAULTS["ov_cmap"]),
-        "alpha": float(DEFAULTS["ov_alpha"]),  # type: ignore[arg-type]
+        "alpha": float(DEFAULTS["ov_alpha"]),  # type: ignore[arg-type]  # a float entry
         "normalize": str(DEFAULTS["ov_norm"]),
         "smooth": 0.0,
         "per_label": False,

@@ -43,7 +43,7 @@ def patch_bars_html(rows: Sequence[dict[str, object]], times_key: str, current: 
             parts.append(
                 f'<div style="margin:0.3rem 0 0.1rem"><i>{html.escape(str(level))}</i></div>'
             )
-        value = float(row[times_key])  # type: ignore[arg-type]
+        value = float(row[times_key])  # type: ignore[arg-type]  # rows hold numbers here
         name = html.escape(str(row["label"]))
         shown = f"<b>{name}</b>" if f"{row['level']}/{row['label']}" == current else name
         width = f"{100 * bar_share(value):.1f}"
