@@ -117,18 +117,20 @@ def test_all_labels_of_a_level_as_small_multiples() -> None:
 def test_style_controls_change_the_layer_bytes_only_when_needed() -> None:
     at = _start()
     first = _view(at)
-    at.selectbox(key="ov_cmap").set_value("magma").run()
+    assert not at.get("selectbox") or all(s.key != "w_cmap" for s in at.selectbox)  # closed
+    at.toggle(key="ov_style_open").set_value(True).run()
+    at.selectbox(key="w_cmap").set_value("magma").run()
     view = _view(at)
     assert view["layer"]["values_key"] == first["layer"]["values_key"]  # only a recolour
     assert view["show"]["lut"] != first["show"]["lut"]
     first = first["layer"]
-    at.checkbox(key="ov_per_label").check().run()
+    at.checkbox(key="w_per_label").check().run()
     per_label = _view(at)["layer"]
     assert per_label["values_key"] != first["values_key"]
     scales = per_label["levels"]["fine"]["scales"]
     assert all("this label's range" in s["legend"]["title"] for s in scales)
-    at.radio(key="ov_norm").set_value("percentile")
-    at.slider(key="ov_smooth").set_value(1.0).run()
+    at.radio(key="w_norm").set_value("percentile")
+    at.slider(key="w_smooth").set_value(1.0).run()
     _no_errors(at)
     legend = _view(at)["layer"]["levels"]["fine"]["scales"][0]["legend"]
     assert "percentile" in legend["title"]
@@ -353,7 +355,7 @@ def test_an_address_opens_that_view(viewer_run: Path) -> None:
     assert (view["show"]["level"], view["show"]["label"]) == ("coarse", "benign")
     assert "percentile" in view["layer"]["levels"]["coarse"]["scales"][0]["legend"]["title"]
     assert view["viewport"]["x"] == 300 and view["viewport"]["zoom"] == 0.5
-    assert at.selectbox(key="ov_cmap").value == "magma"
+    assert at.session_state["ov_cmap"] == "magma" and view["show"]["lut"] == magma_lut()
     notes = " ".join(c.value for c in at.caption)
     assert "alpha=7" in notes and "ignored" in notes  # an invalid value is ignored, said once
     assert view["show"]["alpha"] == 0.5
@@ -392,10 +394,21 @@ def test_the_page_writes_its_address(viewer_run: Path) -> None:
 
 def test_widget_values_survive_a_visit_to_another_page() -> None:
     at = _start()
-    at.selectbox(key="ov_cmap").set_value("magma").run()
+    at.toggle(key="ov_style_open").set_value(True).run()
+    at.selectbox(key="w_cmap").set_value("magma").run()
+    at.toggle(key="ov_style_open").set_value(False).run()  # the controls leave the page
+    assert _view(at)["show"]["lut"] == magma_lut()
     at.switch_page("views/cohort.py").run()
     at.switch_page("views/slide.py").run()
-    assert at.selectbox(key="ov_cmap").value == "magma"
+    assert _view(at)["show"]["lut"] == magma_lut()
+    at.toggle(key="ov_style_open").set_value(True).run()
+    assert at.selectbox(key="w_cmap").value == "magma"
+
+
+def magma_lut() -> str:
+    from viewer.tiles.overlay import lut_b64
+
+    return lut_b64("magma")
 
 
 def test_training_page_refuses_paths_outside_roots() -> None:

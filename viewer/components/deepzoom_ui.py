@@ -1,14 +1,15 @@
 """The deep-zoom section of the slide page: the view, its style controls, the inspected patch.
 
 Session-state keys: ``ov_level``, ``ov_label``, ``ov_mode``, ``ov_alpha`` (set by the view:
-its label strip, "all labels" button and opacity slider report them as component triggers),
-the style widgets ``ov_cmap``, ``ov_norm``, ``ov_per_label``, ``ov_smooth``, ``ov_gt``; the
-component ``deepzoom`` and its requests ``dz_goto`` and ``dz_viewport`` (:mod:`.slide_state`,
-:mod:`.address`); ``patch_pick`` is shared with the top-k gallery.
+its label strip, "all labels" button and opacity slider report them as component triggers);
+the style values ``ov_cmap``, ``ov_norm``, ``ov_per_label``, ``ov_smooth``, ``ov_gt`` and their
+widgets' keys ``w_cmap``, ``w_norm``, ``w_per_label``, ``w_smooth``, ``w_gt`` with the switch
+``ov_style_open``; the component ``deepzoom`` and its requests ``dz_goto`` and ``dz_viewport``
+(:mod:`.slide_state`, :mod:`.address`); ``patch_pick`` is shared with the top-k gallery.
 
 The overlay has one set of controls: level, label, all labels, opacity and the layer switch
 live on the view (they recolour in the browser at once, then tell the page); the scale,
-colormap, smoothing and the lesion outline live in the "Colours & scale" popover (the page
+colormap, smoothing and the lesion outline live behind the "Colours & scale" switch (the page
 re-runs and the browser re-reads the layer).
 """
 
@@ -43,6 +44,11 @@ from viewer.state import ViewerSettings
 from viewer.tiles.registry import AttentionEntry, shared_registry
 
 CROP_PX = 160
+#: the switch that shows the style controls, and the keys of those controls (kept while hidden)
+STYLE_OPEN = "ov_style_open"
+STYLE_KEYS = ("ov_cmap", "ov_norm", "ov_per_label", "ov_smooth", "ov_gt")
+#: the widget key of each style value
+WIDGET_OF = {key: "w_" + key.removeprefix("ov_") for key in STYLE_KEYS}
 KEYS = (
     "ov_level", "ov_label", "ov_mode", "ov_gt", "ov_alpha", "ov_cmap", "ov_norm", "ov_per_label",
     "ov_smooth",
@@ -61,7 +67,7 @@ class OverlayChoice:
 #: the options of the overlay's choice widgets, in display order
 MODES = ("single", "all")
 NORMS = tuple(SCALES)
-#: the scales as the popover names them
+#: the scales as the style controls name them
 SCALE_NAMES = {
     "relative": "× an average patch (log)",
     "percentile": "percentile rank",
@@ -97,32 +103,61 @@ def resolve_choice(
     )
 
 
+def _adopt(state: MutableMapping[str, Any], key: str) -> None:
+    """A style widget changed: its value becomes the overlay's (``ov_*``)."""
+    state[key] = state[WIDGET_OF[key]]
+
+
 def style_controls(has_mask: bool) -> None:
-    """The map's scale, colormap, smoothing and (demo) lesion outline, in a popover; their
-    values are in session state (:func:`resolve_choice` read them)."""
-    with st.popover("Colours & scale", icon=":material/palette:", use_container_width=True):
+    """The map's scale, colormap, smoothing and (demo) lesion outline, shown when their switch
+    is on. Drawn only on request: five widgets in a popover cost the first render about 0.1 s
+    on 2 cores (measured), for controls most visits never open.
+
+    The values live in plain session keys (``ov_cmap``, …: :data:`STYLE_KEYS`), which the
+    address and :func:`resolve_choice` read; each widget has its own key (:data:`WIDGET_OF`),
+    set from the value before it is drawn and copied back when changed. Streamlit drops or
+    resets the state of a widget that is off the page for a run (the switch closed, another
+    page), never a plain key."""
+    if not st.toggle("Colours & scale", key=STYLE_OPEN):
+        return
+    state = session_state()
+    for key, widget in WIDGET_OF.items():
+        state[widget] = state.get(key, DEFAULTS[key])
+    with st.container(border=True):
         st.radio(
             "Scale",
             list(NORMS),
-            key="ov_norm",
+            key=WIDGET_OF["ov_norm"],
             format_func=SCALE_NAMES.__getitem__,
+            on_change=_adopt,
+            args=(state, "ov_norm"),
             help=" · ".join(f"{SCALE_NAMES[k]}: {v.description}" for k, v in SCALES.items()),
         )
         st.checkbox(
             "Each label its own range",
-            key="ov_per_label",
+            key=WIDGET_OF["ov_per_label"],
+            on_change=_adopt,
+            args=(state, "ov_per_label"),
             help="Off: every label of the level shares one scale, so two maps can be compared. "
             "On: each label's colours span its own values (the percentile rank always does).",
         )
         st.selectbox(
             "Colours",
             list(CMAPS),
-            key="ov_cmap",
+            key=WIDGET_OF["ov_cmap"],
+            on_change=_adopt,
+            args=(state, "ov_cmap"),
             help="viridis and magma are perceptually uniform; jet invents edges.",
         )
-        st.slider("Smoothing", 0.0, 3.0, key="ov_smooth", step=0.25, help="Gaussian σ in patches")
+        st.slider(
+            "Smoothing", 0.0, 3.0, key=WIDGET_OF["ov_smooth"], step=0.25, on_change=_adopt,
+            args=(state, "ov_smooth"), help="Gaussian σ in patches",
+        )  # fmt: skip
         if has_mask:
-            st.checkbox("Outline the lesion", key="ov_gt", help="the demo's ground-truth mask")
+            st.checkbox(
+                "Outline the lesion", key=WIDGET_OF["ov_gt"], on_change=_adopt,
+                args=(state, "ov_gt"), help="the demo's ground-truth mask",
+            )  # fmt: skip
 
 
 def _slide_key(slide_file: Any, slide_roots: tuple[Any, ...], slide: Slide | None) -> str | None:
