@@ -301,3 +301,18 @@ def test_caches_reload_a_rewritten_file(tmp_path: Path) -> None:
     assert first.shape == (8, 8, 3) and tuple(first[4, 4]) == (200, 10, 10)
     Image.new("RGB", (80, 80), (10, 10, 200)).save(slide)
     assert tuple(cached.slide_crop(slide, 0, 0, 32, 8)[4, 4]) == (10, 10, 200)
+
+
+def test_patch_bars_show_multiples_of_an_average_patch_on_a_log_axis() -> None:
+    from viewer.components.patch_bars import bar_share, patch_bars_html
+
+    assert bar_share(1.0) == pytest.approx(1 / 3)  # ×1 sits a third along ×0.1–×100
+    assert (bar_share(0.05), bar_share(100.0), bar_share(1e6)) == (0.0, 1.0, 1.0)
+    rows = [
+        {"level": "fine", "label": "<b>IC</b>", "x": 0.001},
+        {"level": "fine", "label": "DCIS", "x": 12.3},
+    ]
+    html = patch_bars_html(rows, "x", "fine/DCIS")
+    assert "&lt;b&gt;IC&lt;/b&gt;" in html and "<b>IC</b>" not in html  # names escaped
+    assert "<b>DCIS</b>" in html and "×12.3" in html and "<×0.01" in html
+    assert html.count("width:1px") == 2  # the ×1 tick on every bar

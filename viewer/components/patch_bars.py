@@ -56,15 +56,16 @@ def patch_bars_html(rows: Sequence[dict[str, object]], times_key: str, current: 
             f'width:{width}%;background:{BAR_COLOUR};border-radius:0.2rem"></span>'
             f'<span style="position:absolute;left:{one:.1f}%;top:-0.15rem;bottom:-0.15rem;'
             f'width:1px;background:#262730"></span></span>'
-            f'<span style="flex:0 0 3.6rem;text-align:right">×{_short(value)}</span></div>'
+            f'<span style="flex:0 0 3.6rem;text-align:right">{_times(value)}</span></div>'
         )
     parts.append("</div>")
     return "".join(parts)
 
 
-def _short(value: float) -> str:
+def _times(value: float) -> str:
+    """``value`` as a multiple of an average patch, 2 significant digits (``<×0.01`` below)."""
     if value >= 100:
-        return f"{value:.0f}"
+        return f"×{value:.0f}"
     if value >= 0.01:
-        return f"{value:.2g}" if value < 10 else f"{value:.1f}"
-    return "<0.01"
+        return f"×{value:.2g}" if value < 10 else f"×{value:.1f}"
+    return "<×0.01"
