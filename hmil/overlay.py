@@ -30,7 +30,6 @@ from hmil.attention_scale import (
     code_lut,
     code_positions,
     fit_scales,
-    percentile_ranks,
 )
 from hmil.errors import HMILError
 from hmil.patch_grid import PatchGrid, patch_grid, smooth_on_grid
@@ -409,12 +408,18 @@ def render_codes(
     if not 1 <= max_size <= MAX_PNG_SIZE:
         raise HMILError("--max-size", f"must be within [1, {MAX_PNG_SIZE}], got {max_size}")
     region = whole_region(coords, patch_size, slide)
-    out_w, out_h = fit_size(region.w, region.h, max_size)
+    out_size = fit_size(region.w, region.h, max_size)
+    base = _base(slide, region, out_size)
+    return blend(base, codes_rgba(codes, coords, patch_size, region, out_size, style))
+
+
+def _base(slide: Slide | None, region: Region, out_size: tuple[int, int]) -> np.ndarray:
+    """``(H, W, 3)`` pixels under the overlay: the slide's ``region`` at ``out_size``, or
+    white without a slide."""
+    out_w, out_h = int(out_size[0]), int(out_size[1])
     if slide is not None:
-        base = slide.read_rect(region, (out_w, out_h))
-    else:
-        base = np.full((out_h, out_w, 3), 255, dtype=np.uint8)
-    return blend(base, codes_rgba(codes, coords, patch_size, region, (out_w, out_h), style))
+        return slide.read_rect(region, (out_w, out_h))
+    return np.full((out_h, out_w, 3), 255, dtype=np.uint8)
 
 
 def render_overlay(
@@ -432,12 +437,9 @@ def render_overlay(
     Returns:
         ``(H, W, 3)`` uint8 RGB.
     """
-    out_w, out_h = int(out_size[0]), int(out_size[1])
-    if slide is not None:
-        base = slide.read_rect(region, (out_w, out_h))
-    else:
-        base = np.full((out_h, out_w, 3), 255, dtype=np.uint8)
-    return blend(base, heatmap_rgba(scores, coords, patch_size, region, (out_w, out_h), style))
+    size = (int(out_size[0]), int(out_size[1]))
+    base = _base(slide, region, size)
+    return blend(base, heatmap_rgba(scores, coords, patch_size, region, size, style))
 
 
 def render_heatmap(
@@ -534,8 +536,3 @@ def _wrap(draw: Any, text: str, font: Any, width: float, lines: int) -> list[str
             last = last[:-1]
         out[-1] = last.rstrip() + "..."
     return out
-
-
-def percentile_of(scores: np.ndarray) -> np.ndarray:
-    """``(N,)`` percentile rank of each patch for one label (0–100; what tooltips show)."""
-    return percentile_ranks(np.asarray(scores, dtype=np.float64))

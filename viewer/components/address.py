@@ -147,9 +147,9 @@ def incoming_changed(state: Mapping[str, Any], incoming: Mapping[str, str]) -> b
 
 def apply(state: MutableMapping[str, Any], incoming: Mapping[str, str]) -> list[str]:
     """Set the session keys of every valid parameter of ``incoming``; returns a note per
-    ignored parameter. A valid viewport becomes a request for the view
-    (:data:`VIEWPORT_KEY`). ``run`` is left to the app shell (it is checked against the data
-    roots there)."""
+    ignored parameter (the caller shows them, :data:`NOTES_KEY`). A valid viewport becomes a
+    request for the view (:data:`VIEWPORT_KEY`). ``run`` is left to the app shell (it is
+    checked against the data roots there)."""
     notes: list[str] = []
     for name, text in incoming.items():
         param = BY_NAME.get(name)
@@ -169,7 +169,6 @@ def apply(state: MutableMapping[str, Any], incoming: Mapping[str, str]) -> list[
         state[VIEWPORT_KEY] = {**viewport, "nonce": int(previous.get("nonce", 0)) + 1}
     elif any(k in incoming for k in VIEWPORT):
         notes.append("the viewport (x, y, zoom) is incomplete or not numbers: ignored")
-    state[NOTES_KEY] = notes
     return notes
 
 

@@ -66,7 +66,8 @@ class Picked:
     ``slide_roots`` are the roots the slide file was admitted under (the data roots, or the
     session's upload folder); the tile routes check the file against them on every request.
     ``slide_name`` is the name the slide file goes by for the bag-on-slide check (an upload is
-    saved under a content-hashed name but keeps the name the user gave it).
+    saved under a content-hashed name but keeps the name the user gave it). ``browse`` is the
+    list next / previous walk through (empty outside a run).
     """
 
     slide_id: str
@@ -80,6 +81,7 @@ class Picked:
     slide_roots: tuple[Path, ...] = ()
     slide_name: str | None = None
     allow_mismatch: bool = False
+    browse: tuple[str, ...] = ()
 
 
 def apply_open_request() -> None:
@@ -210,26 +212,17 @@ def pick_from_run(run: Path, cfg: ViewerSettings) -> Picked | None:
         slide_note=note,
         slide_roots=tuple(cfg.roots),
         allow_mismatch=bool(state.get(MISMATCH_KEY, False)),
+        browse=tuple(ids),
     )
 
 
-def browse_nav(state: MutableMapping[str, Any], table_ids: Sequence[str]) -> dict[str, bool]:
-    """Whether the current slide has a previous / next one in its browse list."""
+def browse_nav(state: MutableMapping[str, Any], ids: Sequence[str]) -> dict[str, bool]:
+    """Whether the current slide has a previous / next one in its browse list ``ids``."""
     current = state.get("slide_pick")
     return {
-        "has_prev": slide_lookup.neighbour(table_ids, current, -1) is not None,
-        "has_next": slide_lookup.neighbour(table_ids, current, 1) is not None,
+        "has_prev": slide_lookup.neighbour(ids, current, -1) is not None,
+        "has_next": slide_lookup.neighbour(ids, current, 1) is not None,
     }
-
-
-def run_browse_ids(run: Path, cfg: ViewerSettings) -> list[str]:
-    """The ids of the current browse list of ``run`` (what next / previous walk through)."""
-    _, _, table = cached.run_tables(run, cfg.roots)
-    state = session_state()
-    ids = slide_lookup.browse_ids(
-        table, str(state.get("browse_list", "all")), state.get("cohort_list") or []
-    )
-    return ids or slide_lookup.browse_ids(table, "all")
 
 
 def _upload_dir() -> Path:

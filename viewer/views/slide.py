@@ -158,7 +158,7 @@ def main(cfg: ViewerSettings, run: Path | None) -> None:
     if source == "run" and run is not None:
         info, _, _ = cached.run_tables(run, cfg.roots)
         run_synthetic = runs.is_synthetic(info)
-        nav = slide_pick.browse_nav(state, slide_pick.run_browse_ids(run, cfg))
+        nav = slide_pick.browse_nav(state, picked.browse)
     outline = None
     if picked.mask_file is not None and slide is not None:
         outline = cached.mask_outline(picked.mask_file, slide.dimensions[0])
