@@ -28,17 +28,7 @@ def forged_tiff(path: Path, side: int, tile: int = 512) -> Path:
     tile (OpenSlide opens it; ~8 bytes per claimed tile)."""
     pixels = np.full((tile, tile, 3), 200, dtype=np.uint8)
     tifffile.imwrite(path, pixels, tile=(tile, tile), compression="zlib", photometric="rgb")
-    n = math.ceil(side / tile) ** 2
-    with tifffile.TiffFile(path, mode="r+") as tif:
-        page = tif.pages[0]
-        assert isinstance(page, tifffile.TiffPage)
-        offset, count = page.dataoffsets[0], page.databytecounts[0]
-        tags = page.tags
-        tags["ImageWidth"].overwrite(side)
-        tags["ImageLength"].overwrite(side)
-        tags["TileOffsets"].overwrite([offset] * n)
-        tags["TileByteCounts"].overwrite([count] * n)
-    return path
+    return _repeat_first_block(path, side, math.ceil(side / tile) ** 2, "Tile")
 
 
 def forged_stripped_tiff(path: Path, side: int, rows: int = 64) -> Path:
@@ -46,7 +36,12 @@ def forged_stripped_tiff(path: Path, side: int, rows: int = 64) -> Path:
     ``side × side`` px, every strip offset pointing at one stored strip."""
     pixels = np.full((rows, rows, 3), 200, dtype=np.uint8)
     tifffile.imwrite(path, pixels, rowsperstrip=rows, compression="zlib", photometric="rgb")
-    n = math.ceil(side / rows)
+    return _repeat_first_block(path, side, math.ceil(side / rows), "Strip")
+
+
+def _repeat_first_block(path: Path, side: int, n: int, kind: str) -> Path:
+    """Make the TIFF at ``path`` claim ``side × side`` px in ``n`` blocks (``kind``: Tile or
+    Strip), every one pointing at the one block stored."""
     with tifffile.TiffFile(path, mode="r+") as tif:
         page = tif.pages[0]
         assert isinstance(page, tifffile.TiffPage)
@@ -54,8 +49,8 @@ def forged_stripped_tiff(path: Path, side: int, rows: int = 64) -> Path:
         tags = page.tags
         tags["ImageWidth"].overwrite(side)
         tags["ImageLength"].overwrite(side)
-        tags["StripOffsets"].overwrite([offset] * n)
-        tags["StripByteCounts"].overwrite([count] * n)
+        tags[f"{kind}Offsets"].overwrite([offset] * n)
+        tags[f"{kind}ByteCounts"].overwrite([count] * n)
     return path
 
 
