@@ -1,4 +1,4 @@
-"""Bounded fuzzing (issue 16): slide files with random bytes flipped, bags whose ``.h5`` shape
+"""Bounded fuzzing: slide files with random bytes flipped, bags whose ``.h5`` shape
 claims more than they store, and random label/split tables. Each loader must either work or
 raise its own error class naming the file — never another exception, never a long hang or a
 huge allocation. Example counts keep the whole module under ~60 s on 2 CPU cores (the

@@ -1,4 +1,4 @@
-"""What someone who can reach the viewer's port can and cannot do (issue 16): the Training page
+"""What someone who can reach the viewer's port can and cannot do: the Training page
 runs nobody's code, no file outside the data roots is read, and odd paths never raise."""
 
 from __future__ import annotations
