@@ -196,6 +196,8 @@ class LossConfig:
 SELECT_METRICS = ("fine_auc", "fine_balanced_accuracy", "fine_macro_f1", "val_loss", "last")
 LR_SCHEDULES = ("cosine", "cosine_tail", "plateau", "constant")
 CLASS_BALANCE = ("auto", "none", "sampler", "loss")
+#: experiment logs written beside ``metrics.jsonl`` (``hmil.train.experiment_log`` writes them)
+EXPERIMENT_LOGS = ("tensorboard", "mlflow")
 
 
 @dataclass
@@ -265,6 +267,12 @@ class TrainConfig:
     cache_bags_gb: float = _f(
         4.0, "keep loaded training bags in RAM up to this many GB (0 = re-read every epoch)"
     )
+    experiment_log: str = _f(
+        "",
+        "also log each fold to these tools, comma-separated: tensorboard (event files in "
+        "RUN/fold_K/tensorboard), mlflow (a local file store in RUN/mlruns); '' = metrics.jsonl "
+        "only, which the viewer reads either way",
+    )
 
     def __post_init__(self) -> None:
         self.validate()
@@ -302,6 +310,12 @@ class TrainConfig:
         )
         _require(self.max_instances >= 0, "train.max_instances", "must be ≥ 0")
         _require(self.cache_bags_gb >= 0, "train.cache_bags_gb", "must be ≥ 0")
+        logs = [name for name in self.experiment_log.split(",") if name.strip()]
+        _require(
+            all(name.strip() in EXPERIMENT_LOGS for name in logs),
+            "train.experiment_log",
+            f"must be empty or a comma-separated list of {', '.join(EXPERIMENT_LOGS)}",
+        )
 
 
 @dataclass
