@@ -35,7 +35,7 @@ from hmil.hierarchy import Hierarchy
 from hmil.synthetic import EASY, CohortSpec, SyntheticBag, _blobs, make_cohort
 
 #: BRACS's published slide counts per fine class, in the preset's class order
-#: (N, PB, UDH, FEA, ADH, DCIS, IC): ../shared/method/HMIL.md
+#: (N, PB, UDH, FEA, ADH, DCIS, IC): the 545 BRACS slides the HMIL paper uses
 BRACS_COUNTS = (43, 147, 73, 41, 48, 61, 132)
 
 

@@ -104,7 +104,7 @@ SUPCON_VIEWS = ("all", "true")
 class LossConfig:
     """Loss terms and curriculum weighting.
 
-    Project default (``shared/method/HMIL.md``):
+    Project default (docs/method.md, "Curriculum"):
     L = L_ce^f + β·(L_ce^c + L_ba + L_ia) + (1 − β)·L_con with β = 1 − e/E. The released code's
     variant is ``schedule: quadratic`` with ``bag_align.curriculum: none`` and
     ``inst_align.enabled: false``; the paper figure's is ``bag_align`` and ``inst_align`` off.

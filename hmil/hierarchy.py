@@ -21,7 +21,7 @@ from hmil.errors import HierarchyError
 
 #: Built-in trees. PANDA's coarse grouping is not published with the paper; this grouping
 #: (benign {0}, low {1, 2}, high {3, 4, 5}; ISUP grade group >= 3 is clinically high risk)
-#: is the project's choice, see ``shared/method/HMIL.md``.
+#: is the project's choice, see docs/method.md ("Where the paper left a choice").
 PRESETS: dict[str, dict[str, Any]] = {
     "bracs": {
         "name": "bracs",

@@ -1,6 +1,6 @@
 """HMIL: a coarse and a fine branch with class-wise gated attention, tied by alignment losses.
 
-Architecture (``shared/method/HMIL.md``, reference sizes; all configurable)::
+Architecture (docs/method.md, reference sizes; all configurable)::
 
     x (N, D) ─ Linear(D→256) ─ ReLU ─ Linear(256→1024) ─▶ h_c (N, 1024)
     h_c ─ Linear(1024→256) ─▶ h_f (N, 256)                # the fine branch cascades from coarse

@@ -1,6 +1,6 @@
 """The run directory: layout, per-fold locks and status, and the cross-fold summary.
 
-Layout (``shared/CONTRACT.md``)::
+Layout (docs/formats.md, "Run directory")::
 
     RUN/config.yaml                 resolved config
     RUN/fold_<k>/checkpoint.pt      best checkpoint (selected on validation)
