@@ -13,6 +13,8 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
+from hmil.durations import format_duration
+
 
 class Progress:
     """Count ``total`` steps of ``desc``; ``update(n, **postfix)`` after each step.
@@ -63,7 +65,7 @@ class Progress:
             return
         self._last_line = now
         eta = self.eta_seconds()
-        eta_text = f" eta {_fmt_seconds(eta)}" if eta is not None else ""
+        eta_text = f" eta {format_duration(eta)}" if eta is not None else ""
         print(
             f"{self.desc}: {self.count}/{self.total}{eta_text}" + (f" {text}" if text else ""),
             file=self.stream,
@@ -100,10 +102,3 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
-
-
-def _fmt_seconds(seconds: float) -> str:
-    seconds = int(round(seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h:d}:{m:02d}:{s:02d}"
