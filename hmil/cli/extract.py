@@ -141,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
 
 def run_sharded(args: argparse.Namespace, config: ExtractConfig, launcher: LauncherConfig) -> int:
     """``--launcher local|slurm``: the slides still missing bags as ``--shards`` jobs."""
-    from hmil.train.launch import launch_extraction
+    from hmil.launch import launch_extraction
 
     launch = launch_extraction(
         args.slides, args.patches, args.out, launcher=launcher, shards=args.shards,

@@ -13,7 +13,7 @@ from hmil.cli import EXIT_OK
 from hmil.errors import RunError
 
 if TYPE_CHECKING:
-    from hmil.train.launch.status import FoldView
+    from hmil.train.status import FoldView
 
 NAME = "status"
 HELP = "show each fold of a run: state, epoch, best validation metric, ETA and job id"
@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hmil.train.launch import fold_views
+    from hmil.train.status import fold_views
 
     run_dir = Path(args.run)
     if not (run_dir / "config.yaml").is_file():

@@ -18,8 +18,8 @@ from hmil.config import (
     preset_names,
 )
 from hmil.errors import ConfigError
+from hmil.launch import LaunchOutcome, launch_training
 from hmil.train.api import RunResult
-from hmil.train.launch import LaunchOutcome, launch_training
 from hmil.train.runs import load_run_config
 
 NAME = "train"

@@ -22,7 +22,14 @@ from hmil.hierarchy import Hierarchy
 from hmil.io import write_text_atomic
 from hmil.train.cohort import SkipHandler
 from hmil.train.loop import FoldResult, check_validation, train_fold
-from hmil.train.runs import CONFIG_NAME, fold_paths, load_run_config, summarise_run
+from hmil.train.runs import (
+    CONFIG_NAME,
+    fold_paths,
+    load_run_config,
+    resolve_folds,
+    summarise_run,
+)
+from hmil.train.status import fold_view
 
 __all__ = [
     "RunPlan",
@@ -51,24 +58,6 @@ class RunResult:
             for item in fold.skipped:
                 seen.setdefault(item, None)
         return list(seen)
-
-
-def resolve_folds(spec: str, available: list[int]) -> list[int]:
-    """``"all"`` or ``"0,2"`` → fold indices, each of which must have a split file."""
-    if spec.strip().lower() == "all":
-        return available
-    try:
-        folds = [int(part) for part in spec.split(",") if part.strip()]
-    except ValueError:
-        raise ConfigError(
-            "--folds", f"expected 'all' or comma-separated integers, got '{spec}'"
-        ) from None
-    missing = [f for f in folds if f not in available]
-    if missing or not folds:
-        raise ConfigError(
-            "--folds", f"no split for fold(s) {missing or spec} (available: {available})"
-        )
-    return folds
 
 
 def absolute_paths(config: Config) -> Config:
@@ -148,8 +137,6 @@ def plan_folds(run: Path, folds: list[int], resume: bool) -> tuple[list[int], li
     nothing. The checks are the training loop's own (finished, started, locked) plus a live
     job: a fold queued by an earlier launch is refused as well.
     """
-    from hmil.train.launch.status import fold_view  # the launch package imports this module
-
     to_run: list[int] = []
     already: list[FoldResult] = []
     for fold in folds:

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from hmil.config import Config
-from hmil.errors import RunError
+from hmil.errors import ConfigError, RunError
 from hmil.io import read_jsonl, write_json_atomic
 from hmil.procs import process_record, record_alive
 
@@ -108,6 +108,24 @@ def list_folds(run_dir: str | Path) -> list[int]:
         if d.is_dir() and suffix.isdigit():
             out.append(int(suffix))
     return sorted(out)
+
+
+def resolve_folds(spec: str, available: list[int]) -> list[int]:
+    """``"all"`` or ``"0,2"`` → fold indices, each of which must have a split file."""
+    if spec.strip().lower() == "all":
+        return available
+    try:
+        folds = [int(part) for part in spec.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(
+            "--folds", f"expected 'all' or comma-separated integers, got '{spec}'"
+        ) from None
+    missing = [f for f in folds if f not in available]
+    if missing or not folds:
+        raise ConfigError(
+            "--folds", f"no split for fold(s) {missing or spec} (available: {available})"
+        )
+    return folds
 
 
 # ---- locking ----------------------------------------------------------------------------------

@@ -80,7 +80,7 @@ def test_wheel_carries_the_packages_data_and_entry_point(wheel):
         "hmil/presets/paper.yaml",
         "hmil/presets/released.yaml",
         "hmil/cli/demo.py",
-        "hmil/train/launch/folds.py",
+        "hmil/launch/folds.py",
         "viewer/app.py",
         "viewer/views/slide.py",
     ):

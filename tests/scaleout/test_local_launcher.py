@@ -15,7 +15,7 @@ from scaleout_helpers import train_args
 
 from hmil.cli import main
 from hmil.io import read_jsonl
-from hmil.train.launch.folds import assigned_device, worker_slot
+from hmil.launch.folds import assigned_device, worker_slot
 from hmil.train.runs import fold_paths
 
 #: the same pinned thread count in both launchers: CPU kernels split reductions by thread

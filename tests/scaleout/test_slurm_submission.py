@@ -19,8 +19,8 @@ from submitit.helpers import DelayedSubmission
 from hmil.cli import main
 from hmil.config import LauncherConfig
 from hmil.io import read_jsonl, write_json_atomic
-from hmil.train.launch import launch_extraction
-from hmil.train.launch.folds import FoldJob, FoldJobSpec
+from hmil.launch import launch_extraction
+from hmil.launch.folds import FoldJob, FoldJobSpec
 from hmil.train.runs import fold_paths
 
 SLURM = [

@@ -17,8 +17,8 @@ import pytest
 
 from hmil.io import write_json_atomic
 from hmil.procs import process_start
-from hmil.train.launch import fold_views
 from hmil.train.runs import fold_paths
+from hmil.train.status import fold_views
 
 HOST = socket.gethostname()
 

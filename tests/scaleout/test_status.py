@@ -14,10 +14,10 @@ import pytest
 from hmil.cli import main
 from hmil.config import Config
 from hmil.io import write_json_atomic
+from hmil.launch.training import plan_folds
 from hmil.train.api import prepare_run
-from hmil.train.launch import fold_views
-from hmil.train.launch.training import plan_folds
 from hmil.train.runs import FoldLock, fold_paths
+from hmil.train.status import fold_views
 
 HOST = socket.gethostname()
 

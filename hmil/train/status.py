@@ -1,4 +1,5 @@
-"""What each fold of a run is doing, whichever launcher started it (``hmil status``, viewer).
+"""What each fold of a run is doing, whichever launcher started it (``hmil status``, viewer,
+and the checks before a launch).
 
 Three records are combined, each written by a different process so that none of them races:
 
@@ -29,7 +30,14 @@ from pathlib import Path
 from typing import Any
 
 from hmil.procs import record_alive
-from hmil.train.runs import FoldPaths, fold_paths, list_folds, read_status
+from hmil.train.runs import (
+    FoldPaths,
+    fold_paths,
+    list_folds,
+    load_run_config,
+    read_status,
+    resolve_folds,
+)
 
 JOB_FILE = "job.json"
 
@@ -155,8 +163,6 @@ def planned_folds(run: Path) -> list[int]:
     """The folds a run will have: those its config and splits name, plus any fold directory."""
     from hmil.data.splits import list_split_files
     from hmil.errors import HMILError
-    from hmil.train.api import resolve_folds
-    from hmil.train.runs import load_run_config
 
     planned: list[int] = []
     try:

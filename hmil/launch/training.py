@@ -27,17 +27,7 @@ import submitit
 from hmil.config import Config, LauncherConfig
 from hmil.data.splits import list_split_files
 from hmil.io import write_json_atomic
-from hmil.procs import START_KEY, process_start
-from hmil.train.api import (
-    RunResult,
-    absolute_paths,
-    plan_folds,
-    prepare_run,
-    resolve_folds,
-    train,
-)
-from hmil.train.cohort import SkipHandler
-from hmil.train.launch.executors import (
+from hmil.launch.executors import (
     CONTROLLER_LOG,
     JOBS_DIR,
     backend,
@@ -45,9 +35,18 @@ from hmil.train.launch.executors import (
     make_executor,
     usable_cpus,
 )
-from hmil.train.launch.folds import FoldJob, FoldJobSpec
-from hmil.train.launch.status import JOB_FILE, fold_view
-from hmil.train.runs import fold_paths, summarise_run
+from hmil.launch.folds import FoldJob, FoldJobSpec
+from hmil.procs import START_KEY, process_start
+from hmil.train.api import (
+    RunResult,
+    absolute_paths,
+    plan_folds,
+    prepare_run,
+    train,
+)
+from hmil.train.cohort import SkipHandler
+from hmil.train.runs import fold_paths, resolve_folds, summarise_run
+from hmil.train.status import JOB_FILE, fold_view
 
 LineSink = Callable[[str], None]
 

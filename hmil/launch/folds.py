@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING
 from submitit.helpers import Checkpointable, DelayedSubmission
 
 from hmil.errors import HMILError
-from hmil.train.launch.executors import JOBS_DIR
-from hmil.train.launch.status import lock_alive
+from hmil.launch.executors import JOBS_DIR
 from hmil.train.runs import fold_paths, write_status
+from hmil.train.status import lock_alive
 
 if TYPE_CHECKING:
     from hmil.train.loop import FoldResult

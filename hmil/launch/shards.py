@@ -24,7 +24,7 @@ from submitit.helpers import Checkpointable
 from hmil.config import LauncherConfig
 from hmil.errors import ConfigError
 from hmil.io import write_json_atomic
-from hmil.train.launch.executors import (
+from hmil.launch.executors import (
     CONTROLLER_LOG,
     JOBS_DIR,
     backend,
@@ -223,7 +223,7 @@ def _shard_device(device: str, index: int, local: bool) -> str:
     see only their own allocation, so they keep ``device``."""
     if not local or device not in ("auto", "cuda"):
         return device
-    from hmil.train.launch.executors import visible_gpus
+    from hmil.launch.executors import visible_gpus
 
     n_gpus = len(visible_gpus())
     return f"cuda:{index % n_gpus}" if n_gpus > 1 else device

@@ -1,11 +1,12 @@
 """Launchers: where a run's folds (and an extraction's shards) run — this process, parallel
-local processes, or SLURM jobs — through submitit, recorded in the run directory.
+local processes, or SLURM jobs — through submitit, recorded in the run directory (what each
+fold is doing is read back by :mod:`hmil.train.status`, which training itself consults before a
+launch, so it lives below this package).
 
 * :func:`launch_training` — ``hmil train --launcher inline|local|slurm``;
-* :func:`fold_views` — each fold's state, epoch, best metric, ETA and job (``hmil status``);
 * :func:`launch_extraction` — ``hmil extract --launcher local|slurm --shards K``.
 
-Names are imported lazily: a job process unpickles ``hmil.train.launch.folds.FoldJob``, which
+Names are imported lazily: a job process unpickles ``hmil.launch.folds.FoldJob``, which
 imports this package first, and a fold still waiting for a worker slot should not have paid
 for a torch import.
 """
@@ -16,15 +17,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from hmil.train.launch.executors import BACKENDS, JOBS_DIR, make_executor
-    from hmil.train.launch.shards import (
+    from hmil.launch.executors import BACKENDS, JOBS_DIR, make_executor
+    from hmil.launch.shards import (
         ExtractLaunch,
         ShardResult,
         launch_extraction,
         shard_slides,
     )
-    from hmil.train.launch.status import STATES, FoldView, fold_view, fold_views
-    from hmil.train.launch.training import (
+    from hmil.launch.training import (
         LAUNCHERS,
         LaunchOutcome,
         Submission,
@@ -39,10 +39,6 @@ _LAZY = {
     "ShardResult": "shards",
     "launch_extraction": "shards",
     "shard_slides": "shards",
-    "STATES": "status",
-    "FoldView": "status",
-    "fold_view": "status",
-    "fold_views": "status",
     "LAUNCHERS": "training",
     "LaunchOutcome": "training",
     "Submission": "training",
@@ -53,14 +49,10 @@ __all__ = [
     "BACKENDS",
     "JOBS_DIR",
     "LAUNCHERS",
-    "STATES",
     "ExtractLaunch",
-    "FoldView",
     "LaunchOutcome",
     "ShardResult",
     "Submission",
-    "fold_view",
-    "fold_views",
     "launch_extraction",
     "launch_training",
     "make_executor",
