@@ -28,7 +28,9 @@ from hmil.data.bags import (
     load_bag,
     plain_value,
     read_h5_coords,
+    scale_grid_coords,
     validate_bag,
+    with_folder_encoder,
 )
 from hmil.data.provenance import encoder_mismatch
 from hmil.decoding import decode
@@ -293,6 +295,7 @@ class Predictor:
         except OSError as exc:
             raise BagError(path, f"not a readable HDF5 bag ({str(exc).splitlines()[0]})") from None
         bag = Bag(features=torch.empty(0, self.in_dim), coords=coords, attrs=attrs, path=path)
+        bag = scale_grid_coords(with_folder_encoder(bag))  # as load_bag does
         return self._to_prediction(out, n, slide_id or path.stem, bag, attention)
 
     def _h5_chunks(self, path: Path, dset: h5py.Dataset) -> Iterator[torch.Tensor]:

@@ -14,8 +14,17 @@ Reads the layouts people already have on disk:
   (memory-mapped, no pickle).
 
 Bags without coords find them beside them (:func:`sibling_coords_paths`): CLAM's
-``pt_files/<id>.pt`` in ``h5_files/<id>.h5``, hmil's ``<id>.pt`` in ``<id>.h5``, torchmil's
+``pt_files/<id>.pt`` in ``h5_files/<id>.h5``, hmil's older ``<id>.pt`` in ``<id>.h5``, TRIDENT's
+``features_<enc>/<id>.pt`` in ``patches/<id>_patches.h5`` of its job folder, torchmil's
 ``features/features_<enc>/<id>.npy`` in ``coords/<id>.npy``.
+
+Coords in patch-grid units (0, 1, 2, …: torchmil's processed ``coords``) are multiplied by the
+level-0 patch size when one is stated (a size attribute, or torchmil's ``patches_<size>``
+folder); without one, :func:`infer_patch_size` refuses them instead of drawing 1-pixel patches.
+
+A bag that records no encoder takes the one its folder names: TRIDENT's and torchmil's
+``features_<enc>/`` (also above CLAM's ``pt_files``/``h5_files``), so features of two encoders are
+told apart (see docs/formats.md).
 
 Copies: an ``.h5`` float32 dataset is read straight into one numpy buffer that the returned
 tensor shares (one copy: disk → memory); ``.pt`` tensors are memory-mapped. Only a dtype
@@ -35,6 +44,7 @@ from __future__ import annotations
 import importlib
 import math
 import pickle
+import re
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -61,6 +71,16 @@ MAX_COORD = 2**31
 MAX_COMPRESSION_RATIO = 32
 #: claims this small are read without the check (nothing large can be allocated for them)
 _UNCHECKED_CLAIM_BYTES = 1 << 20
+#: TRIDENT's (and torchmil's) bag folder: ``features_<encoder>``
+FEATURES_FOLDER_PREFIX = "features_"
+#: CLAM's bag folders, one level below the folder that may name the encoder
+CLAM_FOLDERS = ("pt_files", "h5_files")
+#: torchmil's processed-dataset folder naming the patch size: ``patches_<size>``
+_TORCHMIL_PATCHES_FOLDER = re.compile(r"^patches_(?P<size>\d+)$")
+#: bag attribute saying which folder name the encoder was taken from
+ENCODER_FROM_FOLDER = "encoder_from_folder"
+#: bag attribute: grid-unit coords were multiplied by this level-0 patch size on loading
+GRID_SCALE_ATTR = "coords_grid_scale"
 
 
 @dataclass
@@ -146,12 +166,91 @@ def _load_file(path: Path) -> Bag:
         raise BagError(path, "bag file not found")
     suffix = path.suffix.lower()
     if suffix == ".h5" or suffix == ".hdf5":
-        return _load_h5(path)
-    if suffix in (".pt", ".pth"):
-        return _with_sibling_coords(_load_pt(path))
-    if suffix == ".npy":
-        return _with_sibling_coords(_load_npy(path))
-    raise BagError(path, f"unsupported bag format '{suffix}' (expected .h5, .pt or .npy)")
+        bag = _load_h5(path)
+    elif suffix in (".pt", ".pth"):
+        bag = _with_sibling_coords(_load_pt(path))
+    elif suffix == ".npy":
+        bag = _with_sibling_coords(_load_npy(path))
+    else:
+        raise BagError(path, f"unsupported bag format '{suffix}' (expected .h5, .pt or .npy)")
+    return scale_grid_coords(with_folder_encoder(bag))
+
+
+def folder_encoder(path: Path) -> str:
+    """The encoder a bag's folder names, ``""`` when it names none.
+
+    TRIDENT writes ``<job>/<mag>x_<ps>px_<ov>px_overlap/features_<enc>/<id>.h5|.pt`` and torchmil
+    ``patches_<ps>/features/features_<enc>/<id>.npy``: ``features_uni_v1/s1.pt`` → ``uni_v1``.
+    CLAM's ``pt_files``/``h5_files`` are looked through (``features_uni_v1/pt_files/s1.pt``).
+    """
+    folder = path.parent
+    if folder.name in CLAM_FOLDERS:
+        folder = folder.parent
+    name = folder.name
+    if name.startswith(FEATURES_FOLDER_PREFIX) and len(name) > len(FEATURES_FOLDER_PREFIX):
+        return name[len(FEATURES_FOLDER_PREFIX) :]
+    return ""
+
+
+def with_folder_encoder(bag: Bag) -> Bag:
+    """A bag that records no ``encoder`` takes the one its folder names (TRIDENT's ``.pt`` and
+    torchmil's ``.npy`` record none); the attribute :data:`ENCODER_FROM_FOLDER` says so."""
+    if bag.path is None or bag.attrs.get("encoder"):
+        return bag
+    name = folder_encoder(bag.path)
+    if name:
+        bag.attrs["encoder"] = name
+        bag.attrs[ENCODER_FROM_FOLDER] = bag.path.parent.name
+    return bag
+
+
+def in_grid_units(coords: np.ndarray) -> bool:
+    """True when ``(N, 2)`` coords look like patch-grid indices (0, 1, 2, …), not pixels.
+
+    The test: more than half of the gaps between neighbouring distinct x values (and y values)
+    are exactly 1. A level-0 grid's gaps are its patch step (hundreds of pixels); CLAM's
+    per-contour grids may put two columns 1 px apart, but not most of them.
+    """
+    if coords.ndim != 2 or coords.shape[0] < 2:
+        return False
+    gaps = [np.diff(np.unique(coords[:, axis])) for axis in (0, 1)]
+    all_gaps = np.concatenate(gaps)
+    return bool(all_gaps.size) and int(np.count_nonzero(all_gaps == 1)) * 2 > all_gaps.size
+
+
+def _torchmil_patch_size(bag: Bag) -> int | None:
+    """The size in torchmil's ``patches_<size>/`` folder above the bag or its coords file."""
+    places = [bag.path] if bag.path is not None else []
+    if bag.attrs.get("coords_file"):
+        places.append(Path(str(bag.attrs["coords_file"])))
+    for place in places:
+        for folder in list(place.parents)[:3]:
+            match = _TORCHMIL_PATCHES_FOLDER.match(folder.name)
+            if match and int(match["size"]) > 0:
+                return int(match["size"])
+    return None
+
+
+def scale_grid_coords(bag: Bag) -> Bag:
+    """Multiply grid-unit coords (:func:`in_grid_units`) by the stated level-0 patch size.
+
+    The size comes from the bag's attributes (:func:`stated_patch_size`), else torchmil's
+    ``patches_<size>`` folder (taken as level-0 pixels). Without either the coords stay as
+    they are and :func:`infer_patch_size` refuses them.
+    """
+    if bag.coords is None or not in_grid_units(bag.coords):
+        return bag
+    where = bag.path if bag.path is not None else "bag"
+    size = stated_patch_size(bag.attrs, where) or _torchmil_patch_size(bag)
+    if size is None:
+        return bag
+    step = round(size)
+    if int(bag.coords.max(initial=0)) >= MAX_COORD // max(step, 1):
+        raise BagError(where, f"grid coords times the patch size {step} exceed {MAX_COORD}")
+    bag.coords = bag.coords * step
+    bag.attrs.setdefault("patch_size_level0", step)
+    bag.attrs[GRID_SCALE_ATTR] = step
+    return bag
 
 
 def validate_bag(
@@ -302,8 +401,12 @@ def _load_npy(path: Path) -> Bag:
 def sibling_coords_paths(path: Path) -> list[Path]:
     """Where the coords of a coords-less bag file live, by the peers' folder layouts.
 
-    * CLAM: ``FEATURES/pt_files/<id>.pt`` → ``FEATURES/h5_files/<id>.h5``;
-    * hmil ``--format both``: ``<id>.pt`` → ``<id>.h5`` in the same folder;
+    * CLAM (and hmil ``--format both``): ``FEATURES/pt_files/<id>.pt`` →
+      ``FEATURES/h5_files/<id>.h5``;
+    * hmil's older ``--format both``: ``<id>.pt`` → ``<id>.h5`` in the same folder;
+    * TRIDENT: ``JOB/<mag>x_<ps>px_<ov>px_overlap/features_<enc>/<id>.pt`` →
+      ``.../patches/<id>_patches.h5`` (its ``coords`` dataset and attributes: ``patch_size``,
+      ``patch_size_level0``, ``level0_magnification``, ...);
     * torchmil: ``ROOT/features/features_<enc>/<id>.npy`` → ``ROOT/coords/<id>.npy`` (also
       ``../coords`` and ``<id>.h5`` beside it).
     """
@@ -312,6 +415,8 @@ def sibling_coords_paths(path: Path) -> list[Path]:
     candidates = [parent / f"{stem}.h5"]
     if parent.name == "pt_files":
         candidates.insert(0, parent.parent / "h5_files" / f"{stem}.h5")
+    if parent.name.startswith(FEATURES_FOLDER_PREFIX):
+        candidates.append(parent.parent / "patches" / f"{stem}_patches.h5")
     if path.suffix.lower() == ".npy":
         candidates += [parent.parent.parent / "coords" / f"{stem}.npy"]
         candidates += [parent.parent / "coords" / f"{stem}.npy"]
@@ -590,20 +695,16 @@ def save_feature_tensor(path: str | Path, features: torch.Tensor | np.ndarray) -
     return out
 
 
-def infer_patch_size(
-    coords: np.ndarray, attrs: dict[str, Any] | None = None, where: str | Path = "bag"
-) -> int:
-    """Level-0 patch size of a bag: from its attributes, else the most common grid step.
+def stated_patch_size(attrs: dict[str, Any], where: str | Path = "bag") -> int | None:
+    """The level-0 patch size a bag's attributes state, None when they state none.
 
     Order: ``patch_size_level0`` (TRIDENT), ``patch_size`` × downsample of ``patch_level``
-    (CLAM; downsample from the ``downsample`` attribute when stored), else the most common
-    positive difference between sorted unique x (and y) coordinates.
+    (CLAM; downsample from the ``downsample`` attribute when stored, else level 0).
 
     Raises:
         BagError: naming ``where``, for a size attribute that is not a positive finite
             number (``"abc"``, NaN, 0, negative).
     """
-    attrs = attrs or {}
     if attrs.get("patch_size_level0") is not None:
         return max(1, round(_positive_attr(attrs, "patch_size_level0", where)))
     if attrs.get("patch_size") is not None:
@@ -612,6 +713,50 @@ def infer_patch_size(
         has_factor = attrs.get("downsample") is not None
         factor = _positive_attr(attrs, "downsample", where) if has_factor else 1.0
         return max(1, round(size * factor))
+    return None
+
+
+def level0_coords(
+    coords: np.ndarray,
+    attrs: dict[str, Any] | None,
+    patch_size: float | None = None,
+    where: str | Path = "bag",
+) -> tuple[np.ndarray, float]:
+    """``(N, 2)`` level-0 pixel coords and the patch size to draw them with.
+
+    ``patch_size`` (given by the user) wins over the bag's; grid-unit coords
+    (:func:`in_grid_units`) are multiplied by it. Without it the size is
+    :func:`infer_patch_size`'s, which refuses grid-unit coords.
+    """
+    if patch_size is None:
+        return coords, float(infer_patch_size(coords, attrs, where))
+    if in_grid_units(coords):
+        return np.rint(coords * float(patch_size)).astype(np.int64), float(patch_size)
+    return coords, float(patch_size)
+
+
+def infer_patch_size(
+    coords: np.ndarray, attrs: dict[str, Any] | None = None, where: str | Path = "bag"
+) -> int:
+    """Level-0 patch size of a bag: from its attributes, else the most common grid step.
+
+    Order: :func:`stated_patch_size`, else the most common positive difference between sorted
+    unique x (and y) coordinates.
+
+    Raises:
+        BagError: naming ``where``, for a size attribute that is not a positive finite
+            number (``"abc"``, NaN, 0, negative), or, without one, for coords in patch-grid
+            units (:func:`in_grid_units`: drawn as pixels they would be 1-pixel patches).
+    """
+    stated = stated_patch_size(attrs or {}, where)
+    if stated is not None:
+        return stated
+    if in_grid_units(coords):
+        raise BagError(
+            where,
+            "coords are patch-grid indices (0, 1, 2, ...), not level-0 pixels, and the bag "
+            "states no patch size: give the level-0 patch size to scale them",
+        )
     steps: list[np.ndarray] = []
     for axis in (0, 1):
         values = np.unique(coords[:, axis])
