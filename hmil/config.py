@@ -3,7 +3,10 @@
 ``hmil train --config FILE`` reads a YAML file holding any subset of the sections below; CLI
 flags override it; the fully resolved config is written to ``RUN/config.yaml`` so that a run can
 be reproduced from that file alone. Unknown keys and wrong types are errors naming the key.
-Each field's ``metadata["help"]`` is its documentation (``hmil train --print-config`` shows it).
+Each field declares its documentation and what it accepts once, with :func:`hmil.params.param`
+(``Interval``, ``Options``, ``Subset``); :func:`hmil.params.validate` checks them all and names the
+field's dotted key (``train.epochs``), ``hmil train`` builds its flags from them and
+``hmil train --print-config`` shows them.
 """
 
 from __future__ import annotations
@@ -13,59 +16,79 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
 from hmil import yamlsafe
 from hmil.errors import ConfigError
+from hmil.params import (
+    Interval,
+    Options,
+    Subset,
+    constraint,
+    nested,
+    param,
+    registry_keys,
+    validate,
+)
 
-
-def _f(default: Any, help: str) -> Any:
-    """A dataclass field with an immutable default and its documentation."""
-    return field(default=default, metadata={"help": help})
-
-
-#: bag classifiers of one level (``hmil.model.heads.HEADS`` holds the implementations)
-HEADS = ("shared", "per_class")
-#: weight initialisations (``hmil.model.init.INITS`` holds the implementations)
-INITS = ("pytorch", "xavier", "kaiming")
+#: ≥ 1, ≥ 0, > 0 and [0, 1]: the most common rules
+AT_LEAST_1 = Interval(int, 1, None, closed="left")
+AT_LEAST_0 = Interval(int, 0, None, closed="left")
+NON_NEGATIVE = Interval(float, 0, None, closed="left")
+POSITIVE = Interval(float, 0, None, closed="neither")
+FRACTION = Interval(float, 0, 1, closed="both")
+#: bag classifiers of one level: the keys of ``hmil.model.heads.HEADS`` (the implementations)
+HEAD_CHOICES = Options(registry_keys("hmil.model.heads", "HEADS"))
+#: weight initialisations: the keys of ``hmil.model.init.INITS`` (the implementations)
+INIT_CHOICES = Options(registry_keys("hmil.model.init", "INITS"))
 
 
 @dataclass
 class ModelConfig:
     """Architecture of HMIL (defaults: the reference model, ~1.3 M parameters at D = 1024)."""
 
-    hidden_dim: int = _f(256, "width of the re-embedding MLP's hidden layer (D→hidden→coarse_dim)")
-    coarse_dim: int = _f(1024, "coarse instance feature size h_c")
-    fine_dim: int = _f(256, "fine instance feature size h_f = Linear(coarse_dim→fine_dim)(h_c)")
-    coarse_attention_dim: int = _f(256, "hidden size of the coarse class-wise gated attention")
-    fine_attention_dim: int = _f(64, "hidden size of the fine class-wise gated attention")
-    dropout: float = _f(0.0, "dropout after the re-embedding MLP and in the attention (0 = off)")
-    head: str = _f(
+    SECTION: ClassVar[str] = "model"
+
+    hidden_dim: int = param(
+        256, "width of the re-embedding MLP's hidden layer (D→hidden→coarse_dim)", AT_LEAST_1
+    )
+    coarse_dim: int = param(1024, "coarse instance feature size h_c", AT_LEAST_1)
+    fine_dim: int = param(
+        256, "fine instance feature size h_f = Linear(coarse_dim→fine_dim)(h_c)", AT_LEAST_1
+    )
+    coarse_attention_dim: int = param(
+        256, "hidden size of the coarse class-wise gated attention", AT_LEAST_1
+    )
+    fine_attention_dim: int = param(
+        64, "hidden size of the fine class-wise gated attention", AT_LEAST_1
+    )
+    dropout: float = param(
+        0.0,
+        "dropout after the re-embedding MLP and in the attention (0 = off)",
+        Interval(float, 0, 1, closed="left"),
+    )
+    head: str = param(
         "per_class",
         "bag classifier per level: 'shared' = one Linear(F→1) applied to every class row (paper);"
         " 'per_class' = one Linear(F→1) per class (CLAM-MB style; breaks the sign symmetry of the"
         " shared head, see README 'The method')",
+        HEAD_CHOICES,
     )
 
-    init: str = _f(
+    init: str = param(
         "xavier",
         "weight initialisation: 'pytorch' (nn.Linear's default, as ABMIL/TransMIL), 'xavier' "
         "(CLAM) or 'kaiming' (Kaiming-normal, zero bias: the paper's reference)",
+        INIT_CHOICES,
     )
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
-        _require(self.head in HEADS, "model.head", f"must be one of {', '.join(HEADS)}")
-        _require(self.init in INITS, "model.init", f"must be one of {', '.join(INITS)}")
-        for name in ("hidden_dim", "coarse_dim", "fine_dim"):
-            _require(getattr(self, name) >= 1, f"model.{name}", "must be ≥ 1")
-        for name in ("coarse_attention_dim", "fine_attention_dim"):
-            _require(getattr(self, name) >= 1, f"model.{name}", "must be ≥ 1")
-        _require(0.0 <= self.dropout < 1.0, "model.dropout", "must lie in [0, 1)")
+        validate(self)
 
 
 CURRICULUM_FACTORS = ("coarse", "contrastive", "none")
@@ -75,10 +98,12 @@ CURRICULUM_FACTORS = ("coarse", "contrastive", "none")
 class LossTerm:
     """One loss term: on/off, weight, and which curriculum factor multiplies it."""
 
-    enabled: bool = _f(True, "include this term in the loss")
-    weight: float = _f(1.0, "constant weight of this term")
-    curriculum: str = _f(
-        "none", "'coarse' multiplies by β, 'contrastive' by 1 − β, 'none' by 1 (β: schedule)"
+    enabled: bool = param(True, "include this term in the loss")
+    weight: float = param(1.0, "constant weight of this term", NON_NEGATIVE)
+    curriculum: str = param(
+        "none",
+        "'coarse' multiplies by β, 'contrastive' by 1 − β, 'none' by 1 (β: schedule)",
+        Options(CURRICULUM_FACTORS),
     )
 
     def __post_init__(self) -> None:
@@ -86,18 +111,13 @@ class LossTerm:
 
     def validate(self, where: str = "") -> None:
         """Check the values; ``where`` (e.g. ``loss.supcon``) prefixes the key in errors."""
-        prefix = f"{where}." if where else ""
-        _require(self.weight >= 0, f"{prefix}weight", "must be ≥ 0")
-        _require(
-            self.curriculum in CURRICULUM_FACTORS,
-            f"{prefix}curriculum",
-            f"must be one of {', '.join(CURRICULUM_FACTORS)}",
-        )
+        validate(self, where)
 
 
 SCHEDULES = ("linear", "quadratic", "constant")
 SUPCON_NORMALISATIONS = ("bag", "step")
 SUPCON_VIEWS = ("all", "true")
+TEMPERATURE_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass
@@ -109,6 +129,8 @@ class LossConfig:
     variant is ``schedule: quadratic`` with ``bag_align.curriculum: none`` and
     ``inst_align.enabled: false``; the paper figure's is ``bag_align`` and ``inst_align`` off.
     """
+
+    SECTION: ClassVar[str] = "loss"
 
     ce_fine: LossTerm = field(
         default_factory=lambda: LossTerm(curriculum="none"),
@@ -130,31 +152,38 @@ class LossConfig:
         default_factory=lambda: LossTerm(curriculum="contrastive"),
         metadata={"help": "supervised contrastive loss on the class-wise fine bag embeddings"},
     )
-    schedule: str = _f(
-        "linear", "β over epochs: linear 1 − e/E, quadratic 1 − (e/E)², constant (beta)"
+    schedule: str = param(
+        "linear",
+        "β over epochs: linear 1 − e/E, quadratic 1 − (e/E)², constant (beta)",
+        Options(SCHEDULES),
     )
-    beta: float = _f(0.5, "β for the constant schedule")
-    temperature: float = _f(0.1, "SupCon temperature τ (paper: 0.1)")
-    temperature_schedule: str = _f(
-        "constant", "constant τ, or 'cosine' τ(e) = 0.1 + 0.9·(1 + cos(2πe/E))/2 (released code)"
+    beta: float = param(0.5, "β for the constant schedule", FRACTION)
+    temperature: float = param(0.1, "SupCon temperature τ (paper: 0.1)", POSITIVE)
+    temperature_schedule: str = param(
+        "constant",
+        "constant τ, or 'cosine' τ(e) = 0.1 + 0.9·(1 + cos(2πe/E))/2 (released code)",
+        Options(TEMPERATURE_SCHEDULES),
     )
-    supcon_normalisation: str = _f(
+    supcon_normalisation: str = param(
         "bag",
         "scale of the SupCon term: 'bag' adds each bag's SupCon (its Kf anchors against the "
         "memory) to that bag's loss like its cross-entropies; 'step' divides it by "
         "bags_per_step, i.e. one contrastive term per optimiser step beside the bag-averaged "
         "cross-entropies (the released code's scale); equal at bags_per_step 1",
+        Options(SUPCON_NORMALISATIONS),
     )
-    supcon_views: str = _f(
+    supcon_views: str = param(
         "true",
         "SupCon views of a bag: 'all' = its Kf class-wise fine embeddings, each labelled with "
         "the bag's fine class (paper); 'true' = only the embedding of its own class's row",
+        Options(SUPCON_VIEWS),
     )
-    supcon_memory: int = _f(
+    supcon_memory: int = param(
         64,
         "bags whose detached fine embeddings are kept as extra SupCon contrasts (emptied every "
         "epoch). Bags are forwarded one at a time, so this memory replaces the reference's "
         "whole-step graph and keeps RAM bounded",
+        AT_LEAST_0,
     )
 
     def terms(self) -> dict[str, LossTerm]:
@@ -170,27 +199,7 @@ class LossConfig:
         self.validate()
 
     def validate(self) -> None:
-        for name, term in self.terms().items():
-            term.validate(f"loss.{name}")
-        _require(self.schedule in SCHEDULES, "loss.schedule", f"must be one of {SCHEDULES}")
-        _require(0.0 <= self.beta <= 1.0, "loss.beta", "must lie in [0, 1]")
-        _require(self.temperature > 0, "loss.temperature", "must be > 0")
-        _require(
-            self.temperature_schedule in ("constant", "cosine"),
-            "loss.temperature_schedule",
-            "must be 'constant' or 'cosine'",
-        )
-        _require(
-            self.supcon_normalisation in SUPCON_NORMALISATIONS,
-            "loss.supcon_normalisation",
-            f"must be one of {', '.join(SUPCON_NORMALISATIONS)}",
-        )
-        _require(
-            self.supcon_views in SUPCON_VIEWS,
-            "loss.supcon_views",
-            f"must be one of {', '.join(SUPCON_VIEWS)}",
-        )
-        _require(self.supcon_memory >= 0, "loss.supcon_memory", "must be ≥ 0")
+        validate(self)
 
 
 SELECT_METRICS = ("fine_auc", "fine_balanced_accuracy", "fine_macro_f1", "val_loss", "last")
@@ -206,157 +215,155 @@ class TrainConfig:
     ``benchmarks/results/accuracy.md``); ``hmil train --preset paper`` gives the published one
     (shared head, 64 bags per step, ReduceLROnPlateau on the validation AUC)."""
 
-    epochs: int = _f(200, "number of epochs E")
-    lr: float = _f(1e-4, "Adam learning rate (peak of the schedule)")
-    weight_decay: float = _f(0.0, "Adam weight decay")
-    bags_per_step: int = _f(
-        1, "bags whose losses are averaged into one optimiser step (gradient accumulation)"
+    SECTION: ClassVar[str] = "train"
+
+    epochs: int = param(200, "number of epochs E", AT_LEAST_1)
+    lr: float = param(1e-4, "Adam learning rate (peak of the schedule)", POSITIVE)
+    weight_decay: float = param(0.0, "Adam weight decay", NON_NEGATIVE)
+    bags_per_step: int = param(
+        1,
+        "bags whose losses are averaged into one optimiser step (gradient accumulation)",
+        AT_LEAST_1,
     )
-    lr_schedule: str = _f(
+    lr_schedule: str = param(
         "constant",
         "learning rate over epochs: cosine (from lr down to lr·lr_final_fraction at the last "
         "epoch), cosine_tail (lr held, then the same cosine over the last lr_decay_fraction of "
         "the epochs), plateau (ReduceLROnPlateau on the selection metric, the paper's) or constant",
+        Options(LR_SCHEDULES),
     )
-    lr_final_fraction: float = _f(
-        0.01, "cosine, cosine_tail: the last epoch's lr as a fraction of lr"
+    lr_final_fraction: float = param(
+        0.01, "cosine, cosine_tail: the last epoch's lr as a fraction of lr", FRACTION
     )
-    lr_decay_fraction: float = _f(
-        0.25, "cosine_tail: the share of the epochs, at the end, over which the lr decays"
+    lr_decay_fraction: float = param(
+        0.25,
+        "cosine_tail: the share of the epochs, at the end, over which the lr decays",
+        Interval(float, 0, 1, closed="right"),
     )
-    ema_decay: float = _f(
+    ema_decay: float = param(
         0.0,
         "exponential moving average of the weights with this fixed decay per optimiser step; "
         "when > 0 it replaces ema_epochs (0 = the horizon of ema_epochs decides)",
+        Interval(float, 0, 1, closed="left"),
     )
-    ema_epochs: float = _f(
+    ema_epochs: float = param(
         0.5,
         "exponential moving average of the weights over a horizon of this many epochs, updated "
         "after every optimiser step with decay 1 − 1 / (ema_epochs × steps per epoch), so it "
         "covers the same share of an epoch on a small and a large cohort; validation, the "
         "checkpoint and the test use the average (0 = off, the live weights)",
+        NON_NEGATIVE,
     )
-    plateau_factor: float = _f(0.1, "plateau: ReduceLROnPlateau factor")
-    plateau_patience: int = _f(5, "plateau: ReduceLROnPlateau patience (epochs)")
-    select_metric: str = _f(
+    plateau_factor: float = param(
+        0.1, "plateau: ReduceLROnPlateau factor", Interval(float, 0, 1, closed="neither")
+    )
+    plateau_patience: int = param(5, "plateau: ReduceLROnPlateau patience (epochs)", AT_LEAST_0)
+    select_metric: str = param(
         "fine_auc",
         "validation metric that picks the best epoch (ties → lower val loss); 'last' keeps the "
         "last epoch (the only choice when the folds have no validation slides)",
+        Options(SELECT_METRICS),
     )
-    early_stop_patience: int = _f(0, "stop after this many epochs without improvement (0 = off)")
-    class_balance: str = _f(
+    early_stop_patience: int = param(
+        0, "stop after this many epochs without improvement (0 = off)", AT_LEAST_0
+    )
+    class_balance: str = param(
         "auto",
         "class imbalance: auto (sampler when the training part's largest fine class has ≥ 2× "
         "the bags of its smallest, else none); none; sampler (each epoch draws its bags with "
         "probability ∝ 1 / the count of their fine class, with replacement, as CLAM's weighted "
         "sampler); loss (fine and coarse cross-entropy weighted ∝ 1 / class count)",
+        Options(CLASS_BALANCE),
     )
-    max_instances: int = _f(
-        0, "randomly subsample bags larger than this during training (0 = use all instances)"
+    max_instances: int = param(
+        0,
+        "randomly subsample bags larger than this during training (0 = use all instances)",
+        AT_LEAST_0,
     )
-    seed: int = _f(0, "seed of all randomness (shuffling, init, subsampling)")
-    device: str = _f("auto", "auto (CUDA when present), cpu or cuda[:i]")
-    amp: bool = _f(
+    seed: int = param(0, "seed of all randomness (shuffling, init, subsampling)")
+    device: str = param("auto", "auto (CUDA when present), cpu or cuda[:i]")
+    amp: bool = param(
         True, "bf16 autocast for training on CUDA (ignored on CPU; validation and test are fp32)"
     )
-    deterministic: bool = _f(
+    deterministic: bool = param(
         False,
         "CUDA: deterministic kernels only (torch.use_deterministic_algorithms; a little slower); "
         "CPU training is deterministic anyway",
     )
-    cache_bags_gb: float = _f(
-        4.0, "keep loaded training bags in RAM up to this many GB (0 = re-read every epoch)"
+    cache_bags_gb: float = param(
+        4.0,
+        "keep loaded training bags in RAM up to this many GB (0 = re-read every epoch)",
+        NON_NEGATIVE,
     )
-    experiment_log: str = _f(
+    experiment_log: str = param(
         "",
         "also log each fold to these tools, comma-separated: tensorboard (event files in "
         "RUN/fold_K/tensorboard), mlflow (a local file store in RUN/mlruns); '' = metrics.jsonl "
         "only, which the viewer reads either way",
+        Subset(EXPERIMENT_LOGS),
     )
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
-        _require(self.epochs >= 1, "train.epochs", "must be ≥ 1")
-        _require(self.lr > 0, "train.lr", "must be > 0")
-        _require(self.weight_decay >= 0, "train.weight_decay", "must be ≥ 0")
-        _require(self.bags_per_step >= 1, "train.bags_per_step", "must be ≥ 1")
-        _require(
-            self.lr_schedule in LR_SCHEDULES,
-            "train.lr_schedule",
-            f"must be one of {', '.join(LR_SCHEDULES)}",
-        )
-        _require(
-            0.0 <= self.lr_final_fraction <= 1.0, "train.lr_final_fraction", "must lie in [0, 1]"
-        )
-        _require(
-            0.0 < self.lr_decay_fraction <= 1.0, "train.lr_decay_fraction", "must lie in (0, 1]"
-        )
-        _require(0.0 <= self.ema_decay < 1.0, "train.ema_decay", "must lie in [0, 1)")
-        _require(self.ema_epochs >= 0.0, "train.ema_epochs", "must be ≥ 0")
-        _require(0 < self.plateau_factor < 1, "train.plateau_factor", "must lie in (0, 1)")
-        _require(self.plateau_patience >= 0, "train.plateau_patience", "must be ≥ 0")
-        _require(
-            self.select_metric in SELECT_METRICS,
-            "train.select_metric",
-            f"must be one of {', '.join(SELECT_METRICS)}",
-        )
-        _require(self.early_stop_patience >= 0, "train.early_stop_patience", "must be ≥ 0")
-        _require(
-            self.class_balance in CLASS_BALANCE,
-            "train.class_balance",
-            f"must be one of {', '.join(CLASS_BALANCE)}",
-        )
-        _require(self.max_instances >= 0, "train.max_instances", "must be ≥ 0")
-        _require(self.cache_bags_gb >= 0, "train.cache_bags_gb", "must be ≥ 0")
-        logs = [name for name in self.experiment_log.split(",") if name.strip()]
-        _require(
-            all(name.strip() in EXPERIMENT_LOGS for name in logs),
-            "train.experiment_log",
-            f"must be empty or a comma-separated list of {', '.join(EXPERIMENT_LOGS)}",
-        )
+        validate(self)
 
 
 @dataclass
 class DataConfig:
     """Where the cohort lives (paths are stored as given, resolved against the working dir)."""
 
-    labels: str = _f("", "label table CSV (slide_id, label, optional case_id)")
-    features: str = _f("", "directory of bags <slide_id>.h5 / .pt")
-    splits: str = _f("", "directory of splits_<k>.csv")
-    hierarchy: str = _f("", "hierarchy preset name (bracs, panda, ccc) or YAML/JSON file")
-    folds: str = _f("all", "folds to train: 'all' or comma-separated indices, e.g. 0,1")
-    encoder: str = _f("", "name of the encoder that made the features (recorded in checkpoints)")
+    SECTION: ClassVar[str] = "data"
+
+    labels: str = param("", "label table CSV (slide_id, label, optional case_id)")
+    features: str = param("", "directory of bags <slide_id>.h5 / .pt")
+    splits: str = param("", "directory of splits_<k>.csv")
+    hierarchy: str = param("", "hierarchy preset name (bracs, panda, ccc) or YAML/JSON file")
+    folds: str = param("all", "folds to train: 'all' or comma-separated indices, e.g. 0,1")
+    encoder: str = param("", "name of the encoder that made the features (recorded in checkpoints)")
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
-        return None
+        validate(self)
+
+
+#: where fold (and extraction shard) jobs run
+LAUNCHERS = ("inline", "local", "slurm")
 
 
 @dataclass
 class LauncherConfig:
     """How folds are run: in this process, in local worker processes, or as SLURM jobs."""
 
-    kind: str = _f("inline", "inline (this process), local (submitit local processes) or slurm")
-    workers: int = _f(1, "folds running at the same time with the local launcher")
-    threads: int = _f(
+    SECTION: ClassVar[str] = "launcher"
+
+    kind: str = param(
+        "inline",
+        "inline (this process), local (submitit local processes) or slurm",
+        Options(LAUNCHERS),
+    )
+    workers: int = param(1, "folds running at the same time with the local launcher", AT_LEAST_1)
+    threads: int = param(
         0,
         "torch intra-op CPU threads per fold job; 0 = automatic (inline: torch's default, local: "
         "CPUs // workers, slurm: cpus_per_job). CPU results are bit-identical across launchers "
         "only with the same thread count, so set it to compare runs",
+        AT_LEAST_0,
     )
-    partition: str = _f("", "SLURM partition")
-    gpus_per_job: int = _f(0, "GPUs per SLURM job")
-    cpus_per_job: int = _f(4, "CPUs per job")
-    mem_gb: int = _f(32, "memory per SLURM job in GB (0 = the partition default)")
-    time_min: int = _f(
-        720, "time limit per job in minutes (SLURM --time; local jobs too, then resumed)"
+    partition: str = param("", "SLURM partition")
+    gpus_per_job: int = param(0, "GPUs per SLURM job (0: not requested)", AT_LEAST_0)
+    cpus_per_job: int = param(4, "CPUs per job", AT_LEAST_1)
+    mem_gb: int = param(32, "memory per SLURM job in GB (0 = the partition default)", AT_LEAST_0)
+    time_min: int = param(
+        720,
+        "time limit per job in minutes (SLURM's time limit; local jobs too, then resumed)",
+        AT_LEAST_1,
     )
-    account: str = _f("", "SLURM account (optional)")
-    qos: str = _f("", "SLURM QOS (optional)")
+    account: str = param("", "SLURM account (optional)")
+    qos: str = param("", "SLURM QOS (optional)")
     extra: dict[str, Any] = field(
         default_factory=dict,
         metadata={"help": "extra submitit/SLURM parameters, e.g. {constraint: a100}"},
@@ -366,17 +373,7 @@ class LauncherConfig:
         self.validate()
 
     def validate(self) -> None:
-        _require(
-            self.kind in ("inline", "local", "slurm"),
-            "launcher.kind",
-            "must be inline, local or slurm",
-        )
-        _require(self.workers >= 1, "launcher.workers", "must be ≥ 1")
-        _require(self.threads >= 0, "launcher.threads", "must be ≥ 0 (0 = automatic)")
-        for name in ("cpus_per_job", "time_min"):
-            _require(getattr(self, name) >= 1, f"launcher.{name}", "must be ≥ 1")
-        for name in ("gpus_per_job", "mem_gb"):
-            _require(getattr(self, name) >= 0, f"launcher.{name}", "must be ≥ 0 (0: not requested)")
+        validate(self)
 
 
 @dataclass
@@ -395,8 +392,7 @@ class Config:
         self.validate()
 
     def validate(self) -> Config:
-        for section in (self.data, self.model, self.loss, self.train, self.launcher):
-            section.validate()
+        validate(self)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -480,7 +476,7 @@ def load_preset(name: str) -> dict[str, Any]:
     """The mapping stored in preset ``name``; an unknown name is a :class:`ConfigError`."""
     if name not in preset_names():
         known = ", ".join(preset_names())
-        raise ConfigError("--preset", f"unknown preset '{name}' (known: {known})")
+        raise ConfigError("preset", f"unknown preset '{name}' (known: {known})")
     return read_config_dict(PRESET_DIR / f"{name}.yaml")
 
 
@@ -507,11 +503,6 @@ def merge_dicts(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
         else:
             merged[key] = value
     return merged
-
-
-def _require(ok: bool, key: str, problem: str) -> None:
-    if not ok:
-        raise ConfigError(key, problem)
 
 
 def _build(base: Any, data: Any, source: str, prefix: str) -> Any:
@@ -580,17 +571,18 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
     return value
 
 
-def describe(cls: type = Config, prefix: str = "") -> list[str]:
-    """One ``key: default  # help`` line per field (for ``--print-config`` and the docs)."""
+def describe(cls: type = Config, prefix: str = "", instance: Any = None) -> list[str]:
+    """One ``key: default  # help [rule]`` line per field (``--print-config`` and the docs)."""
     lines: list[str] = []
-    hints = typing.get_type_hints(cls)
-    instance = cls()
+    instance = cls() if instance is None else instance
     for f in dataclasses.fields(cls):
-        hint = hints[f.name]
         help_text = f.metadata.get("help", "")
-        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        inner = nested(cls, f.name)
+        if inner is not None:
             lines.append(f"{prefix}{f.name}:  # {help_text}")
-            lines.extend(describe(hint, prefix + "  "))
+            lines.extend(describe(inner, prefix + "  ", getattr(instance, f.name)))
         else:
-            lines.append(f"{prefix}{f.name}: {getattr(instance, f.name)!r}  # {help_text}")
+            rule = constraint(f)
+            shown = f"{help_text} [{rule}]" if rule else help_text
+            lines.append(f"{prefix}{f.name}: {getattr(instance, f.name)!r}  # {shown}")
     return lines

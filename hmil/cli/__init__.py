@@ -19,7 +19,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from hmil.errors import HMILError
+from hmil.cli.flags import flag_names, flag_where
+from hmil.errors import ConfigError, HMILError
 
 #: sub-command name -> module (imported lazily so ``hmil --help`` stays fast)
 COMMANDS: dict[str, str] = {
@@ -33,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "heatmap": "hmil.cli.heatmap",
     "view": "hmil.cli.view",
     "status": "hmil.cli.status",
+    "export": "hmil.cli.export",
 }
 
 EXIT_OK = 0
@@ -60,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(cmd)
         cmd.set_defaults(_run=module.run, _outputs=getattr(module, "OUTPUTS", {}))
+        cmd.set_defaults(_flags=flag_names(cmd))
     return parser
 
 
@@ -74,6 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sweep_outputs(args, args._outputs)
         return int(args._run(args))
     except HMILError as exc:
+        if isinstance(exc, ConfigError):  # the library names the field; the user typed a flag
+            typed = sys.argv[1:] if argv is None else argv
+            exc = ConfigError(flag_where(exc, args._flags, typed), exc.problem)
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (OSError, RuntimeError) as exc:

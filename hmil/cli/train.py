@@ -8,17 +8,11 @@ from dataclasses import replace
 from pathlib import Path
 
 from hmil.cli import EXIT_OK, EXIT_SKIPPED, EXIT_USAGE, report
-from hmil.config import (
-    CLASS_BALANCE,
-    LR_SCHEDULES,
-    SELECT_METRICS,
-    Config,
-    LauncherConfig,
-    describe,
-    preset_names,
-)
+from hmil.cli.flags import add_field_flags, given
+from hmil.config import Config, LauncherConfig, describe, preset_names
 from hmil.errors import ConfigError
 from hmil.launch import LaunchOutcome, launch_training
+from hmil.params import leaves
 from hmil.train.api import RunResult
 from hmil.train.runs import load_run_config
 
@@ -27,74 +21,59 @@ HELP = "train HMIL folds: per-epoch metrics, best checkpoint on validation, test
 #: output arguments, checked before the command runs (hmil.cli.outputs)
 OUTPUTS = {"out": "folder"}
 
-#: flag dest -> dotted config key
-OVERRIDES = {
-    "labels": "data.labels",
-    "features": "data.features",
-    "splits": "data.splits",
-    "hierarchy": "data.hierarchy",
-    "folds": "data.folds",
-    "encoder": "data.encoder",
-    "epochs": "train.epochs",
-    "device": "train.device",
-    "seed": "train.seed",
-    "lr": "train.lr",
-    "bags_per_step": "train.bags_per_step",
-    "max_instances": "train.max_instances",
-    "lr_schedule": "train.lr_schedule",
-    "select_metric": "train.select_metric",
-    "class_balance": "train.class_balance",
-    "ema_epochs": "train.ema_epochs",
-    "deterministic": "train.deterministic",
+#: config field → its short flag; every field also has its dotted flag (``--train.epochs``),
+#: built with its type, choices and help from the field's declaration (hmil.config)
+SHORT_FLAGS = {
+    "data.labels": "--labels",
+    "data.features": "--features",
+    "data.splits": "--splits",
+    "data.hierarchy": "--hierarchy",
+    "data.folds": "--folds",
+    "data.encoder": "--encoder",
+    "train.epochs": "--epochs",
+    "train.device": "--device",
+    "train.seed": "--seed",
+    "train.lr": "--lr",
+    "train.bags_per_step": "--bags-per-step",
+    "train.max_instances": "--max-instances",
+    "train.lr_schedule": "--lr-schedule",
+    "train.select_metric": "--select-metric",
+    "train.class_balance": "--class-balance",
+    "train.ema_epochs": "--ema-epochs",
+    "train.deterministic": "--deterministic",
+    "train.experiment_log": "--experiment-log",
 }
 
-#: launcher flag dest -> field of the ``launcher:`` config section (shared with ``hmil extract``)
+#: launcher field → its flag (shared with ``hmil extract``)
 LAUNCHER_FLAGS = {
-    "launcher": "kind",
-    "workers": "workers",
-    "threads": "threads",
-    "partition": "partition",
-    "gpus_per_job": "gpus_per_job",
-    "cpus_per_job": "cpus_per_job",
-    "mem_gb": "mem_gb",
-    "time_min": "time_min",
-    "account": "account",
-    "qos": "qos",
+    "kind": "--launcher",
+    "workers": "--workers",
+    "threads": "--threads",
+    "partition": "--partition",
+    "gpus_per_job": "--gpus-per-job",
+    "cpus_per_job": "--cpus-per-job",
+    "mem_gb": "--mem-gb",
+    "time_min": "--time-min",
+    "account": "--account",
+    "qos": "--qos",
 }
-OVERRIDES.update({dest: f"launcher.{key}" for dest, key in LAUNCHER_FLAGS.items()})
+SHORT_FLAGS.update({f"launcher.{name}": flag for name, flag in LAUNCHER_FLAGS.items()})
 
 
 def add_launcher_arguments(
     parser: argparse.ArgumentParser, unit: str = "fold"
 ) -> argparse._ArgumentGroup:
-    """Flags choosing where jobs run, each overriding the ``launcher:`` config section (shared
-    by ``hmil train`` and ``hmil extract``); returns the group for command-specific flags."""
+    """Flags choosing where jobs run, each overriding a field of the ``launcher:`` config
+    section (``hmil extract`` shares the short ones, without ``--workers``; ``hmil train``
+    has every field, also as ``--launcher.<field>``); returns the group for command-specific
+    flags."""
     group = parser.add_argument_group(
         "launcher", f"where each {unit} runs (default: the launcher: section of --config)"
     )
-    group.add_argument(
-        "--launcher",
-        choices=("inline", "local", "slurm"),
-        help=f"inline (default: this process), local (one process per {unit}) or slurm (one "
-        f"SLURM job per {unit})",
-    )
-    if unit == "fold":
-        group.add_argument("--workers", type=int, help="local: folds running at once (default 1)")
-    group.add_argument(
-        "--threads",
-        type=int,
-        help="torch CPU threads per job (default 0 = automatic: local CPUs // workers, SLURM "
-        "--cpus-per-job); CPU results are bit-identical across launchers at equal threads",
-    )
-    group.add_argument("--partition", help="SLURM partition")
-    group.add_argument("--gpus-per-job", type=int, help="SLURM GPUs per job (default 0)")
-    group.add_argument("--cpus-per-job", type=int, help="SLURM CPUs per job (default 4)")
-    group.add_argument("--mem-gb", type=int, help="SLURM memory per job in GB (default 32)")
-    group.add_argument(
-        "--time-min", type=int, help="time limit per job in minutes (default 720; SLURM and local)"
-    )
-    group.add_argument("--account", help="SLURM account")
-    group.add_argument("--qos", help="SLURM QOS")
+    every = unit == "fold"
+    only = [name for name in LAUNCHER_FLAGS if every or name != "workers"]
+    add_field_flags(group, LauncherConfig, LAUNCHER_FLAGS, prefix="launcher.", dotted=every,
+                    only=None if every else only)  # fmt: skip
     group.add_argument(
         "--detach",
         action="store_true",
@@ -105,59 +84,19 @@ def add_launcher_arguments(
 
 def launcher_from_args(args: argparse.Namespace, base: LauncherConfig) -> LauncherConfig:
     """``base`` with the launcher flags given on the command line applied (and validated)."""
-    given = {key: getattr(args, dest, None) for dest, key in LAUNCHER_FLAGS.items()}
-    launcher = replace(base, **{k: v for k, v in given.items() if v is not None})
-    launcher.validate()
-    return launcher
+    flags = {name: f"launcher.{name}" for name in LAUNCHER_FLAGS}
+    return replace(base, **given(args, flags))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--labels", help="label table CSV")
-    parser.add_argument("--features", help="directory of bags <slide_id>.h5/.pt")
-    parser.add_argument("--splits", help="directory of splits_<k>.csv")
-    parser.add_argument("--hierarchy", help="preset (bracs, panda, ccc) or YAML/JSON file")
     parser.add_argument("--out", help="run directory")
-    parser.add_argument("--folds", help="'all' (default) or comma-separated fold indices")
-    defaults = Config().train
-    parser.add_argument("--epochs", type=int, help=f"epochs (default {defaults.epochs})")
-    parser.add_argument("--device", help="auto (default; CUDA when present), cpu or cuda")
-    parser.add_argument("--seed", type=int, help="seed (default 0)")
-    parser.add_argument("--lr", type=float, help=f"learning rate (default {defaults.lr:g})")
-    parser.add_argument(
-        "--bags-per-step",
-        type=int,
-        help=f"bags per optimiser step (default {defaults.bags_per_step})",
+    config = parser.add_argument_group(
+        "config", "every config field (see --print-config); each overrides --config and --preset"
     )
-    parser.add_argument("--max-instances", type=int, help="subsample larger bags in training")
-    parser.add_argument(
-        "--lr-schedule",
-        choices=LR_SCHEDULES,
-        help=f"learning rate over epochs (default {defaults.lr_schedule})",
+    short = {key: flag for key, flag in SHORT_FLAGS.items() if not key.startswith("launcher.")}
+    add_field_flags(
+        config, Config, short, only=[k for k in _fields() if k.split(".")[0] != "launcher"]
     )
-    parser.add_argument(
-        "--select-metric",
-        choices=SELECT_METRICS,
-        help=f"validation metric choosing the checkpoint (default {defaults.select_metric}); "
-        "'last' keeps the last epoch (needed when the splits have no validation slides)",
-    )
-    parser.add_argument(
-        "--class-balance",
-        choices=CLASS_BALANCE,
-        help=f"class imbalance handling (default {defaults.class_balance})",
-    )
-    parser.add_argument(
-        "--ema-epochs",
-        type=float,
-        help="validate, keep and test a moving average of the weights over this many epochs "
-        f"(default {defaults.ema_epochs:g}; 0 = the live weights)",
-    )
-    parser.add_argument(
-        "--deterministic",
-        action="store_true",
-        default=None,
-        help="CUDA: deterministic kernels only (CPU training is deterministic anyway)",
-    )
-    parser.add_argument("--encoder", help="name of the encoder that made the features")
     parser.add_argument(
         "--preset",
         choices=preset_names(),
@@ -174,9 +113,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     parser.add_argument(
-        "--print-config", action="store_true", help="print every config field with its help"
+        "--print-config",
+        action="store_true",
+        help="print every config field with its help, accepted values and default",
     )
     add_launcher_arguments(parser)
+
+
+def _fields() -> list[str]:
+    """Every config field's dotted name (``train.epochs``): the dest of its flags."""
+    return [name for name, _, _ in leaves(Config)]
 
 
 def build_config(args: argparse.Namespace) -> Config:
@@ -184,14 +130,19 @@ def build_config(args: argparse.Namespace) -> Config:
     ← --config ← flags."""
     preset = getattr(args, "preset", None) or ""
     if args.config:
-        base = Config.from_file(args.config, preset=preset)
+        try:
+            base = Config.from_file(args.config, preset=preset)
+        except ConfigError as exc:  # a bad value in the file: name the file, not a flag
+            if exc.where == str(args.config):
+                raise
+            raise ConfigError(args.config, f"{exc.where}: {exc.problem}") from None
     elif preset:
         base = Config.from_preset(preset)
     elif args.resume and args.out and _has_config(args.out):
         base = load_run_config(args.out)
     else:
         base = Config()
-    return base.override({key: getattr(args, dest) for dest, key in OVERRIDES.items()})
+    return base.override(given(args, {key: key for key in _fields()}))
 
 
 def _has_config(out: str) -> bool:

@@ -1,0 +1,162 @@
+"""Command-line flags built from declared config fields, and field names turned back into flags.
+
+A config class declares each field's type, rule and help once (:mod:`hmil.params`);
+:func:`add_field_flags` makes one flag per field from that declaration (type, choices, help
+with the accepted range and the default), its ``dest`` the field's dotted name. The library
+reports a bad value by that name (``ConfigError("train.epochs", ...)``); :func:`flag_names`
+and :func:`flag_where` let the dispatcher (:mod:`hmil.cli`) print the flag the user typed
+instead (``error: --epochs: must be ≥ 1, got 0``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import yaml
+
+from hmil.errors import ConfigError
+from hmil.params import Options, constraint, leaves, rule_of
+
+ArgumentTarget = argparse.ArgumentParser | argparse._ArgumentGroup
+
+
+def _value_type(hint: Any) -> Any:
+    """The flag's value type for a field annotation (``int | None`` → ``int``)."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and args:
+        hint = args[0]
+    return typing.get_origin(hint) or hint
+
+
+def _mapping(text: str) -> dict[str, Any]:
+    """A YAML/JSON mapping given on the command line (``{constraint: a100}``)."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a mapping such as {{key: value}}, got {text!r}")
+    return value
+
+
+def field_help(f: dataclasses.Field[Any], default: Any = dataclasses.MISSING) -> str:
+    """The declared help of ``f`` with its accepted values and ``default`` appended."""
+    parts = [f.metadata.get("help", "")]
+    extra = [constraint(f)] if constraint(f) else []
+    if default is not dataclasses.MISSING:
+        extra.append(f"default {default!r}" if isinstance(default, str) else f"default {default}")
+    text = f"{parts[0]} [{'; '.join(extra)}]" if extra else parts[0]
+    return text.replace("%", "%%")  # argparse formats help with %
+
+
+def add_field_flag(
+    target: ArgumentTarget,
+    owner: type,
+    f: dataclasses.Field[Any],
+    dest: str,
+    option_strings: Sequence[str],
+    default: Any = None,
+    shown_default: Any = dataclasses.MISSING,
+) -> argparse.Action:
+    """One flag setting field ``f`` of dataclass ``owner`` into ``args.<dest>``.
+
+    ``default`` is what the parser stores when the flag is absent (None: "not given", so a
+    config file's value stays); ``shown_default`` is the default the help text names.
+    """
+    hint = typing.get_type_hints(owner)[f.name]
+    kind = _value_type(hint)
+    help_text = field_help(f, shown_default)
+    if kind is bool:
+        return target.add_argument(
+            *option_strings, dest=dest, action=argparse.BooleanOptionalAction,
+            default=default, help=help_text,
+        )  # fmt: skip
+    rule = rule_of(f)
+    kwargs: dict[str, Any] = {"dest": dest, "default": default, "help": help_text}
+    if isinstance(rule, Options):
+        kwargs["choices"] = rule.values()
+    if kind is dict:
+        kwargs.update(type=_mapping, metavar="MAPPING")
+    elif kind in (int, float):
+        kwargs.update(type=kind, metavar="N" if kind is int else "X")
+    elif "choices" not in kwargs:
+        kwargs["metavar"] = "TEXT"
+    return target.add_argument(*option_strings, **kwargs)
+
+
+def long_flag(name: str) -> str:
+    """``batch_size`` → ``--batch-size``; a dotted name is kept as written in the config file
+    and in errors (``--train.bags_per_step``)."""
+    return "--" + (name if "." in name else name.replace("_", "-"))
+
+
+def add_field_flags(
+    target: ArgumentTarget,
+    cls: type,
+    aliases: Mapping[str, str | Sequence[str]] | None = None,
+    *,
+    prefix: str = "",
+    dotted: bool = True,
+    only: Iterable[str] | None = None,
+    defaults: bool = False,
+) -> dict[str, str]:
+    """Flags for the fields of ``cls`` (nested sections included); returns dotted name → dest.
+
+    Each field ``a.b`` gets the flags ``aliases["a.b"]`` (its familiar short names) and, when
+    ``dotted``, ``--a.b``. ``only`` limits the fields; ``defaults`` stores the field's default
+    when the flag is absent (else None: not given).
+    """
+    aliases = aliases or {}
+    wanted = set(only) if only is not None else None
+    instance = cls()
+    made: dict[str, str] = {}
+    for name, owner, f in leaves(cls):
+        if wanted is not None and name not in wanted:
+            continue
+        alias = aliases.get(name, ())
+        options = [alias] if isinstance(alias, str) else list(alias)
+        if dotted or not options:
+            options.append(long_flag(prefix + name))
+        default = _attr(instance, name)
+        dest = prefix + name
+        add_field_flag(
+            target, owner, f, dest, options, default=default if defaults else None,
+            shown_default=default,
+        )  # fmt: skip
+        made[name] = dest
+    return made
+
+
+def _attr(obj: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def given(args: argparse.Namespace, flags: Mapping[str, str]) -> dict[str, Any]:
+    """Dotted field name → value for the flags of ``flags`` (name → dest) that were given."""
+    values = {name: getattr(args, dest, None) for name, dest in flags.items()}
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def flag_names(parser: argparse.ArgumentParser) -> dict[str, tuple[str, ...]]:
+    """Argument dest → its option strings, for every optional argument of ``parser``."""
+    return {a.dest: tuple(a.option_strings) for a in parser._actions if a.option_strings}
+
+
+def flag_where(exc: ConfigError, flags: Mapping[str, Sequence[str]], argv: Sequence[str]) -> str:
+    """The flag the user typed for the field a :class:`ConfigError` names, else its ``where``.
+
+    Only a flag present in ``argv`` is named: a bad value read from a ``--config`` file keeps
+    its dotted key.
+    """
+    for option in flags.get(exc.where, ()):
+        prefixes = (option, f"{option}=")
+        if any(token == option or token.startswith(prefixes[1]) for token in argv):
+            return option
+    return exc.where
