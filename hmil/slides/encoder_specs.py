@@ -32,6 +32,7 @@ class EncoderSpec:
         where: the weights file(s) ``--weights`` takes.
         trident_precision: the autocast dtype TRIDENT uses on a GPU.
         aliases: other accepted ``--encoder`` names.
+        summary: the model in one line (the docstring of its encoder class).
     """
 
     name: str
@@ -41,6 +42,7 @@ class EncoderSpec:
     where: str
     trident_precision: str = "fp32"
     aliases: tuple[str, ...] = ()
+    summary: str = ""
 
     @property
     def dim(self) -> int:
@@ -60,6 +62,8 @@ RESNET50_TRUNC = EncoderSpec(
     where="torchvision resnet50-*.pth, or timm resnet50.tv_in1k pytorch_model.bin / "
     "model.safetensors (layer4 and fc are ignored)",
     aliases=("resnet50",),
+    summary="CLAM's default ``resnet50_trunc`` (TRIDENT ``resnet50``): ImageNet ResNet-50 through "
+    "layer3, global average pool, D = 1024.",
 )
 
 UNI_V1 = EncoderSpec(
@@ -77,6 +81,7 @@ UNI_V1 = EncoderSpec(
     preprocess=Preprocess(224, "bilinear"),
     where="MahmoodLab/UNI pytorch_model.bin",
     trident_precision="fp16",
+    summary="UNI (ViT-L/16, layer scale), class token, D = 1024.",
 )
 
 UNI_V2 = EncoderSpec(
@@ -98,6 +103,7 @@ UNI_V2 = EncoderSpec(
     preprocess=Preprocess(224, "bilinear"),
     where="MahmoodLab/UNI2-h pytorch_model.bin",
     trident_precision="bf16",
+    summary="UNI 2-h (ViT-H/14, SwiGLU, 8 register tokens), class token, D = 1536.",
 )
 
 CONCH_V15 = EncoderSpec(
@@ -107,6 +113,7 @@ CONCH_V15 = EncoderSpec(
     preprocess=Preprocess(448, "bilinear"),
     where="MahmoodLab/conchv1_5 pytorch_model_vision.bin",
     trident_precision="fp16",
+    summary="CONCH v1.5 vision tower (ViT-L/16 at 448 px + attentional pooler), D = 768.",
 )
 
 VIRCHOW2 = EncoderSpec(
@@ -128,6 +135,7 @@ VIRCHOW2 = EncoderSpec(
     preprocess=Preprocess(224, "bicubic"),
     where="paige-ai/Virchow2 pytorch_model.bin",
     trident_precision="fp16",
+    summary="Virchow 2 (ViT-H/14, SwiGLU, 4 registers), class token ‖ mean patch token, D = 2560.",
 )
 
 GIGAPATH = EncoderSpec(
@@ -148,6 +156,7 @@ GIGAPATH = EncoderSpec(
     preprocess=Preprocess(224, "bicubic", resize_size=256),
     where="prov-gigapath/prov-gigapath pytorch_model.bin",
     trident_precision="fp16",
+    summary="Prov-GigaPath tile encoder (ViT-g/16, SwiGLU), class token, D = 1536.",
 )
 
 HOPTIMUS0 = EncoderSpec(
@@ -169,6 +178,7 @@ HOPTIMUS0 = EncoderSpec(
     preprocess=Preprocess(224, "bilinear", mean=HOPTIMUS_MEAN, std=HOPTIMUS_STD),
     where="bioptimus/H-optimus-0 pytorch_model.bin",
     trident_precision="fp16",
+    summary="H-optimus-0 (ViT-g/14, SwiGLU, 4 registers), class token, D = 1536.",
 )
 
 #: every named encoder, in ``--list-encoders`` order

@@ -13,7 +13,8 @@ Every encoder maps a uint8 batch ``(B, H, W, 3)`` to float32 features ``(B, D)``
 The reader threads first call :meth:`PatchEncoder.prepare` on each patch (resizing on uint8, as
 the peers' PIL transforms do); :meth:`PatchEncoder.encode` then normalises and runs the network.
 Add an encoder by subclassing :class:`PatchEncoder` and decorating it with
-:func:`register_encoder`.
+:func:`register_encoder`; a named encoder of the field is one row of
+:data:`hmil.slides.encoder_specs.SPECS`, its class made by :func:`pretrained_class`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import torch
@@ -40,18 +41,15 @@ from hmil.slides.backbones import (
     weights_module,
 )
 from hmil.slides.backbones import adapt_state_dict as _adapt_state_dict
-from hmil.slides.encoder_specs import (
-    CONCH_V15,
-    GIGAPATH,
-    HOPTIMUS0,
-    RESNET50_TRUNC,
-    UNI_V1,
-    UNI_V2,
-    VIRCHOW2,
-    EncoderSpec,
-)
+from hmil.slides.encoder_specs import SPECS, EncoderSpec
 from hmil.slides.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess, to_tile_size
-from hmil.slides.weights import WeightsFile, first_line, match_state_dict, read_weights
+from hmil.slides.weights import (
+    WeightsFile,
+    first_line,
+    match_state_dict,
+    read_weights,
+    resolve_weights,
+)
 
 #: encoder name (and alias) → class
 ENCODERS: dict[str, type[PatchEncoder]] = {}
@@ -100,7 +98,7 @@ def create_encoder(
     if backend not in BACKENDS:
         raise ConfigError("--backend", f"expected one of {', '.join(BACKENDS)}, got '{backend}'")
     cls = ENCODERS[name]
-    path = Path(weights) if weights is not None else None
+    path = None if weights is None else resolve_weights(weights, getattr(cls, "spec", None))
     dev = resolve_device(device)
     if issubclass(cls, PretrainedEncoder):
         return cls(weights=path, device=dev, backend=backend)
@@ -612,62 +610,24 @@ def load_network(
 _IGNORED_PREFIXES: dict[str, tuple[str, ...]] = {"ResNetTrunkConfig": ("layer4.", "fc.")}
 
 
-@register_encoder
-class ResNet50TruncEncoder(PretrainedEncoder):
-    """CLAM's default ``resnet50_trunc`` (TRIDENT ``resnet50``): ImageNet ResNet-50 through
-    layer3, global average pool, D = 1024."""
-
-    name = RESNET50_TRUNC.name
-    aliases = RESNET50_TRUNC.aliases
-    spec = RESNET50_TRUNC
-
-
-@register_encoder
-class UniV1Encoder(PretrainedEncoder):
-    """UNI (ViT-L/16, layer scale), class token, D = 1024."""
-
-    name = UNI_V1.name
-    spec = UNI_V1
+def pretrained_class(spec: EncoderSpec) -> type[PretrainedEncoder]:
+    """The encoder class of one row of the spec table: :class:`PretrainedEncoder` with the
+    row's name, aliases and summary (``uni_v1`` → ``UniV1Encoder``)."""
+    title = "".join(part[:1].upper() + part[1:] for part in spec.name.split("_"))
+    namespace = {
+        "name": spec.name,
+        "aliases": spec.aliases,
+        "spec": spec,
+        "__doc__": spec.summary,
+        "__module__": __name__,
+    }
+    return cast("type[PretrainedEncoder]", type(f"{title}Encoder", (PretrainedEncoder,), namespace))
 
 
-@register_encoder
-class UniV2Encoder(PretrainedEncoder):
-    """UNI 2-h (ViT-H/14, SwiGLU, 8 register tokens), class token, D = 1536."""
-
-    name = UNI_V2.name
-    spec = UNI_V2
-
-
-@register_encoder
-class ConchV15Encoder(PretrainedEncoder):
-    """CONCH v1.5 vision tower (ViT-L/16 at 448 px + attentional pooler), D = 768."""
-
-    name = CONCH_V15.name
-    spec = CONCH_V15
-
-
-@register_encoder
-class Virchow2Encoder(PretrainedEncoder):
-    """Virchow 2 (ViT-H/14, SwiGLU, 4 registers), class token ‖ mean patch token, D = 2560."""
-
-    name = VIRCHOW2.name
-    spec = VIRCHOW2
-
-
-@register_encoder
-class GigaPathEncoder(PretrainedEncoder):
-    """Prov-GigaPath tile encoder (ViT-g/16, SwiGLU), class token, D = 1536."""
-
-    name = GIGAPATH.name
-    spec = GIGAPATH
-
-
-@register_encoder
-class HOptimus0Encoder(PretrainedEncoder):
-    """H-optimus-0 (ViT-g/14, SwiGLU, 4 registers), class token, D = 1536."""
-
-    name = HOPTIMUS0.name
-    spec = HOPTIMUS0
+#: one class per named encoder of :data:`hmil.slides.encoder_specs.SPECS`, registered in order
+PRETRAINED: tuple[type[PretrainedEncoder], ...] = tuple(pretrained_class(s) for s in SPECS)
+for _encoder_class in PRETRAINED:
+    register_encoder(_encoder_class)
 
 
 def available_encoders() -> list[str]:
