@@ -11,22 +11,31 @@ A state dict may be wrapped (``{"state_dict": ...}``, ``{"model": ...}``) or car
 ``module.`` prefix (DataParallel); :func:`unwrap_state_dict` undoes both. :func:`match_state_dict`
 compares it with what an architecture expects — names *and* shapes — before any weights are
 copied, and its error names the missing, unexpected and mis-shaped keys.
+
+:func:`resolve_weights` turns what the user gave into that file: a path, a folder of the local
+Hugging Face cache, or ``hf:ORG/NAME`` (a model in that cache, found without network access);
+the file is the one the encoder's spec names (docs/export.md).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import pickle
+import re
 import warnings
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from hmil.errors import ConfigError
+
+if TYPE_CHECKING:
+    from hmil.slides.encoder_specs import EncoderSpec
 
 #: containers checkpoints often wrap their state dict in
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module", "teacher")
@@ -231,3 +240,110 @@ def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (at most 200 characters)."""
     text = str(exc).strip()
     return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+#: a model in the local Hugging Face cache: ``hf:ORG/NAME`` or ``hf:ORG/NAME/FILE``
+HF_PREFIX = "hf:"
+#: files tried, in order, in a cached model when the encoder's spec names none
+DEFAULT_WEIGHTS_FILES = (
+    "model.safetensors", "pytorch_model.bin", "*.safetensors", "*.bin", "*.pth", "*.pt",
+)  # fmt: skip
+#: a weights file name (or glob) in an encoder spec's ``where`` text
+_SPEC_FILE = re.compile(r"[\w.*-]+\.(?:safetensors|bin|pth|pt)\b")
+#: the published repository at the start of a spec's ``where`` text (``MahmoodLab/UNI ...``)
+_SPEC_REPO = re.compile(r"^([\w.-]+/[\w.-]+)\s")
+#: a repository's folder in the cache (``models--ORG--NAME``)
+_REPO_FOLDER = "models--"
+
+
+def hf_cache_dir() -> Path:
+    """The Hugging Face hub cache, as huggingface_hub finds it (read when called):
+    ``HF_HUB_CACHE``, else ``HF_HOME/hub``, else ``$XDG_CACHE_HOME/huggingface/hub``, else
+    ``~/.cache/huggingface/hub``."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(xdg).expanduser() / "huggingface" / "hub"
+
+
+def spec_files(spec: EncoderSpec | None) -> tuple[str, ...]:
+    """The weights file names (globs) a spec names, else :data:`DEFAULT_WEIGHTS_FILES`."""
+    named = tuple(dict.fromkeys(_SPEC_FILE.findall(spec.where))) if spec is not None else ()
+    return named or DEFAULT_WEIGHTS_FILES
+
+
+def spec_repo(spec: EncoderSpec | None) -> str | None:
+    """The published repository (``ORG/NAME``) an encoder's spec names, if any."""
+    match = _SPEC_REPO.match(spec.where) if spec is not None else None
+    return match.group(1) if match else None
+
+
+def resolve_weights(weights: str | Path, spec: EncoderSpec | None = None) -> Path:
+    """The weights file meant by ``weights``, for the encoder of ``spec``.
+
+    * ``hf:ORG/NAME`` → the spec's file (:func:`spec_files`) in the snapshot that
+      ``refs/main`` of ``models--ORG--NAME`` points at in :func:`hf_cache_dir`;
+      ``hf:ORG/NAME/FILE`` names the file. Nothing is downloaded.
+    * a cache folder: a hub cache (the spec's repository in it), a ``models--ORG--NAME``
+      folder, or a snapshot (any folder holding the file) → the spec's file in it.
+    * anything else → itself (:func:`read_weights` reports a missing file).
+
+    Raises:
+        ConfigError: naming what was given and the folder where the file was expected.
+    """
+    text = str(weights)
+    if text.startswith(HF_PREFIX):
+        return _from_hub(text, text[len(HF_PREFIX) :], hf_cache_dir(), spec)
+    path = Path(weights).expanduser()
+    if not path.is_dir():
+        return path
+    if path.name.startswith(_REPO_FOLDER):
+        repo = path.name[len(_REPO_FOLDER) :].replace("--", "/")
+        return _from_hub(text, repo, path.parent, spec)
+    if any(path.glob(f"{_REPO_FOLDER}*")):
+        published = spec_repo(spec)
+        if published is None:
+            raise ConfigError(text, f"a Hugging Face cache; name the model as {HF_PREFIX}ORG/NAME")
+        return _from_hub(text, published, path, spec)
+    return _pick(path, spec_files(spec), text)
+
+
+def _from_hub(where: str, name: str, cache: Path, spec: EncoderSpec | None) -> Path:
+    """``ORG/NAME[/FILE]`` in the hub cache folder ``cache`` (local files only)."""
+    parts = name.strip("/").split("/")
+    if len(parts) < 2 or not all(parts):
+        raise ConfigError(where, f"expected {HF_PREFIX}ORG/NAME or {HF_PREFIX}ORG/NAME/FILE")
+    repo, file = "/".join(parts[:2]), "/".join(parts[2:])
+    folder = cache / f"{_REPO_FOLDER}{repo.replace('/', '--')}"
+    try:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import HFValidationError
+    except ImportError:
+        raise ConfigError(
+            where, "reading the Hugging Face cache needs `pip install 'hmil-studio[hf]'`"
+        ) from None
+    try:
+        snapshot = Path(snapshot_download(repo, cache_dir=cache, local_files_only=True))
+    except HFValidationError as exc:
+        raise ConfigError(where, f"not a model name ({first_line(exc)})") from None
+    except OSError:  # LocalEntryNotFoundError: no such folder, or no snapshot for refs/main
+        raise ConfigError(
+            where,
+            f"not in the local Hugging Face cache (expected {folder}, with refs/main and its "
+            f"snapshot); download it there once, e.g. `hf download {repo}`",
+        ) from None
+    return _pick(snapshot, (file,) if file else spec_files(spec), where)
+
+
+def _pick(folder: Path, patterns: Sequence[str], where: str) -> Path:
+    """The first pattern that matches exactly one file in ``folder``."""
+    for pattern in patterns:
+        found = sorted(p for p in folder.glob(pattern) if p.is_file())
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            names = _listed(p.name for p in found)
+            raise ConfigError(where, f"{len(found)} files match {pattern} in {folder} ({names})")
+    raise ConfigError(where, f"no weights file ({', '.join(patterns)}) in {folder}")
