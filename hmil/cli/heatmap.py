@@ -78,7 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hmil.data.bags import infer_patch_size
+    from hmil.data.bags import level0_coords
     from hmil.errors import BagError, HMILError
     from hmil.heatmap import HeatmapStyle, check_patch_size, export_heatmap
     from hmil.predict import load_checkpoint
@@ -108,23 +108,26 @@ def run(args: argparse.Namespace) -> int:
             f"(choose from: {', '.join(names)})",
         )
     pred = predictor.predict(args.bag, attention=True)
+    for warning in pred.warnings:  # e.g. features of another encoder than the checkpoint's
+        print(f"warning: {args.bag}: {warning}", file=sys.stderr, flush=True)
     if pred.coords is None:
         raise BagError(args.bag, "bag has no coords; heatmaps need patch coordinates")
     rows = pred.attention[args.level] if pred.attention else None
     if rows is None:
         raise BagError(args.bag, "the model returned no attention")
     attention = {name: rows[i] for i, name in enumerate(names)}
-    patch_size = args.patch_size or infer_patch_size(pred.coords, pred.bag_attrs or {}, args.bag)
+    # grid-unit coords (torchmil's 0, 1, 2, ...) are scaled by --patch-size, refused without it
+    coords, patch_size = level0_coords(pred.coords, pred.bag_attrs, args.patch_size, args.bag)
     slide = open_slide(args.slide) if args.slide else None
     try:
         if slide is not None and args.allow_slide_mismatch:
-            match = check_bag_on_slide(pred.bag_attrs, pred.coords, slide, allow_mismatch=True)
+            match = check_bag_on_slide(pred.bag_attrs, coords, slide, allow_mismatch=True)
             if match.problem is not None:
                 print(f"warning: {slide.path}: {match.problem}", file=sys.stderr, flush=True)
         outputs = export_heatmap(
             attention,
             args.label,
-            pred.coords,
+            coords,
             patch_size,
             args.out,
             slide=slide,

@@ -5,8 +5,13 @@ name, e.g. ``uni_v1``; TRIDENT writes the same attribute) and ``encoder_weights_
 weights file's hash). Features of two encoders — or of two weights files of one architecture —
 live in different spaces: a cohort mixing them trains on noise, and a checkpoint applied to
 another encoder's bags predicts garbage without an error, since D often matches (UNI and
-``resnet50_trunc`` are both 1024-d). Bags from other tools may carry no encoder at all; they are
-"unknown" and never reported as a mismatch.
+``resnet50_trunc`` are both 1024-d). A bag that records no encoder takes the one its folder
+names (TRIDENT's ``features_<enc>/``: :func:`hmil.data.bags.folder_encoder`); bags with neither
+are "unknown" and never reported as a mismatch.
+
+Training records the cohort's encoder in the checkpoint (``encoder``: ``name`` or
+``name@<weights sha256>``, :meth:`EncoderRef.label`), so prediction, heatmaps and the viewer
+can warn when a bag comes from another encoder (see docs/formats.md).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import Any
 
 import h5py
 
-from hmil.data.bags import load_bag
+from hmil.data.bags import ENCODER_FROM_FOLDER, folder_encoder, load_bag
 from hmil.errors import BagError, HMILError
 
 #: other tools' names of the same encoder → TRIDENT's (CLAM calls TRIDENT's resnet50 so)
@@ -55,6 +60,13 @@ class EncoderRef:
         a, b = self.weights_sha256, other.weights_sha256
         return bool(a and b) and not (a.startswith(b) or b.startswith(a))
 
+    def label(self) -> str:
+        """The form a checkpoint's ``encoder`` records: ``name`` or ``name@<weights sha256>``
+        (``""`` when unknown); :func:`parse_encoder` reads it back."""
+        if not self.known:
+            return ""
+        return f"{self.name}@{self.weights_sha256}" if self.weights_sha256 else self.name
+
     def __str__(self) -> str:
         if not self.known:
             return "unknown encoder"
@@ -90,7 +102,8 @@ def encoder_of(attrs: Mapping[str, Any]) -> EncoderRef:
 
 def read_bag_encoder(path: Path) -> EncoderRef:
     """The encoder of a bag file: ``.h5`` attributes only; ``.pt``/``.npy`` through
-    :func:`~hmil.data.bags.load_bag` (memory-mapped; their sibling ``.h5`` carries it).
+    :func:`~hmil.data.bags.load_bag` (memory-mapped; their sibling ``.h5`` carries it). Either
+    way, a bag that records none takes the one its folder names (``features_<enc>/``).
 
     Raises:
         BagError: unreadable file.
@@ -102,7 +115,8 @@ def read_bag_encoder(path: Path) -> EncoderRef:
                 attrs = dict(f["features"].attrs) if "features" in f else {}
         except OSError as exc:
             raise BagError(path, f"not a readable HDF5 bag ({str(exc).splitlines()[0]})") from None
-        return encoder_of({k: _text(v) for k, v in attrs.items()})
+        ref = encoder_of({k: _text(v) for k, v in attrs.items()})
+        return ref if ref.known else parse_encoder(folder_encoder(path))
     return encoder_of(load_bag(path, check_finite=False).attrs)
 
 
@@ -145,10 +159,13 @@ def encoder_mismatch(checkpoint_encoder: str, bag_attrs: Mapping[str, Any] | Non
         checkpoint_encoder: the checkpoint's ``encoder`` (a name, ``name@sha`` or ``""``).
         bag_attrs: the bag's attributes.
     """
-    trained, bag = parse_encoder(checkpoint_encoder), encoder_of(bag_attrs or {})
+    attrs = bag_attrs or {}
+    trained, bag = parse_encoder(checkpoint_encoder), encoder_of(attrs)
     if not trained.differs_from(bag):
         return None
+    folder = attrs.get(ENCODER_FROM_FOLDER)
+    named = f" (named by its folder {folder})" if folder else ""
     return (
-        f"bag made by {bag}, but the checkpoint was trained on {trained} features: "
+        f"bag made by {bag}{named}, but the checkpoint was trained on {trained} features: "
         "the prediction is not meaningful"
     )

@@ -4,6 +4,10 @@ Bad items (a labelled slide without a bag, an unreadable, empty or non-finite ba
 dimension differs from the rest) are reported through ``on_skip`` and left out, or raised at
 once with ``strict=True``. Each bag is read and checked once up front, so a bad file found on
 epoch 37 of a night's run cannot happen.
+
+The bags' encoder (recorded on them, or named by TRIDENT's ``features_<enc>/`` folder) is kept
+in :attr:`FoldCohort.encoder`; :func:`checkpoint_encoder` turns it into the checkpoint's
+``encoder``, so predicting another encoder's bags later warns (docs/formats.md).
 """
 
 from __future__ import annotations
@@ -17,9 +21,9 @@ import pandas as pd
 import torch
 
 from hmil.data.bags import find_bag, load_bag
-from hmil.data.provenance import check_single_encoder
+from hmil.data.provenance import EncoderRef, check_single_encoder, parse_encoder
 from hmil.data.splits import Split, check_cases
-from hmil.errors import BagError, HMILError
+from hmil.errors import BagError, ConfigError, HMILError
 from hmil.progress import Progress
 
 SkipHandler = Callable[[str, str], None]
@@ -43,6 +47,34 @@ class FoldCohort:
     parts: dict[str, list[CohortItem]]
     in_dim: int
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    encoder: EncoderRef = field(default_factory=EncoderRef)
+
+
+def checkpoint_encoder(configured: str, found: EncoderRef) -> str:
+    """The ``encoder`` a checkpoint records: ``name`` or ``name@<weights sha256>``.
+
+    Args:
+        configured: ``data.encoder`` of the config (``""``: not given).
+        found: the cohort's encoder (:attr:`FoldCohort.encoder`).
+
+    Returns:
+        The bags' encoder when the config names none; the configured one otherwise, with the
+        bags' weights hash added when they record one.
+
+    Raises:
+        ConfigError: the config names another encoder than the bags record.
+    """
+    stated = parse_encoder(configured)
+    if stated.differs_from(found):
+        raise ConfigError(
+            "data.encoder",
+            f"'{configured}' is not the encoder the bags record ({found}); fix the setting "
+            "or leave it empty to take the bags' own",
+        )
+    if not stated.known:
+        return found.label()
+    sha = stated.weights_sha256 or (found.weights_sha256 if found.name == stated.name else "")
+    return EncoderRef(stated.name, sha).label()
 
 
 class BagStore:
@@ -144,8 +176,8 @@ def gather_fold(
             )
         parts[part] = items
     progress.close()
-    check_single_encoder(item.path for items in parts.values() for item in items)
+    encoder = check_single_encoder(item.path for items in parts.values() for item in items)
     if not parts.get("train") or dim is None:
         raise HMILError(features_dir, "no usable training bags for this fold")
     store.expected_dim = dim
-    return FoldCohort(parts=parts, in_dim=dim, skipped=skipped), store
+    return FoldCohort(parts=parts, in_dim=dim, skipped=skipped, encoder=encoder), store

@@ -39,7 +39,14 @@ from hmil.model import HMIL
 from hmil.model.losses import HMILLoss, SupConMemory
 from hmil.progress import Progress
 from hmil.train.balance import epoch_order, inverse_frequency_weights, resolve_class_balance
-from hmil.train.cohort import BagStore, CohortItem, FoldCohort, SkipHandler, gather_fold
+from hmil.train.cohort import (
+    BagStore,
+    CohortItem,
+    FoldCohort,
+    SkipHandler,
+    checkpoint_encoder,
+    gather_fold,
+)
 from hmil.train.evaluate import (
     evaluate_fold,
     evaluation_report,
@@ -270,7 +277,7 @@ def _start_fold(
         hierarchy=hierarchy,
         in_dim=cohort.in_dim,
         model_config=config.model,
-        encoder=config.data.encoder,
+        encoder=checkpoint_encoder(config.data.encoder, cohort.encoder),
         config=config.to_dict(),
         fold=fold,
     )
