@@ -74,7 +74,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hmil.errors import HMILError
-    from hmil.slides.tissue import SlideEntry, TilingConfig, read_slide_list, tile_slides
+    from hmil.slides.slide_list import SlideEntry, read_slide_list
+    from hmil.slides.tile_batch import tile_slides
+    from hmil.slides.tissue import TilingConfig
 
     config = TilingConfig(
         patch_size=args.patch_size,

@@ -34,7 +34,8 @@ from hmil.errors import HMILError
 from hmil.hierarchy import Hierarchy
 from hmil.slides.encoders import DEFAULT_ENCODER
 from hmil.slides.extract import ExtractConfig, extract_slides
-from hmil.slides.tissue import TileReport, TilingConfig, tile_slides
+from hmil.slides.tile_batch import TileReport, tile_slides
+from hmil.slides.tissue import TilingConfig
 from hmil.train.api import train
 from hmil.train.evaluate import evaluate_run_fold
 from hmil.train.runs import summarise_run

@@ -42,7 +42,7 @@ from hmil.progress import Progress
 from hmil.slides.encoders import PRECISIONS, PatchEncoder, create_encoder
 from hmil.slides.match import slide_attrs
 from hmil.slides.reader import Slide, open_slide, slide_id_from_path, trident_best_level
-from hmil.slides.tissue import PatchFile, load_patches
+from hmil.slides.patch_files import PatchFile, load_patches
 
 BAG_FORMATS = ("h5", "pt")
 

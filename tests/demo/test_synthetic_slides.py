@@ -169,7 +169,8 @@ def test_stains_to_rgb_is_beer_lambert() -> None:
 
 def test_project_reader_and_tiler_use_the_metadata(written: tuple[Path, dict]) -> None:
     from hmil.slides.reader import open_slide
-    from hmil.slides.tissue import TilingConfig, tile_slide
+    from hmil.slides.tiling import tile_slide
+    from hmil.slides.tissue import TilingConfig
 
     root, slides = written
     slide: SyntheticSlide = slides["carcinoma-small"]

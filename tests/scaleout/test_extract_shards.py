@@ -12,7 +12,8 @@ import pytest
 import tifffile
 
 from hmil.cli import main
-from hmil.slides.tissue import TilingConfig, tile_slides
+from hmil.slides.tile_batch import tile_slides
+from hmil.slides.tissue import TilingConfig
 
 
 def _slide(path: Path, seed: int) -> Path:

@@ -25,7 +25,9 @@ from hmil.slides.extract import (
     read_patch,
     resolve_patches_dir,
 )
-from hmil.slides.tissue import TilingConfig, load_patches, tile_slides
+from hmil.slides.patch_files import load_patches
+from hmil.slides.tile_batch import tile_slides
+from hmil.slides.tissue import TilingConfig
 
 
 @pytest.fixture(scope="module")

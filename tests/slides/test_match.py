@@ -17,7 +17,9 @@ from hmil.slides.match import (
     check_bag_on_slide,
     slide_attrs,
 )
-from hmil.slides.tissue import TilingConfig, load_patches, save_patches, tile_slide
+from hmil.slides.patch_files import load_patches, save_patches
+from hmil.slides.tiling import tile_slide
+from hmil.slides.tissue import TilingConfig
 
 #: the two real slides' facts (cmu-1 states 0.499 µm/px; the TCGA file states none)
 CMU = SlideFacts(Path("/slides/cmu-1-small-region.svs"), "cmu-1-small-region", (2220, 2967), 0.499)

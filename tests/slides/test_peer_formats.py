@@ -27,7 +27,8 @@ from hmil.cli import main
 from hmil.data.bags import load_bag
 from hmil.errors import BagError
 from hmil.slides.extract import ExtractConfig, extract_slides
-from hmil.slides.tissue import TilingConfig, tile_slides
+from hmil.slides.tile_batch import tile_slides
+from hmil.slides.tissue import TilingConfig
 
 TCGA = "tcga-cr-7395-01a-01-ts1.svs"  # no magnification metadata; 0.25 µm/px given by hand
 

@@ -21,22 +21,17 @@ from hmil.demo.synthetic_slides import build_texture_bank, render_slide, write_s
 from hmil.errors import HMILError, SlideError
 from hmil.slides import Region, open_slide
 from hmil.slides.reader import bounds_from_properties
+from hmil.geojson import read_tissue_geojson, write_tissue_geojson
+from hmil.slides.patch_files import load_patches, save_patches
+from hmil.slides.slide_list import read_slide_list
+from hmil.slides.tile_batch import tile_slides
+from hmil.slides.tiling import grid_coords, plan_patches, tile_slide, tissue_fractions
 from hmil.slides.tissue import (
     TilingConfig,
     TissueConfig,
-    grid_coords,
-    load_patches,
     mask_polygons,
-    plan_patches,
     rasterize_polygons,
-    read_slide_list,
-    read_tissue_geojson,
-    save_patches,
-    tile_slide,
-    tile_slides,
-    tissue_fractions,
     tissue_mask,
-    write_tissue_geojson,
 )
 
 
