@@ -26,7 +26,7 @@ from hmil.model import HMIL
 from hmil.predict import Prediction, load_checkpoint
 
 D = 16
-SIZES = (1, 7, 300)
+SIZES = (1, 7, 300, 5000)  # 5000: hmil predict pools it in blocks
 TOLERANCE = 1e-5
 
 
