@@ -31,7 +31,8 @@ from hmil.attention_scale import (
     code_positions,
     fit_scales,
 )
-from hmil.errors import HMILError
+from hmil.errors import ConfigError, HMILError
+from hmil.params import Interval, Options, param, validate
 from hmil.patch_grid import PatchGrid, patch_grid, smooth_on_grid
 from hmil.slides.reader import Region, Slide, fit_size
 
@@ -69,7 +70,7 @@ MAX_PATCH_SIZE = 2.0**20
 def colormap_lut(name: str) -> np.ndarray:
     """The ``(256, 3)`` uint8 lookup table of colormap ``name`` (one of :data:`CMAPS`)."""
     if name not in _CMAP_ANCHORS:
-        raise HMILError("colormap", f"unknown colormap '{name}' (available: {', '.join(CMAPS)})")
+        raise ConfigError("cmap", f"unknown colormap '{name}' (available: {', '.join(CMAPS)})")
     anchors = np.asarray(_CMAP_ANCHORS[name], dtype=np.float64)
     pos = np.linspace(0.0, 1.0, len(anchors))
     t = np.linspace(0.0, 1.0, 256)
@@ -85,37 +86,37 @@ def colormap_code_lut(name: str) -> np.ndarray:
 
 @dataclass(frozen=True)
 class HeatmapStyle:
-    """How attention becomes colours.
+    """How attention becomes colours; each field's help and accepted values are declared with
+    it (:func:`hmil.params.param`; ``hmil heatmap --help`` shows them), checked on construction
+    (:class:`~hmil.errors.ConfigError` naming the field, e.g. ``alpha``)."""
 
-    Attributes:
-        cmap: colormap name (:data:`CMAPS`); perceptually uniform viridis by default.
-        alpha: overlay opacity on coloured pixels, 0..1.
-        normalize: the scale (:data:`hmil.attention_scale.SCALES`): ``relative`` (default:
-            multiples of an average patch's attention, log axis, shared by every label),
-            ``percentile`` or ``raw``.
-        smooth: Gaussian sigma in patches, 0..:data:`MAX_SMOOTH` (0 = blocky patches);
-            smoothing never moves attention onto cells without a patch.
-        per_label: fit ``relative``/``raw`` bounds to each label instead of the whole level.
-    """
-
-    cmap: str = "viridis"
-    alpha: float = 0.5
-    normalize: Normalization = DEFAULT_SCALE  # type: ignore[assignment]  # a SCALES key
-    smooth: float = 0.0
-    per_label: bool = False
+    cmap: str = param(
+        "viridis",
+        "colormap: viridis (default, perceptually uniform), magma, coolwarm or jet (not "
+        "perceptually uniform)",
+        Options(CMAPS),
+    )
+    alpha: float = param(0.5, "overlay opacity on coloured pixels", Interval(float, 0, 1))
+    normalize: Normalization = param(  # noqa: RUF009  (param returns a dataclasses.field)
+        DEFAULT_SCALE,
+        "the colour scale (hmil.attention_scale.SCALES): relative = attention × an average "
+        "patch's, log axis ×1–×10 shared by the level's labels, under ×1 uncoloured; "
+        "percentile = rank among the patches per label; raw = attention weight, min-max of the "
+        "level's labels",
+        Options(NORMALIZATIONS),
+    )
+    smooth: float = param(
+        0.0,
+        "Gaussian sigma in patches (0 = blocky patches); smoothing never moves attention onto "
+        "cells without a patch",
+        Interval(float, 0, MAX_SMOOTH),
+    )
+    per_label: bool = param(
+        False, "fit the relative/raw bounds to each label instead of the whole level"
+    )
 
     def __post_init__(self) -> None:
-        colormap_lut(self.cmap)
-        if not 0.0 <= self.alpha <= 1.0:
-            raise HMILError("opacity", f"must be within [0, 1], got {self.alpha}")
-        if self.normalize not in NORMALIZATIONS:
-            raise HMILError(
-                "scale", f"expected one of {', '.join(NORMALIZATIONS)}, got '{self.normalize}'"
-            )
-        if not (0.0 <= self.smooth <= MAX_SMOOTH):
-            raise HMILError(
-                "smoothing", f"must be within [0, {MAX_SMOOTH:g}] patches, got {self.smooth}"
-            )
+        validate(self)
 
 
 def normalize_scores(scores: np.ndarray, mode: Normalization = "percentile") -> np.ndarray:
@@ -130,20 +131,20 @@ def normalize_scores(scores: np.ndarray, mode: Normalization = "percentile") -> 
     """
     s = np.asarray(scores, dtype=np.float64).ravel()
     if mode not in NORMALIZATIONS:
-        raise HMILError("scale", f"expected one of {', '.join(NORMALIZATIONS)}, got '{mode}'")
+        raise ConfigError("normalize", f"expected one of {', '.join(NORMALIZATIONS)}, got '{mode}'")
     if s.size == 0:
         return s.astype(np.float32)
     return fit_scales(s[None], mode)[0].positions(s)
 
 
-def check_patch_size(patch_size: float, where: str = "--patch-size") -> float:
+def check_patch_size(patch_size: float, where: str = "patch_size") -> float:
     """``patch_size`` as a float if it is a usable level-0 patch side, else HMILError."""
     try:
         value = float(patch_size)
     except (TypeError, ValueError):
         value = math.nan
     if not (math.isfinite(value) and 0 < value <= MAX_PATCH_SIZE):
-        raise HMILError(
+        raise ConfigError(
             where,
             f"must be a positive number of level-0 pixels (≤ {MAX_PATCH_SIZE:g}), got {patch_size}",
         )
@@ -406,7 +407,7 @@ def render_codes(
         ``(H, W, 3)`` uint8 RGB.
     """
     if not 1 <= max_size <= MAX_PNG_SIZE:
-        raise HMILError("--max-size", f"must be within [1, {MAX_PNG_SIZE}], got {max_size}")
+        raise ConfigError("max_size", f"must be within [1, {MAX_PNG_SIZE}], got {max_size}")
     region = whole_region(coords, patch_size, slide)
     out_size = fit_size(region.w, region.h, max_size)
     base = _base(slide, region, out_size)

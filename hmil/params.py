@@ -10,8 +10,8 @@ name (``train.epochs``), ``problem`` says what was expected and what was found
 by ``hmil train --print-config``) and build the command-line flags (:mod:`hmil.cli.flags`); a
 command line translates the dotted name into its flag, the library never names a flag.
 
-Modelled on scikit-learn's ``_param_validation``; the configuration reference is
-``docs/configuration.md``.
+Modelled on scikit-learn's ``_param_validation``; ``hmil train --print-config`` lists every
+rule of the training config (``docs/cli.md``).
 """
 
 from __future__ import annotations
@@ -118,6 +118,32 @@ class Interval:
         if hi is not None:
             bad.append(hi if self.closed in ("left", "neither") else self.kind(hi + step))
         return bad
+
+
+@dataclass(frozen=True)
+class OrderedPair:
+    """A ``(low, high)`` pair with ``low ≤ high``, each accepted by ``each``."""
+
+    each: Interval
+
+    def describe(self) -> str:
+        return f"(low, high), low ≤ high, each {self.each.describe()}"
+
+    def problem(self, value: Any, owner: Any) -> str | None:
+        if not isinstance(value, tuple | list) or len(value) != 2:
+            return f"must be a pair (low, high), got {_shown(value)}"
+        for item in value:
+            problem = self.each.problem(item, owner)
+            if problem is not None:
+                return f"{problem} (in {_shown(tuple(value))})"
+        if value[0] > value[1]:
+            return f"must have low ≤ high, got {_shown(tuple(value))}"
+        return None
+
+    def bad_values(self, owner: Any) -> list[Any]:
+        low = [b for b in self.each.bad_values(owner) if not isinstance(b, str)]
+        ok = self.each.left if isinstance(self.each.left, int | float) else 0
+        return ["many", (1, 0) if ok == 0 else (ok + 1, ok), *[(b, b) for b in low]]
 
 
 def registry_keys(module: str, name: str) -> Callable[[], tuple[str, ...]]:

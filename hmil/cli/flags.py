@@ -80,7 +80,10 @@ def add_field_flag(
     kwargs: dict[str, Any] = {"dest": dest, "default": default, "help": help_text}
     if isinstance(rule, Options):
         kwargs["choices"] = rule.values()
-    if kind is dict:
+    items = [a for a in typing.get_args(hint) if a is not Ellipsis]
+    if kind is tuple and items and all(a in (int, float) for a in items):
+        kwargs.update(type=items[0], nargs=len(items), metavar=("LOW", "HIGH")[: len(items)])
+    elif kind is dict:
         kwargs.update(type=_mapping, metavar="MAPPING")
     elif kind in (int, float):
         kwargs.update(type=kind, metavar="N" if kind is int else "X")
@@ -141,7 +144,11 @@ def _attr(obj: Any, dotted: str) -> Any:
 def given(args: argparse.Namespace, flags: Mapping[str, str]) -> dict[str, Any]:
     """Dotted field name → value for the flags of ``flags`` (name → dest) that were given."""
     values = {name: getattr(args, dest, None) for name, dest in flags.items()}
-    return {name: value for name, value in values.items() if value is not None}
+    return {  # nargs flags give lists; config fields hold tuples
+        name: tuple(value) if isinstance(value, list) else value
+        for name, value in values.items()
+        if value is not None
+    }
 
 
 def flag_names(parser: argparse.ArgumentParser) -> dict[str, tuple[str, ...]]:

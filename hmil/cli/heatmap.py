@@ -6,14 +6,13 @@ import argparse
 import sys
 
 from hmil.cli import EXIT_OK
+from hmil.cli.flags import add_field_flags, given
+from hmil.overlay import HeatmapStyle
 
 NAME = "heatmap"
 HELP = "draw one class's attention over the slide (PNG), export QuPath GeoJSON and top-k crops"
-#: the colour scales (hmil.attention_scale.SCALES; a literal so --help needs no import)
-NORMALIZE_CHOICES = ("relative", "percentile", "raw")
-#: HeatmapStyle's field names in its errors → the flags that set them
-STYLE_FLAGS = {"opacity": "--alpha", "scale": "--normalize", "smoothing": "--smooth",
-               "colormap": "--cmap"}  # fmt: skip
+#: HeatmapStyle's fields, each set by the flag of its name (--alpha, --per-label)
+STYLE_FIELDS = ("cmap", "alpha", "normalize", "smooth", "per_label")
 #: output arguments, checked before the command runs (hmil.cli.outputs)
 OUTPUTS = {"out": "file", "geojson": "file", "crops": "folder"}
 
@@ -39,33 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-size", type=int, default=2048, help="longer side of the PNG in pixels (2048)"
     )
-    parser.add_argument("--alpha", type=float, default=0.5, help="overlay opacity 0..1 (0.5)")
-    parser.add_argument(
-        "--cmap",
-        default="viridis",
-        help="viridis (default), magma, coolwarm or jet (not perceptually uniform)",
-    )
-    parser.add_argument(
-        "--normalize",
-        choices=NORMALIZE_CHOICES,
-        default=NORMALIZE_CHOICES[0],
-        help="the colour scale: relative (default) = attention × an average patch's, log axis "
-        "×1–×10 shared by the level's labels, under ×1 uncoloured; percentile = rank among "
-        "the patches per label; raw = attention weight, min-max of the level's labels",
-    )
-    parser.add_argument(
-        "--per-label",
-        action="store_true",
-        help="fit the relative/raw range to the drawn label alone (default: shared by the "
-        "level's labels, so two PNGs can be compared)",
-    )
+    style = parser.add_argument_group("style", "how attention becomes colours (HeatmapStyle)")
+    add_field_flags(style, HeatmapStyle, dotted=False, defaults=True, only=STYLE_FIELDS)
     parser.add_argument(
         "--no-legend",
         action="store_true",
         help="leave out the colour bar drawn in the PNG's lower-left corner",
-    )
-    parser.add_argument(
-        "--smooth", type=float, default=0.0, help="Gaussian sigma in patches (0 = off)"
     )
     parser.add_argument("--topk", type=int, default=0, help="crop the K top patches per class")
     parser.add_argument("--crops", help="folder for the crops (with --topk, needs --slide)")
@@ -80,21 +58,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from hmil.data.bags import level0_coords
     from hmil.errors import BagError, HMILError
-    from hmil.heatmap import HeatmapStyle, check_patch_size, export_heatmap
+    from hmil.heatmap import check_patch_size, export_heatmap
     from hmil.predict import load_checkpoint
     from hmil.slides import open_slide
     from hmil.slides.match import check_bag_on_slide
 
-    try:
-        style = HeatmapStyle(
-            cmap=args.cmap,
-            alpha=args.alpha,
-            normalize=args.normalize,
-            smooth=args.smooth,
-            per_label=args.per_label,
-        )
-    except HMILError as exc:  # the style names its fields; here the user typed flags
-        raise HMILError(STYLE_FLAGS.get(str(exc.where), str(exc.where)), exc.problem) from None
+    style = HeatmapStyle(**given(args, {name: name for name in STYLE_FIELDS}))
     if args.topk > 0 and not (args.slide and args.crops):
         raise HMILError("--topk", "needs --slide and --crops DIR (crops are cut from the slide)")
     if args.patch_size is not None:
@@ -139,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
             bag_attrs=pred.bag_attrs,
             allow_slide_mismatch=args.allow_slide_mismatch,
             legend=not args.no_legend,
+            hierarchy=predictor.hierarchy,
         )
     finally:
         if slide is not None:

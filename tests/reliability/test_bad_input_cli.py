@@ -321,7 +321,7 @@ def patch_size_flag_negative(env, tmp):
 def smooth_huge(env, tmp):
     """Before: a 59.6 GiB allocation (MemoryError traceback)."""
     bag = env["cohort"] / "features" / "synth-0000.h5"
-    return _heatmap(env, bag, tmp, "--smooth", "1e9"), "must be within [0, 64] patches", "--smooth"
+    return _heatmap(env, bag, tmp, "--smooth", "1e9"), "must lie in [0, 64], got 1e+09", "--smooth"
 
 
 def max_size_huge(env, tmp):
