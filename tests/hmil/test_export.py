@@ -30,12 +30,15 @@ SIZES = (1, 7, 300, 5000)  # 5000: hmil predict pools it in blocks
 TOLERANCE = 1e-5
 
 
-def _tiny_checkpoint(path: Path, hierarchy: Hierarchy, **extra: object) -> Path:
+def _tiny_checkpoint(
+    path: Path, hierarchy: Hierarchy, head: str = "per_class", dropout: float = 0.0, **extra: object
+) -> Path:
     """A small seeded HMIL checkpoint (D = 16); ``extra`` entries are added to its dict."""
     torch.manual_seed(0)
     config = ModelConfig(
-        hidden_dim=32, coarse_dim=48, fine_dim=24, coarse_attention_dim=16, fine_attention_dim=8
-    )
+        hidden_dim=32, coarse_dim=48, fine_dim=24, coarse_attention_dim=16, fine_attention_dim=8,
+        head=head, dropout=dropout,
+    )  # fmt: skip
     model = HMIL(D, hierarchy.n_coarse, hierarchy.n_fine, config)
     info = CheckpointInfo(hierarchy=hierarchy, in_dim=D, model_config=config, encoder="hed-texture")
     save_checkpoint(path, model, info)
@@ -111,6 +114,19 @@ def test_exported_program_gives_the_checkpoints_predictions(
         assert [o.shape for o in outputs] == [(3,), (3,), (7,), (3, n), (7, n)]
         for name, got, want in zip(OUTPUT_NAMES, outputs, expected, strict=True):
             np.testing.assert_allclose(got, want, rtol=0, atol=TOLERANCE, err_msg=f"{name} N={n}")
+
+
+def test_the_shared_head_and_dropout_export_too(tmp_path: Path, bracs: Hierarchy) -> None:
+    ckpt = _tiny_checkpoint(tmp_path / "shared.pt", bracs, head="shared", dropout=0.25)
+    out = export_checkpoint(ckpt, tmp_path / "shared.pt2", "exported-program").path
+    program = torch.export.load(out).module()
+    predictor = load_checkpoint(ckpt, device="cpu")
+    for bag in _bags()[:3]:
+        with torch.no_grad():
+            outputs = [t.numpy() for t in program(bag)]
+        expected = _expected(predictor.predict(bag, attention=True))
+        for name, got, want in zip(OUTPUT_NAMES, outputs, expected, strict=True):
+            np.testing.assert_allclose(got, want, rtol=0, atol=TOLERANCE, err_msg=name)
 
 
 def test_both_formats_carry_labels_encoder_and_version(
