@@ -15,7 +15,12 @@ Bag layout (the contract's, as :func:`hmil.data.bags.save_bag` writes it): datas
 (``patch_size``, ``patch_level``, ``patch_size_level0``, ...) and its slide's fields (``name``,
 ``level0_width``, ``level0_height``, ``mpp``: from the patch file, else from the slide read).
 ``.pt``: CLAM's ``pt_files`` layout, a plain ``(N, D)`` float32 tensor (CLAM's loader takes
-nothing else); its coords and provenance are those of the ``.h5`` beside it (``--format both``).
+nothing else); its coords and provenance are those of its ``.h5``.
+
+Folder layout (:func:`bag_paths`): one format writes ``OUT/<slide_id>.h5`` (or ``.pt``); both
+write CLAM's feature folder, ``OUT/h5_files/<slide_id>.h5`` and ``OUT/pt_files/<slide_id>.pt``,
+the folder CLAM's ``extract_features_fp.py`` writes and its ``Generic_MIL_Dataset`` reads as
+``data_dir``. hmil reads either (and the older side-by-side ``<id>.h5`` + ``<id>.pt``).
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ from hmil.slides.reader import Slide, open_slide, slide_id_from_path, trident_be
 from hmil.slides.patch_files import PatchFile, load_patches
 
 BAG_FORMATS = ("h5", "pt")
+#: CLAM's feature folder: the subfolder of each format when both are written
+CLAM_FOLDERS = {"h5": "h5_files", "pt": "pt_files"}
 
 
 def default_readers() -> int:
@@ -174,8 +181,16 @@ def find_patch_file(folder: Path, slide_id: str) -> Path:
 
 
 def bag_paths(out_dir: str | Path, slide_id: str, formats: Sequence[str]) -> list[Path]:
-    """The bag files of ``slide_id`` in ``out_dir`` for ``formats``."""
-    return [Path(out_dir) / f"{slide_id}.{fmt}" for fmt in formats]
+    """The bag files of ``slide_id`` in ``out_dir`` for ``formats``.
+
+    One format: ``out_dir/<slide_id>.<format>``. Both: CLAM's layout,
+    ``out_dir/h5_files/<slide_id>.h5`` and ``out_dir/pt_files/<slide_id>.pt``, so CLAM reads
+    ``out_dir`` as its ``data_dir`` (``pt_files`` by default, ``h5_files`` with coords).
+    """
+    root = Path(out_dir)
+    if len(set(formats)) > 1:
+        return [root / CLAM_FOLDERS[fmt] / f"{slide_id}.{fmt}" for fmt in formats]
+    return [root / f"{slide_id}.{fmt}" for fmt in formats]
 
 
 def plan_reads(slide: Slide, patches: PatchFile, out_size: int | None = None) -> ReadPlan:
@@ -310,7 +325,8 @@ def extract_slide(
     Args:
         slide_path: the slide file.
         patch_file: its ``patches/<slide_id>.h5``.
-        out_dir: where ``<slide_id>.h5`` / ``.pt`` go.
+        out_dir: the bag folder (:func:`bag_paths`: ``<slide_id>.h5`` / ``.pt``, or CLAM's
+            ``h5_files/`` and ``pt_files/`` when both are written).
         encoder: a built encoder (see :func:`hmil.slides.encoders.create_encoder`).
         config: batch size, formats, reader threads.
         progress: show a per-patch progress bar.

@@ -21,6 +21,7 @@ from hmil.checkpoint import CheckpointInfo, save_checkpoint
 from hmil.cli import main
 from hmil.config import ModelConfig
 from hmil.data.bags import load_bag, save_bag
+from hmil.geojson import colour_for_class
 from hmil.hierarchy import Hierarchy
 from hmil.model import HMIL
 from hmil.slides.encoders import HED_TEXTURE_DIM
@@ -31,6 +32,11 @@ BAD = ["truncated-aperio.svs", "unreadable-tiles.svs", "unsupported-compression.
 
 def _errors(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith("error: ")]
+
+
+def h5_bag(root: Path, sid: str) -> Path:
+    """The ``.h5`` bag ``--format both`` writes: CLAM's ``h5_files/`` under ``--out``."""
+    return root / "bags" / "h5_files" / f"{sid}.h5"
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +65,7 @@ def test_tile_and_extract_outputs(pipeline: dict[str, Path]) -> None:
     for sid, n in counts.items():
         assert (root / "tiles" / "masks" / f"{sid}.png").is_file()
         for suffix in (".h5", ".pt"):
-            bag = load_bag(root / "bags" / f"{sid}{suffix}")
+            bag = load_bag(root / "bags" / f"{suffix[1:]}_files" / f"{sid}{suffix}")  # CLAM
             assert bag.features.shape == (n, HED_TEXTURE_DIM)
             assert bag.coords is not None and bag.coords.shape == (n, 2)
             assert bag.attrs["encoder"] == "hed-texture" and bag.attrs["patch_size_level0"] == 256
@@ -116,7 +122,7 @@ def test_heatmap_over_the_slide_geojson_and_crops(
     root, slides = pipeline["root"], pipeline["slides"]
     slide = next(slides / n for n in H_AND_E if n.startswith(sid))
     code = main(["heatmap", "--checkpoint", str(pipeline["checkpoint"]), "--bag",
-                 str(root / "bags" / f"{sid}.h5"), "--slide", str(slide), "--level", "fine",
+                 str(h5_bag(root, sid)), "--slide", str(slide), "--level", "fine",
                  "--label", "IC", "--out", str(tmp_path / "h.png"), "--geojson",
                  str(tmp_path / "h.geojson"), "--max-size", "512", "--topk", "2", "--crops",
                  str(tmp_path / "crops"), "--smooth", "0.5", "--cmap", "magma",
@@ -124,12 +130,17 @@ def test_heatmap_over_the_slide_geojson_and_crops(
     assert code == 0
     with Image.open(tmp_path / "h.png") as image:
         assert max(image.size) == 512
-    bag = load_bag(root / "bags" / f"{sid}.h5")
+    bag = load_bag(h5_bag(root, sid))
     collection = json.loads((tmp_path / "h.geojson").read_text())
     assert collection["type"] == "FeatureCollection"
     assert len(collection["features"]) == bag.n_instances
-    measurements = collection["features"][0]["properties"]["measurements"]
-    assert set(measurements) == {f"attention_{c}" for c in Hierarchy.preset("bracs").fine}
+    properties = collection["features"][0]["properties"]
+    bracs = Hierarchy.preset("bracs")
+    assert set(properties["measurements"]) == {f"attention_{c}" for c in bracs.fine} | {
+        "top_label_index"
+    }
+    ic = {"name": "IC", "color": list(colour_for_class("IC", bracs))}
+    assert properties["classification"] == ic  # the --label, coloured by the hierarchy
     total = sum(f["properties"]["measurements"]["attention_IC"] for f in collection["features"])
     assert total == pytest.approx(1.0, abs=1e-4)  # attention is a softmax over the patches
     crops = sorted((tmp_path / "crops").glob("*/*.png"))
@@ -149,7 +160,7 @@ def test_trained_demo_model_heatmap_on_every_tiled_slide(
     root, slides = pipeline["root"], pipeline["slides"]
     slide = next(slides.glob(f"{sid}.*"))
     code = main(["heatmap", "--checkpoint", str(DEMO_CHECKPOINT), "--bag",
-                 str(root / "bags" / f"{sid}.h5"), "--slide", str(slide), "--level", "coarse",
+                 str(h5_bag(root, sid)), "--slide", str(slide), "--level", "coarse",
                  "--label", "malignant", "--out", str(tmp_path / "h.png"), "--geojson",
                  str(tmp_path / "h.geojson"), "--max-size", "384", "--device", "cpu"])  # fmt: skip
     assert code == 0
@@ -157,9 +168,10 @@ def test_trained_demo_model_heatmap_on_every_tiled_slide(
         assert 0 < max(image.size) <= 384  # --max-size caps; boxes-4-level is smaller
         assert np.asarray(image.convert("RGB")).std() > 0  # slide + overlay, not a blank image
     collection = json.loads((tmp_path / "h.geojson").read_text())
-    assert len(collection["features"]) == load_bag(root / "bags" / f"{sid}.h5").n_instances
+    assert len(collection["features"]) == load_bag(h5_bag(root, sid)).n_instances
     first = collection["features"][0]["properties"]["measurements"]
-    assert set(first) == {"attention_benign", "attention_atypical", "attention_malignant"}
+    assert set(first) == {"attention_benign", "attention_atypical", "attention_malignant",
+                          "top_label_index"}  # fmt: skip
 
 
 def test_heatmap_on_a_blank_canvas_and_errors(
@@ -167,7 +179,7 @@ def test_heatmap_on_a_blank_canvas_and_errors(
 ) -> None:
     root, slides = pipeline["root"], pipeline["slides"]
     base = ["heatmap", "--checkpoint", str(pipeline["checkpoint"]), "--device", "cpu"]
-    bag = str(root / "bags" / "tcga-cr-7395-01a-01-ts1.pt")
+    bag = str(root / "bags" / "pt_files" / "tcga-cr-7395-01a-01-ts1.pt")
     out = tmp_path / "blank.png"
     assert main([*base, "--bag", bag, "--level", "coarse", "--label", "malignant",
                  "--out", str(out)]) == 0  # fmt: skip

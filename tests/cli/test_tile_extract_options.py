@@ -81,11 +81,11 @@ def test_extract_resnet50_trunc_from_a_torchvision_file(
                  "--encoder", "resnet50_trunc", "--weights", str(weights), "--device", "cpu",
                  "--format", "both", "--batch-size", "2", "--quiet"])  # fmt: skip
     assert code == 0, capsys.readouterr().err
-    bag = load_bag(bags / "tiny.h5")
+    bag = load_bag(bags / "h5_files" / "tiny.h5")  # both formats: CLAM's folders
     assert bag.dim == 1024 and bag.n_instances >= 2
     assert bag.attrs["encoder"] == "resnet50" and bag.attrs["encoder_input_size"] == 224
     assert bag.attrs["encoder_weights_sha256"] == sha256_of(weights)
-    assert isinstance(torch.load(bags / "tiny.pt"), torch.Tensor)  # CLAM's pt_files layout
+    assert isinstance(torch.load(bags / "pt_files" / "tiny.pt"), torch.Tensor)
 
 
 def test_extract_errors_are_one_line(

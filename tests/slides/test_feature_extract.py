@@ -53,16 +53,18 @@ def test_bag_layout_and_features_equal_direct_encoding(
     patches = load_patches(tiled / "patches" / "disc.h5")
     n = patches.coords.shape[0]
     assert outcome.status == "done" and outcome.n_patches == n > 20
-    h5_bag, pt_bag = load_bag(tmp_path / "disc.h5"), load_bag(tmp_path / "disc.pt")
-    # the .pt is CLAM's pt_files tensor; its coords and provenance come from the .h5 beside it
-    assert isinstance(torch.load(tmp_path / "disc.pt", weights_only=True), torch.Tensor)
+    h5_path, pt_path = tmp_path / "h5_files" / "disc.h5", tmp_path / "pt_files" / "disc.pt"
+    h5_bag, pt_bag = load_bag(h5_path), load_bag(pt_path)
+    # both formats: CLAM's feature folder; the .pt is a plain tensor, its coords and provenance
+    # come from h5_files/
+    assert isinstance(torch.load(pt_path, weights_only=True), torch.Tensor)
     for bag in (h5_bag, pt_bag):
         assert bag.features.shape == (n, encoder.dim)
         assert (bag.coords == patches.coords).all()
         assert bag.attrs["encoder"] == "hed-texture" and bag.attrs["dim"] == 104
         assert bag.attrs["patch_size_level0"] == 128 and bag.attrs["patch_level"] == 1
     assert torch.equal(h5_bag.features, pt_bag.features)
-    with h5py.File(tmp_path / "disc.h5") as f:  # the contract's layout, as save_bag writes it
+    with h5py.File(h5_path) as f:  # the contract's layout, as save_bag writes it
         assert f["features"].dtype == np.float32 and f["coords"].dtype == np.int64
         assert f["coords"].attrs["level0_width"] == 1536
         assert f["features"].attrs["encoder_precision"] == "fp32"
