@@ -23,11 +23,11 @@ if str(HERE.parent) not in sys.path:  # `streamlit run viewer/app.py` puts only 
 
 import streamlit as st  # noqa: E402
 
-from viewer.components import shell  # noqa: E402
+from viewer.components import shell_ui  # noqa: E402
 
 st.set_page_config(page_title="HMIL Studio", page_icon="🔬", layout="wide")
 
-cfg = shell.settings()
+cfg = shell_ui.settings()
 pages = [
     st.Page(
         "views/slide.py", title="Slide", icon=":material/biotech:", url_path="slide", default=True
@@ -41,12 +41,12 @@ if cfg.training_enabled:  # a page left out of the navigation is never run, what
         )
     )
 page = st.navigation(pages)
-shell.compact_layout()
+shell_ui.compact_layout()
 if page.url_path in ("", "slide"):
-    shell.apply_address()
-run = shell.sidebar(cfg)
+    shell_ui.apply_address()
+run = shell_ui.sidebar(cfg)
 if run is not None:
-    shell.synthetic_banner(run)
+    shell_ui.synthetic_banner(run)
 elif cfg.checkpoint is not None and "demo" in cfg.checkpoint.parts:
     st.warning(
         "**SYNTHETIC demo model** — no run is open; the demo checkpoint was trained on generated "

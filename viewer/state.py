@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from viewer.access import is_loopback
-from viewer.components.paths import resolve
+from viewer.core.paths import resolve
 
 ENV_RUN = "HMIL_VIEW_RUN"
 ENV_CHECKPOINT = "HMIL_VIEW_CHECKPOINT"
@@ -117,7 +117,7 @@ def run_data_paths(run: Path) -> list[Path]:
     """
     from hmil.errors import HMILError
     from hmil.hierarchy import PRESETS
-    from viewer.components.runs import read_run_config
+    from viewer.core.runs import read_run_config
 
     try:
         data = read_run_config(run).data

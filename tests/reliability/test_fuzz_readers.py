@@ -138,8 +138,8 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 from hmil.errors import HMILError
-from viewer.components import cached
-from viewer.components.uploads import save_upload
+from viewer.components import cached_ui
+from viewer.core.uploads import save_upload
 from viewer.tiles.geometry import DeepZoomGeometry
 from viewer.tiles.registry import SlideRegistry
 from viewer.tiles.routes import TileService
@@ -157,7 +157,7 @@ for src in {files!r}:
     record = {{"statuses": [], "texts": []}}
     try:
         path = save_upload(src.read_bytes(), src.name, folder, 64)
-        size = cached.slide(path).dimensions
+        size = cached_ui.slide(path).dimensions
         record["page"] = "ok"
     except HMILError as exc:
         record["page"] = str(exc)

@@ -32,8 +32,8 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 from hmil.errors import HMILError
-from viewer.components import cached
-from viewer.components.uploads import save_upload
+from viewer.components import cached_ui
+from viewer.core.uploads import save_upload
 from viewer.tiles.geometry import DeepZoomGeometry
 from viewer.tiles.registry import SlideRegistry, slide_cache
 from viewer.tiles.routes import TileService
@@ -47,7 +47,7 @@ base = reset()
 folder = Path({folder!r})
 path = save_upload(src.read_bytes(), src.name, folder, 200)
 try:
-    size = cached.slide(path).dimensions
+    size = cached_ui.slide(path).dimensions
     result["page"] = "ok"
 except HMILError as exc:
     result["page"] = exc.problem

@@ -22,7 +22,7 @@ from starlette.testclient import TestClient
 
 from hmil.errors import SlideError
 from hmil.slides.reader import Region, open_slide
-from viewer.components import cached
+from viewer.components import cached_ui
 from viewer.tiles import sources
 from viewer.tiles.geometry import TILE_OVERLAP, TILE_SIZE
 from viewer.tiles.registry import ResidentCache, SlideRegistry, cached_slide
@@ -154,7 +154,7 @@ def test_a_slide_too_large_to_resample_is_refused_by_page_and_tiles(
         "for low zoom (convert it to a tiled pyramidal TIFF)"
     )
     with pytest.raises(SlideError) as info:
-        cached.slide(path)
+        cached_ui.slide(path)
     assert info.value.problem == problem
     registry = SlideRegistry()
     key = registry.register_slide(path, [root], (3072, 2048))
@@ -172,7 +172,7 @@ def test_pages_and_tiles_share_one_slide_handle(tmp_path: Path, one_level: Path)
     service = TileService(registry)
     key = registry.register_slide(path, [root], (3072, 2048))
     source = service.source(key)
-    assert source is not None and source.slide is cached.slide(path) is cached_slide(path)
+    assert source is not None and source.slide is cached_ui.slide(path) is cached_slide(path)
     assert not source.owns_slide
 
 
@@ -188,7 +188,7 @@ def test_crops_are_bounded_and_fall_back_to_the_swatch(
         with pytest.raises(SlideError, match=r"a 128x128 px picture of 2048x2048 level-0 px"):
             read_bounded(slide, Region(0, 0, 2048, 2048), (128, 128))
     result = SimpleNamespace(coords=np.array([[0, 0]]), patch_size=2048)
-    crop = cached.patch_crop(cached.slide(one_level), result, 0, 64)  # type: ignore[arg-type]
+    crop = cached_ui.patch_crop(cached_ui.slide(one_level), result, 0, 64)  # type: ignore[arg-type]
     assert crop.shape == (64, 64, 3) and (crop == crop[0, 0]).all()  # the score's swatch
 
 

@@ -4,7 +4,6 @@ figures and the per-slide prediction."""
 from __future__ import annotations
 
 import json
-import math
 import shutil
 from pathlib import Path
 
@@ -15,9 +14,9 @@ from viewer_fixtures import NO_SLIDE_ID
 
 from hmil.errors import ConfigError
 from hmil.predict import load_checkpoint
-from viewer.components import charts, cohort, runs, training
-from viewer.components.inference import patch_attention_rows, predict_slide
-from viewer.components.paths import PathRefused
+from viewer.core import charts, cohort, fold_table, launches, runs, train_form
+from viewer.core.inference import patch_attention_rows, predict_slide
+from viewer.core.paths import PathRefused
 
 
 @pytest.fixture(scope="module")
@@ -162,27 +161,24 @@ def test_prediction_and_patch_attention(viewer_run: Path, info: runs.RunInfo) ->
 
 
 def test_training_curves_and_overview(viewer_run: Path) -> None:
-    overview = training.fold_overview(viewer_run)
+    overview = fold_table.fold_overview(viewer_run)
     assert list(overview["fold"]) == [0, 1]
     assert set(overview["state"]) == {"finished"} and list(overview["epoch"]) == ["2/2", "2/2"]
-    curves = training.training_curves(viewer_run)
+    curves = fold_table.training_curves(viewer_run)
     assert set(curves["fold"]) == {0, 1} and set(curves["epoch"]) == {0, 1}
     assert {"train loss", "val loss", "val fine bal. acc"} <= set(curves["series"])
     fig = charts.curves_figure(curves, "t")
     assert len(fig.data) == curves.groupby(["fold", "series"]).ngroups
 
 
-def test_stop_request_and_eta(tmp_path: Path) -> None:
-    path = training.request_stop(tmp_path, 3)
+def test_stop_request(tmp_path: Path) -> None:
+    path = launches.request_stop(tmp_path, 3)
     assert path == tmp_path / "fold_3" / "STOP" and path.is_file()
-    assert training.format_eta(200) == "3 min 20 s"
-    assert training.format_eta(7260) == "2 h 1 min"
-    assert training.format_eta(None) == "" and training.format_eta(math.inf) == ""
 
 
 def test_training_form_paths_and_config(viewer_root: Path, tmp_path: Path) -> None:
     roots = (viewer_root.resolve(),)
-    form = training.TrainForm(
+    form = train_form.TrainForm(
         out=str(viewer_root / "runs" / "new"),
         labels=str(viewer_root / "cohort" / "labels.csv"),
         features=str(viewer_root / "cohort" / "features"),
@@ -192,40 +188,42 @@ def test_training_form_paths_and_config(viewer_root: Path, tmp_path: Path) -> No
         overrides={"train.epochs": 3, "launcher.kind": "local"},
         extra_yaml="model:\n  hidden_dim: 8\n",
     )
-    paths = training.checked_paths(form, roots)
-    config = training.build_config(form, paths)
+    paths = train_form.checked_paths(form, roots)
+    config = train_form.build_config(form, paths)
     assert config.train.epochs == 3 and config.model.hidden_dim == 8
     assert config.data.folds == "1" and config.launcher.kind == "local"
     assert config.data.labels == str((viewer_root / "cohort" / "labels.csv").resolve())
     with pytest.raises(PathRefused):
-        training.checked_paths(
-            training.TrainForm(**{**form.__dict__, "labels": "/etc/passwd"}), roots
+        train_form.checked_paths(
+            train_form.TrainForm(**{**form.__dict__, "labels": "/etc/passwd"}), roots
         )
     with pytest.raises(PathRefused):
-        training.checked_paths(training.TrainForm(**{**form.__dict__, "out": str(tmp_path)}), roots)
-    bad = training.TrainForm(**{**form.__dict__, "extra_yaml": "model: [1"})
+        train_form.checked_paths(
+            train_form.TrainForm(**{**form.__dict__, "out": str(tmp_path)}), roots
+        )
+    bad = train_form.TrainForm(**{**form.__dict__, "extra_yaml": "model: [1"})
     with pytest.raises(ConfigError, match="cannot parse YAML"):
-        training.build_config(bad, paths)
-    unknown = training.TrainForm(**{**form.__dict__, "extra_yaml": "model:\n  nope: 1\n"})
+        train_form.build_config(bad, paths)
+    unknown = train_form.TrainForm(**{**form.__dict__, "extra_yaml": "model:\n  nope: 1\n"})
     with pytest.raises(ConfigError, match="nope"):
-        training.build_config(unknown, paths)
+        train_form.build_config(unknown, paths)
 
 
 def test_create_splits_and_available_folds(viewer_root: Path, tmp_path: Path) -> None:
-    written = training.create_splits(
+    written = train_form.create_splits(
         viewer_root / "cohort" / "labels.csv", "bracs", tmp_path / "s", 3, 0, 0.1, None
     )
     assert [p.name for p in written] == ["splits_0.csv", "splits_1.csv", "splits_2.csv"]
-    assert training.available_folds(tmp_path / "s") == [0, 1, 2]
-    assert training.available_folds(tmp_path / "missing") == []
+    assert train_form.available_folds(tmp_path / "s") == [0, 1, 2]
+    assert train_form.available_folds(tmp_path / "missing") == []
 
 
 def test_log_tail(tmp_path: Path) -> None:
     log = tmp_path / "x.log"
     log.write_bytes(b"a\rb\r" + b"\n".join(b"line %d" % i for i in range(100)))
-    tail = training.log_tail(log)
+    tail = launches.log_tail(log)
     assert tail.splitlines()[-1] == "line 99" and len(tail.splitlines()) == 30
-    assert training.log_tail(tmp_path / "missing.log") == ""
+    assert launches.log_tail(tmp_path / "missing.log") == ""
 
 
 def test_run_files_outside_the_roots_are_not_read(viewer_run: Path, tmp_path: Path) -> None:
@@ -287,24 +285,24 @@ def test_caches_reload_a_rewritten_file(tmp_path: Path) -> None:
     read again, not served from the cache (a signature named ``_sig`` would be ignored)."""
     from PIL import Image
 
-    from viewer.components import cached
+    from viewer.components import cached_ui
 
     mask = tmp_path / "mask.png"
     Image.new("L", (4, 3), 0).save(mask)
-    assert cached.mask(mask).shape == (3, 4) and not cached.mask(mask).any()
+    assert cached_ui.mask(mask).shape == (3, 4) and not cached_ui.mask(mask).any()
     Image.new("L", (6, 5), 255).save(mask)
-    assert cached.mask(mask).shape == (5, 6) and cached.mask(mask).all()
+    assert cached_ui.mask(mask).shape == (5, 6) and cached_ui.mask(mask).all()
 
     slide = tmp_path / "slide.png"
     Image.new("RGB", (64, 64), (200, 10, 10)).save(slide)
-    first = cached.slide_crop(slide, 0, 0, 32, 8)
+    first = cached_ui.slide_crop(slide, 0, 0, 32, 8)
     assert first.shape == (8, 8, 3) and tuple(first[4, 4]) == (200, 10, 10)
     Image.new("RGB", (80, 80), (10, 10, 200)).save(slide)
-    assert tuple(cached.slide_crop(slide, 0, 0, 32, 8)[4, 4]) == (10, 10, 200)
+    assert tuple(cached_ui.slide_crop(slide, 0, 0, 32, 8)[4, 4]) == (10, 10, 200)
 
 
 def test_patch_bars_show_multiples_of_an_average_patch_on_a_log_axis() -> None:
-    from viewer.components.patch_bars import bar_share, patch_bars_html
+    from viewer.core.patch_bars import bar_share, patch_bars_html
 
     assert bar_share(1.0) == pytest.approx(1 / 3)  # ×1 sits a third along ×0.1–×100
     assert (bar_share(0.05), bar_share(100.0), bar_share(1e6)) == (0.0, 1.0, 1.0)

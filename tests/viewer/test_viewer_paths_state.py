@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from viewer import state
-from viewer.components.paths import PathRefused, check_under_roots, is_under
-from viewer.components.uploads import save_upload, upload_name
+from viewer.core.paths import PathRefused, check_under_roots, is_under
+from viewer.core.uploads import save_upload, upload_name
 from viewer.state import build_settings, settings_env, settings_from_env
 
 
@@ -116,7 +116,7 @@ def test_stale_upload_folders_are_removed(tmp_path: Path) -> None:
     import os
     import time
 
-    from viewer.components.uploads import UPLOAD_PREFIX, remove_stale_uploads
+    from viewer.core.uploads import UPLOAD_PREFIX, remove_stale_uploads
 
     old = tmp_path / f"{UPLOAD_PREFIX}old"
     fresh = tmp_path / f"{UPLOAD_PREFIX}fresh"

@@ -25,8 +25,8 @@ from viewer_fixtures import APP_TIMEOUT as TIMEOUT
 
 from hmil.errors import ConfigError
 from hmil.procs import pid_alive
-from viewer.components import runs, training
-from viewer.components.paths import PathRefused, check_under_roots, is_under, run_file
+from viewer.core import launches, runs, train_form
+from viewer.core.paths import PathRefused, check_under_roots, is_under, run_file
 from viewer.tiles.geometry import DeepZoomGeometry
 from viewer.tiles.registry import AttentionEntry, SlideRegistry
 from viewer.tiles.routes import TileService
@@ -39,7 +39,7 @@ echo "Submitted batch job $n"
 """
 
 
-def _form(root: Path, out: Path, **changes: object) -> training.TrainForm:
+def _form(root: Path, out: Path, **changes: object) -> train_form.TrainForm:
     values: dict[str, object] = {
         "out": str(out),
         "labels": str(root / "cohort" / "labels.csv"),
@@ -51,7 +51,7 @@ def _form(root: Path, out: Path, **changes: object) -> training.TrainForm:
         "extra_yaml": "",
     }
     values.update(changes)
-    return training.TrainForm(**values)  # type: ignore[arg-type]
+    return train_form.TrainForm(**values)  # type: ignore[arg-type]
 
 
 def _roots(viewer_root: Path, tmp_path: Path) -> tuple[Path, ...]:
@@ -64,7 +64,7 @@ def _roots(viewer_root: Path, tmp_path: Path) -> tuple[Path, ...]:
 def _config(viewer_root: Path, tmp_path: Path, extra: str) -> object:
     form = _form(viewer_root, tmp_path / "root" / "run", extra_yaml=extra)
     roots = _roots(viewer_root, tmp_path)
-    return training.build_config(form, training.checked_paths(form, roots))
+    return train_form.build_config(form, train_form.checked_paths(form, roots))
 
 
 def _wait_until_ended(pid: int, timeout_s: float = 120) -> None:
@@ -125,13 +125,13 @@ def test_a_slurm_launch_from_the_page_writes_no_shell_line_of_the_user(
     monkeypatch.setenv("FAKE_SLURM_DIR", str(fake))
     run = tmp_path / "root" / "slurm-page"
     form = _form(viewer_root, run, extra_yaml="launcher: {kind: slurm, partition: gpu}\n")
-    config = training.build_config(
-        form, training.checked_paths(form, _roots(viewer_root, tmp_path))
+    config = train_form.build_config(
+        form, train_form.checked_paths(form, _roots(viewer_root, tmp_path))
     )
-    launch = training.launch_training(run, config)
+    launch = launches.start_training_process(run, config)
     _wait_until_ended(launch.pid)
     scripts = sorted(fake.glob("sbatch_*.sh"))
-    assert scripts, training.log_tail(launch.log)
+    assert scripts, launches.log_tail(launch.log)
     lines = [ln for ln in scripts[0].read_text().splitlines() if ln and not ln.startswith("#")]
     assert len(lines) == 2, lines
     assert lines[0] == "export SUBMITIT_EXECUTOR=slurm" and lines[1].startswith("srun ")
@@ -149,11 +149,11 @@ def test_training_starts_isolated_so_a_planted_module_is_never_imported(
     marker = tmp_path / "PWNED"
     (run / "yaml.py").write_text(f"open({str(marker)!r}, 'w').write('x')\nfrom yaml import *\n")
     form = _form(viewer_root, run, splits=str(tmp_path / "root" / "no-such-splits"))
-    config = training.build_config(form, training.checked_paths(form, roots))
-    launch = training.launch_training(run, config)
+    config = train_form.build_config(form, train_form.checked_paths(form, roots))
+    launch = launches.start_training_process(run, config)
     assert launch.command[1:5] == ("-I", "-u", "-m", "hmil")
     _wait_until_ended(launch.pid)
-    assert "error: " in training.log_tail(launch.log)  # it ran (and refused the missing splits)
+    assert "error: " in launches.log_tail(launch.log)  # it ran (and refused the missing splits)
     assert not marker.exists()
 
 
@@ -207,11 +207,11 @@ def test_a_launch_record_naming_a_log_outside_the_run_is_not_read(tmp_path: Path
         ["not", "a", "record"],
     ]
     (run / "launches.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    shown = training.read_launches(run)
+    shown = launches.read_launches(run)
     assert [r["started"] for r in shown] == ["t2", "t1", "t0"]
     assert [r["log"] for r in shown] == [own.resolve(), None, None]
-    assert all("TOP-SECRET" not in training.log_tail(r["log"]) for r in shown)
-    assert training.log_tail(shown[0]["log"]) == "epoch 1"
+    assert all("TOP-SECRET" not in launches.log_tail(r["log"]) for r in shown)
+    assert launches.log_tail(shown[0]["log"]) == "epoch 1"
 
 
 def test_a_hierarchy_without_a_yaml_suffix_is_checked_like_any_file(
@@ -232,14 +232,14 @@ def test_a_hierarchy_without_a_yaml_suffix_is_checked_like_any_file(
     roots = _roots(viewer_root, tmp_path)
     out = tmp_path / "root" / "h"
     with pytest.raises(PathRefused, match="not a preset"):
-        training.checked_paths(_form(viewer_root, out, hierarchy=str(outside)), roots)
+        train_form.checked_paths(_form(viewer_root, out, hierarchy=str(outside)), roots)
     inside = tmp_path / "root" / "tree-no-suffix"
     shutil.copy(outside, inside)
     form = _form(viewer_root, out, hierarchy=str(inside))
-    paths = training.checked_paths(form, roots)
+    paths = train_form.checked_paths(form, roots)
     assert paths["hierarchy"] == inside.resolve()
-    assert training.build_config(form, paths).data.hierarchy == str(inside.resolve())
-    assert "hierarchy" not in training.checked_paths(_form(viewer_root, out), roots)
+    assert train_form.build_config(form, paths).data.hierarchy == str(inside.resolve())
+    assert "hierarchy" not in train_form.checked_paths(_form(viewer_root, out), roots)
 
 
 def test_split_files_linked_out_of_the_roots_are_refused(viewer_root: Path, tmp_path: Path) -> None:
@@ -250,9 +250,9 @@ def test_split_files_linked_out_of_the_roots_are_refused(viewer_root: Path, tmp_
     shutil.copy(viewer_root / "splits" / "splits_0.csv", outside)
     (splits / "splits_0.csv").symlink_to(outside)
     shutil.copy(viewer_root / "splits" / "splits_1.csv", splits / "splits_1.csv")
-    training.check_split_files(splits, [1], roots)
+    train_form.check_split_files(splits, [1], roots)
     with pytest.raises(PathRefused, match=r"splits_0\.csv: refused: outside"):
-        training.check_split_files(splits, [0, 1], roots)
+        train_form.check_split_files(splits, [0, 1], roots)
 
 
 # ----------------------------------------------------------------------------- the gate

@@ -12,10 +12,11 @@ import pytest
 from hmil.heatmap import HeatmapStyle, colormap_lut
 from hmil.overlay import colormap_code_lut, level_codes
 from hmil.patch_grid import patch_grid, smooth_on_grid
-from viewer.components import deepzoom_data, rendering, slide_lookup, slide_state
-from viewer.components.choices import keep_choice
-from viewer.components.inference import SlideResult
-from viewer.components.viewport import Canvas, slide_facts
+from viewer.core import rendering, slide_lookup, slide_state
+from viewer.core.choices import keep_choice
+from viewer.core.inference import SlideResult
+from viewer.core.viewport import Canvas, slide_facts
+from viewer.tiles import deepzoom_data
 
 
 def _result(coords: np.ndarray, patch: int = 256, seed: int = 0) -> SlideResult:

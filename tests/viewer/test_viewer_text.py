@@ -1,4 +1,4 @@
-"""User strings are shown as text (viewer/components/text.py): no bidirectional override, no
+"""User strings are shown as text (viewer/core/text.py): no bidirectional override, no
 Markdown, no Plotly markup or link, wherever the charts and uploads show them."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hmil.errors import HMILError
-from viewer.components import charts, text, uploads
+from viewer.core import charts, text, uploads
 
 LINK = "<a href='https://evil.example'>click</a>"
 RLO = "\u202e"

@@ -15,7 +15,7 @@ from PIL import Image
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from viewer.components.paths import PathRefused
+from viewer.core.paths import PathRefused
 from viewer.tiles import routes as routes_mod
 from viewer.tiles.geometry import TILE_OVERLAP, TILE_SIZE, DeepZoomGeometry
 from viewer.tiles.registry import AttentionEntry, SlideRegistry

@@ -24,7 +24,8 @@ from hmil.errors import HMILError, RunError
 from hmil.io import write_json_atomic
 from hmil.procs import pid_alive, process_start
 from hmil.train.runs import fold_paths, load_run_config
-from viewer.components import cached, training
+from viewer.components import cached_ui
+from viewer.core import fold_table, launches
 
 # ---------------------------------------------------------------------------- helpers
 
@@ -49,7 +50,7 @@ def _kill(pid: int) -> None:
 
 
 def _records(run: Path) -> list[dict[str, object]]:
-    path = run / training.LAUNCHES
+    path = run / launches.LAUNCHES
     return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
 
@@ -69,7 +70,7 @@ def _wait_finished(run: Path, folds: tuple[int, ...], timeout_s: float = 240) ->
         if all(fold_paths(run, f).finished() for f in folds):
             return
         time.sleep(1)
-    logs = "\n".join(training.log_tail(r["log"]) for r in training.read_launches(run))
+    logs = "\n".join(launches.log_tail(r["log"]) for r in launches.read_launches(run))
     raise AssertionError(f"folds {folds} of {run} did not finish:\n{logs}")
 
 
@@ -88,10 +89,10 @@ def test_a_launch_record_whose_pid_runs_another_process_is_not_running(tmp_path:
         {"pid": me, "started": "old, not a training", "folds": "0"},
         {"pid": me, "started": "new, alive", "folds": "0", "pid_start": start},
     ]
-    (run / training.LAUNCHES).write_text("".join(json.dumps(r) + "\n" for r in records))
-    shown = {r["started"]: r["alive"] for r in training.read_launches(run)}
+    (run / launches.LAUNCHES).write_text("".join(json.dumps(r) + "\n" for r in records))
+    shown = {r["started"]: r["alive"] for r in launches.read_launches(run)}
     assert shown == {"new, reused pid": False, "old, not a training": False, "new, alive": True}
-    assert [r["started"] for r in training.running_launches(run)] == ["new, alive"]
+    assert [r["started"] for r in launches.running_launches(run)] == ["new, alive"]
 
 
 # ---------------------------------------------------------------------------- one launch at a time
@@ -102,13 +103,13 @@ def test_concurrent_launches_of_one_run_start_exactly_one(tmp_path: Path, sleepe
     run = tmp_path / "run"
     config = Config().override({"data.folds": "0"})
     barrier = threading.Barrier(4)
-    started: list[training.Launch] = []
+    started: list[launches.Launch] = []
     refused: list[str] = []
 
     def submit() -> None:
         barrier.wait()
         try:
-            started.append(training.launch_training(run, config, python=str(sleeper)))
+            started.append(launches.start_training_process(run, config, python=str(sleeper)))
         except RunError as exc:
             refused.append(str(exc))
 
@@ -126,7 +127,9 @@ def test_concurrent_launches_of_one_run_start_exactly_one(tmp_path: Path, sleepe
     finally:
         for launch in started:
             _kill(launch.pid)
-    again = training.launch_training(run, config, python=str(sleeper))  # its record is stale now
+    again = launches.start_training_process(
+        run, config, python=str(sleeper)
+    )  # its record is stale now
     _kill(again.pid)
     assert [r["pid"] for r in _records(run)] == [started[0].pid, again.pid]
 
@@ -144,10 +147,10 @@ def test_concurrent_launches_from_separate_processes_start_exactly_one(
         "from pathlib import Path\n"
         "from hmil.config import Config\n"
         "from hmil.errors import RunError\n"
-        "from viewer.components import training\n"
+        "from viewer.core import launches\n"
         "while time.time() < float(sys.argv[1]): time.sleep(0.001)\n"
         "try:\n"
-        "    launch = training.launch_training(Path(sys.argv[2]),"
+        "    launch = launches.start_training_process(Path(sys.argv[2]),"
         " Config().override({'data.folds': '0'}), python=sys.argv[3])\n"
         "    print('started', launch.pid)\n"
         "except RunError as exc:\n"
@@ -177,19 +180,23 @@ def test_concurrent_launches_from_separate_processes_start_exactly_one(
 def test_a_launch_resumes_when_its_folds_already_have_state(tmp_path: Path, sleeper: Path) -> None:
     """Before: ``--resume`` was never passed, so hmil refused the interrupted fold."""
     run = tmp_path / "run"
-    fresh = training.launch_training(run, Config().override({"data.folds": "0"}), str(sleeper))
+    fresh = launches.start_training_process(
+        run, Config().override({"data.folds": "0"}), str(sleeper)
+    )
     _kill(fresh.pid)
     assert "--resume" not in fresh.command and not fresh.resume
     fold_paths(run, 1).root.mkdir(parents=True)
     fold_paths(run, 1).state.write_bytes(b"x")  # fold 1 was interrupted
     for folds in ("1", "0,1", "all"):
-        launch = training.launch_training(
+        launch = launches.start_training_process(
             run, Config().override({"data.folds": folds}), python=str(sleeper)
         )
         _kill(launch.pid)
         assert launch.command.count("--resume") == 1 and launch.resume, folds
     assert _records(run)[-1]["resume"] is True
-    fresh = training.launch_training(run, Config().override({"data.folds": "0"}), str(sleeper))
+    fresh = launches.start_training_process(
+        run, Config().override({"data.folds": "0"}), str(sleeper)
+    )
     _kill(fresh.pid)
     assert "--resume" not in fresh.command
 
@@ -197,23 +204,23 @@ def test_a_launch_resumes_when_its_folds_already_have_state(tmp_path: Path, slee
 @pytest.mark.slow
 def test_continuing_an_interrupted_run_finishes_it(viewer_run: Path, viewer_root: Path) -> None:
     run = _interrupted_copy(viewer_run, viewer_root / "runs" / "continue-direct")
-    assert training.fold_overview(run)["state"].tolist() == ["interrupted", "finished"]
-    launch = training.continue_run(run, (viewer_root.resolve(),))
+    assert fold_table.fold_overview(run)["state"].tolist() == ["interrupted", "finished"]
+    launch = launches.continue_run(run, (viewer_root.resolve(),))
     assert launch.resume and "--resume" in launch.command
     _wait_finished(run, (0,))
-    assert "error:" not in training.log_tail(launch.log)
+    assert "error:" not in launches.log_tail(launch.log)
 
 
 def test_continuing_refuses_what_the_page_may_not_run(viewer_run: Path, tmp_path: Path) -> None:
     run = _interrupted_copy(viewer_run, tmp_path / "root" / "run")
     roots = ((tmp_path / "root").resolve(),)
     with pytest.raises(HMILError, match="refused"):  # its cohort lies outside these roots
-        training.continue_run(run, roots)
+        launches.continue_run(run, roots)
     config = load_run_config(run).override({"launcher.extra": {"setup": ["touch /tmp/x"]}})
     (run / "config.yaml").write_text(config.to_yaml())
     with pytest.raises(RunError, match=r"launcher\.extra"):
-        training.continue_run(run, (viewer_run.parent.resolve(), *roots))
-    assert not (run / training.LAUNCHES).exists() or not training.running_launches(run)
+        launches.continue_run(run, (viewer_run.parent.resolve(), *roots))
+    assert not (run / launches.LAUNCHES).exists() or not launches.running_launches(run)
 
 
 # ---------------------------------------------------------------------------- the page
@@ -273,7 +280,7 @@ def test_an_interrupted_fold_reads_interrupted_and_can_be_continued(
 ) -> None:
     """Before: no word on what the fold reached and no way to continue it from the page."""
     run = _interrupted_copy(viewer_run, viewer_root / "runs" / "continue-page")
-    cached.discover_runs.clear()  # the run picker lists runs found under the roots
+    cached_ui.discover_runs.clear()  # the run picker lists runs found under the roots
     at = _start()
     at.selectbox(key="tr_monitor").set_value(str(run)).run()
     frame = next(d.value for d in at.dataframe if "status" in d.value.columns)

@@ -1,2 +1,2 @@
-"""Pure, unit-tested building blocks of the viewer pages (data, viewport maths, figures) and
-the thin Streamlit sections (``*_ui``) that lay them out."""
+"""The Streamlit sections of the viewer pages (``*_ui``): widgets, caches and session state
+over the pure functions of :mod:`viewer.core` and :mod:`viewer.tiles`."""

@@ -1,4 +1,4 @@
-"""Sections of the cohort page (Streamlit layout over :mod:`viewer.components.cohort`).
+"""Sections of the cohort page (Streamlit layout over :mod:`viewer.core.cohort`).
 
 Widget keys: ``co_level``, ``co_true``, ``co_pred``, ``co_conf``, ``co_miscls``, ``co_folds``,
 ``cm_coarse``, ``cm_fine`` (confusion charts, clickable), ``co_listing``, ``co_wrong`` (slide
@@ -13,8 +13,9 @@ from typing import cast
 import pandas as pd
 import streamlit as st
 
-from viewer.components import cached, charts, cohort, runs
-from viewer.components.cohort import COHORT_LEVELS, SlideFilter
+from viewer.components import cached_ui
+from viewer.core import charts, cohort, runs
+from viewer.core.cohort import COHORT_LEVELS, SlideFilter
 
 ANY = "(any)"
 PERSISTENT_KEYS = (
@@ -115,7 +116,7 @@ def _open_listed(key: str, ids: list[str], title: str) -> None:
 
 def open_slides(ids: list[str], first: str, title: str) -> None:
     """Ask the slide page to show ``first`` and to step through ``ids`` (read by
-    :func:`viewer.components.slide_pick.pick_from_run`)."""
+    :func:`viewer.components.slide_pick_ui.pick_from_run`)."""
     state = st.session_state
     state["open_slide"] = first
     state["cohort_list"] = list(ids)
@@ -176,5 +177,5 @@ def roc_section(info: runs.RunInfo, predictions: pd.DataFrame) -> None:
 
 
 def load(run: Path, roots: tuple[Path, ...]) -> tuple[runs.RunInfo, pd.DataFrame]:
-    info, predictions, _ = cached.run_tables(run, roots)
+    info, predictions, _ = cached_ui.run_tables(run, roots)
     return info, predictions

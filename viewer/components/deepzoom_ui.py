@@ -5,7 +5,8 @@ its label strip, "all labels" button and opacity slider report them as component
 the style values ``ov_cmap``, ``ov_norm``, ``ov_per_label``, ``ov_smooth``, ``ov_gt`` and their
 widgets' keys ``w_cmap``, ``w_norm``, ``w_per_label``, ``w_smooth``, ``w_gt`` with the switch
 ``ov_style_open``; the component ``deepzoom`` and its requests ``dz_goto`` and ``dz_viewport``
-(:mod:`.slide_state`, :mod:`.address`); ``patch_pick`` is shared with the top-k gallery.
+(:mod:`viewer.core.slide_state`, :mod:`viewer.core.address`); ``patch_pick`` is shared with the
+top-k gallery.
 
 The overlay has one set of controls: level, label, all labels, opacity and the layer switch
 live on the view (they recolour in the browser at once, then tell the page); the scale,
@@ -27,20 +28,15 @@ from hmil.attention_scale import SCALES
 from hmil.errors import HMILError
 from hmil.overlay import CMAPS, HeatmapStyle
 from hmil.slides.reader import Slide
-from viewer.components import (
-    cached,
-    deepzoom,
-    deepzoom_data,
-    patch_bars,
-    rendering,
-    slide_lookup,
-    slide_state,
-)
-from viewer.components.address import VIEWPORT_KEY
-from viewer.components.choices import keep_choice, session_state
-from viewer.components.inference import LEVELS, TIMES_AVERAGE, SlideResult, patch_attention_rows
-from viewer.components.viewport import Canvas, slide_facts
+from viewer.components import cached_ui, deepzoom_element_ui
+from viewer.components.shell_ui import session_state
+from viewer.core import patch_bars, rendering, slide_lookup, slide_state
+from viewer.core.address import VIEWPORT_KEY
+from viewer.core.choices import keep_choice
+from viewer.core.inference import LEVELS, TIMES_AVERAGE, SlideResult, patch_attention_rows
+from viewer.core.viewport import Canvas, slide_facts
 from viewer.state import ViewerSettings
+from viewer.tiles import deepzoom_data
 from viewer.tiles.registry import AttentionEntry, shared_registry
 
 CROP_PX = 160
@@ -95,7 +91,7 @@ def resolve_choice(
     mode = keep_choice(state, "ov_mode", MODES, DEFAULTS["ov_mode"])
     cmap = str(keep_choice(state, "ov_cmap", CMAPS, DEFAULTS["ov_cmap"]))
     norm = str(keep_choice(state, "ov_norm", NORMS, DEFAULTS["ov_norm"]))
-    style = cached.style(
+    style = cached_ui.style(
         cmap, float(state["ov_alpha"]), norm, float(state["ov_smooth"]), bool(state["ov_per_label"])
     )
     return OverlayChoice(
@@ -186,7 +182,7 @@ def _attention_key(identity: str, result: SlideResult, slide: Slide) -> str:
 
 def identity(checkpoint: Any, bag: Any) -> str:
     """Names one prediction: the versions of its checkpoint and bag files."""
-    return repr((cached.signature(checkpoint), cached.signature(bag)))
+    return repr((cached_ui.signature(checkpoint), cached_ui.signature(bag)))
 
 
 @dataclass(frozen=True)
@@ -240,10 +236,10 @@ def deepzoom_section(
     key = _slide_key(context.slide_file, context.slide_roots, slide)
     layer = None
     show: dict[str, Any]
-    style = choice.style if choice is not None else cached.style(**_default_style())
+    style = choice.style if choice is not None else cached_ui.style(**_default_style())
     strategy = cfg.overlay if key is not None else "canvas"
     if result is not None and choice is not None:
-        layer = cached.layer_part(result, choice.style, context.identity)
+        layer = cached_ui.layer_part(result, choice.style, context.identity)
         if strategy == "tiles" and slide is not None:
             tiles = deepzoom_data.tile_layer_urls(
                 result, _attention_key(context.identity, result, slide), choice.style
@@ -270,13 +266,13 @@ def deepzoom_section(
         note=note,
     )
     state = session_state()
-    deepzoom.deepzoom_view(
+    deepzoom_element_ui.deepzoom_view(
         data,
-        on_label=functools.partial(slide_state.on_label, state, deepzoom.KEY),
-        on_alpha=functools.partial(slide_state.on_alpha, state, deepzoom.KEY),
-        on_patch=functools.partial(slide_state.on_patch, state, deepzoom.KEY),
-        on_mode=functools.partial(slide_state.on_mode, state, deepzoom.KEY),
-        on_nav=functools.partial(slide_state.on_nav, state, deepzoom.KEY),
+        on_label=functools.partial(slide_state.on_label, state, deepzoom_element_ui.KEY),
+        on_alpha=functools.partial(slide_state.on_alpha, state, deepzoom_element_ui.KEY),
+        on_patch=functools.partial(slide_state.on_patch, state, deepzoom_element_ui.KEY),
+        on_mode=functools.partial(slide_state.on_mode, state, deepzoom_element_ui.KEY),
+        on_nav=functools.partial(slide_state.on_nav, state, deepzoom_element_ui.KEY),
     )
     st.caption(_facts(slide, canvas))
 
@@ -322,7 +318,7 @@ def patch_panel(result: SlideResult, slide: Slide | None, choice: OverlayChoice)
     cols = st.columns([1, 2, 1.6])
     colour = rendering.normalized(result, choice.level, choice.label, choice.style)
     cols[0].image(
-        cached.patch_crop(slide, result, index, CROP_PX, colour, choice.style.cmap),
+        cached_ui.patch_crop(slide, result, index, CROP_PX, colour, choice.style.cmap),
         caption=f"patch {index}",
     )
     current = f"{choice.level}/{choice.label}"

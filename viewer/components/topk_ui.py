@@ -13,12 +13,14 @@ from typing import Any
 
 import streamlit as st
 
-from hmil.heatmap import topk_indices
+from hmil.crops import topk_indices
 from hmil.slides.reader import Slide
-from viewer.components import cached, charts, rendering, slide_lookup
-from viewer.components.choices import keep_choice, session_state
+from viewer.components import cached_ui
 from viewer.components.deepzoom_ui import OverlayChoice
-from viewer.components.inference import SlideResult
+from viewer.components.shell_ui import session_state
+from viewer.core import charts, rendering, slide_lookup
+from viewer.core.choices import keep_choice
+from viewer.core.inference import SlideResult
 
 CROP_PX = 112
 KEYS = ("topk_k", "patch_pick")
@@ -49,7 +51,7 @@ def topk_gallery(result: SlideResult, slide: Slide | None, choice: OverlayChoice
     top = [int(i) for i in topk_indices(scores, k)]
     colour = rendering.normalized(result, choice.level, choice.label, choice.style)
     crops = [
-        cached.patch_crop(slide, result, index, CROP_PX, colour_values=colour,
+        cached_ui.patch_crop(slide, result, index, CROP_PX, colour_values=colour,
                           cmap=choice.style.cmap)
         for index in top
     ]  # fmt: skip

@@ -9,7 +9,7 @@ Widget keys: ``tr_out``, ``tr_labels``, ``tr_features``, ``tr_splits``, ``tr_hie
 
 Each widget's default is set once, in the session state (:func:`_form_defaults`), never also in
 the widget call: the page's values are written back to the session state on every run (kept
-across pages, ``shell.restore``), and Streamlit logs a warning with a stack trace for a widget
+across pages, ``shell_ui.restore``), and Streamlit logs a warning with a stack trace for a widget
 given a value both ways.
 """
 
@@ -24,8 +24,9 @@ import streamlit as st
 
 from hmil.config import SELECT_METRICS
 from hmil.errors import ConfigError, HMILError, RunError
-from viewer.components import cached, charts, shell, training
-from viewer.components.training import TrainForm
+from viewer.components import cached_ui, shell_ui
+from viewer.core import charts, fold_table, launches, train_form
+from viewer.core.train_form import TrainForm
 from viewer.state import ViewerSettings
 
 if TYPE_CHECKING:
@@ -93,7 +94,7 @@ def _form_defaults(cfg: ViewerSettings, run: Path | None) -> None:
     data, train = {}, {}
     if run is not None:
         try:
-            info, _, _ = cached.run_tables(run, cfg.roots)
+            info, _, _ = cached_ui.run_tables(run, cfg.roots)
             data, train = info.config.get("data", {}), info.config.get("train", {})
         except HMILError:
             pass
@@ -163,10 +164,10 @@ def launch_form(cfg: ViewerSettings, run: Path | None) -> None:
             "More config (YAML: model, loss, train, launcher resources)",
             key="tr_extra",
             height=100,
-            max_chars=training.MAX_EXTRA_BYTES,
+            max_chars=train_form.MAX_EXTRA_BYTES,
             placeholder="model:\n  hidden_dim: 128\nloss:\n  schedule: quadratic",
             help="Sections model, loss and train, and the launcher's "
-            f"{', '.join(sorted(training.FORM_LAUNCHER_KEYS))}. launcher.extra (raw SLURM "
+            f"{', '.join(sorted(train_form.FORM_LAUNCHER_KEYS))}. launcher.extra (raw SLURM "
             "parameters and setup lines) and the data paths cannot be set here.",
         )
         submitted = st.form_submit_button("Launch training", key="tr_submit", type="primary")
@@ -205,40 +206,42 @@ def _submit(cfg: ViewerSettings) -> tuple[str, str]:
             },
             extra_yaml=str(state.get("tr_extra", "")),
         )
-        paths = training.checked_paths(form, cfg.roots)
-        busy = training.running_launches(paths["out"])
-        if busy:  # before any split is written; launch_training checks again, under its claim
-            raise RunError(paths["out"], training.already_running(busy[0]))
+        paths = train_form.checked_paths(form, cfg.roots)
+        busy = launches.running_launches(paths["out"])
+        if (
+            busy
+        ):  # before any split is written; start_training_process checks again, under its claim
+            raise RunError(paths["out"], launches.already_running(busy[0]))
         if state.get("tr_mk_splits"):
-            if training.available_folds(paths["splits"]):
+            if train_form.available_folds(paths["splits"]):
                 raise HMILError(
                     paths["splits"],
                     "already holds splits; untick 'create new splits' to use them, or give "
                     "another folder",
                 )
             test = float(state["tr_test"]) or None
-            training.create_splits(
-                paths["labels"], training.hierarchy_spec(form, paths), paths["splits"],
+            train_form.create_splits(
+                paths["labels"], train_form.hierarchy_spec(form, paths), paths["splits"],
                 int(state["tr_k"]), int(state["tr_split_seed"]), float(state["tr_val"]), test,
             )  # fmt: skip
-        available = training.available_folds(paths["splits"])
+        available = train_form.available_folds(paths["splits"])
         if not available:
             raise HMILError(paths["splits"], "no splits_<k>.csv here (tick 'create new splits')")
         missing = [f for f in folds if f not in available]
         if missing:
             raise HMILError("folds", f"no split for fold(s) {missing} (available: {available})")
-        training.check_split_files(paths["splits"], folds or available, cfg.roots)
-        config = training.build_config(form, paths)
-        training.check_launch(paths["out"], config)
-        launch = training.launch_training(paths["out"], config)
+        train_form.check_split_files(paths["splits"], folds or available, cfg.roots)
+        config = train_form.build_config(form, paths)
+        launches.check_launch(paths["out"], config)
+        launch = launches.start_training_process(paths["out"], config)
     except HMILError as exc:
         return "error", str(exc)
-    cached.discover_runs.clear()
+    cached_ui.discover_runs.clear()
     state["tr_monitor_next"] = str(launch.run)
     return "ok", f"Started training of fold(s) {launch.folds} in {_started(launch)}"
 
 
-def _started(launch: training.Launch) -> str:
+def _started(launch: launches.Launch) -> str:
     """The rest of a started launch's message: where, its pid and log, and whether it resumes."""
     resumed = (
         " It resumes the run: interrupted folds go on from their last epoch, finished ones are "
@@ -253,7 +256,7 @@ def _started(launch: training.Launch) -> str:
 
 
 def monitor_run_picker(cfg: ViewerSettings, run: Path | None) -> Path | None:
-    options = [str(r) for r in shell.known_runs(cfg)]
+    options = [str(r) for r in shell_ui.known_runs(cfg)]
     state = st.session_state
     if state.get("tr_monitor_next"):
         state["tr_monitor"] = state.pop("tr_monitor_next")
@@ -272,7 +275,7 @@ def monitor_run_picker(cfg: ViewerSettings, run: Path | None) -> Path | None:
 def monitor(run: Path, roots: tuple[Path, ...]) -> None:
     """Fold states, ETA, stop and continue buttons, curves and launch logs of ``run`` (read
     from disk); ``roots``: the data roots a continued run's paths must lie under."""
-    overview = training.fold_overview(run)
+    overview = fold_table.fold_overview(run)
     if overview.empty:
         st.info(f"{run}: no fold has started yet.")
     else:
@@ -291,20 +294,20 @@ def monitor(run: Path, roots: tuple[Path, ...]) -> None:
                     help="Stops after the current epoch and evaluates the best checkpoint.",
                 )
         _continue_button(run, roots, overview)
-        curves = training.training_curves(run)
+        curves = fold_table.training_curves(run)
         if not curves.empty:
             st.plotly_chart(
                 charts.curves_figure(curves, "loss and validation curves per fold"),
                 key="tr_curves",
             )
-    for record in training.read_launches(run)[:5]:
+    for record in launches.read_launches(run)[:5]:
         state = {True: "running", False: "ended", None: "on another host"}[record["alive"]]
         with st.expander(f"launch {record['started']} · folds {record['folds']} · pid "
                          f"{record['pid']} · {state}"):  # fmt: skip
             if record["log"] is None:
                 st.text("(the record names no log file inside this run)")
             else:
-                st.text(training.log_tail(record["log"]) or "(no output yet)")
+                st.text(launches.log_tail(record["log"]) or "(no output yet)")
 
 
 def _continue_button(run: Path, roots: tuple[Path, ...], overview: pd.DataFrame) -> None:
@@ -329,7 +332,7 @@ def _continue(run: Path, roots: tuple[Path, ...]) -> None:
     """Continue-button callback: relaunch the run with ``--resume``; the outcome is shown
     under the button."""
     try:
-        launch = training.continue_run(run, roots)
+        launch = launches.continue_run(run, roots)
     except HMILError as exc:
         st.session_state["tr_continue_message"] = (str(run), "error", str(exc))
         return
@@ -339,4 +342,4 @@ def _continue(run: Path, roots: tuple[Path, ...]) -> None:
 
 def _request_stop(run: Path, fold: int) -> None:
     """Stop-button callback (streamlit callbacks return nothing; request_stop returns the path)."""
-    training.request_stop(run, fold)
+    launches.request_stop(run, fold)

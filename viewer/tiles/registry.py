@@ -1,7 +1,7 @@
 """Which slides (and attention maps) the tile routes may serve, under opaque keys.
 
 A page that shows a slide first admits its file through
-:func:`viewer.components.paths.check_under_roots` and then registers it here with the roots it
+:func:`viewer.core.paths.check_under_roots` and then registers it here with the roots it
 was admitted under; the browser only ever sees the key. The tile routes resolve a key back to
 the file and run the same check again before opening it, so an unknown key, a file that left
 the roots or a symlink swapped in later is refused without a read. Keys are a digest of the
@@ -32,7 +32,7 @@ from typing import Generic, TypeVar
 import numpy as np
 
 from hmil.slides.reader import Slide, open_slide
-from viewer.components.paths import check_under_roots
+from viewer.core.paths import check_under_roots
 
 KEY_PATTERN = re.compile(r"^[0-9a-f]{20}$")
 #: attention maps kept for overlay tiles (oldest dropped first; a page re-registers on rerun)
@@ -94,7 +94,7 @@ class SlideRegistry:
     def register_slide(
         self, path: str | Path, roots: Iterable[str | Path], size: tuple[int, int]
     ) -> str:
-        """Admit ``path`` (raises :class:`~viewer.components.paths.PathRefused` outside
+        """Admit ``path`` (raises :class:`~viewer.core.paths.PathRefused` outside
         ``roots``), a slide of level-0 ``size = (w, h)``, and return its key."""
         root_list = tuple(Path(r) for r in roots)
         resolved = check_under_roots(path, root_list)

@@ -8,7 +8,7 @@
 * ``/hmil/static/…``: the viewer's static assets (the vendored OpenSeadragon build).
 
 Every slide request resolves its key through :meth:`SlideRegistry.slide_path`, which runs
-:func:`viewer.components.paths.check_under_roots` again: an unknown key or a tile outside the
+:func:`viewer.core.paths.check_under_roots` again: an unknown key or a tile outside the
 pyramid is 404 and a file that left its roots 403, both before the file is opened. Decoded
 tiles and open slides are kept in LRU caches; tiles are immutable per key (the key changes
 with the file), so the browser may cache them too.
@@ -33,7 +33,7 @@ from starlette.staticfiles import StaticFiles
 
 from hmil.errors import HMILError
 from hmil.heatmap import CMAPS, NORMALIZATIONS, HeatmapStyle
-from viewer.components.paths import PathRefused
+from viewer.core.paths import PathRefused
 from viewer.tiles.geometry import TILE_OVERLAP, TILE_SIZE, DeepZoomGeometry
 from viewer.tiles.overlay import overlay_tile_png
 from viewer.tiles.registry import (

@@ -5,20 +5,21 @@ from __future__ import annotations
 import streamlit as st
 
 from hmil.errors import HMILError
-from viewer.components import cohort, cohort_ui, shell
+from viewer.components import cohort_ui, shell_ui
+from viewer.core import cohort
 
 
 def main() -> None:
     cohort_ui.follow_open_request()
     st.title("Cohort")
-    run = shell.current_run()
+    run = shell_ui.current_run()
     if run is None:
         st.info("No run is open: pick one in the sidebar (or start `hmil view RUN`).")
         return
     try:
-        info, predictions = cohort_ui.load(run, shell.settings().roots)
+        info, predictions = cohort_ui.load(run, shell_ui.settings().roots)
     except HMILError as exc:
-        shell.show_problem(exc)
+        shell_ui.show_problem(exc)
         return
     cohort_ui.metrics_section(run)
     if predictions.empty:
@@ -38,8 +39,8 @@ def main() -> None:
     cohort_ui.roc_section(info, predictions)
 
 
-shell.restore(*cohort_ui.PERSISTENT_KEYS)
+shell_ui.restore(*cohort_ui.PERSISTENT_KEYS)
 try:
     main()
 finally:
-    shell.keep(*cohort_ui.PERSISTENT_KEYS)
+    shell_ui.keep(*cohort_ui.PERSISTENT_KEYS)

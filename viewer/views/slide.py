@@ -10,28 +10,19 @@ import streamlit as st
 from hmil.errors import HMILError
 from hmil.slides.match import SlideMatch
 from hmil.slides.reader import Slide
-from viewer.components import (
-    address,
-    cached,
-    charts,
-    deepzoom_ui,
-    runs,
-    shell,
-    slide_pick,
-    slide_state,
-    topk_ui,
-)
-from viewer.components.choices import session_state
-from viewer.components.inference import SlideResult
+from viewer.components import cached_ui, deepzoom_ui, shell_ui, slide_pick_ui, topk_ui
+from viewer.components.shell_ui import session_state
+from viewer.core import address, charts, runs, slide_state
+from viewer.core.inference import SlideResult
 from viewer.state import ViewerSettings
 
-PERSISTENT_KEYS = (*slide_pick.KEYS, *deepzoom_ui.KEYS, *topk_ui.KEYS)
+PERSISTENT_KEYS = (*slide_pick_ui.KEYS, *deepzoom_ui.KEYS, *topk_ui.KEYS)
 VIEW_COLUMNS = [4.2, 1]
 
 
 def write_address(run: Path | None) -> None:
     """Put what the page shows into the URL when a driving parameter changed
-    (:mod:`viewer.components.address`)."""
+    (:mod:`viewer.core.address`)."""
     state = session_state()
     wanted = address.desired(state, str(run) if run is not None else None)
     kept = state.get("_address_viewport") or {}
@@ -52,7 +43,7 @@ def show_notes() -> None:
         st.caption("Link: " + charts.escape_markdown("; ".join(notes)))
 
 
-def match_line(match: SlideMatch | None, picked: slide_pick.Picked) -> None:
+def match_line(match: SlideMatch | None, picked: slide_pick_ui.Picked) -> None:
     """What the bag-on-slide check compared, and the override when it refused the pair."""
     if match is None:
         return
@@ -61,7 +52,7 @@ def match_line(match: SlideMatch | None, picked: slide_pick.Picked) -> None:
         st.error(f"The bag does not belong to this slide: {problem}", icon=":material/block:")
         st.checkbox(
             "The slide file was renamed: draw the bag on it anyway",
-            key=slide_pick.MISMATCH_KEY,
+            key=slide_pick_ui.MISMATCH_KEY,
             help="Only the name differs when a file was renamed; a different size or "
             "resolution is another scan, and the attention would land on the wrong tissue.",
         )
@@ -74,7 +65,7 @@ def match_line(match: SlideMatch | None, picked: slide_pick.Picked) -> None:
 
 @st.fragment
 def attention_view(
-    picked: slide_pick.Picked,
+    picked: slide_pick_ui.Picked,
     result: SlideResult,
     slide: Slide | None,
     reason: str,
@@ -96,24 +87,24 @@ def attention_view(
         with left:
             deepzoom_ui.deepzoom_section(result, slide, reason, choice, cfg, context)
         with right:
-            slide_pick.prediction_flags(result, picked, run_synthetic)
+            slide_pick_ui.prediction_flags(result, picked, run_synthetic)
             deepzoom_ui.style_controls(has_mask)
-            slide_pick.prediction_bars(result, picked)
+            slide_pick_ui.prediction_bars(result, picked)
         deepzoom_ui.patch_panel(result, slide, choice)
         topk_ui.topk_gallery(result, slide, choice)
     finally:
-        shell.keep(*PERSISTENT_KEYS)  # a fragment re-run skips the page's own keep
+        shell_ui.keep(*PERSISTENT_KEYS)  # a fragment re-run skips the page's own keep
         write_address(run)
 
 
 def slide_alone(path: Path, cfg: ViewerSettings) -> None:
     """A slide file without a bag: the deep-zoom view with nothing to overlay."""
     try:
-        slide = cached.slide(path)
+        slide = cached_ui.slide(path)
     except HMILError as exc:
-        shell.show_problem(exc)
+        shell_ui.show_problem(exc)
         return
-    slide_pick.forget_previous_slide(session_state(), f"file:{path}")
+    slide_pick_ui.forget_previous_slide(session_state(), f"file:{path}")
     context = deepzoom_ui.ViewContext(
         view_id=f"file:{path}", slide_file=path, slide_roots=tuple(cfg.roots), truth=None,
         nav=None, mask_outline=None, identity="",
@@ -122,15 +113,15 @@ def slide_alone(path: Path, cfg: ViewerSettings) -> None:
 
 
 def main(cfg: ViewerSettings, run: Path | None) -> None:
-    slide_pick.apply_open_request()
+    slide_pick_ui.apply_open_request()
     with st.sidebar:
         st.divider()
-        source = slide_pick.pick_source(run)
+        source = slide_pick_ui.pick_source(run)
         picked = None
         if source == "upload":
-            picked = slide_pick.pick_upload(cfg, shell.known_runs(cfg))
+            picked = slide_pick_ui.pick_upload(cfg, shell_ui.known_runs(cfg))
         elif source == "file":
-            file = slide_pick.pick_file(cfg)
+            file = slide_pick_ui.pick_file(cfg)
     show_notes()
     if source == "file":
         if file is not None:
@@ -138,30 +129,30 @@ def main(cfg: ViewerSettings, run: Path | None) -> None:
         return
     try:
         if source == "run" and run is not None:
-            picked = slide_pick.pick_from_run(run, cfg)
+            picked = slide_pick_ui.pick_from_run(run, cfg)
         if picked is None:
             if source == "upload":
                 st.info("Upload a feature bag (and its slide) in the sidebar.")
             return
         with st.spinner("Predicting…"):
-            result = cached.slide_result(picked.checkpoint, picked.bag, picked.slide_id)
+            result = cached_ui.slide_result(picked.checkpoint, picked.bag, picked.slide_id)
     except HMILError as exc:
-        shell.show_problem(exc)
+        shell_ui.show_problem(exc)
         return
     state = session_state()
     view_id = f"{source}:{picked.slide_id}:{picked.bag}"
-    slide_pick.forget_previous_slide(state, picked.slide_id if source == "run" else view_id)
-    slide, reason, match = slide_pick.open_slide_for(picked, result)
+    slide_pick_ui.forget_previous_slide(state, picked.slide_id if source == "run" else view_id)
+    slide, reason, match = slide_pick_ui.open_slide_for(picked, result)
     match_line(match, picked)
     run_synthetic = False
     nav = None
     if source == "run" and run is not None:
-        info, _, _ = cached.run_tables(run, cfg.roots)
+        info, _, _ = cached_ui.run_tables(run, cfg.roots)
         run_synthetic = runs.is_synthetic(info)
-        nav = slide_pick.browse_nav(state, picked.browse)
+        nav = slide_pick_ui.browse_nav(state, picked.browse)
     outline = None
     if picked.mask_file is not None and slide is not None:
-        outline = cached.mask_outline(picked.mask_file, slide.dimensions[0])
+        outline = cached_ui.mask_outline(picked.mask_file, slide.dimensions[0])
     truth = None
     if picked.true_fine is not None:
         truth = {"fine": picked.true_fine, "coarse": picked.true_coarse or ""}
@@ -177,9 +168,9 @@ def main(cfg: ViewerSettings, run: Path | None) -> None:
     attention_view(picked, result, slide, reason, cfg, context, run, run_synthetic)
 
 
-shell.restore(*PERSISTENT_KEYS)
+shell_ui.restore(*PERSISTENT_KEYS)
 try:
-    main(shell.settings(), shell.current_run())
+    main(shell_ui.settings(), shell_ui.current_run())
 finally:
-    shell.keep(*PERSISTENT_KEYS)
-    write_address(shell.current_run())
+    shell_ui.keep(*PERSISTENT_KEYS)
+    write_address(shell_ui.current_run())

@@ -2,7 +2,8 @@
 
 Where a slide's file and lesion mask are, whether the bag's coordinates fit the slide, which
 fold checkpoint to show first, which label to colour, which slides a search matches. The
-widgets in :mod:`.slide_pick` and :mod:`.deepzoom_ui` only call these.
+widgets in :mod:`viewer.components.slide_pick_ui` and :mod:`viewer.components.deepzoom_ui` only
+call these.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from viewer.components import runs
-from viewer.components.inference import SlideResult
-from viewer.components.paths import is_under
+from viewer.core import runs
+from viewer.core.inference import SlideResult
+from viewer.core.paths import is_under
 
 
 def locate_slide(

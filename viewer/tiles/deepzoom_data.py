@@ -2,8 +2,9 @@
 
 Built in parts so that each is computed only when what it depends on changes: the slide (its
 tile key), the attention layer (per prediction, normalisation and smoothing — the heavy part,
-cached by :mod:`.cached`), and the show settings (label, opacity, colormap: a few bytes). The
-browser keeps the slide and the layer across reruns and only recolours when ``show`` changes.
+cached by :mod:`viewer.components.cached_ui`), and the show settings (label, opacity, colormap:
+a few bytes). The browser keeps the slide and the layer across reruns and only recolours when
+``show`` changes.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from typing import Any
 
 from hmil.heatmap import HeatmapStyle
 from hmil.slides.reader import Slide
-from viewer.components.inference import LEVELS, SlideResult
-from viewer.components.viewport import Canvas
+from viewer.core.inference import LEVELS, SlideResult
+from viewer.core.viewport import Canvas
 from viewer.tiles.overlay import grid_payload, layer_values, lut_b64, patch_grid
 from viewer.tiles.routes import OSD_URL, OverlaySpec, overlay_dzi_url, slide_dzi_url
 

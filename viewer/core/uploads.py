@@ -3,7 +3,7 @@
 A name derived from the content (not the user's file name alone) lets the cached prediction of an
 upload be reused across reruns, and keeps a crafted file name from escaping the folder. The name
 the user's browser sent is shown only through :func:`display_name` / :func:`display_stem`: plain
-text (:func:`viewer.components.text.plain`), so a right-to-left override or a line break in it
+text (:func:`viewer.core.text.plain`), so a right-to-left override or a line break in it
 cannot reverse or break what the page says about the file.
 """
 
@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from hmil.errors import HMILError
-from viewer.components.text import plain
+from viewer.core.text import plain
 
 MB = 1024 * 1024
 UPLOAD_PREFIX = "hmil-view-upload-"
@@ -35,8 +35,8 @@ def split_suffix(base: str) -> tuple[str, str]:
 
 def display_name(name: str) -> str:
     """The uploaded file's name as the page shows it: the last path part the browser sent
-    (some send a whole Windows path), as :func:`~viewer.components.text.plain` text. Put it
-    into Markdown through :func:`~viewer.components.text.markdown`."""
+    (some send a whole Windows path), as :func:`~viewer.core.text.plain` text. Put it
+    into Markdown through :func:`~viewer.core.text.markdown`."""
     base = plain(name).replace("\\", "/").rstrip("/").rsplit("/", 1)[-1].strip()
     return base or "upload"
 

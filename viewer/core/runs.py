@@ -1,7 +1,7 @@
 """Reading run directories for the viewer: discovery, per-slide tables, where files are.
 
 Pure functions of paths (no Streamlit), so they are unit-tested directly; the pages call them
-through the cached wrappers in :mod:`viewer.components.cached`, keyed by file signatures so that
+through the cached wrappers in :mod:`viewer.components.cached_ui`, keyed by file signatures so that
 a fold finishing on disk shows up on the next rerun.
 """
 
@@ -20,7 +20,7 @@ from hmil.config import Config
 from hmil.errors import HMILError, RunError
 from hmil.hierarchy import Hierarchy
 from hmil.train.runs import fold_paths, list_folds
-from viewer.components.paths import check_hierarchy, is_under, run_file
+from viewer.core.paths import check_hierarchy, is_under, run_file
 
 #: slide file suffixes looked for beside a cohort (lower case; ``.ome.tiff`` handled apart)
 SLIDE_SUFFIXES = (".tiff", ".tif", ".svs", ".ndpi", ".mrxs", ".scn", ".bif", ".vms", ".svslide")

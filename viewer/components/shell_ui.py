@@ -6,17 +6,26 @@ widget keys ``run_picker`` / ``run_path``.
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from pathlib import Path
+from typing import Any, cast
 
 import streamlit as st
 
 from hmil.errors import HMILError
-from viewer.components import address, cached, runs, text
-from viewer.components.choices import keep_choice, session_state
-from viewer.components.paths import check_under_roots
+from viewer.components import cached_ui
+from viewer.core import address, runs, text
+from viewer.core.choices import keep_choice
+from viewer.core.paths import check_under_roots
 from viewer.state import ViewerSettings, settings_from_env
 
 NO_RUN = ""
+
+
+def session_state() -> MutableMapping[str, Any]:
+    """``st.session_state`` as the mapping the pure helpers take (streamlit types its keys
+    ``str | int``; every key of this viewer is a string)."""
+    return cast("MutableMapping[str, Any]", st.session_state)
 
 
 @st.cache_resource(show_spinner=False)
@@ -40,7 +49,7 @@ def current_run() -> Path | None:
 
 def known_runs(cfg: ViewerSettings) -> list[Path]:
     """Runs under the data roots, the start run first."""
-    found = cached.discover_runs(cfg.roots)
+    found = cached_ui.discover_runs(cfg.roots)
     ordered = [cfg.run] if cfg.run is not None else []
     return ordered + [r for r in found if r != cfg.run]
 
@@ -117,7 +126,7 @@ def synthetic_banner(run: Path | None) -> None:
     if run is None:
         return
     try:
-        info, _, _ = cached.run_tables(run, settings().roots)
+        info, _, _ = cached_ui.run_tables(run, settings().roots)
     except HMILError:
         return
     if runs.is_synthetic(info):
@@ -131,7 +140,7 @@ def synthetic_banner(run: Path | None) -> None:
 def apply_address() -> None:
     """An address the page did not write itself (a new session, a pasted link, back /
     forward) sets what the slide page shows: run, slide, label, viewport, style
-    (:mod:`viewer.components.address`).
+    (:mod:`viewer.core.address`).
 
     Runs before the sidebar's widgets exist, so it may set their state. A run outside the data
     roots is refused like a typed path, and any value that does not parse is ignored with a

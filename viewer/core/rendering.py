@@ -1,9 +1,10 @@
 """Pictures and shapes of the slide page that Python computes: patch crops, lesion outlines.
 
-The slide itself and the attention layer are drawn by the browser (:mod:`.deepzoom`); what is
-left here is what the browser cannot make: the slide pixels of one patch (top-k gallery,
-inspected patch), a swatch when there is no slide, and the ground-truth outline as polylines
-in level-0 pixels. Images are ``(H, W, 3)`` uint8 RGB numpy arrays.
+The slide itself and the attention layer are drawn by the browser
+(:mod:`viewer.components.deepzoom_element_ui`); what is left here is what the browser cannot
+make: the slide pixels of one patch (top-k gallery, inspected patch), a swatch when there is no
+slide, and the ground-truth outline as polylines in level-0 pixels. Images are ``(H, W, 3)``
+uint8 RGB numpy arrays.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from PIL import Image
 from hmil.attention_scale import code_positions
 from hmil.overlay import HeatmapStyle, colormap_lut, coords_extent, level_codes
 from hmil.slides.reader import Region, Slide
-from viewer.components.inference import SlideResult
-from viewer.components.viewport import Canvas
+from viewer.core.inference import SlideResult
+from viewer.core.viewport import Canvas
 
 
 def canvas_for(slide: Slide | None, result: SlideResult | None) -> Canvas:

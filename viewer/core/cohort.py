@@ -1,6 +1,6 @@
 """Cohort page tables: metrics per fold with mean ± std, confusion counts, filters, ROC data.
 
-Input is the stacked ``predictions.csv`` of a run (:func:`viewer.components.runs.load_predictions`,
+Input is the stacked ``predictions.csv`` of a run (:func:`viewer.core.runs.load_predictions`,
 one row per slide and fold, columns ``true_<level>``, ``pred_<level>``, ``correct_<level>``,
 ``confidence_<level>``, ``p_<level>_<class>``) and the folds' ``test_metrics.json``.
 """

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from viewer.components import text
+from viewer.core import text
 
 #: kept under its old name for the pages that call ``charts.escape_markdown``
 escape_markdown = text.markdown

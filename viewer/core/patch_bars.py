@@ -12,7 +12,7 @@ import html
 import math
 from collections.abc import Sequence
 
-from viewer.components.charts import BAR_COLOUR, TRACK_COLOUR
+from viewer.core.charts import BAR_COLOUR, TRACK_COLOUR
 
 #: the bars' log axis, in multiples of an average patch
 AXIS = (0.1, 100.0)

@@ -24,8 +24,8 @@ import streamlit as st
 from hmil.errors import SlideError
 from hmil.heatmap import HeatmapStyle, Normalization
 from hmil.slides.reader import Slide
-from viewer.components import rendering, runs
-from viewer.components.inference import SlideResult
+from viewer.core import rendering, runs
+from viewer.core.inference import SlideResult
 
 
 def signature(path: Path | None) -> tuple[str, int, int] | None:
@@ -50,7 +50,7 @@ def predictor(path: Path) -> Any:
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def _slide_result(ckpt: str, ckpt_sig: Any, bag: str, bag_sig: Any, slide_id: str) -> SlideResult:
-    from viewer.components.inference import predict_slide
+    from viewer.core.inference import predict_slide
 
     return predict_slide(predictor(Path(ckpt)), Path(bag), slide_id=slide_id)
 
@@ -111,8 +111,9 @@ def patch_crop(
     colour_values: np.ndarray | None = None,
     cmap: str = "viridis",
 ) -> np.ndarray:
-    """:func:`.rendering.patch_crop`, with the slide pixels from :func:`slide_crop` (within the
-    tile bounds; a patch whose pixels cannot be read within them is drawn as its swatch)."""
+    """:func:`viewer.core.rendering.patch_crop`, with the slide pixels from :func:`slide_crop`
+    (within the tile bounds; a patch whose pixels cannot be read within them is drawn as its
+    swatch)."""
     if slide is None or result.coords is None:
         return rendering.patch_crop(slide, result, index, px, colour_values, cmap)
     x, y = (float(v) for v in result.coords[index])
@@ -135,7 +136,7 @@ def mask_outline(path: Path, slide_width: int) -> list[list[float]]:
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def _layer_part(_result: SlideResult, style: HeatmapStyle, identity: str) -> dict[str, Any]:
-    from viewer.components.deepzoom_data import layer_part
+    from viewer.tiles.deepzoom_data import layer_part
 
     return layer_part(_result, style, identity)
 
@@ -163,7 +164,7 @@ def run_tables(
     run: Path, roots: tuple[Path, ...]
 ) -> tuple[runs.RunInfo, pd.DataFrame, pd.DataFrame]:
     """``(info, stacked predictions, slide table)`` of a run, re-read when its files change;
-    files the run's config names outside ``roots`` are not read (see :mod:`.runs`)."""
+    files the run's config names outside ``roots`` are not read (see :mod:`viewer.core.runs`)."""
     return _run_tables(str(run), roots, runs.file_signature(runs.run_files(run)))
 
 

@@ -1,6 +1,6 @@
 """One slide's prediction in the form the slide page draws: plain numpy arrays, picklable.
 
-:class:`SlideResult` is what :func:`viewer.components.cached.slide_result` caches per
+:class:`SlideResult` is what :func:`viewer.components.cached_ui.slide_result` caches per
 (checkpoint, bag) pair, so switching label, level or viewport never re-runs the model.
 """
 

@@ -1,4 +1,4 @@
-"""Widget values that must stay among their options (pure functions over session state).
+"""Widget values that must stay among their options (a pure function of session state).
 
 A selectbox's options change under it — another run, another slide, a search filter — and
 Streamlit raises if the value in ``st.session_state`` is not among the new options. Every page
@@ -8,15 +8,7 @@ resets such a key the same way, through :func:`keep_choice`, before drawing the 
 from __future__ import annotations
 
 from collections.abc import MutableMapping, Sequence
-from typing import Any, cast
-
-import streamlit as st
-
-
-def session_state() -> MutableMapping[str, Any]:
-    """``st.session_state`` as the mapping the pure helpers take (streamlit types its keys
-    ``str | int``; every key of this viewer is a string)."""
-    return cast("MutableMapping[str, Any]", st.session_state)
+from typing import Any
 
 
 def keep_choice(

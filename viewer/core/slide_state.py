@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
-from viewer.components.inference import LEVELS
+from viewer.core.inference import LEVELS
 
 GOTO_KEY = "dz_goto"
 PATCH_REQUEST = "dz_patch"

@@ -23,20 +23,13 @@ from hmil.errors import HMILError
 from hmil.model_info import model_provenance
 from hmil.slides.match import SlideFacts, SlideMatch, check_bag_on_slide
 from hmil.slides.reader import Slide
-from viewer.components import (
-    address,
-    cached,
-    charts,
-    runs,
-    shell,
-    slide_lookup,
-    slide_state,
-    text,
-)
-from viewer.components.choices import keep_choice, session_state
-from viewer.components.inference import SlideResult
-from viewer.components.paths import check_under_roots, is_under
-from viewer.components.uploads import (
+from viewer.components import cached_ui, shell_ui
+from viewer.components.shell_ui import session_state
+from viewer.core import address, charts, runs, slide_lookup, slide_state, text
+from viewer.core.choices import keep_choice
+from viewer.core.inference import SlideResult
+from viewer.core.paths import check_under_roots, is_under
+from viewer.core.uploads import (
     UPLOAD_MAX_AGE_S,
     UPLOAD_PREFIX,
     display_stem,
@@ -133,7 +126,7 @@ def pick_source(run: Path | None) -> str:
 def pick_from_run(run: Path, cfg: ViewerSettings) -> Picked | None:
     """The slide picker over the run's labelled slides (truth and prediction in each option),
     the browse list it steps through, and the fold checkpoint."""
-    info, _, table = cached.run_tables(run, cfg.roots)
+    info, _, table = cached_ui.run_tables(run, cfg.roots)
     if table.empty:
         st.info("This run has no labelled slides yet.")
         return None
@@ -274,7 +267,7 @@ def pick_upload(cfg: ViewerSettings, known: list[Path]) -> Picked | None:
         bag = _kept_upload("bag", bag_up, cfg)
         slide = _kept_upload("slide", slide_up, cfg)
     except HMILError as exc:
-        shell.show_problem(exc)
+        shell_ui.show_problem(exc)
         return None
     for kind, widget, kept in (("bag", bag_up, bag), ("slide", slide_up, slide)):
         if widget is None and kept is not None:
@@ -322,7 +315,7 @@ def _pick_checkpoint(cfg: ViewerSettings, known: list[Path]) -> Path | None:
         try:
             path = check_under_roots(typed, cfg.roots)
         except HMILError as exc:
-            shell.show_problem(exc)
+            shell_ui.show_problem(exc)
             return None
         if not path.is_file():
             st.error(f"{charts.escape_markdown(str(path))}: checkpoint not found")
@@ -416,7 +409,7 @@ def open_slide_for(
     if picked.slide_file is None:
         return None, picked.slide_note, None
     try:
-        slide = cached.slide(check_under_roots(picked.slide_file, picked.slide_roots))
+        slide = cached_ui.slide(check_under_roots(picked.slide_file, picked.slide_roots))
     except HMILError as exc:
         return None, f"cannot open the slide ({exc.problem})", None
     facts = SlideFacts.of(slide, picked.slide_name)
@@ -438,7 +431,7 @@ def prediction_flags(result: SlideResult, picked: Picked, run_synthetic: bool) -
     fine, coarse, head = e(result.fine_pred), e(result.coarse_pred), e(result.coarse_head_pred)
     flags = []
     provenance = model_provenance(
-        picked.checkpoint, cached.predictor(picked.checkpoint).info, result.bag_attrs
+        picked.checkpoint, cached_ui.predictor(picked.checkpoint).info, result.bag_attrs
     )
     if provenance.synthetic and not run_synthetic:
         flags.append(
