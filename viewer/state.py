@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from hmil.params import Interval, Options, param, validate
 from viewer.access import is_loopback
 from viewer.core.paths import resolve
 
@@ -44,36 +45,41 @@ DEFAULT_MAX_UPLOAD_MB = 512
 
 @dataclass(frozen=True)
 class ViewerSettings:
-    """Operator-chosen configuration of one viewer process.
+    """Operator-chosen configuration of one viewer process; each field's help and accepted
+    values are declared with it (:func:`hmil.params.param`), checked on construction
+    (:class:`~hmil.errors.ConfigError` naming the field, e.g. ``overlay``)."""
 
-    Attributes:
-        run: the run directory opened at start (None: model only, e.g. the demo checkpoint).
-        checkpoint: default checkpoint for uploaded bags (None when none was found).
-        data_roots: folders given with ``--data-root`` (also where new runs go by default).
-        roots: every folder (or file) the viewer may read: ``data_roots``, the run, the data
-            the run's config names, the demo folder and ``checkpoints/``.
-        max_upload_mb: largest upload accepted.
-        overlay: how the attention layer is drawn (:data:`OVERLAYS`).
-        host: the address the server binds (``--host``).
-        allow_hosts: further names it answers to (``--allow-host``).
-        token: the access token every request must show ("" = none; kept out of ``repr``).
-        allow_training: offer the Training page on a shared bind (``--allow-training``).
-    """
-
-    run: Path | None
-    checkpoint: Path | None
-    data_roots: tuple[Path, ...]
-    roots: tuple[Path, ...]
-    max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB
-    overlay: str = OVERLAYS[0]
-    host: str = DEFAULT_HOST
-    allow_hosts: tuple[str, ...] = ()
-    token: str = field(default="", repr=False)
-    allow_training: bool = False
+    run: Path | None = param(  # noqa: RUF009  (param returns a dataclasses.field)
+        help="the run directory opened at start (None: model only, e.g. the demo checkpoint)"
+    )
+    checkpoint: Path | None = param(  # noqa: RUF009  (param returns a dataclasses.field)
+        help="default checkpoint for uploaded bags (None when none was found)"
+    )
+    data_roots: tuple[Path, ...] = param(
+        help="folders the operator added (also where new runs go by default)"
+    )
+    roots: tuple[Path, ...] = param(
+        help="every folder (or file) the viewer may read: data_roots, the run, the data the "
+        "run's config names, the demo folder and checkpoints/"
+    )
+    max_upload_mb: int = param(
+        DEFAULT_MAX_UPLOAD_MB, "largest upload accepted (MB)", Interval(int, 1, None, "left")
+    )
+    overlay: str = param(
+        OVERLAYS[0],
+        "how the attention layer is drawn: coloured in the browser from the patch scores "
+        "(canvas, faster) or as server-rendered overlay tiles (tiles, kept for comparison)",
+        Options(OVERLAYS),
+    )
+    host: str = param(DEFAULT_HOST, "the address the server binds")
+    allow_hosts: tuple[str, ...] = param((), "further host names it answers to")
+    token: str = param(
+        "", "the access token every request must show ('' = none; kept out of repr)", repr=False
+    )
+    allow_training: bool = param(False, "offer the Training page on a shared bind")
 
     def __post_init__(self) -> None:
-        if self.overlay not in OVERLAYS:
-            raise ValueError(f"overlay must be one of {OVERLAYS}, got {self.overlay!r}")
+        validate(self)
 
     @property
     def training_enabled(self) -> bool:

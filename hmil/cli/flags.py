@@ -116,7 +116,6 @@ def add_field_flags(
     """
     aliases = aliases or {}
     wanted = set(only) if only is not None else None
-    instance = cls()
     made: dict[str, str] = {}
     for name, owner, f in leaves(cls):
         if wanted is not None and name not in wanted:
@@ -125,7 +124,7 @@ def add_field_flags(
         options = [alias] if isinstance(alias, str) else list(alias)
         if dotted or not options:
             options.append(long_flag(prefix + name))
-        default = _attr(instance, name)
+        default = field_default(cls, name)
         dest = prefix + name
         add_field_flag(
             target, owner, f, dest, options, default=default if defaults else None,
@@ -135,10 +134,22 @@ def add_field_flags(
     return made
 
 
-def _attr(obj: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        obj = getattr(obj, part)
-    return obj
+def field_default(cls: type, dotted: str) -> Any:
+    """The default of field ``dotted`` in a default ``cls()`` (a nested section's own default,
+    e.g. ``loss.ce_coarse.curriculum`` is ``coarse``), or the field's declared default when
+    ``cls`` has fields without one."""
+    try:
+        obj: Any = cls()
+    except TypeError:  # required fields: read the declaration
+        obj = None
+    if obj is not None:
+        for part in dotted.split("."):
+            obj = getattr(obj, part)
+        return obj
+    f = {f.name: f for f in dataclasses.fields(cls)}[dotted]
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None if f.default is dataclasses.MISSING else f.default
 
 
 def given(args: argparse.Namespace, flags: Mapping[str, str]) -> dict[str, Any]:

@@ -24,10 +24,14 @@ import sys
 from pathlib import Path
 from urllib.parse import quote
 
+from hmil.cli.flags import add_field_flags
 from hmil.errors import HMILError
+from viewer.state import ViewerSettings
 
 NAME = "view"
 HELP = "start the Streamlit viewer (slide, cohort and training pages) on a run directory"
+#: ViewerSettings fields set by the flag of their name (--max-upload-mb, --overlay)
+SETTINGS_FLAGS = ("max_upload_mb", "overlay")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,16 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint", help="default checkpoint for uploaded bags (default: the demo one)"
     )
-    parser.add_argument(
-        "--max-upload-mb", type=int, default=512, help="largest upload accepted (default 512)"
-    )
-    parser.add_argument(
-        "--overlay",
-        choices=["canvas", "tiles"],
-        default="canvas",
-        help="how the attention layer is drawn: coloured in the browser from the patch scores "
-        "(default, faster) or as server-rendered overlay tiles (kept for comparison)",
-    )
+    add_field_flags(parser, ViewerSettings, dotted=False, defaults=True, only=SETTINGS_FLAGS)
     parser.add_argument(
         "--dry-run", action="store_true", help="print the streamlit command and exit"
     )
@@ -135,8 +130,7 @@ def run(args: argparse.Namespace) -> int:
         raise HMILError(args.checkpoint, "checkpoint not found")
     if not 1 <= args.port <= 65535:
         raise HMILError("--port", f"must be within 1..65535, got {args.port}")
-    if args.max_upload_mb < 1:
-        raise HMILError("--max-upload-mb", "must be ≥ 1")
+    ViewerSettings(None, None, (), (), max_upload_mb=args.max_upload_mb)  # before any work
     from viewer.access import is_loopback, is_wildcard, new_token, valid_host_name, valid_token
 
     for name in args.allow_host:
