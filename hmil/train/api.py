@@ -21,6 +21,7 @@ from hmil.errors import ConfigError, RunError
 from hmil.hierarchy import Hierarchy
 from hmil.io import write_text_atomic
 from hmil.train.cohort import SkipHandler
+from hmil.train.experiment_log import check_installed
 from hmil.train.loop import FoldResult, check_validation, train_fold
 from hmil.train.runs import (
     CONFIG_NAME,
@@ -98,14 +99,15 @@ def check_run(config: Config, out: str | Path, resume: bool = False) -> RunPlan:
     ``config.yaml`` still describes its checkpoints).
 
     Raises:
-        ConfigError: a required data path or split is missing, or a fold has no validation
-            slides.
+        ConfigError: a required data path or split is missing, a fold has no validation
+            slides, or an experiment log's package is not installed.
         RunError: resuming with a different config; a fold finished or started (without
             ``resume``) or in use.
     """
     for key in ("labels", "features", "splits", "hierarchy"):
         if not getattr(config.data, key):
             raise ConfigError(f"data.{key}", f"is required (--{key} or data.{key} in the config)")
+    check_installed(config.train.experiment_log)  # a missing log package: now, not at epoch 1
     split_files = list_split_files(config.data.splits)
     folds = resolve_folds(config.data.folds, list(split_files))
     hierarchy = Hierarchy.resolve(config.data.hierarchy)

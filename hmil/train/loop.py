@@ -53,6 +53,7 @@ from hmil.train.evaluate import (
     predict_items,
     selection_description,
 )
+from hmil.train.experiment_log import ExperimentLogs, LogTarget, open_logs
 from hmil.train.runs import FoldLock, FoldPaths, fold_paths, write_status
 from hmil.train.schedules import Schedule, make_schedule
 from hmil.train.weight_average import (
@@ -141,8 +142,10 @@ def train_fold(
             stop_check = paths.stop_request.exists
         session = _start_fold(config, hierarchy, labels, split, fold, paths, device, resume,
                               strict, on_skip, verbose)  # fmt: skip
-        last_epoch = _train_epochs(session, stop_check, verbose)
-        return _finish_fold(session, last_epoch)
+        session.logs = open_logs(LogTarget(Path(run_dir), fold, config, session.start_epoch))
+        with session.logs:  # train.experiment_log: closed as finished, or failed on an error
+            last_epoch = _train_epochs(session, stop_check, verbose)
+            return _finish_fold(session, last_epoch)
 
 
 def check_validation(config: Config, split: Split, fold: int) -> None:
@@ -208,6 +211,7 @@ class _FoldSession:
     info: CheckpointInfo
     start_epoch: int
     class_balance: str  # train.class_balance with 'auto' resolved for this fold's training part
+    logs: ExperimentLogs = field(default_factory=lambda: ExperimentLogs([]))
 
 
 def _start_fold(
@@ -360,6 +364,7 @@ def _epoch_step(session: _FoldSession, epoch: int) -> dict[str, Any]:
         "time_s": round(time.monotonic() - t0, 3),
     }
     append_jsonl(s.paths.metrics, record)
+    s.logs.log_epoch(record)
     _save_state(s, epoch)
     return record
 
@@ -378,6 +383,7 @@ def _finish_fold(session: _FoldSession, last_epoch: int) -> FoldResult:
             "skipped": [{"where": w, "problem": p} for w, p in s.cohort.skipped],
         },
     )  # fmt: skip
+    s.logs.log_test(report, step=s.tracker.best_epoch)
     write_status(s.paths, state="finished", epoch=last_epoch, best_epoch=s.tracker.best_epoch,
                  eta_s=0)  # fmt: skip
     return FoldResult(
