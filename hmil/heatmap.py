@@ -1,4 +1,5 @@
-"""Attention → files: the overlay PNG with its legend, QuPath GeoJSON, top-k patch crops.
+"""``hmil heatmap``'s files from a level's attention: the overlay PNG with its legend, the QuPath
+GeoJSON (:mod:`hmil.geojson`) and the top-k patch crops (:mod:`hmil.crops`), all or none.
 
 The pictures come from the one overlay engine (:mod:`hmil.overlay`, re-exported here for
 existing callers), so ``hmil heatmap``'s PNG and the viewer's map of the same slide, label and
@@ -8,16 +9,17 @@ style agree to the colour. Inputs are a level's attention (label → ``(N,)`` ro
 
 from __future__ import annotations
 
-import json
-import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from hmil.crops import save_topk_crops
 from hmil.errors import HMILError, SlideError
+from hmil.geojson import Classification, write_detections
+from hmil.hierarchy import Hierarchy
+from hmil.images import write_png
 from hmil.io import atomic_path
 from hmil.overlay import (  # the engine, re-exported for existing callers
     CMAPS,
@@ -42,7 +44,7 @@ from hmil.overlay import (  # the engine, re-exported for existing callers
     render_overlay,
 )
 from hmil.slides.match import SlideMatch, check_bag_on_slide
-from hmil.slides.reader import Region, Slide
+from hmil.slides.reader import Slide
 
 __all__ = [
     "CMAPS",
@@ -56,46 +58,17 @@ __all__ = [
     "bag_offset",
     "blend",
     "check_patch_size",
-    "class_colour",
     "colormap_lut",
     "coords_extent",
     "export_heatmap",
-    "geojson_collection",
-    "geojson_text",
     "heatmap_rgba",
     "normalize_scores",
     "rasterize",
     "render_heatmap",
     "render_overlay",
-    "save_png",
-    "save_topk_crops",
+    "top_label_indices",
     "top_labels",
-    "topk_indices",
-    "write_geojson",
 ]  # fmt: skip
-
-
-def save_png(path: str | Path, image: np.ndarray) -> Path:
-    """Write an ``(H, W, 3|4)`` uint8 image as PNG atomically."""
-    out = Path(path)
-    with atomic_path(out) as tmp:
-        Image.fromarray(image).save(tmp, format="PNG")
-    return out
-
-
-# --------------------------------------------------------------------------- GeoJSON
-
-
-#: QuPath classification colours per label index (Tableau 10), RGB 0..255
-_CLASS_COLOURS: tuple[tuple[int, int, int], ...] = (
-    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-    (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
-)  # fmt: skip
-
-
-def class_colour(index: int) -> tuple[int, int, int]:
-    """The colour of the ``index``-th label in GeoJSON classifications (cycles after 10)."""
-    return _CLASS_COLOURS[index % len(_CLASS_COLOURS)]
 
 
 def top_labels(attention: Mapping[str, np.ndarray]) -> list[str]:
@@ -111,186 +84,13 @@ def top_labels(attention: Mapping[str, np.ndarray]) -> list[str]:
         ``N`` label names.
     """
     names = list(attention)
-    rows = np.stack([np.asarray(attention[n], dtype=np.float64).ravel() for n in names])
-    return [names[i] for i in rows.argmax(axis=0)]
+    return [names[i] for i in top_label_indices(attention)]
 
 
-def _classifications(labels: list[str] | None, n: int) -> list[str]:
-    """Per-patch JSON of ``properties.classification`` (QuPath: ``{"name", "color"}``)."""
-    if labels is None:
-        return [""] * n
-    if len(labels) != n:
-        raise HMILError("classification", f"{len(labels)} labels for {n} patches")
-    order = list(dict.fromkeys(labels))
-    text = {
-        name: ',"classification":'
-        + json.dumps({"name": name, "color": list(class_colour(i))}, separators=(",", ":"))
-        for i, name in enumerate(order)
-    }
-    return [text[name] for name in labels]
-
-
-def geojson_collection(
-    coords: np.ndarray,
-    patch_size: float,
-    measurements: Mapping[str, np.ndarray],
-    object_type: str = "detection",
-    classification: list[str] | None = None,
-    offset: tuple[float, float] = (0, 0),
-) -> dict[str, object]:
-    """A QuPath-importable ``FeatureCollection``: one square ``Polygon`` per patch.
-
-    Args:
-        coords: ``(N, 2)`` level-0 top-left corners.
-        patch_size: level-0 patch side.
-        measurements: measurement name → ``(N,)`` values (e.g. ``attention_IC``); stored per
-            feature under ``properties.measurements``.
-        object_type: QuPath object type (``detection`` is light enough for 100k patches).
-        classification: per patch, a class name for ``properties.classification`` (e.g.
-            :func:`top_labels`), written as ``{"name", "color"}`` as QuPath requires.
-        offset: subtracted from the coordinates (a slide's :attr:`~hmil.slides.Slide.offset`:
-            QuPath shows OpenSlide slides cropped to their bounds).
-
-    Returns:
-        The GeoJSON object (geometry in QuPath's image pixels, y down).
-    """
-    text = geojson_text(coords, patch_size, measurements, object_type, classification, offset)
-    return json.loads(text)
-
-
-def geojson_text(
-    coords: np.ndarray,
-    patch_size: float,
-    measurements: Mapping[str, np.ndarray],
-    object_type: str = "detection",
-    classification: list[str] | None = None,
-    offset: tuple[float, float] = (0, 0),
-) -> str:
-    """The text of :func:`geojson_collection` (see there for the arguments)."""
-    return "".join(
-        _geojson_chunks(coords, patch_size, measurements, object_type, classification, offset)
-    )
-
-
-def _geojson_chunks(
-    coords: np.ndarray,
-    patch_size: float,
-    measurements: Mapping[str, np.ndarray],
-    object_type: str,
-    classification: list[str] | None,
-    offset: tuple[float, float],
-) -> Iterator[str]:
-    """The GeoJSON text feature by feature, from string templates (about 4× faster than
-    building the dict and ``json.dumps`` for 100k patches, and without holding either).
-    Integer coordinates are written as integers."""
-    c = check_coords(coords)
-    names = [json.dumps(name) + ":" for name in measurements]
-    columns = []
-    for name, vals in measurements.items():
-        arr = np.asarray(vals, dtype=np.float64).ravel()
-        if arr.shape[0] != c.shape[0]:
-            raise HMILError(name, f"{arr.shape[0]} values for {c.shape[0]} patches")
-        if not np.isfinite(arr).all():
-            raise HMILError(name, "non-finite measurement values")
-        columns.append(arr.tolist())
-    classes = _classifications(classification, c.shape[0])
-    dx, dy = offset
-    integral = (
-        float(patch_size).is_integer()
-        and np.issubdtype(c.dtype, np.integer)
-        and float(dx).is_integer()
-        and float(dy).is_integer()
-    )
-    if integral:
-        s: float = int(patch_size)
-        xs = (c[:, 0].astype(np.int64) - int(dx)).tolist()
-        ys = (c[:, 1].astype(np.int64) - int(dy)).tolist()
-    else:
-        s = float(patch_size)
-        xs = (c[:, 0].astype(np.float64) - float(dx)).tolist()
-        ys = (c[:, 1].astype(np.float64) - float(dy)).tolist()
-    kind = json.dumps(object_type)
-    yield '{"type":"FeatureCollection","features":['
-    for i, (x, y, cls, *values) in enumerate(zip(xs, ys, classes, *columns, strict=True)):
-        x1, y1 = x + s, y + s
-        meas = ",".join([n + repr(v) for n, v in zip(names, values, strict=True)])
-        yield (
-            ("," if i else "")
-            + '{"type":"Feature","geometry":{"type":"Polygon","coordinates":'
-            + f"[[[{x},{y}],[{x1},{y}],[{x1},{y1}],[{x},{y1}],[{x},{y}]]]}},"
-            + f'"properties":{{"objectType":{kind},"name":"patch {i}"{cls},'
-            + f'"measurements":{{{meas}}}}}}}'
-        )
-    yield "]}"
-
-
-def write_geojson(
-    path: str | Path,
-    coords: np.ndarray,
-    patch_size: float,
-    measurements: Mapping[str, np.ndarray],
-    object_type: str = "detection",
-    classification: list[str] | None = None,
-    offset: tuple[float, float] = (0, 0),
-) -> Path:
-    """Write the :func:`geojson_collection` of the patches to ``path`` atomically (streamed)."""
-    chunks = _geojson_chunks(coords, patch_size, measurements, object_type, classification, offset)
-    first = next(chunks)  # validates the inputs before a file is created
-    out = Path(path)
-    with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(first)
-        for chunk in chunks:
-            handle.write(chunk)
-    return out
-
-
-# --------------------------------------------------------------------------- top-k crops
-
-
-def topk_indices(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the ``k`` highest scores, highest first (ties: lower index first)."""
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    k = max(0, min(int(k), s.size))
-    order = np.lexsort((np.arange(s.size), -s))
-    return order[:k]
-
-
-def save_topk_crops(
-    slide: Slide,
-    coords: np.ndarray,
-    patch_size: float,
-    scores: np.ndarray,
-    k: int,
-    out_dir: str | Path,
-    label: str,
-    crop_px: int | None = None,
-) -> list[Path]:
-    """Save the ``k`` highest-scoring patches of ``label`` as PNGs.
-
-    Files go to ``out_dir/<label>/<rank>_<slide_id>_x<X>_y<Y>_a<score>.png`` (CLAM's naming,
-    rank from 00); each crop shows the patch's level-0 square at ``crop_px`` pixels (default:
-    the level-0 size, at most 512).
-    """
-    c = check_coords(coords)
-    size0 = float(patch_size)
-    px = int(crop_px or min(round(size0), 512))
-    folder = Path(out_dir) / _safe_name(label)
-    paths: list[Path] = []
-    for rank, i in enumerate(topk_indices(scores, k)):
-        x, y = int(c[i, 0]), int(c[i, 1])
-        crop = slide.read_rect(Region(x, y, size0, size0), (px, px))
-        name = f"{rank:02d}_{slide.slide_id}_x{x}_y{y}_a{float(scores[i]):.4g}.png"
-        paths.append(save_png(folder / name, crop))
-    return paths
-
-
-def _safe_name(label: str) -> str:
-    """A label usable as a folder name (path separators and odd characters replaced)."""
-    cleaned = re.sub(r"[^A-Za-z0-9._+-]+", "_", label).strip("._")
-    return cleaned or "label"
-
-
-# --------------------------------------------------------------------------- one call
+def top_label_indices(attention: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Per patch, the index (in ``attention``'s order) of :func:`top_labels`' label: ``(N,)``."""
+    rows = np.stack([np.asarray(row, dtype=np.float64).ravel() for row in attention.values()])
+    return rows.argmax(axis=0)
 
 
 @dataclass
@@ -319,6 +119,7 @@ def export_heatmap(
     bag_attrs: Mapping[str, object] | None = None,
     allow_slide_mismatch: bool = False,
     legend: bool = True,
+    hierarchy: Hierarchy | None = None,
 ) -> HeatmapOutputs:
     """Heatmap PNG of ``label`` (+ GeoJSON of every label, + top-k crops of every label).
 
@@ -329,9 +130,12 @@ def export_heatmap(
         patch_size: level-0 patch side.
         out_png: PNG path (longer side ≤ ``max_size``).
         slide: draw over this slide (else a white canvas over the coords' extent).
-        geojson: also write QuPath GeoJSON with ``attention_<label>`` for every label and the
-            patch's :func:`top_labels` as its ``classification``, in QuPath's coordinates
-            (level-0 minus the slide's bounds offset, from ``slide`` or the bag's attributes).
+        geojson: also write QuPath GeoJSON: one detection per patch classified as ``label``
+            (its colour fixed by ``hierarchy``, :func:`hmil.geojson.colour_for_class`), with
+            the measurements ``attention_<name>`` of every label and ``top_label_index`` (the
+            index in ``attention``'s order of the patch's :func:`top_labels` label), in
+            QuPath's coordinates (level-0 minus the slide's bounds offset, from ``slide`` or
+            the bag's attributes).
         crops_dir: with ``topk`` > 0, save each label's top-k patches under
             ``crops_dir/<label>/`` (needs ``slide``).
         topk: patches per label to crop.
@@ -345,6 +149,8 @@ def export_heatmap(
         allow_slide_mismatch: draw over ``slide`` even when the bag records another (a renamed
             slide file); the check still runs.
         legend: draw the colour bar with the scale's values in the PNG's lower-left corner.
+        hierarchy: the classes of the model, which fix each class's GeoJSON colour (without
+            it a colour follows from the class name alone).
     """
     if label not in attention:
         raise HMILError("--label", f"unknown label '{label}' (choose from: {', '.join(attention)})")
@@ -365,12 +171,13 @@ def export_heatmap(
     # the PNG is renamed into place only once the GeoJSON is written: a failed export leaves
     # neither (nothing half-done)
     with atomic_path(out_png) as png_tmp:
-        Image.fromarray(image).save(png_tmp, format="PNG")
+        write_png(png_tmp, image)
         if geojson is not None:
             measurements = {f"attention_{name}": row for name, row in attention.items()}
-            outputs.geojson = write_geojson(
+            measurements["top_label_index"] = top_label_indices(attention)
+            outputs.geojson = write_detections(
                 geojson, c, patch_size, measurements,
-                classification=top_labels(attention),
+                classification=Classification.of(label, hierarchy),
                 offset=slide.offset if slide is not None else bag_offset(bag_attrs or {}),
             )  # fmt: skip
     if topk > 0 and slide is not None and crops_dir is not None:

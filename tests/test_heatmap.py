@@ -11,26 +11,24 @@ import pytest
 import tifffile
 from PIL import Image
 
-from hmil.errors import HMILError
+from hmil.crops import save_topk_crops, topk_indices
+from hmil.errors import ConfigError, HMILError
+from hmil.geojson import PALETTE, colour_for_class, detections_collection, write_detections
 from hmil.heatmap import (
     CMAPS,
     HeatmapStyle,
     blend,
-    class_colour,
     colormap_lut,
     coords_extent,
     export_heatmap,
-    geojson_collection,
     heatmap_rgba,
     normalize_scores,
     rasterize,
     render_heatmap,
     render_overlay,
-    save_topk_crops,
     top_labels,
-    topk_indices,
-    write_geojson,
 )
+from hmil.hierarchy import Hierarchy
 from hmil.overlay import _splat_rgba, colormap_code_lut, score_codes
 from hmil.slides import Region, open_slide
 
@@ -63,7 +61,7 @@ def test_normalize_scores() -> None:
     assert normalize_scores(np.full(5, 0.2)).tolist() == [0.5] * 5
     with pytest.raises(HMILError, match="1 non-finite"):
         normalize_scores(np.array([0.1, np.nan]))
-    with pytest.raises(HMILError, match="opacity"):
+    with pytest.raises(ConfigError, match=r"^alpha: must lie in \[0, 1\], got 2$"):
         HeatmapStyle(alpha=2.0)
     # relative: N·s on the fixed ×1–×10 log axis, under ×1 not coloured (NaN)
     assert normalize_scores(np.array([0.97, 0.01, 0.01, 0.01]), "relative") == pytest.approx(
@@ -171,7 +169,7 @@ def test_general_layouts_use_the_splat_path() -> None:
 
 def test_geojson_one_detection_per_patch(tmp_path: Path) -> None:
     coords = np.array([[0, 0], [256, 512]])
-    data = geojson_collection(coords, 256, {"attention_IC": np.array([0.25, 0.75])})
+    data = detections_collection(coords, 256, {"attention_IC": np.array([0.25, 0.75])})
     text = json.dumps(data)
     parsed = json.loads(text)
     assert parsed["type"] == "FeatureCollection" and len(parsed["features"]) == 2
@@ -182,14 +180,14 @@ def test_geojson_one_detection_per_patch(tmp_path: Path) -> None:
     assert second["properties"]["objectType"] == "detection"
     assert second["properties"]["measurements"] == {"attention_IC": 0.75}
     with pytest.raises(HMILError, match="1 values for 2 patches"):
-        geojson_collection(coords, 256, {"attention_IC": np.array([0.1])})
+        detections_collection(coords, 256, {"attention_IC": np.array([0.1])})
     # the streamed writer produces the same objects
     many = _grid(30, 40, 256)
     values = {"attention_a": np.random.default_rng(6).random(1200), 'odd "name"': np.ones(1200)}
-    written = json.loads(write_geojson(tmp_path / "g.geojson", many, 256, values).read_text())
-    assert written == geojson_collection(many, 256, values)
+    written = json.loads(write_detections(tmp_path / "g.geojson", many, 256, values).read_text())
+    assert written == detections_collection(many, 256, values)
     with pytest.raises(HMILError, match="non-finite"):
-        write_geojson(tmp_path / "bad.geojson", coords, 256, {"a": np.array([0.1, np.inf])})
+        write_detections(tmp_path / "bad.geojson", coords, 256, {"a": np.array([0.1, np.inf])})
     assert not (tmp_path / "bad.geojson").exists()
 
 
@@ -242,6 +240,7 @@ def test_export_heatmap_files_and_errors(small_slide: Path, tmp_path: Path) -> N
         assert set(features[0]["properties"]["measurements"]) == {
             "attention_benign",
             "attention_malignant",
+            "top_label_index",
         }
         assert {k: len(v) for k, v in out.crops.items()} == {"benign": 3, "malignant": 3}
         with pytest.raises(HMILError, match="unknown label 'IC'"):
@@ -257,21 +256,38 @@ def test_export_heatmap_files_and_errors(small_slide: Path, tmp_path: Path) -> N
     assert not (tmp_path / "x.png").exists()
 
 
-def test_geojson_detections_carry_the_top_label_as_qupath_classification(tmp_path: Path) -> None:
+def test_geojson_detections_carry_the_requested_label_and_a_fixed_colour(tmp_path: Path) -> None:
     coords = _grid(1, 4, 128)
     attention = {"benign": np.array([0.4, 0.3, 0.2, 0.1]), "IC": np.array([0.1, 0.2, 0.3, 0.4])}
     assert top_labels(attention) == ["benign", "benign", "IC", "IC"]
+    bracs = Hierarchy.preset("bracs")
     out = export_heatmap(
         attention, "IC", coords, 128, tmp_path / "h.png", geojson=tmp_path / "h.geojson",
         bag_attrs={"bounds_x": 1000, "bounds_y": 50},  # an MRXS bag: QuPath's frame is shifted
+        hierarchy=bracs,
     )  # fmt: skip
     features = json.loads(out.geojson.read_text())["features"]
-    classes = [f["properties"]["classification"] for f in features]
-    assert classes[0] == {"name": "benign", "color": list(class_colour(0))}
-    assert classes[3] == {"name": "IC", "color": list(class_colour(1))}
-    assert all(len(c["color"]) == 3 and isinstance(c["name"], str) for c in classes)
+    ic = {"name": "IC", "color": list(colour_for_class("IC", bracs))}
+    # every detection is the label asked for, the arg-max label stays as a measurement
+    assert [f["properties"]["classification"] for f in features] == [ic] * 4
+    assert [f["properties"]["measurements"]["top_label_index"] for f in features] == [0, 0, 1, 1]
     assert features[1]["geometry"]["coordinates"][0][0] == [128 - 1000, -50]
-    plain = geojson_collection(coords, 128, {"a": np.zeros(4)})  # no classification asked
+    # another slide whose patches favour another class first: IC keeps its colour
+    other = {"IC": attention["IC"][::-1], "benign": attention["benign"][::-1]}
+    again = export_heatmap(other, "IC", coords, 128, tmp_path / "o.png",
+                           geojson=tmp_path / "o.geojson", hierarchy=bracs)  # fmt: skip
+    first = json.loads(again.geojson.read_text())["features"][0]["properties"]
+    assert first["classification"] == ic
+    assert first["measurements"]["top_label_index"] == 0  # "IC" is first in this order
+    plain = detections_collection(coords, 128, {"a": np.zeros(4)})  # no classification asked
     assert "classification" not in plain["features"][0]["properties"]
-    with pytest.raises(HMILError, match="3 labels for 4 patches"):
-        geojson_collection(coords, 128, {}, classification=["IC"] * 3)
+
+
+def test_class_colours_follow_the_hierarchy_not_the_file() -> None:
+    bracs = Hierarchy.preset("bracs")
+    names = [*bracs.coarse, *bracs.fine]
+    colours = [colour_for_class(name, bracs) for name in names]
+    assert colours == list(PALETTE[: len(names)])  # coarse then fine, each its own colour
+    assert len(set(colours)) == len(names) == 10
+    # a class the hierarchy lacks still gets one fixed colour, whatever the call
+    assert colour_for_class("Stroma") == colour_for_class("Stroma", bracs) in PALETTE

@@ -171,7 +171,7 @@ def test_a_failed_geojson_leaves_no_png(
     def fails(path, *args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(heatmap_module, "write_geojson", fails)
+    monkeypatch.setattr(heatmap_module, "write_detections", fails)
     argv = ["heatmap", "--checkpoint", str(ckpt), "--bag", str(small_cohort / "features" /
             "synth-0000.h5"), "--level", "fine", "--label", "IC", "--out", str(png), "--geojson",
             str(geo), "--device", "cpu"]  # fmt: skip
