@@ -8,12 +8,22 @@ import numpy as np
 import pytest
 import torch
 
-from hmil.cli import main
+from hmil.cli import COMMANDS, build_parser, main
+from hmil.cli import export as export_command
 from hmil.export import read_metadata
 from hmil.predict import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[3]
 DEMO = REPO / "checkpoints" / "demo" / "checkpoint.pt"
+
+
+def test_export_is_registered_with_its_output_file() -> None:
+    assert COMMANDS[export_command.NAME] == export_command.__name__
+    assert export_command.OUTPUTS == {"out": "file"}
+    args = build_parser().parse_args(
+        ["export", "--checkpoint", "c.pt", "--format", "onnx", "--out", "m.onnx"]
+    )
+    assert (args.checkpoint, args.format, args.out) == ("c.pt", "onnx", "m.onnx")
 
 
 def test_export_writes_a_program_that_predicts_like_the_checkpoint(
