@@ -23,9 +23,10 @@ import torch
 import yaml
 
 import hmil
+from hmil.data.provenance import parse_encoder
 from hmil.demo.classes import DEMO_CLASSES
 from hmil.demo.pipeline import DemoResult
-from hmil.errors import HMILError
+from hmil.errors import ConfigError, HMILError
 from hmil.io import atomic_path, read_jsonl, write_text_atomic
 from hmil.train.attention_metrics import RowLocalisation, bag_localisation, mean_localisation
 from hmil.train.runs import fold_paths, list_folds, load_run_config
@@ -60,9 +61,8 @@ def default_checkpoint_dir() -> Path:
     """
     repo = Path(hmil.__file__).resolve().parents[1]
     if not (repo / "pyproject.toml").is_file():
-        raise HMILError(
-            "--update-checkpoint",
-            "hmil is not running from a source checkout; pass --checkpoint-dir",
+        raise ConfigError(
+            "checkpoint_dir", "hmil is not running from a source checkout; name the folder"
         )
     return repo / "checkpoints" / "demo"
 
@@ -212,6 +212,7 @@ def model_card(result: DemoResult, choice: FoldChoice, command: str, checkpoint_
         f"- HMIL (class-wise gated attention, coarse and fine heads), input dimension "
         f"{_in_dim(fold_paths(run, choice.fold).checkpoint)}, {n_params:,} parameters, "
         f"checkpoint {checkpoint_bytes / 1e6:.1f} MB.",
+        encoder_line(fold_paths(run, choice.fold).checkpoint),
         f"- {result.summary.get('n_folds', 0)}-fold cross-validation (case-grouped, stratified), "
         f"{config.train.epochs} epochs per fold, Adam lr {config.train.lr:g}, "
         f"{_bags(config.train.bags_per_step)} per optimiser step, seed {config.train.seed}; "
@@ -295,6 +296,19 @@ def _fmt(value: Any) -> str:
 
 def _checkpoint(path: Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def encoder_line(checkpoint: Path) -> str:
+    """The card's line on the features' encoder, as the checkpoint records it (training takes
+    it from the bags; see docs/formats.md)."""
+    ref = parse_encoder(str(_checkpoint(checkpoint).get("encoder") or ""))
+    if not ref.known:
+        return "- Encoder: not recorded in the checkpoint (no warning on another encoder's bags)."
+    weights = f", weights SHA-256 `{ref.weights_sha256}`" if ref.weights_sha256 else ""
+    return (
+        f"- Encoder: `{ref.name}`{weights}, recorded in the checkpoint: `hmil predict`, "
+        "`hmil heatmap` and the viewer warn on bags of another encoder."
+    )
 
 
 def _parameter_count(path: Path) -> int:

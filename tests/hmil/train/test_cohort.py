@@ -11,13 +11,16 @@ import pandas as pd
 import pytest
 import torch
 
+import hmil
 from hmil.checkpoint import load_checkpoint_file
 from hmil.cli import main
 from hmil.data.labels import read_labels
 from hmil.data.provenance import EncoderRef
 from hmil.data.splits import make_splits, write_splits
+from hmil.demo.model_card import encoder_line
 from hmil.errors import ConfigError
 from hmil.hierarchy import Hierarchy
+from hmil.model_info import model_provenance
 from hmil.synthetic import CohortSpec, SyntheticBag, make_cohort
 from hmil.train.cohort import checkpoint_encoder, gather_fold
 
@@ -94,6 +97,7 @@ def test_trident_bags_train_a_checkpoint_that_warns_on_another_encoder(
     checkpoint = run / "fold_0" / "checkpoint.pt"
     _, info = load_checkpoint_file(checkpoint)
     assert info.encoder == "uni_v1"
+    assert encoder_line(checkpoint).startswith("- Encoder: `uni_v1`, recorded in the checkpoint")
     capsys.readouterr()
     same, other = trident["uni"] / "synth-0000.pt", trident["resnet"] / "synth-0000.pt"
     assert same.is_file() and other.is_file()
@@ -111,6 +115,10 @@ def test_trident_bags_train_a_checkpoint_that_warns_on_another_encoder(
     assert code == 0 and png.is_file(), err
     assert f"warning: {other}: bag made by resnet50" in err and "uni_v1 features" in err
     assert "(patch 256px at level 0)" in err  # coords and size from patches/<id>_patches.h5
+    # the viewer's slide page shows model_provenance's line for the bag it draws
+    pred = hmil.load_checkpoint(checkpoint, device="cpu").predict(other)
+    warning = model_provenance(checkpoint, info, pred.bag_attrs).encoder_mismatch
+    assert warning is not None and "resnet50" in warning and "uni_v1" in warning
 
 
 def test_a_configured_encoder_that_contradicts_the_bags_stops_training(
@@ -126,7 +134,6 @@ def test_a_configured_encoder_that_contradicts_the_bags_stops_training(
 
 
 def test_old_checkpoints_without_an_encoder_do_not_warn(trident: dict[str, Path]) -> None:
-    import hmil
     from hmil.checkpoint import CheckpointInfo, save_checkpoint
     from hmil.config import ModelConfig
     from hmil.model import HMIL
@@ -138,3 +145,4 @@ def test_old_checkpoints_without_an_encoder_do_not_warn(trident: dict[str, Path]
     pred = hmil.load_checkpoint(path, device="cpu").predict(trident["resnet"] / "synth-0000.pt")
     assert pred.warnings == [] and pred.bag_attrs is not None
     assert pred.bag_attrs["encoder"] == "resnet50"
+    assert encoder_line(path).startswith("- Encoder: not recorded in the checkpoint")
