@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hmil.cli import EXIT_OK
+from hmil.durations import format_duration
 from hmil.errors import RunError
 
 if TYPE_CHECKING:
@@ -60,12 +61,4 @@ def _row(view: FoldView) -> tuple[str, ...]:
     if view.best_value is not None:
         best = f"{view.select_metric} {view.best_value:.4f} @{view.best_epoch}"
     job = " ".join(p for p in (view.launcher, view.job_id, view.scheduler_state) if p) or "-"
-    return (str(view.fold), view.state, epoch, best, _duration(view.eta_s), job)
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    total = int(round(seconds))
-    hours, rest = divmod(total, 3600)
-    return f"{hours:d}:{rest // 60:02d}:{rest % 60:02d}"
+    return (str(view.fold), view.state, epoch, best, format_duration(view.eta_s, missing="-"), job)
