@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hmil.errors import HMILError
+from hmil.errors import ConfigError, HMILError
 
 #: ×1 = a patch holding exactly its uniform share 1/N; patches below are not coloured
 RELATIVE_FLOOR = 1.0
@@ -231,10 +231,10 @@ SCALES: dict[str, ScaleKind] = {
 DEFAULT_SCALE = next(iter(SCALES))
 
 
-def check_scale(kind: str, where: str = "--normalize") -> str:
-    """``kind`` if it names a scale, else HMILError naming ``where``."""
+def check_scale(kind: str, where: str = "normalize") -> str:
+    """``kind`` if it names a scale, else ConfigError naming ``where``."""
     if kind not in SCALES:
-        raise HMILError(where, f"unknown scale '{kind}' (choose from: {', '.join(SCALES)})")
+        raise ConfigError(where, f"unknown scale '{kind}' (choose from: {', '.join(SCALES)})")
     return kind
 
 

@@ -17,8 +17,8 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ConfigError("--device", f"'{name}' requested but no CUDA device is available")
+            raise ConfigError("device", f"'{name}' requested but no CUDA device is available")
         return torch.device(name)
     if name == "cpu":
         return torch.device("cpu")
-    raise ConfigError("--device", f"unknown device '{name}' (expected auto, cpu or cuda[:i])")
+    raise ConfigError("device", f"unknown device '{name}' (expected auto, cpu or cuda[:i])")

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from hmil.crops import save_topk_crops
-from hmil.errors import HMILError, SlideError
+from hmil.errors import ConfigError, SlideError
 from hmil.geojson import Classification, write_detections
 from hmil.hierarchy import Hierarchy
 from hmil.images import write_png
@@ -153,13 +153,13 @@ def export_heatmap(
             it a colour follows from the class name alone).
     """
     if label not in attention:
-        raise HMILError("--label", f"unknown label '{label}' (choose from: {', '.join(attention)})")
+        raise ConfigError("label", f"unknown label '{label}' (choose from: {', '.join(attention)})")
     c = check_coords(coords)
     patch_size = check_patch_size(patch_size)
     if slide is not None:
         _check_on_slide(c, slide, bag_attrs or {}, allow_slide_mismatch)
     if topk > 0 and (slide is None or crops_dir is None):
-        raise HMILError("--topk", "needs --slide and --crops DIR (crops are cut from the slide)")
+        raise ConfigError("topk", "needs a slide and a crops folder (crops are cut from the slide)")
     style = style or HeatmapStyle()
     names = list(attention)
     coded = level_codes(np.stack([attention[n] for n in names]), c, patch_size, style)

@@ -6,6 +6,8 @@ Each sub-command lives in its own module of this package and exposes ``NAME``, `
 the registry. The dispatcher below is the only place that turns exceptions into exit codes:
 
 * :class:`hmil.errors.HMILError` → one line ``error: <where>: <problem>`` on stderr, exit 2;
+  a ``where`` that names a parameter of the command (``train.epochs``, ``device``) is shown as
+  its flag (``--epochs``, ``--device``): the library names parameters, never flags;
 * an OS-level failure (disk full, permission denied, read-only file system, a path through a
   file) → one such line too, exit 2; atomic writes leave nothing half-written behind;
 * a command over many items returns 3 itself when it skipped items it reported;
@@ -20,7 +22,7 @@ import sys
 from collections.abc import Sequence
 
 from hmil.cli.flags import flag_names, flag_where
-from hmil.errors import ConfigError, HMILError
+from hmil.errors import HMILError
 
 #: sub-command name -> module (imported lazily so ``hmil --help`` stays fast)
 COMMANDS: dict[str, str] = {
@@ -77,10 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sweep_outputs(args, args._outputs)
         return int(args._run(args))
     except HMILError as exc:
-        if isinstance(exc, ConfigError):  # the library names the field; the user typed a flag
-            typed = sys.argv[1:] if argv is None else argv
-            exc = ConfigError(flag_where(exc, args._flags, typed), exc.problem)
-        print(f"error: {exc}", file=sys.stderr)
+        # the library names the parameter (train.epochs); the user knows it by its flag
+        where = flag_where(exc, args._flags, sys.argv[1:] if argv is None else argv)
+        print(f"error: {where}: {exc.problem}", file=sys.stderr)
         return EXIT_USAGE
     except (OSError, RuntimeError) as exc:
         found = os_error_problem(exc)

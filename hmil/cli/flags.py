@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from hmil.errors import ConfigError
+from hmil.errors import HMILError
 from hmil.params import Options, constraint, leaves, rule_of
 
 ArgumentTarget = argparse.ArgumentParser | argparse._ArgumentGroup
@@ -167,14 +167,15 @@ def flag_names(parser: argparse.ArgumentParser) -> dict[str, tuple[str, ...]]:
     return {a.dest: tuple(a.option_strings) for a in parser._actions if a.option_strings}
 
 
-def flag_where(exc: ConfigError, flags: Mapping[str, Sequence[str]], argv: Sequence[str]) -> str:
-    """The flag the user typed for the field a :class:`ConfigError` names, else its ``where``.
+def flag_where(exc: HMILError, flags: Mapping[str, Sequence[str]], argv: Sequence[str]) -> str:
+    """The flag that sets the parameter an error names (a :class:`ConfigError`'s field).
 
-    Only a flag present in ``argv`` is named: a bad value read from a ``--config`` file keeps
-    its dotted key.
+    The flag the user typed when the parameter has several (``--epochs``, ``--train.epochs``).
+    A dotted config key the user did not type (``launcher.extra``) came from a config file and
+    keeps its name; any other parameter is shown as its flag (``weights`` → ``--weights``).
     """
-    for option in flags.get(exc.where, ()):
-        prefixes = (option, f"{option}=")
-        if any(token == option or token.startswith(prefixes[1]) for token in argv):
+    options = flags.get(exc.where, ())
+    for option in options:
+        if any(token == option or token.startswith(f"{option}=") for token in argv):
             return option
-    return exc.where
+    return options[0] if options and "." not in exc.where else exc.where

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-from hmil.errors import SplitError
+from hmil.errors import ConfigError, SplitError
 from hmil.io import write_text_atomic
 
 
@@ -91,9 +91,11 @@ def make_splits(
         test_frac: None for k-fold cross-validation, else the test fraction of every fold.
     """
     if k < 1 or (test_frac is None and k < 2):
-        raise SplitError("--k", f"need k ≥ 2 folds for cross-validation (got {k})")
-    if not 0 <= val_frac < 1 or (test_frac is not None and not 0 < test_frac < 1):
-        raise SplitError("--val-frac/--test-frac", "fractions must lie in [0, 1)")
+        raise ConfigError("k", f"need k ≥ 2 folds for cross-validation (got {k})")
+    if not 0 <= val_frac < 1:
+        raise ConfigError("val_frac", f"must lie in [0, 1), got {val_frac}")
+    if test_frac is not None and not 0 < test_frac < 1:
+        raise ConfigError("test_frac", f"must lie in (0, 1), got {test_frac}")
     n_groups = labels["case_id"].nunique()
     if n_groups < 3:
         raise SplitError("labels", f"need at least 3 cases to split, found {n_groups}")
@@ -104,8 +106,8 @@ def make_splits(
     if test_frac is None:
         largest = int(np.bincount(y).max())
         if k > n_groups or k > largest:
-            raise SplitError(
-                "--k", f"{k} folds need at least {k} cases and a class with ≥ {k} slides "
+            raise ConfigError(
+                "k", f"{k} folds need at least {k} cases and a class with ≥ {k} slides "
                 f"(found {n_groups} cases, largest class {largest})",
             )  # fmt: skip
         outer = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)

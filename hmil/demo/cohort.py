@@ -40,7 +40,7 @@ from hmil.demo.synthetic_slides import (
     slide_files,
     write_slide,
 )
-from hmil.errors import HMILError
+from hmil.errors import ConfigError, HMILError
 from hmil.io import write_json_atomic, write_text_atomic
 from hmil.progress import Progress
 
@@ -76,9 +76,9 @@ class CohortConfig:
     def __post_init__(self) -> None:
         n_classes = len(DEMO_CLASSES)
         if self.n_slides < n_classes:
-            raise HMILError("--slides", f"need at least {n_classes} slides (one per class)")
+            raise ConfigError("n_slides", f"need at least {n_classes} slides (one per class)")
         if not 512 <= self.min_size <= self.max_size:
-            raise HMILError("slide size", "expected 512 <= min_size <= max_size")
+            raise ConfigError("min_size", "expected 512 <= min_size <= max_size")
         low, high = self.lesion_fraction
         if not 0 < low <= high <= 0.5:
             raise HMILError("lesion_fraction", "expected 0 < low <= high <= 0.5")

@@ -26,7 +26,7 @@ import hmil
 from hmil.data.provenance import parse_encoder
 from hmil.demo.classes import DEMO_CLASSES
 from hmil.demo.pipeline import DemoResult
-from hmil.errors import HMILError
+from hmil.errors import ConfigError, HMILError
 from hmil.io import atomic_path, read_jsonl, write_text_atomic
 from hmil.train.attention_metrics import RowLocalisation, bag_localisation, mean_localisation
 from hmil.train.runs import fold_paths, list_folds, load_run_config
@@ -61,9 +61,8 @@ def default_checkpoint_dir() -> Path:
     """
     repo = Path(hmil.__file__).resolve().parents[1]
     if not (repo / "pyproject.toml").is_file():
-        raise HMILError(
-            "--update-checkpoint",
-            "hmil is not running from a source checkout; pass --checkpoint-dir",
+        raise ConfigError(
+            "checkpoint_dir", "hmil is not running from a source checkout; name the folder"
         )
     return repo / "checkpoints" / "demo"
 

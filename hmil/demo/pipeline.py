@@ -30,7 +30,7 @@ from hmil.data.labels import read_labels
 from hmil.data.splits import list_split_files, make_splits, write_splits
 from hmil.demo import defaults
 from hmil.demo.cohort import Cohort, CohortConfig, build_cohort
-from hmil.errors import HMILError
+from hmil.errors import ConfigError, HMILError
 from hmil.hierarchy import Hierarchy
 from hmil.slides.encoders import DEFAULT_ENCODER
 from hmil.slides.extract import ExtractConfig, extract_slides
@@ -83,9 +83,9 @@ class DemoConfig:
 
     def __post_init__(self) -> None:
         if self.folds < 2:
-            raise HMILError("--folds", f"need at least 2 folds, got {self.folds}")
+            raise ConfigError("folds", f"need at least 2 folds, got {self.folds}")
         if self.epochs < 1:
-            raise HMILError("--epochs", f"must be at least 1, got {self.epochs}")
+            raise ConfigError("epochs", f"must be at least 1, got {self.epochs}")
 
     def cohort_config(self) -> CohortConfig:
         return CohortConfig(

@@ -119,9 +119,12 @@ BACKENDS: dict[str, Backend] = {
 
 
 def backend(kind: str) -> Backend:
-    """The submitit backend of launcher ``kind``; a ConfigError naming ``--launcher`` otherwise."""
+    """The submitit backend of launcher ``kind``; a ConfigError naming ``launcher.kind``
+    otherwise."""
     if kind not in BACKENDS:
-        raise ConfigError("--launcher", f"'{kind}' runs no jobs (expected {', '.join(BACKENDS)})")
+        raise ConfigError(
+            "launcher.kind", f"'{kind}' runs no jobs (expected {', '.join(BACKENDS)})"
+        )
     return BACKENDS[kind]
 
 
@@ -136,7 +139,9 @@ def make_executor(kind: str, folder: Path, cfg: LauncherConfig, job_name: str) -
     try:
         executor = chosen.make(folder)
     except RuntimeError as exc:  # SlurmExecutor: "Could not detect srun"
-        raise RunError("--launcher", f"{kind}: {_first_line(exc)} (run on a login node)") from None
+        raise RunError(
+            "launcher.kind", f"{kind}: {_first_line(exc)} (run on a login node)"
+        ) from None
     try:
         executor.update_parameters(**chosen.parameters(cfg, job_name))
     except (ValueError, NameError, TypeError) as exc:

@@ -119,7 +119,7 @@ class ExtractLaunch:
 def shard_slides(slides: Sequence[Path], n_shards: int) -> list[list[Path]]:
     """Deal ``slides`` round-robin into at most ``n_shards`` non-empty shards."""
     if n_shards < 1:
-        raise ConfigError("--shards", f"must be ≥ 1, got {n_shards}")
+        raise ConfigError("shards", f"must be ≥ 1, got {n_shards}")
     return [list(slides[i::n_shards]) for i in range(min(n_shards, len(slides)))]
 
 
@@ -159,9 +159,9 @@ def launch_extraction(
     chosen = backend(launcher.kind)
     if encoder not in ENCODERS:
         known = ", ".join(sorted(ENCODERS))
-        raise ConfigError("--encoder", f"unknown encoder '{encoder}' (available: {known})")
+        raise ConfigError("encoder", f"unknown encoder '{encoder}' (available: {known})")
     if weights is not None and not Path(weights).is_file():
-        raise ConfigError("--weights", f"{weights}: file not found")
+        raise ConfigError("weights", f"{weights}: file not found")
     patches = resolve_patches_dir(patches_dir).resolve()
     out = Path(out_dir).resolve()
     paths = [Path(s).resolve() for s in slides]

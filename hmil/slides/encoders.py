@@ -94,9 +94,9 @@ def create_encoder(
     """
     if name not in ENCODERS:
         known = ", ".join(sorted(ENCODERS))
-        raise ConfigError("--encoder", f"unknown encoder '{name}' (available: {known})")
+        raise ConfigError("encoder", f"unknown encoder '{name}' (available: {known})")
     if backend not in BACKENDS:
-        raise ConfigError("--backend", f"expected one of {', '.join(BACKENDS)}, got '{backend}'")
+        raise ConfigError("backend", f"expected one of {', '.join(BACKENDS)}, got '{backend}'")
     cls = ENCODERS[name]
     path = None if weights is None else resolve_weights(weights, getattr(cls, "spec", None))
     dev = resolve_device(device)
@@ -158,13 +158,13 @@ class PatchEncoder(ABC):
     def check_precision(self, precision: str) -> None:
         """Raise ConfigError if ``precision`` is unknown, unsupported here, or on this device."""
         if precision not in PRECISIONS:
-            raise ConfigError("--precision", f"expected fp32, bf16 or fp16, got '{precision}'")
+            raise ConfigError("precision", f"expected fp32, bf16 or fp16, got '{precision}'")
         if precision == "fp32":
             return
         if not self.neural:
-            raise ConfigError("--precision", f"'{self.name}' computes in fp32 only")
+            raise ConfigError("precision", f"'{self.name}' computes in fp32 only")
         if precision == "fp16" and self.device.type != "cuda":
-            raise ConfigError("--precision", "fp16 needs a CUDA device (use bf16 or fp32 on CPU)")
+            raise ConfigError("precision", "fp16 needs a CUDA device (use bf16 or fp32 on CPU)")
 
     @contextlib.contextmanager
     def autocast(self, precision: str = "fp32") -> Iterator[None]:
@@ -263,7 +263,7 @@ class HedTextureEncoder(PatchEncoder):
     def __init__(self, weights: Path | None, device: torch.device) -> None:
         super().__init__(weights, device)
         if weights is not None:
-            raise ConfigError("--weights", "the 'hed-texture' encoder takes no weights")
+            raise ConfigError("weights", "the 'hed-texture' encoder takes no weights")
         self._hed_matrix = _HED_FROM_RGB
         self._grey_weights = (0.2125, 0.7154, 0.0721)  # skimage.color.rgb2gray
 
@@ -503,7 +503,7 @@ class TorchScriptEncoder(_NetworkEncoder):
         super().__init__(weights, device)
         if weights is None:
             raise ConfigError(
-                "--weights", "the 'torchscript' encoder needs --weights PATH (a TorchScript file)"
+                "weights", "the 'torchscript' encoder needs weights (a TorchScript file)"
             )
         loaded = read_weights(weights, device=device) if weights.is_file() else None
         if loaded is None:
@@ -512,8 +512,8 @@ class TorchScriptEncoder(_NetworkEncoder):
             raise ConfigError(
                 weights,
                 "not a TorchScript model (save one with torch.jit.save(torch.jit.trace(model, x)));"
-                " a state dict loads with a named encoder, e.g. --encoder resnet50_trunc "
-                "(see hmil extract --list-encoders)",
+                " a state dict loads with a named encoder, e.g. resnet50_trunc (every named "
+                "encoder: hmil.slides.encoders.encoder_table)",
             )
         self._weights = loaded
         self._net = loaded.module
@@ -542,8 +542,8 @@ class PretrainedEncoder(_NetworkEncoder):
         spec = self.spec
         if weights is None:
             raise ConfigError(
-                "--weights",
-                f"'{self.name}' needs --weights FILE ({spec.where}); nothing is downloaded",
+                "weights",
+                f"'{self.name}' needs a weights file ({spec.where}); nothing is downloaded",
             )
         self.preprocess = spec.preprocess
         self.input_size = spec.input_size
@@ -586,7 +586,7 @@ def load_network(
             net, used = build_network(spec.architecture, backend)
     except RuntimeError as exc:  # backend="timm" without timm
         raise ConfigError(
-            "--backend", f"{first_line(exc)} (pip install hmil-studio[encoders])"
+            "backend", f"{first_line(exc)} (pip install hmil-studio[encoders])"
         ) from None
     target = weights_module(net)
     expected = {k: tuple(v.shape) for k, v in target.state_dict().items()}

@@ -124,9 +124,8 @@ def check_run(config: Config, out: str | Path, resume: bool = False) -> RunPlan:
         stored = Config.from_run_file(stored_path)
         if _without_launcher(stored) != _without_launcher(config):
             raise RunError(
-                stored_path, "--resume with a config different from the run's; resume with the "
-                "same flags or without them (the stored config is used by `hmil train --resume "
-                "--out RUN` alone)",
+                stored_path, "resuming with a config different from the run's; resume with the "
+                "same settings or with none (the run's stored config is then used)",
             )  # fmt: skip
     to_run, already = plan_folds(run, folds, resume)
     return RunPlan(run_dir=run, to_run=to_run, already=already)
@@ -160,8 +159,7 @@ def plan_folds(run: Path, folds: list[int], resume: bool) -> tuple[list[int], li
         if paths.started() and not resume:
             raise RunError(
                 paths.root,
-                "fold already has training files; pass --resume to continue it or choose a new "
-                "--out",
+                "fold already has training files; resume it or train into a new run directory",
             )
         to_run.append(fold)
     return to_run, already

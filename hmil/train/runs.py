@@ -118,12 +118,12 @@ def resolve_folds(spec: str, available: list[int]) -> list[int]:
         folds = [int(part) for part in spec.split(",") if part.strip()]
     except ValueError:
         raise ConfigError(
-            "--folds", f"expected 'all' or comma-separated integers, got '{spec}'"
+            "data.folds", f"expected 'all' or comma-separated integers, got '{spec}'"
         ) from None
     missing = [f for f in folds if f not in available]
     if missing or not folds:
         raise ConfigError(
-            "--folds", f"no split for fold(s) {missing or spec} (available: {available})"
+            "data.folds", f"no split for fold(s) {missing or spec} (available: {available})"
         )
     return folds
 

@@ -94,7 +94,7 @@ def test_extract_errors_are_one_line(
     base = ["extract", str(small_slide), "--patches", str(tmp_path), "--out", str(tmp_path / "b")]
     assert main([*base, "--encoder", "uni_v1"]) == 2
     assert _errors(capsys.readouterr().err) == [
-        "error: --weights: 'uni_v1' needs --weights FILE (MahmoodLab/UNI pytorch_model.bin); "
+        "error: --weights: 'uni_v1' needs a weights file (MahmoodLab/UNI pytorch_model.bin); "
         "nothing is downloaded"
     ]
     junk = tmp_path / "pytorch_model.bin"

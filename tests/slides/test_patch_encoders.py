@@ -139,7 +139,7 @@ def test_torchscript_encoder_loads_a_traced_model(tmp_path: Path) -> None:
 
 
 def test_torchscript_errors(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="needs --weights"):
+    with pytest.raises(ConfigError, match=r"^weights: the 'torchscript' encoder needs weights"):
         create_encoder("torchscript")
     with pytest.raises(ConfigError, match="weights file not found"):
         create_encoder("torchscript", weights=tmp_path / "missing.pt")
