@@ -280,8 +280,8 @@ def bench_extraction(
 
     from hmil.slides.encoders import create_encoder
     from hmil.slides.extract import ExtractConfig, extract_slide, iter_patch_batches, plan_reads
-    from hmil.slides.reader import open_slide
     from hmil.slides.patch_files import load_patches, save_patches
+    from hmil.slides.reader import open_slide
     from hmil.slides.tiling import tile_slide
     from hmil.slides.tissue import TilingConfig
 

@@ -46,8 +46,8 @@ from hmil.io import atomic_path
 from hmil.progress import Progress
 from hmil.slides.encoders import PRECISIONS, PatchEncoder, create_encoder
 from hmil.slides.match import slide_attrs
-from hmil.slides.reader import Slide, open_slide, slide_id_from_path, trident_best_level
 from hmil.slides.patch_files import PatchFile, load_patches
+from hmil.slides.reader import Slide, open_slide, slide_id_from_path, trident_best_level
 
 BAG_FORMATS = ("h5", "pt")
 #: CLAM's feature folder: the subfolder of each format when both are written

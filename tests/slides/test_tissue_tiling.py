@@ -19,10 +19,10 @@ from hmil.demo.cohort import CohortConfig, plan_cohort
 from hmil.demo.defaults import N_SLIDES
 from hmil.demo.synthetic_slides import build_texture_bank, render_slide, write_slide
 from hmil.errors import HMILError, SlideError
-from hmil.slides import Region, open_slide
-from hmil.slides.reader import bounds_from_properties
 from hmil.geojson import read_tissue_geojson, write_tissue_geojson
+from hmil.slides import Region, open_slide
 from hmil.slides.patch_files import load_patches, save_patches
+from hmil.slides.reader import bounds_from_properties
 from hmil.slides.slide_list import read_slide_list
 from hmil.slides.tile_batch import tile_slides
 from hmil.slides.tiling import grid_coords, plan_patches, tile_slide, tissue_fractions
