@@ -132,7 +132,7 @@ def _cap(gb: float) -> Any:
 
 
 def start_server(root: Path, log: Path, cap_gb: float) -> tuple[subprocess.Popen[bytes], str]:
-    from viewer.browser import free_port
+    from benchmarks.browser import free_port
 
     port = free_port()
     command = [sys.executable, "-m", "hmil", "view", "--port", str(port), "--data-root", str(root)]
@@ -157,7 +157,7 @@ def start_server(root: Path, log: Path, cap_gb: float) -> tuple[subprocess.Popen
 def register(url: str, slides: dict[str, Path]) -> dict[str, str]:
     """Open each slide's page once in headless Chromium; its DZI key per slide name (slides
     the page refuses have none: their key is found from the first tile request, if any)."""
-    from viewer.browser import chromium, settle
+    from benchmarks.browser import chromium, settle
 
     keys: dict[str, str] = {}
     with chromium() as browser:

@@ -25,9 +25,9 @@ from streamlit.testing.v1 import AppTest
 from viewer_fixtures import APP
 from viewer_fixtures import APP_TIMEOUT as TIMEOUT
 
+from benchmarks.browser import free_port
 from hmil.cli import main
 from viewer.access import AccessGuard, AccessPolicy, is_loopback
-from viewer.browser import free_port
 from viewer.state import settings_from_env
 from viewer.tiles.registry import SlideRegistry
 from viewer.tiles.routes import OSD_URL, TileService

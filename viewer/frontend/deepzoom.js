@@ -24,10 +24,6 @@
 // same picture; Python writes the rest (run, slide, fold, style).
 
 const VIEWS = new WeakMap();
-const LIVE = new Set(); // open OpenSeadragon viewers, for PERF.busy()
-const PERF = (window.__hmilDZ = window.__hmilDZ || { events: [] });
-// tiles being fetched by any view right now (the benchmark waits for 0)
-PERF.busy = () => Array.from(LIVE).reduce((n, v) => n + v.imageLoader.jobsInProgress, 0);
 
 // a label chosen on the view reaches the page after this long without another click (ms)
 const LABEL_SETTLE_MS = 350;
@@ -36,11 +32,6 @@ const CLICK_DELAY_MS = 300;
 // the address is rewritten at most this often while the view moves (ms)
 const URL_EVERY_MS = 250;
 const LEVELS = ["coarse", "fine"];
-
-function mark(name, extra) {
-  PERF.events.push({ name, t: performance.now(), ...(extra || {}) });
-  if (PERF.events.length > 2000) PERF.events.splice(0, 1000);
-}
 
 function loadOSD(url) {
   if (window.OpenSeadragon) return Promise.resolve(window.OpenSeadragon);
@@ -232,11 +223,7 @@ class SlideView {
       gestureSettingsMouse: { clickToZoom: false, dblClickToZoom: true, scrollToZoom: true },
       gestureSettingsTouch: { pinchToZoom: true, dblClickToZoom: true, flickEnabled: true },
     });
-    LIVE.add(this.viewer);
-    this.viewer.addHandler("animation-finish", () => {
-      mark("settled");
-      hooks.onSettled(this);
-    });
+    this.viewer.addHandler("animation-finish", () => hooks.onSettled(this));
     this.overlay = el("canvas", "hmil-dz-layer");
     this.viewer.canvas.appendChild(this.overlay);
     this.layerTiles = null;
@@ -246,17 +233,8 @@ class SlideView {
     // what is under a still pointer changes when the view moves by keyboard or animation
     this.viewer.addHandler("animation", () => this.rehover());
     this.viewer.addHandler("open", () => {
-      mark("open");
       hooks.onOpen(this);
       this.draw();
-    });
-    this.viewer.addHandler("tile-loaded", () => mark("tile"));
-    this.viewer.world.addHandler("add-item", (e) => {
-      e.item.addHandler("fully-loaded-change", (f) => {
-        if (!f.fullyLoaded) return;
-        if (e.item === this.layerTiles) mark("layer-loaded", { url: this.layerTilesUrl });
-        else mark("slide-loaded");
-      });
     });
     this.viewer.addHandler("canvas-click", (e) => {
       if (!e.quick) return;
@@ -267,14 +245,12 @@ class SlideView {
       // wait: the first click of a double-click (zoom in) must not select a patch
       this.clickTimer = setTimeout(() => {
         this.clickTimer = null;
-        mark("patch-click", { index: i });
         hooks.onPatch(i);
       }, CLICK_DELAY_MS);
     });
     this.viewer.addHandler("canvas-double-click", () => {
       clearTimeout(this.clickTimer);
       this.clickTimer = null;
-      mark("double-click");
     });
     new OSD.MouseTracker({
       element: this.viewer.canvas,
@@ -375,7 +351,6 @@ class SlideView {
       ctx.lineWidth = 3;
       ctx.strokeRect(a.x, a.y, b.x - a.x, b.y - a.y);
     }
-    mark("draw", { label: this.label.name });
   }
 
   drawScale() {
@@ -441,10 +416,7 @@ class SlideView {
   }
 
   setTilesLayer(url, alpha) {
-    // "layer-loaded" = the overlay as asked for is on screen. OpenSeadragon raises
-    // fully-loaded-change only for an item it draws: at opacity 0 it never loads the tiles
-    // (TiledImage.getDrawArea is empty), so that event would never come; nothing to load
-    // (no layer, or an invisible one) is marked at once instead.
+    // the server-rendered overlay of one label as a second tiled image (null: none)
     if (this.layerTilesUrl === url) {
       if (this.layerTiles) this.layerTiles.setOpacity(alpha);
       return;
@@ -452,9 +424,7 @@ class SlideView {
     if (this.layerTiles) this.viewer.world.removeItem(this.layerTiles);
     this.layerTiles = null;
     this.layerTilesUrl = url;
-    if (!url || alpha <= 0) mark("layer-loaded", { url, empty: true });
     if (!url) return;
-    mark("layer-request", { url });
     this.viewer.addTiledImage({
       tileSource: url,
       opacity: alpha,
@@ -469,7 +439,6 @@ class SlideView {
 
   destroy() {
     clearTimeout(this.clickTimer);
-    LIVE.delete(this.viewer);
     this.viewer.destroy();
     this.frame.remove();
   }
@@ -595,7 +564,6 @@ class DeepZoom {
       this.pending = null;
       clearTimeout(this.labelTimer);
       this.labelTimer = null;
-      PERF.labelPending = false;
       this.current = null;
       this.appliedViewport = null;
     }
@@ -693,7 +661,6 @@ class DeepZoom {
     });
     this.viewerKeyboard(this.views[0]);
     this.fitHeight();
-    mark("build", { views: this.views.length });
   }
 
   opened(view) {
@@ -753,7 +720,6 @@ class DeepZoom {
   navigate(step) {
     const nav = this.data && this.data.nav;
     if (!nav || (step < 0 && !nav.has_prev) || (step > 0 && !nav.has_next)) return;
-    mark("nav", { step });
     this.tipsOff();
     this.triggers.setTriggerValue("nav", step);
   }
@@ -841,7 +807,6 @@ class DeepZoom {
   choose(level, name) {
     // recolour now; tell the page once the clicks settle, so that browsing labels chip after
     // chip is not interrupted by the page's rerun (and its redraw) after every click
-    mark("label-click", { level, name });
     const levelChanged = level !== this.current.level;
     this.current = { level, name };
     this.pending = { level, label: name };
@@ -850,10 +815,8 @@ class DeepZoom {
     this.apply();
     writeAddress({ level, label: name });
     clearTimeout(this.labelTimer);
-    PERF.labelPending = true; // browser.settle waits for the page to be told
     this.labelTimer = setTimeout(() => {
       this.labelTimer = null;
-      PERF.labelPending = false;
       this.pendingSent = performance.now();
       this.triggers.setTriggerValue("label", this.pending);
     }, LABEL_SETTLE_MS);
@@ -945,7 +908,6 @@ export default function (component) {
     VIEWS.set(root, entry);
   }
   const gen = ++entry.gen;
-  mark("mount");
   loadOSD(data.osd_url).then((OSD) => {
     if (gen !== entry.gen) return; // a newer call took over
     if (!entry.view) entry.view = new DeepZoom(root, OSD);

@@ -1,9 +1,9 @@
 """Time the slide page's deep-zoom view in headless Chromium, both attention-layer strategies.
 
-``python -m viewer.benchmark [RUN] [--out benchmarks/results/viewer_browser] [--shots DIR]``
-starts ``hmil view`` once per overlay strategy (``canvas``: coloured in the browser from the
-patch scores; ``tiles``: server-rendered overlay tiles) and measures, on the demo run's first
-slide and on the real slides of ``../shared/data/slides`` (uploaded with bags made by
+``python -m benchmarks.viewer_browser [RUN] [--out benchmarks/results/viewer_browser]
+[--shots DIR]`` starts ``hmil view`` once per overlay strategy (``canvas``: coloured in the
+browser from the patch scores; ``tiles``: server-rendered overlay tiles) and measures, on the
+demo run's first slide and on real test slides (``--slides``; uploaded with bags made by
 ``hmil tile`` + ``hmil extract --encoder hed-texture`` and predicted by the run's model):
 
 * first render — page navigation (demo) or upload (real slides) until the first view's
@@ -38,7 +38,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from viewer import browser
+from benchmarks import browser
 
 SHARED_SLIDES = Path(__file__).resolve().parents[2] / "shared" / "data" / "slides"
 REAL_SLIDES = ("cmu-1-small-region.svs", "tcga-cr-7395-01a-01-ts1.svs")
@@ -150,8 +150,8 @@ def _chip_switch(page: Any, name: str, strategy: str, index: int) -> float:
         return _wait_layer(page, index, t0) - t0
     # the layer is recoloured and drawn in the click handler; count until the next frame
     t1 = page.evaluate("() => new Promise(r => requestAnimationFrame(() => r(performance.now())))")
-    drawn = [e for e in browser.events(page, "draw", t0) if e.get("label") == name]
-    assert drawn, f"label {name} was not drawn"
+    on = page.evaluate("() => document.querySelector('.hmil-dz-chip.on')?.dataset.label")
+    assert on == name, f"label {name} was not drawn (the view shows {on})"
     return float(t1) - t0
 
 
@@ -273,16 +273,16 @@ def measure_page(
 
 def _say(text: str) -> None:
     """One progress line on stderr (a run takes minutes)."""
-    print(f"[viewer.benchmark] {text}", file=sys.stderr, flush=True)
+    print(f"[benchmarks.viewer_browser] {text}", file=sys.stderr, flush=True)
 
 
 def _first_visit(chrome: Any, url: str, strategy: str) -> tuple[Any, Any, float]:
     """A new visitor (fresh browser context: empty cache) opens the page: (context, page, page
     time when the first view is drawn); the page must show no error."""
     _say(f"{strategy}: a new visitor")
-    context = chrome.new_context(viewport=browser.VIEWPORT)
+    page = browser.new_page(chrome)
+    context = page.context
     context.set_default_timeout(TIMEOUT_S * 1000)
-    page = context.new_page()
     page.goto(url + "/")
     loaded = _first_drawn(page, strategy, 0.0)
     assert browser.problems(page) == [], browser.problems(page)
@@ -347,9 +347,9 @@ def run_strategy(
         for slide_name in real:
             slide = SHARED_SLIDES / slide_name
             stem = slide.stem
-            context = chrome.new_context(viewport=browser.VIEWPORT)
+            page = browser.new_page(chrome)
+            context = page.context
             context.set_default_timeout(TIMEOUT_S * 1000)
-            page = context.new_page()
             page.goto(url + "/")
             browser.wait_event(page, "slide-loaded", 0, timeout_s=TIMEOUT_S)
             browser.settle(page)
@@ -419,7 +419,7 @@ def markdown(raw: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     lines = [
         "# Viewer in headless Chromium: deep-zoom view timings",
         "",
-        f"Measured by `python -m viewer.benchmark` on {raw['cpus']} CPU cores, Chromium "
+        f"Measured by `python -m benchmarks.viewer_browser` on {raw['cpus']} CPU cores, Chromium "
         f"{raw['chromium']}, {raw['date']}; load average (1/5/15 min) "
         f"{'/'.join(f'{v:.1f}' for v in raw['load_average_before'])} before and "
         f"{'/'.join(f'{v:.1f}' for v in raw['load_average_after'])} after{shared}. "
@@ -500,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", help="folder for the real slides' bags (default: a temp dir)")
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     parser.add_argument(
-        "--slides", default=",".join(REAL_SLIDES), help="real slides of shared/data/slides"
+        "--slides", default=",".join(REAL_SLIDES), help="real test slides, by file name"
     )
     args = parser.parse_args(argv)
     run = Path(args.run).resolve()

@@ -3,6 +3,10 @@
 Uses Debian's ``/usr/bin/chromium`` through Playwright's ``executable_path`` (no browser
 download) and starts ``hmil view`` on a free localhost port. Playwright is a dev dependency,
 imported only when a browser is launched.
+
+The shipped front end carries no timing code: every page opened by :func:`new_page` gets
+:data:`TIMING_SCRIPT` before the page's own scripts, which watches OpenSeadragon from outside
+(its viewers' events) and records the marks that :func:`events` and :func:`wait_event` read.
 """
 
 from __future__ import annotations
@@ -30,6 +34,88 @@ CHROMIUM_ARGS = [
 ]
 #: what a pathologist's laptop shows; every screenshot and check of the viewer is taken at this size
 VIEWPORT = {"width": 1600, "height": 1000}
+
+
+#: marks in page time (``performance.now``, ms) in ``window.__hmilTiming.events``:
+#: ``tile`` (a tile arrived), ``draw`` (a frame drawn), ``settled`` (a zoom or pan animation
+#: ended), ``open``, ``slide-loaded`` (the slide's tiles in view all drawn), ``layer-request`` /
+#: ``layer-loaded`` (``url``: the overlay tiles of one label; ``empty``: asked for at opacity 0,
+#: where OpenSeadragon loads nothing, so it is marked at once); ``busy()`` counts the tile
+#: requests in flight and ``labelPending`` is true until a label chosen on the view (chip, level,
+#: key t) has reached the page (the view tells it after 350 ms without another choice)
+TIMING_SCRIPT = """
+(() => {
+  const T = (window.__hmilTiming = { events: [], labelPending: false });
+  const mark = (name, extra) => {
+    T.events.push({ name, t: performance.now(), ...(extra || {}) });
+    if (T.events.length > 4000) T.events.splice(0, 2000);
+  };
+  let OSD = null;
+  const viewers = () => OSD ? Array.from(OSD._viewers.values())
+    .filter((v) => !(v instanceof OSD.Navigator)) : [];
+  T.busy = () => viewers().reduce((n, v) => n + v.imageLoader.jobsInProgress, 0);
+  let chosen = 0;
+  const choice = () => {
+    chosen = performance.now();
+    T.labelPending = true;
+    setTimeout(() => { T.labelPending = performance.now() - chosen < 450; }, 460);
+  };
+  document.addEventListener("click", (e) => {
+    if (e.target instanceof Element && e.target.closest(".hmil-dz-chip, .hmil-dz-level"))
+      choice();
+  }, true);
+  document.addEventListener("keydown", (e) => { if (e.key === "t") choice(); }, true);
+  const watch = (viewer) => {
+    // the overlay's tiled image is asked for in the same task as the viewer is made
+    const layers = new Map(); // overlay item -> its tile source URL
+    const add = viewer.addTiledImage.bind(viewer);
+    viewer.addTiledImage = (options) => {
+      const url = options.tileSource;
+      mark("layer-request", { url });
+      if (options.opacity <= 0) mark("layer-loaded", { url, empty: true });
+      const success = options.success;
+      const added = (e) => { layers.set(e.item, url); if (success) success(e); };
+      return add({ ...options, success: added });
+    };
+    // after the constructor: its world exists, nothing has been fetched yet
+    queueMicrotask(() => handlers(viewer, layers));
+  };
+  const handlers = (viewer, layers) => {
+    viewer.addHandler("tile-loaded", () => mark("tile"));
+    viewer.addHandler("update-viewport", () => mark("draw"));
+    viewer.addHandler("animation-finish", () => mark("settled"));
+    viewer.addHandler("open", () => mark("open"));
+    viewer.world.addHandler("add-item", (e) => {
+      e.item.addHandler("fully-loaded-change", (f) => {
+        if (!f.fullyLoaded) return;
+        if (layers.has(e.item)) mark("layer-loaded", { url: layers.get(e.item) });
+        else mark("slide-loaded");
+      });
+    });
+  };
+  const hook = () => {
+    if (OSD || !window.OpenSeadragon) return;
+    OSD = window.OpenSeadragon;
+    const registry = OSD._viewers;
+    const set = registry.set.bind(registry);
+    registry.set = (element, viewer) => {
+      set(element, viewer);
+      if (!(viewer instanceof OSD.Navigator)) watch(viewer);
+      return registry;
+    };
+  };
+  // the view loads OpenSeadragon with a script tag: hook it before the view's onload runs
+  document.addEventListener("load", hook, true);
+})();
+"""
+
+
+def new_page(chrome: Any) -> Any:
+    """A page of a fresh browser context (empty cache) at :data:`VIEWPORT`, with
+    :data:`TIMING_SCRIPT` installed; closing the page's context is the caller's."""
+    context = chrome.new_context(viewport=VIEWPORT)
+    context.add_init_script(TIMING_SCRIPT)
+    return context.new_page()
 
 
 def free_port() -> int:
@@ -104,7 +190,7 @@ def settle(page: Any, timeout_s: float = 300.0) -> None:
     the script run and of lazy-loaded widgets."""
     page.wait_for_selector("h1, .hmil-dz, [data-testid=stAlert]", timeout=timeout_s * 1000)
     page.wait_for_function(
-        "!(window.__hmilDZ && window.__hmilDZ.labelPending)", timeout=timeout_s * 1000
+        "!(window.__hmilTiming && window.__hmilTiming.labelPending)", timeout=timeout_s * 1000
     )
     page.wait_for_function(
         "document.querySelectorAll('[data-testid=stSkeleton]').length === 0",
@@ -119,9 +205,10 @@ def settle(page: Any, timeout_s: float = 300.0) -> None:
 
 
 def events(page: Any, name: str, after: float = 0.0) -> list[dict[str, Any]]:
-    """The deep-zoom view's marks called ``name`` after page time ``after`` (ms)."""
+    """The marks called ``name`` (:data:`TIMING_SCRIPT`) after page time ``after`` (ms)."""
     return page.evaluate(
-        "([n, a]) => (window.__hmilDZ || {events: []}).events.filter(e => e.name === n && e.t > a)",
+        "([n, a]) => (window.__hmilTiming || {events: []})"
+        ".events.filter(e => e.name === n && e.t > a)",
         [name, after],
     )
 
@@ -129,7 +216,8 @@ def events(page: Any, name: str, after: float = 0.0) -> list[dict[str, Any]]:
 def wait_event(page: Any, name: str, after: float = 0.0, timeout_s: float = 60.0) -> float:
     """Page time (ms) of the first mark ``name`` after ``after``."""
     page.wait_for_function(
-        "([n, a]) => (window.__hmilDZ || {events: []}).events.some(e => e.name === n && e.t > a)",
+        "([n, a]) => (window.__hmilTiming || {events: []})"
+        ".events.some(e => e.name === n && e.t > a)",
         arg=[name, after],
         timeout=timeout_s * 1000,
     )
@@ -141,7 +229,7 @@ def wait_tiles_drawn(page: Any, after: float, timeout_s: float = 120.0) -> float
     pan animation finished, no tile request is in flight, and the last tile that arrived has
     been drawn (the first frame drawn after it)."""
     page.wait_for_function(
-        """(a) => { const d = window.__hmilDZ; if (!d) return false;
+        """(a) => { const d = window.__hmilTiming; if (!d) return false;
             const ev = d.events.filter(e => e.t > a);
             const settled = ev.some(e => e.name === 'settled');
             const tiles = ev.filter(e => e.name === 'tile');
@@ -152,7 +240,7 @@ def wait_tiles_drawn(page: Any, after: float, timeout_s: float = 120.0) -> float
         timeout=timeout_s * 1000,
         polling=50,
     )
-    ev = [e for e in page.evaluate("window.__hmilDZ.events") if e["t"] > after]
+    ev = [e for e in page.evaluate("window.__hmilTiming.events") if e["t"] > after]
     tiles = [e["t"] for e in ev if e["name"] == "tile"]
     if not tiles:
         return float(next(e["t"] for e in ev if e["name"] == "settled"))
