@@ -125,10 +125,16 @@ def _text(value: Any) -> Any:
 
 
 def check_single_encoder(paths: Iterable[Path]) -> EncoderRef:
+    """Refuse a cohort whose bag files come from different encoders (or weights): each file's
+    encoder read with :func:`read_bag_encoder`, then :func:`single_encoder`."""
+    return single_encoder((Path(path), read_bag_encoder(Path(path))) for path in paths)
+
+
+def single_encoder(found: Iterable[tuple[Path, EncoderRef]]) -> EncoderRef:
     """Refuse a cohort whose bags come from different encoders (or weights).
 
     Args:
-        paths: the bag files of the cohort.
+        found: each bag file with its encoder (e.g. :func:`encoder_of` its loaded attributes).
 
     Returns:
         The cohort's encoder (unknown when no bag records one).
@@ -137,12 +143,11 @@ def check_single_encoder(paths: Iterable[Path]) -> EncoderRef:
         HMILError: naming one bag of each of the first two encoders found.
     """
     first: tuple[EncoderRef, Path] | None = None
-    for path in paths:
-        ref = read_bag_encoder(Path(path))
+    for path, ref in found:
         if not ref.known:
             continue
         if first is None:
-            first = (ref, Path(path))
+            first = (ref, path)
         elif ref.differs_from(first[0]):
             raise HMILError(
                 path,

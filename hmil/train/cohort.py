@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from hmil.data.bags import find_bag, load_bag
-from hmil.data.provenance import EncoderRef, check_single_encoder, parse_encoder
+from hmil.data.provenance import EncoderRef, encoder_of, parse_encoder, single_encoder
 from hmil.data.splits import Split, check_cases
 from hmil.errors import BagError, ConfigError, HMILError
 from hmil.progress import Progress
@@ -135,6 +135,7 @@ def gather_fold(
     store = BagStore(store_budget_bytes, expected_dim)
     skipped: list[tuple[str, str]] = []
     parts: dict[str, list[CohortItem]] = {}
+    encoders: list[tuple[Path, EncoderRef]] = []  # from the loaded bags: no second read
     dim = expected_dim
 
     def skip(where: str, problem: str) -> None:
@@ -164,6 +165,7 @@ def gather_fold(
                 continue
             dim = bag.dim if dim is None else dim
             store.offer(path, bag.features)
+            encoders.append((path, encoder_of(bag.attrs)))
             row = cast(pd.Series, by_id.loc[slide_id])  # one row: read_labels refuses duplicates
             items.append(
                 CohortItem(
@@ -176,7 +178,7 @@ def gather_fold(
             )
         parts[part] = items
     progress.close()
-    encoder = check_single_encoder(item.path for items in parts.values() for item in items)
+    encoder = single_encoder(encoders)
     if not parts.get("train") or dim is None:
         raise HMILError(features_dir, "no usable training bags for this fold")
     store.expected_dim = dim
