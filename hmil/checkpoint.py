@@ -6,9 +6,14 @@ instead of executed. Layout (``format_version`` 1)::
 
     format: "hmil-checkpoint"   format_version: 1   hmil_version: "0.1.0"   created: ISO time
     state_dict: model weights   in_dim: D           hierarchy: {name, coarse, fine}
-    model_config: {...}         encoder: "hed-texture" or ""   config: the run's full config
+    model_config: {...}         encoder: "uni_v1", "uni_v1@<weights sha256>" or "" (unknown)
+    config: the run's full config
     fold, epoch, val_metrics    (where it came from; informational)
     content_sha256: SHA-256 of everything above (weights included), checked on load
+
+``encoder`` is the training bags' encoder (:func:`hmil.train.cohort.checkpoint_encoder`);
+prediction warns on bags of another (:func:`hmil.data.provenance.encoder_mismatch`), and a
+checkpoint recording none never warns.
 
 A file with one flipped bit in its weights still unpickles and predicts — different numbers,
 silently — so the hash is checked on every load. Checkpoints written before the hash existed
