@@ -20,7 +20,7 @@ import dataclasses
 import functools
 import importlib
 import typing
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -280,3 +280,22 @@ def validate(obj: Any, where: str | None = None) -> None:
         problem = rule.problem(value, obj)
         if problem is not None:
             raise ConfigError(f"{prefix}{f.name}", problem)
+
+
+def replace(obj: Any, values: Mapping[str, Any]) -> Any:
+    """A copy of dataclass ``obj`` with dotted field values applied (``tissue.glass_margin``
+    sets that field of section ``tissue``); a section's error names its dotted field."""
+    own = {key: value for key, value in values.items() if "." not in key}
+    sections: dict[str, dict[str, Any]] = {}
+    for key, value in values.items():
+        if "." in key:
+            section, rest = key.split(".", 1)
+            sections.setdefault(section, {})[rest] = value
+    for section, inner in sections.items():
+        try:
+            own[section] = replace(getattr(obj, section), inner)
+        except ConfigError as exc:
+            if exc.where.startswith(f"{section}."):
+                raise
+            raise ConfigError(f"{section}.{exc.where}", exc.problem) from None
+    return dataclasses.replace(obj, **own)

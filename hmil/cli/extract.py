@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING
 
 from hmil.cli import EXIT_OK, EXIT_SKIPPED, EXIT_USAGE, report
+from hmil.cli.flags import add_field_flags, given
 from hmil.cli.train import add_launcher_arguments, launcher_from_args
 from hmil.config import Config, LauncherConfig
-
-if TYPE_CHECKING:
-    from hmil.slides.extract import ExtractConfig
+from hmil.slides.extract import ExtractConfig
 
 NAME = "extract"
 HELP = "encode the tiled patches of slides into bags (<slide_id>.h5/.pt); resumes finished slides"
 #: output arguments, checked before the command runs (hmil.cli.outputs)
 OUTPUTS = {"out": "folder"}
+#: ExtractConfig field → its flag (``formats`` is set by --format, which also offers "both")
+EXTRACT_FLAGS = {
+    "batch_size": "--batch-size",
+    "precision": "--precision",
+    "num_readers": "--readers",
+    "prefetch_batches": "--prefetch-batches",
+    "torch_threads": "--torch-threads",
+    "overwrite": "--overwrite",
+}
 
 
 class _ListEncoders(argparse.Action):
@@ -64,14 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action=_ListEncoders,
         help="print every encoder's D, input size, normalisation and weights file, and exit",
     )
-    parser.add_argument("--batch-size", type=int, default=64, help="patches per batch (64)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
-    parser.add_argument(
-        "--precision",
-        choices=("fp32", "bf16", "fp16"),
-        default="fp32",
-        help="autocast of a network encoder: fp32 (default), bf16 (CPU or GPU), fp16 (GPU)",
-    )
     parser.add_argument(
         "--backend",
         choices=("auto", "timm", "hmil"),
@@ -85,12 +85,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="h5",
         help="h5 (default: features, coords, provenance), pt (CLAM's pt_files tensor only) or both",
     )
-    parser.add_argument(
-        "--readers", type=int, default=None, help="patch-decoding threads (default: min(4, CPUs))"
-    )
-    parser.add_argument(
-        "--overwrite", action="store_true", help="re-extract slides whose bags exist"
-    )
+    extraction = parser.add_argument_group("extraction", "how to extract (ExtractConfig)")
+    add_field_flags(extraction, ExtractConfig, EXTRACT_FLAGS, dotted=False, only=EXTRACT_FLAGS)
     parser.add_argument("--strict", action="store_true", help="stop at the first bad slide")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     group = add_launcher_arguments(parser, unit="shard")
@@ -102,16 +98,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hmil.slides.encoders import create_encoder
-    from hmil.slides.extract import ExtractConfig, extract_slides
+    from hmil.slides.extract import extract_slides
 
     formats = ("h5", "pt") if args.format == "both" else (args.format,)
-    config = ExtractConfig(
-        batch_size=args.batch_size,
-        formats=formats,
-        num_readers=args.readers,
-        overwrite=args.overwrite,
-        precision=args.precision,
-    )
+    config = ExtractConfig(formats=formats, **given(args, {name: name for name in EXTRACT_FLAGS}))
     launcher = launcher_from_args(
         args, Config.from_file(args.config).launcher if args.config else LauncherConfig()
     )

@@ -8,11 +8,22 @@ import sys
 from pathlib import Path
 
 from hmil.cli import EXIT_OK, EXIT_SKIPPED, EXIT_USAGE, report
+from hmil.cli.flags import add_field_flags, given
+from hmil.params import leaves, replace
+from hmil.slides.tissue import TilingConfig
 
 NAME = "tile"
 HELP = "find tissue and lay a patch grid: DIR/patches/<slide_id>.h5 (coords) + DIR/masks QC PNGs"
 #: output arguments, checked before the command runs (hmil.cli.outputs)
 OUTPUTS = {"out": "folder"}
+#: TilingConfig fields set by flags of their own name (--patch-size); hmil tile always writes
+#: TRIDENT's names too
+TILING_FIELDS = [
+    name for name, _, _ in leaves(TilingConfig)
+    if name != "trident_names" and not name.startswith("tissue.")
+]  # fmt: skip
+#: tissue mask fields, as --tissue.<field>
+TISSUE_FIELDS = [name for name, _, _ in leaves(TilingConfig) if name.startswith("tissue.")]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,48 +36,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--slides-dir", help="folder the --slide-list names are in (default: the CSV's folder)"
     )
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument(
-        "--patch-size", type=int, default=256, help="patch side in pixels at the target (256)"
-    )
-    parser.add_argument(
-        "--magnification",
-        type=float,
-        default=20.0,
-        help="target magnification, e.g. 20 for 20x (default); slides without objective power "
-        "or microns-per-pixel fall back to --level (level 0 by default)",
-    )
-    parser.add_argument(
-        "--level", type=int, default=None, help="read patches at this level instead"
-    )
-    parser.add_argument(
-        "--tissue-threshold",
-        type=float,
-        default=0.5,
-        help="minimum tissue fraction of a patch, 0..1 (0.5)",
-    )
-    parser.add_argument(
-        "--overlap",
-        type=int,
-        default=0,
-        help="pixels shared by neighbouring patches at the target magnification, as TRIDENT's "
-        "(0; 128 = half of 256)",
-    )
-    parser.add_argument(
-        "--mpp",
-        type=float,
-        help="microns per level-0 pixel, overriding the files' (for slides without metadata)",
-    )
+    tiling = parser.add_argument_group("tiling", "the patch grid (hmil.slides.tissue.TilingConfig)")
+    add_field_flags(tiling, TilingConfig, dotted=False, defaults=True, only=TILING_FIELDS)
+    tissue = parser.add_argument_group("tissue mask", "segmentation of the tissue (TissueConfig)")
+    add_field_flags(tissue, TilingConfig, defaults=True, only=TISSUE_FIELDS)
     parser.add_argument(
         "--tissue-geojson",
         metavar="DIR",
         help="take each slide's tissue from DIR/<slide_id>.geojson (QuPath or TRIDENT "
         "contours) instead of segmenting",
-    )
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="re-tile slides already tiled (by default they are skipped, unless their "
-        "contours_geojson file was edited since)",
     )
     parser.add_argument("--strict", action="store_true", help="stop at the first bad slide")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -76,18 +54,9 @@ def run(args: argparse.Namespace) -> int:
     from hmil.errors import HMILError
     from hmil.slides.slide_list import SlideEntry, read_slide_list
     from hmil.slides.tile_batch import tile_slides
-    from hmil.slides.tissue import TilingConfig
 
-    config = TilingConfig(
-        patch_size=args.patch_size,
-        magnification=args.magnification,
-        level=args.level,
-        tissue_threshold=args.tissue_threshold,
-        overlap=args.overlap,
-        mpp=args.mpp,
-        trident_names=True,
-        overwrite=args.overwrite,
-    )
+    flags = {name: name for name in TILING_FIELDS + TISSUE_FIELDS}
+    config = replace(TilingConfig(trident_names=True), given(args, flags))
     slides = [SlideEntry(Path(s)) for s in args.slides]
     if args.slide_list:
         slides += read_slide_list(args.slide_list, args.slides_dir)

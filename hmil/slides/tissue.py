@@ -26,90 +26,115 @@ from skimage.morphology import closing, disk
 
 from hmil.errors import HMILError
 from hmil.geojson import Polygon
+from hmil.params import Interval, OrderedPair, param, validate
 from hmil.slides.reader import PLAUSIBLE_MPP
+
+#: tile-side rules: a patch of at least 8 pixels; fractions of 0..1
+_PATCH_SIZE = Interval(int, 8, None, closed="left")
+_FRACTION = Interval(float, 0, 1)
+_AT_LEAST_0 = Interval(int, 0, None, closed="left")
+_AT_LEAST_1 = Interval(int, 1, None, closed="left")
 
 
 @dataclass(frozen=True)
 class TissueConfig:
-    """Parameters of the tissue mask (see :func:`tissue_mask`).
+    """Parameters of the tissue mask (see :func:`tissue_mask`); each field's help and accepted
+    values are declared with it (:func:`hmil.params.param`), checked on construction."""
 
-    Attributes:
-        saturation_range: the Otsu threshold on saturation (0..1) is clipped into this range, so
-            a slide that is all tissue or nearly all glass still gets a sensible cut.
-        min_brightness: pixels whose brightest channel is below this (0..1) are scanner padding
-            or debris, not tissue.
-        median_radius: median filter radius on the mask thumbnail (pixels).
-        closing_radius: morphological closing radius (pixels).
-        min_object_patches: tissue pieces smaller than this fraction of one patch are removed.
-        max_hole_patches: holes smaller than this fraction of one patch are filled.
-        sparse_tissue_share: when less than this share (0..1) of the thumbnail is above the
-            Otsu cut, the tissue is a small fragment on glass and the cut is lowered towards the
-            glass's own saturation (:func:`saturation_cut`).
-        glass_margin: on such slides, saturation (0..1) above the glass's 99th percentile that
-            counts as stain.
-    """
+    saturation_range: tuple[float, float] = param(
+        (0.04, 0.12),
+        "the Otsu threshold on saturation (0..1) is clipped into this range, so a slide that is "
+        "all tissue or nearly all glass still gets a sensible cut",
+        OrderedPair(_FRACTION),
+    )
+    min_brightness: float = param(
+        0.1,
+        "pixels whose brightest channel is below this (0..1) are scanner padding or debris, "
+        "not tissue",
+        _FRACTION,
+    )
+    median_radius: int = param(
+        2, "median filter radius on the mask thumbnail (pixels)", _AT_LEAST_0
+    )
+    closing_radius: int = param(2, "morphological closing radius (pixels)", _AT_LEAST_0)
+    min_object_patches: float = param(
+        0.25,
+        "tissue pieces smaller than this fraction of one patch are removed",
+        Interval(float, 0, None, closed="left"),
+    )
+    max_hole_patches: float = param(
+        0.5,
+        "holes smaller than this fraction of one patch are filled",
+        Interval(float, 0, None, closed="left"),
+    )
+    sparse_tissue_share: float = param(
+        0.02,
+        "when less than this share (0..1) of the thumbnail is above the Otsu cut, the tissue is "
+        "a small fragment on glass and the cut is lowered towards the glass's own saturation "
+        "(saturation_cut)",
+        _FRACTION,
+    )
+    glass_margin: float = param(
+        0.02,
+        "on such slides, saturation (0..1) above the glass's 99th percentile that counts as stain",
+        _FRACTION,
+    )
 
-    saturation_range: tuple[float, float] = (0.04, 0.12)
-    min_brightness: float = 0.1
-    median_radius: int = 2
-    closing_radius: int = 2
-    min_object_patches: float = 0.25
-    max_hole_patches: float = 0.5
-    sparse_tissue_share: float = 0.02
-    glass_margin: float = 0.02
+    def __post_init__(self) -> None:
+        validate(self)
 
 
 @dataclass(frozen=True)
 class TilingConfig:
-    """What ``hmil tile`` asks for.
+    """What ``hmil tile`` asks for; each field's help and accepted values are declared with it
+    (:func:`hmil.params.param`, ``hmil tile --help`` shows them), checked on construction
+    (:class:`~hmil.errors.ConfigError` naming the field, e.g. ``patch_size``)."""
 
-    Attributes:
-        patch_size: patch side in pixels at the target magnification (what the encoder sees).
-        magnification: target magnification (e.g. 20 for 20×); ignored when ``level`` is set.
-        level: read patches from this level at its native resolution instead.
-        tissue_threshold: minimum tissue fraction (0..1) of a patch.
-        overlap: pixels (at the target magnification) shared by neighbouring patches, as
-            TRIDENT's ``--overlap``: the grid step is ``patch_size − overlap``.
-        mpp: microns per level-0 pixel to use instead of the file's (for slides without, or
-            with wrong, metadata); the level-0 magnification is then ``10 / mpp``.
-        trident_names: also write ``patches/<id>_patches.h5`` (TRIDENT's name and attribute
-            meaning); ``hmil tile`` does.
-        overwrite: re-tile slides whose patch files exist (else they are skipped, unless their
-            contours GeoJSON was edited after them).
-        mask_max_size: longer side of the mask thumbnail, at most (pixels).
-        mask_px_per_patch: the mask is made at least this fine relative to a patch (pixels).
-        tissue: tissue mask parameters.
-    """
-
-    patch_size: int = 256
-    magnification: float | None = 20.0
-    level: int | None = None
-    tissue_threshold: float = 0.5
-    overlap: int = 0
-    mpp: float | None = None
-    trident_names: bool = False
-    overwrite: bool = False
-    mask_max_size: int = 2048
-    mask_px_per_patch: int = 32
-    tissue: TissueConfig = field(default_factory=TissueConfig)
+    patch_size: int = param(
+        256, "patch side in pixels at the target magnification (what the encoder sees)", _PATCH_SIZE
+    )
+    magnification: float | None = param(
+        20.0,
+        "target magnification (e.g. 20 for 20×); ignored when level is set",
+        Interval(float, 0, None, closed="neither"),
+    )
+    level: int | None = param(
+        None, "read patches from this level at its native resolution instead", _AT_LEAST_0
+    )
+    tissue_threshold: float = param(0.5, "minimum tissue fraction (0..1) of a patch", _FRACTION)
+    overlap: int = param(
+        0,
+        "pixels (at the target magnification) shared by neighbouring patches, as TRIDENT's "
+        "overlap: the grid step is patch_size − overlap",
+        Interval(int, 0, "patch_size", closed="left"),
+    )
+    mpp: float | None = param(
+        None,
+        "microns per level-0 pixel to use instead of the file's (for slides without, or with "
+        "wrong, metadata); the level-0 magnification is then 10 / mpp",
+        Interval(float, *PLAUSIBLE_MPP),
+    )
+    trident_names: bool = param(
+        False,
+        "also write patches/<id>_patches.h5 (TRIDENT's name and attribute meaning); hmil tile does",
+    )
+    overwrite: bool = param(
+        False,
+        "re-tile slides whose patch files exist (else they are skipped, unless their contours "
+        "GeoJSON was edited after them)",
+    )
+    mask_max_size: int = param(
+        2048, "longer side of the mask thumbnail, at most (pixels)", _AT_LEAST_1
+    )
+    mask_px_per_patch: int = param(
+        32, "the mask is made at least this fine relative to a patch (pixels)", _AT_LEAST_1
+    )
+    tissue: TissueConfig = field(
+        default_factory=TissueConfig, metadata={"help": "tissue mask parameters"}
+    )
 
     def __post_init__(self) -> None:
-        if self.patch_size < 8:
-            raise HMILError("--patch-size", f"must be at least 8 pixels, got {self.patch_size}")
-        if not 0 <= self.overlap < self.patch_size:
-            raise HMILError(
-                "--overlap", f"must be in [0, patch size {self.patch_size}), got {self.overlap}"
-            )
-        if self.mpp is not None:
-            check_mpp(self.mpp, "--mpp")
-        if self.magnification is not None and not self.magnification > 0:
-            raise HMILError("--magnification", f"must be positive, got {self.magnification}")
-        if not 0.0 <= self.tissue_threshold <= 1.0:
-            raise HMILError(
-                "--tissue-threshold", f"must be within [0, 1], got {self.tissue_threshold}"
-            )
-        if self.level is not None and self.level < 0:
-            raise HMILError("--level", f"must be ≥ 0, got {self.level}")
+        validate(self)
 
 
 def check_mpp(mpp: float, where: str) -> float:
