@@ -1,5 +1,7 @@
 """HMIL Studio viewer: a Streamlit app over run directories (``hmil view [RUN]``).
 
 ``viewer/app.py`` is the entry point (``streamlit run viewer/app.py``); ``viewer/views`` holds the
-thin page scripts and ``viewer/components`` the pure, unit-tested functions they call.
+thin page scripts, ``viewer/components`` their Streamlit sections (``*_ui``), ``viewer/core`` the
+pure, unit-tested functions those call (no Streamlit there) and ``viewer/tiles`` the Deep Zoom
+tile routes.
 """

@@ -12,7 +12,6 @@ is not drawn).
 from __future__ import annotations
 
 import tempfile
-from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from viewer.components.shell_ui import session_state
 from viewer.core import address, charts, runs, slide_lookup, slide_state, text
 from viewer.core.choices import keep_choice
 from viewer.core.inference import SlideResult
-from viewer.core.paths import check_under_roots, is_under
+from viewer.core.paths import check_under_roots
 from viewer.core.uploads import (
     UPLOAD_MAX_AGE_S,
     UPLOAD_PREFIX,
@@ -43,13 +42,7 @@ KEYS = (
     "slide_source", "slide_pick", "browse_list", "slide_fold", "file_pick", "up_ckpt",
     "up_ckpt_path",
 )  # fmt: skip
-#: "the slide file was renamed: draw anyway" (reset whenever another slide is shown)
-MISMATCH_KEY = "slide_mismatch_ok"
 SOURCE_NAMES = {"run": "A slide of the run", "upload": "Upload a bag", "file": "A slide file alone"}
-#: slide files listed for "a slide file alone", at most this many (found under the data roots)
-MAX_SLIDE_FILES = 500
-#: folders below a data root searched for slide files
-SLIDE_SEARCH_DEPTH = 3
 
 
 @dataclass(frozen=True)
@@ -85,37 +78,6 @@ def apply_open_request() -> None:
         st.session_state["slide_pick"] = slide_id
 
 
-def apply_nav_request(state: MutableMapping[str, Any], ids: Sequence[str]) -> None:
-    """Consume a next / previous request of the view (:data:`slide_state.NAV_REQUEST`): move
-    ``slide_pick`` along ``ids``."""
-    step = state.pop(slide_state.NAV_REQUEST, None)
-    if step is None:
-        return
-    target = slide_lookup.neighbour(ids, state.get("slide_pick"), int(step))
-    if target is not None:
-        state["slide_pick"] = target
-
-
-def forget_previous_slide(state: MutableMapping[str, Any], shown: str) -> bool:
-    """When ``shown`` is another slide than the last one shown, drop what belonged to that one
-    — label (the new slide opens on its predicted label), inspected patch, go-to and viewport
-    requests — and return True. A slide opened from an address keeps the address's label."""
-    if state.get(address.SLIDE_SHOWN_KEY) == shown:
-        return False
-    first = address.SLIDE_SHOWN_KEY not in state
-    state[address.SLIDE_SHOWN_KEY] = shown
-    if not first:
-        for key in (
-            "ov_label",
-            "patch_pick",
-            slide_state.GOTO_KEY,
-            address.VIEWPORT_KEY,
-            MISMATCH_KEY,
-        ):
-            state.pop(key, None)
-    return True
-
-
 def pick_source(run: Path | None) -> str:
     """Where the slide comes from (in the sidebar)."""
     options = ["run", "upload", "file"] if run is not None else ["upload", "file"]
@@ -145,7 +107,7 @@ def pick_from_run(run: Path, cfg: ViewerSettings) -> Picked | None:
     ids = slide_lookup.browse_ids(table, str(state["browse_list"]), cohort_ids)
     if not ids:  # e.g. nothing misclassified: fall back to every slide
         ids = slide_lookup.browse_ids(table, "all")
-    apply_nav_request(state, ids)
+    slide_state.apply_nav_request(state, ids)
     labels = {row["slide_id"]: runs.slide_option_label(row) for _, row in table.iterrows()}
     if state.get("slide_pick") not in labels:
         unknown = state.get("slide_pick")
@@ -204,18 +166,9 @@ def pick_from_run(run: Path, cfg: ViewerSettings) -> Picked | None:
         true_coarse=str(row["true_coarse"]),
         slide_note=note,
         slide_roots=tuple(cfg.roots),
-        allow_mismatch=bool(state.get(MISMATCH_KEY, False)),
+        allow_mismatch=bool(state.get(slide_state.MISMATCH_KEY, False)),
         browse=tuple(ids),
     )
-
-
-def browse_nav(state: MutableMapping[str, Any], ids: Sequence[str]) -> dict[str, bool]:
-    """Whether the current slide has a previous / next one in its browse list ``ids``."""
-    current = state.get("slide_pick")
-    return {
-        "has_prev": slide_lookup.neighbour(ids, current, -1) is not None,
-        "has_next": slide_lookup.neighbour(ids, current, 1) is not None,
-    }
 
 
 def _upload_dir() -> Path:
@@ -293,7 +246,7 @@ def pick_upload(cfg: ViewerSettings, known: list[Path]) -> Picked | None:
         slide_note="" if slide is not None else "no slide uploaded",
         slide_roots=(folder,),
         slide_name=slide[1] if slide else None,
-        allow_mismatch=bool(st.session_state.get(MISMATCH_KEY, False)),
+        allow_mismatch=bool(st.session_state.get(slide_state.MISMATCH_KEY, False)),
     )
 
 
@@ -304,7 +257,7 @@ def _pick_checkpoint(cfg: ViewerSettings, known: list[Path]) -> Path | None:
     chosen = None
     if options:
         keep_choice(session_state(), "up_ckpt", options)
-        names = model_labels(options, cfg.roots)
+        names = slide_lookup.model_labels(options, cfg.roots)
         chosen = st.selectbox(
             "Model (checkpoint)", options, key="up_ckpt", format_func=names.__getitem__
         )
@@ -327,50 +280,9 @@ def _pick_checkpoint(cfg: ViewerSettings, known: list[Path]) -> Path | None:
     return Path(chosen)
 
 
-def model_labels(paths: Sequence[str], roots: Sequence[Path]) -> dict[str, str]:
-    """Each checkpoint's name for people (its model card's title, or ``<run> · fold k``);
-    names that two checkpoints share get the checkpoint's place under its data root, so no
-    two options read the same."""
-    from hmil.model_info import model_display_name
-
-    names = {p: model_display_name(p) for p in paths}
-    counts: dict[str, int] = {}
-    for name in names.values():
-        counts[name] = counts.get(name, 0) + 1
-    return {
-        p: name if counts[name] == 1 else f"{name} ({_short_path(str(Path(p).parent), roots)})"
-        for p, name in names.items()
-    }
-
-
-def slide_files(roots: Sequence[Path]) -> list[Path]:
-    """Slide files under the data roots (a few folders deep), at most
-    :data:`MAX_SLIDE_FILES`, sorted."""
-    suffixes = {*runs.SLIDE_SUFFIXES, ".png", ".jpg", ".jpeg"}
-    found: set[Path] = set()
-    for root in roots:
-        if not root.is_dir():
-            continue
-        stack = [(root, 0)]
-        while stack and len(found) < MAX_SLIDE_FILES:
-            folder, depth = stack.pop()
-            try:
-                entries = sorted(folder.iterdir())
-            except OSError:
-                continue
-            for entry in entries:
-                if entry.name.startswith("."):
-                    continue
-                if entry.is_dir() and depth < SLIDE_SEARCH_DEPTH:
-                    stack.append((entry, depth + 1))
-                elif entry.suffix.lower() in suffixes and entry.is_file():
-                    found.add(entry)
-    return sorted(p for p in found if is_under(p, roots))[:MAX_SLIDE_FILES]
-
-
 def pick_file(cfg: ViewerSettings) -> Path | None:
     """A slide file under the data roots to look at without a bag (sidebar)."""
-    files = [str(p) for p in slide_files(list(cfg.roots))]
+    files = [str(p) for p in slide_lookup.slide_files(list(cfg.roots))]
     state = session_state()
     wanted = state.get("file_pick")
     if wanted and wanted not in files:
@@ -386,17 +298,12 @@ def pick_file(cfg: ViewerSettings) -> Path | None:
         return None
     keep_choice(state, "file_pick", files)
     chosen = st.selectbox(
-        "Slide file", files, key="file_pick", format_func=lambda p: _short_path(p, cfg.roots)
+        "Slide file",
+        files,
+        key="file_pick",
+        format_func=lambda p: slide_lookup.short_path(p, cfg.roots),
     )
     return Path(chosen)
-
-
-def _short_path(path: str, roots: Sequence[Path]) -> str:
-    p = Path(path)
-    for root in roots:
-        if p != root and p.is_relative_to(root):
-            return f"{root.name}/{p.relative_to(root)}"
-    return p.name
 
 
 def open_slide_for(

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import streamlit as st
 
 from hmil.config import SELECT_METRICS
-from hmil.errors import ConfigError, HMILError, RunError
+from hmil.errors import HMILError, RunError
 from viewer.components import cached_ui, shell_ui
 from viewer.core import charts, fold_table, launches, train_form
 from viewer.core.train_form import TrainForm
@@ -63,22 +63,6 @@ def default_out(cfg: ViewerSettings) -> str:
     if cfg.run is not None:
         return str(cfg.run.parent / f"{cfg.run.name}-{stamp}")
     return f"runs/run-{stamp}"
-
-
-def parse_folds(text: str) -> list[int]:
-    """``"all"``/empty → ``[]`` (all folds); ``"0, 2"`` → ``[0, 2]`` (ConfigError otherwise)."""
-    text = text.strip().lower()
-    if text in ("", "all"):
-        return []
-    try:
-        folds = sorted({int(part) for part in text.split(",") if part.strip()})
-    except ValueError:
-        raise ConfigError(
-            "folds", f"expected 'all' or comma-separated integers, got '{text}'"
-        ) from None
-    if any(f < 0 for f in folds):
-        raise ConfigError("folds", "fold indices are ≥ 0")
-    return folds
 
 
 def _form_defaults(cfg: ViewerSettings, run: Path | None) -> None:
@@ -184,7 +168,7 @@ def launch_form(cfg: ViewerSettings, run: Path | None) -> None:
 def _submit(cfg: ViewerSettings) -> tuple[str, str]:
     state = st.session_state
     try:
-        folds = parse_folds(str(state["tr_folds"]))
+        folds = train_form.parse_folds(str(state["tr_folds"]))
         form = TrainForm(
             out=str(state["tr_out"]),
             labels=str(state["tr_labels"]),

@@ -18,6 +18,11 @@ from viewer.core import runs
 from viewer.core.inference import SlideResult
 from viewer.core.paths import is_under
 
+#: slide files listed for "a slide file alone", at most this many (found under the data roots)
+MAX_SLIDE_FILES = 500
+#: folders below a data root searched for slide files
+SLIDE_SEARCH_DEPTH = 3
+
 
 def locate_slide(
     slide_id: str, folders: Sequence[Path], roots: Iterable[Path]
@@ -117,3 +122,54 @@ def neighbour(ids: Sequence[str], current: str | None, step: int) -> str | None:
         return ids[0] if step > 0 else ids[-1]
     index = list(ids).index(current) + step
     return ids[index] if 0 <= index < len(ids) else None
+
+
+def model_labels(paths: Sequence[str], roots: Sequence[Path]) -> dict[str, str]:
+    """Each checkpoint's name for people (its model card's title, or ``<run> · fold k``);
+    names that two checkpoints share get the checkpoint's place under its data root, so no
+    two options read the same."""
+    from hmil.model_info import model_display_name
+
+    names = {p: model_display_name(p) for p in paths}
+    counts: dict[str, int] = {}
+    for name in names.values():
+        counts[name] = counts.get(name, 0) + 1
+    return {
+        p: name if counts[name] == 1 else f"{name} ({short_path(str(Path(p).parent), roots)})"
+        for p, name in names.items()
+    }
+
+
+def slide_files(roots: Sequence[Path]) -> list[Path]:
+    """Slide files under the data roots (a few folders deep), at most
+    :data:`MAX_SLIDE_FILES`, sorted."""
+    suffixes = {*runs.SLIDE_SUFFIXES, ".png", ".jpg", ".jpeg"}
+    found: set[Path] = set()
+    for root in roots:
+        if not root.is_dir():
+            continue
+        stack = [(root, 0)]
+        while stack and len(found) < MAX_SLIDE_FILES:
+            folder, depth = stack.pop()
+            try:
+                entries = sorted(folder.iterdir())
+            except OSError:
+                continue
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                if entry.is_dir() and depth < SLIDE_SEARCH_DEPTH:
+                    stack.append((entry, depth + 1))
+                elif entry.suffix.lower() in suffixes and entry.is_file():
+                    found.add(entry)
+    return sorted(p for p in found if is_under(p, roots))[:MAX_SLIDE_FILES]
+
+
+def short_path(path: str, roots: Sequence[Path]) -> str:
+    """``path`` for people: ``<root name>/<path under it>`` for the first data root it lies
+    under, else its file name."""
+    p = Path(path)
+    for root in roots:
+        if p != root and p.is_relative_to(root):
+            return f"{root.name}/{p.relative_to(root)}"
+    return p.name

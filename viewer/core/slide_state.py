@@ -12,14 +12,17 @@ applies once.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
 
+from viewer.core import address, slide_lookup
 from viewer.core.inference import LEVELS
 
 GOTO_KEY = "dz_goto"
 PATCH_REQUEST = "dz_patch"
 NAV_REQUEST = "dz_nav"
+#: "the slide file was renamed: draw anyway" (reset whenever another slide is shown)
+MISMATCH_KEY = "slide_mismatch_ok"
 
 
 def _trigger(state: Mapping[str, Any], component_key: str, name: str) -> Any:
@@ -77,3 +80,43 @@ def go_to_patch(state: MutableMapping[str, Any], x: float, y: float, patch_size:
     previous = state.get(GOTO_KEY) or {}
     nonce = int(previous.get("nonce", 0)) + 1
     state[GOTO_KEY] = {"x": float(x), "y": float(y), "size": float(patch_size), "nonce": nonce}
+
+
+def apply_nav_request(state: MutableMapping[str, Any], ids: Sequence[str]) -> None:
+    """Consume a next / previous request of the view (:data:`NAV_REQUEST`): move
+    ``slide_pick`` along ``ids``."""
+    step = state.pop(NAV_REQUEST, None)
+    if step is None:
+        return
+    target = slide_lookup.neighbour(ids, state.get("slide_pick"), int(step))
+    if target is not None:
+        state["slide_pick"] = target
+
+
+def forget_previous_slide(state: MutableMapping[str, Any], shown: str) -> bool:
+    """When ``shown`` is another slide than the last one shown, drop what belonged to that one
+    — label (the new slide opens on its predicted label), inspected patch, go-to and viewport
+    requests — and return True. A slide opened from an address keeps the address's label."""
+    if state.get(address.SLIDE_SHOWN_KEY) == shown:
+        return False
+    first = address.SLIDE_SHOWN_KEY not in state
+    state[address.SLIDE_SHOWN_KEY] = shown
+    if not first:
+        for key in (
+            "ov_label",
+            "patch_pick",
+            GOTO_KEY,
+            address.VIEWPORT_KEY,
+            MISMATCH_KEY,
+        ):
+            state.pop(key, None)
+    return True
+
+
+def browse_nav(state: MutableMapping[str, Any], ids: Sequence[str]) -> dict[str, bool]:
+    """Whether the current slide has a previous / next one in its browse list ``ids``."""
+    current = state.get("slide_pick")
+    return {
+        "has_prev": slide_lookup.neighbour(ids, current, -1) is not None,
+        "has_next": slide_lookup.neighbour(ids, current, 1) is not None,
+    }

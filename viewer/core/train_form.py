@@ -78,6 +78,22 @@ def checked_paths(form: TrainForm, roots: tuple[Path, ...]) -> dict[str, Path]:
     return out
 
 
+def parse_folds(text: str) -> list[int]:
+    """``"all"``/empty → ``[]`` (all folds); ``"0, 2"`` → ``[0, 2]`` (ConfigError otherwise)."""
+    text = text.strip().lower()
+    if text in ("", "all"):
+        return []
+    try:
+        folds = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise ConfigError(
+            "folds", f"expected 'all' or comma-separated integers, got '{text}'"
+        ) from None
+    if any(f < 0 for f in folds):
+        raise ConfigError("folds", "fold indices are ≥ 0")
+    return folds
+
+
 def hierarchy_spec(form: TrainForm, paths: dict[str, Path]) -> str:
     """The hierarchy to use: the checked file of :func:`checked_paths`, else the preset name."""
     return str(paths["hierarchy"]) if "hierarchy" in paths else form.hierarchy.strip()

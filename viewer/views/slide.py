@@ -52,7 +52,7 @@ def match_line(match: SlideMatch | None, picked: slide_pick_ui.Picked) -> None:
         st.error(f"The bag does not belong to this slide: {problem}", icon=":material/block:")
         st.checkbox(
             "The slide file was renamed: draw the bag on it anyway",
-            key=slide_pick_ui.MISMATCH_KEY,
+            key=slide_state.MISMATCH_KEY,
             help="Only the name differs when a file was renamed; a different size or "
             "resolution is another scan, and the attention would land on the wrong tissue.",
         )
@@ -104,7 +104,7 @@ def slide_alone(path: Path, cfg: ViewerSettings) -> None:
     except HMILError as exc:
         shell_ui.show_problem(exc)
         return
-    slide_pick_ui.forget_previous_slide(session_state(), f"file:{path}")
+    slide_state.forget_previous_slide(session_state(), f"file:{path}")
     context = deepzoom_ui.ViewContext(
         view_id=f"file:{path}", slide_file=path, slide_roots=tuple(cfg.roots), truth=None,
         nav=None, mask_outline=None, identity="",
@@ -141,7 +141,7 @@ def main(cfg: ViewerSettings, run: Path | None) -> None:
         return
     state = session_state()
     view_id = f"{source}:{picked.slide_id}:{picked.bag}"
-    slide_pick_ui.forget_previous_slide(state, picked.slide_id if source == "run" else view_id)
+    slide_state.forget_previous_slide(state, picked.slide_id if source == "run" else view_id)
     slide, reason, match = slide_pick_ui.open_slide_for(picked, result)
     match_line(match, picked)
     run_synthetic = False
@@ -149,7 +149,7 @@ def main(cfg: ViewerSettings, run: Path | None) -> None:
     if source == "run" and run is not None:
         info, _, _ = cached_ui.run_tables(run, cfg.roots)
         run_synthetic = runs.is_synthetic(info)
-        nav = slide_pick_ui.browse_nav(state, picked.browse)
+        nav = slide_state.browse_nav(state, picked.browse)
     outline = None
     if picked.mask_file is not None and slide is not None:
         outline = cached_ui.mask_outline(picked.mask_file, slide.dimensions[0])
