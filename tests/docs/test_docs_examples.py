@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from hmil.cli import main
 from hmil.config import Config
@@ -39,7 +40,7 @@ from hmil.train.api import train
 REPO = Path(__file__).resolve().parents[2]
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 SHELLS = ("bash", "sh", "console")
-LANGUAGES = ("python", *SHELLS)
+LANGUAGES = ("python", "yaml", *SHELLS)
 FENCE = re.compile(r"^(?P<indent>\s*)```(?P<lang>[\w-]*)\s*$")
 NOT_RUN = re.compile(r"^\s*<!--\s*not-run:\s*(?P<why>.*?)\s*-->\s*$")
 
@@ -101,7 +102,24 @@ def all_blocks() -> list[Block]:
 
 
 BLOCKS = all_blocks()
-RUN_PAGES = sorted({b.page for b in BLOCKS if b.not_run is None})
+RUN_PAGES = sorted({b.page for b in BLOCKS if b.not_run is None and b.lang != "yaml"})
+SECTIONS = set(Config().to_dict())
+
+
+def yaml_kind(block: Block) -> str | None:
+    """``config`` (top-level keys are config sections), ``hierarchy`` (``coarse`` and ``fine``)
+    or None (another YAML file, e.g. of a format, which is not checked)."""
+    data = yaml.safe_load(block.code)
+    if not isinstance(data, dict) or not data:
+        return None
+    if set(data) <= SECTIONS:
+        return "config"
+    if {"coarse", "fine"} <= set(data):
+        return "hierarchy"
+    return None
+
+
+YAML_EXAMPLES = [b for b in BLOCKS if b.lang == "yaml" and b.not_run is None and yaml_kind(b)]
 
 
 # ---- the sandbox ------------------------------------------------------------------------------
@@ -136,6 +154,8 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def run_block(block: Block) -> None:
     """Run one block in the current directory; a failure names the page and line."""
+    if block.lang == "yaml":
+        return  # checked by test_config_and_hierarchy_examples_are_valid
     if block.lang == "python":
         code = compile(block.code, block.where, "exec")
         exec(code, {"__name__": "__docs_example__"})
@@ -174,6 +194,19 @@ def test_the_examples_of_each_page_run(page, template, tmp_path, monkeypatch):
         torch.set_num_threads(threads)
 
 
+@pytest.mark.parametrize("block", YAML_EXAMPLES, ids=lambda b: b.where)
+def test_config_and_hierarchy_examples_are_valid(block):
+    data = yaml.safe_load(block.code)
+    if yaml_kind(block) == "config":
+        config = Config.from_dict(data, source=block.where)
+        for section, values in data.items():
+            for key in values:
+                assert key in config.to_dict()[section], f"{block.where}: {section}.{key}"
+    else:
+        hierarchy = Hierarchy.from_dict(data, source=block.where)
+        assert list(hierarchy.fine) == list(data["fine"])
+
+
 @pytest.mark.parametrize(
     "block", [b for b in BLOCKS if b.not_run is not None], ids=lambda b: b.where
 )
@@ -192,13 +225,16 @@ def test_the_collector_reads_fences_marks_prompts_and_continuations():
         "```console\n$ hmil status runs/x \\\n    --json   # all folds\nfold 0 finished\n```\n"
         "```yaml\ntrain: {epochs: 1}\n```\n"
     )
-    gpu, nested, console = parse_blocks(text, "page.md")
+    gpu, nested, console, config = parse_blocks(text, "page.md")
     assert (gpu.line, gpu.lang, gpu.not_run) == (4, "bash", "needs a GPU")
     assert (nested.code, nested.not_run) == ("import hmil\n", None)
     assert shell_commands(console) == [["hmil", "status", "runs/x", "--json"]]
+    assert yaml_kind(config) == "config"
 
 
 def test_every_page_with_examples_is_collected():
     pages = {b.page for b in BLOCKS}
     assert {"README.md", "docs/python-api.md", "docs/tutorial.md", "docs/training.md"} <= pages
     assert RUN_PAGES, "no runnable example found"
+    checked = {b.page for b in YAML_EXAMPLES}
+    assert {"docs/cli.md", "docs/scaleout.md", "docs/training.md", "docs/tutorial.md"} <= checked
