@@ -2,10 +2,11 @@
 
 Collected: fenced ``python`` blocks (run as they are) and ``bash`` / ``sh`` / ``console`` blocks
 (their ``hmil …`` commands, run through ``hmil.cli.main``; a console block's commands are its
-``$ `` lines). A block that cannot run here (a GPU, a cluster, your slides or weights, a long
-training, a server) carries ``<!-- not-run: why -->`` on the line right before its fence; each
-such block is reported as a skip with that reason, so none is left out silently. A runnable
-shell block may hold only ``hmil`` commands.
+``$ `` lines); ``yaml`` blocks that are configs or label trees are loaded as such. A block
+that cannot run here (a GPU, a cluster, your slides or weights, a long training, a server)
+carries ``<!-- not-run: why -->`` on the line right before its fence; each such block is
+reported as a skip with that reason, so none is left out silently. A runnable shell block may
+hold only ``hmil`` commands.
 
 The blocks of one page run in order, in one sandbox made from a tiny SYNTHETIC cohort: the
 files the examples name (``labels.csv``, ``features/``, ``FEATURES/h5_files/``, ``splits/``,
