@@ -46,7 +46,13 @@ from sklearn.metrics import roc_auc_score
 
 from benchmarks.cohorts import COHORTS, BenchCohort
 from benchmarks.common import RESULTS, machine, machine_line, write_json
-from benchmarks.peers import BagItem, TrainSettings, build_peer, predict_peer_maps, train_peer
+from benchmarks.peers import (
+    BagItem,
+    TrainSettings,
+    predict_peer_maps,
+    recipe_overrides,
+    train_peer,
+)
 from hmil.checkpoint import load_checkpoint_file
 from hmil.config import Config
 from hmil.data.bags import find_bag, load_bag
@@ -78,11 +84,13 @@ class Variant:
     preset: str = ""
     peer: str = ""
     groups: tuple[str, ...] = ("main",)
+    recipe: str = "plain"  # a peer's training recipe (benchmarks.peers.RECIPES)
 
 
 HMIL_DEFAULT = "HMIL defaults (hmil train with no config)"
 HMIL_PAPER = "HMIL --preset paper"
 HMIL_RELEASED = "HMIL --preset released"
+# (the row names of the recorded results: benchmarks/baselines.py was hmil/model/baselines.py)
 FLAT = "flat gated attention (hmil.model.baselines)"
 ABMIL = "ABMIL gated (torchmil)"
 CLAM_MB = "CLAM-MB (hmil.model.baselines)"
@@ -107,6 +115,16 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("CLAM-SB (torchmil)", "peer", peer="clam_sb"),
     Variant("TransMIL (torchmil)", "peer", peer="transmil"),
     Variant("DSMIL (torchmil K-way)", "peer", peer="dsmil"),
+    # ---- the peers under the HMIL defaults' recipe (schedule, weight average horizon, class
+    # balancing, selection) instead of their own
+    Variant("flat gated attention under the HMIL recipe", "peer", peer="flat_gated",
+            groups=("recipe",), recipe="hmil"),
+    Variant("ABMIL gated (torchmil) under the HMIL recipe", "peer", peer="abmil",
+            groups=("recipe",), recipe="hmil"),
+    Variant("CLAM-MB under the HMIL recipe", "peer", peer="clam_mb", groups=("recipe",),
+            recipe="hmil"),
+    Variant("TransMIL (torchmil) under the HMIL recipe", "peer", peer="transmil",
+            groups=("recipe",), recipe="hmil"),
     # ---- recipe search around the no-EMA defaults (per-class head, Xavier init, 1 bag per
     # step, constant lr, SupCon on the true row): one choice changed per row; the paper preset
     # (shared head, Kaiming init, 64 per step, plateau, SupCon on all rows) is a main row
@@ -393,8 +411,9 @@ def score(
 
 # ---- training -----------------------------------------------------------------------------
 def hmil_config(prepared: Prepared, variant: Variant, settings: TrainSettings) -> Config:
-    """The run config of an HMIL row: defaults (or the preset), the cohort's data, the shared
-    budget (epochs, lr, seed), then the row's own overrides (``"x8"`` multiplies the budget)."""
+    """The run config of a row: defaults (or the preset), the cohort's data, the shared
+    budget (epochs, lr, seed), a peer's recipe (:func:`benchmarks.peers.recipe_overrides`),
+    then the row's own overrides (``"x8"`` multiplies the budget)."""
     root = prepared.root
     base = Config.from_preset(variant.preset) if variant.preset else Config()
     overrides: dict[str, Any] = {
@@ -408,6 +427,8 @@ def hmil_config(prepared: Prepared, variant: Variant, settings: TrainSettings) -
         "train.seed": settings.seed,
         "train.device": "cpu",
     }
+    if variant.kind == "peer":
+        overrides.update(recipe_overrides(variant.recipe, settings))
     for key, value in variant.overrides:
         if isinstance(value, str) and value.startswith("x") and key == "train.lr":
             value = settings.lr * float(value[1:])
@@ -481,15 +502,13 @@ def run_hmil(
 
 
 def run_peer(
-    prepared: Prepared, variant: Variant, settings: TrainSettings
+    prepared: Prepared, variant: Variant, settings: TrainSettings, run_dir: Path
 ) -> tuple[dict[str, float], dict[str, Any]]:
-    k = prepared.hierarchy.n_fine
-    d = prepared.in_dim
-
-    def factory() -> Any:
-        return build_peer(variant.peer, d, k)
-
-    model, result = train_peer(factory, prepared.items["train"], prepared.items["val"], settings, k)
+    """Train a peer through ``hmil train``'s fold loop under its recipe; score the test bags."""
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    config = hmil_config(prepared, variant, settings)
+    model, result = train_peer(variant.peer, config, prepared.hierarchy, prepared.split, run_dir)
     probs, attention, maps = predict_peer_maps(model, prepared.items["test"])
     return score(prepared, probs, attention, maps), {"best_epoch": result.best_epoch}
 
@@ -768,13 +787,10 @@ def main(argv: list[str] | None = None) -> int:
                 _append(log, oracle)
             for variant in todo:
                 t0 = time.monotonic()
-                if variant.kind == "hmil":
-                    index = VARIANTS.index(variant)
-                    run_dir = work / "runs" / f"{cohort}-s{seed}-{index}"
-                    metrics, extra = run_hmil(prepared, variant, seed_settings, run_dir)
-                    shutil.rmtree(run_dir, ignore_errors=True)
-                else:
-                    metrics, extra = run_peer(prepared, variant, seed_settings)
+                run_dir = work / "runs" / f"{cohort}-s{seed}-{VARIANTS.index(variant)}"
+                run = run_hmil if variant.kind == "hmil" else run_peer
+                metrics, extra = run(prepared, variant, seed_settings, run_dir)
+                shutil.rmtree(run_dir, ignore_errors=True)
                 record = {"cohort": cohort, "seed": seed, "variant": variant.name,
                           **metrics, **extra,
                           "train_time_s": round(time.monotonic() - t0, 2)}  # fmt: skip

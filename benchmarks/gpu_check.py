@@ -8,7 +8,7 @@ features); the model is a randomly initialised reference-size HMIL (D = 1024, BR
 
 Sections:
 
-1. **speed**: forward time of HMIL and of the flat gated baseline (``hmil.model.baselines``,
+1. **speed**: forward time of HMIL and of the flat gated baseline (``benchmarks.baselines``,
    the ABMIL-style stand-in: torchmil is not installed on the GPU machine) at N = 1k … 1M, in
    bf16 autocast and fp32, against a plain GEMM ``(65536 × 1024) @ (1024 × 1024)`` in the same
    dtype measured in the same run (ratio = achieved FLOP/s ÷ GEMM FLOP/s; TF32 off for fp32).
@@ -67,13 +67,13 @@ _ensure_yaml()
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from benchmarks.baselines import FlatGatedMIL  # noqa: E402
 from benchmarks.common import machine, machine_line, write_json  # noqa: E402
 from hmil.checkpoint import CheckpointInfo  # noqa: E402
 from hmil.config import ModelConfig  # noqa: E402
 from hmil.data.bags import save_bag  # noqa: E402
 from hmil.hierarchy import Hierarchy  # noqa: E402
 from hmil.model import HMIL  # noqa: E402
-from hmil.model.baselines import FlatGatedMIL  # noqa: E402
 from hmil.predict import Predictor, device_chunks  # noqa: E402
 
 D = 1024

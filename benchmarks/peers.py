@@ -2,7 +2,7 @@
 
 Peers (all take one bag ``x (N, D)`` and return :class:`PeerOutput`):
 
-* ``flat_gated`` — :class:`hmil.model.baselines.FlatGatedMIL` (this project's flat gated-attention
+* ``flat_gated`` — :class:`benchmarks.baselines.FlatGatedMIL` (this project's flat gated-attention
   baseline, the quality-bar reference; needs no torchmil); ``flat_gated_kaiming`` — the
   same with HMIL's Kaiming initialisation.
 * ``abmil`` — torchmil ``ABMIL(gated=True)`` (Ilse et al. 2018) behind a
@@ -11,7 +11,7 @@ Peers (all take one bag ``x (N, D)`` and return :class:`PeerOutput`):
   att_dim 256 and 64 landmarks (torchmil's defaults are 512 and 256: with bags of a few hundred
   instances 256 landmarks exceed the sequence length, and the 256 × 256 Moore–Penrose
   iterations made one CPU training run take over an hour).
-* ``clam_mb`` — :class:`hmil.model.baselines.CLAMMB` (CLAM-MB after CLAM's ``model_clam.py``:
+* ``clam_mb`` — :class:`benchmarks.baselines.CLAMMB` (CLAM-MB after CLAM's ``model_clam.py``:
   class-wise gated attention, one bag classifier per class, instance clustering; 0.7·CE +
   0.3·instance loss): the flat peer with class-wise attention, the closest flat relative of HMIL.
 * ``dsmil`` — torchmil ``DSMIL`` (Li et al. 2021) with a K-way instance classifier, so each
@@ -27,19 +27,20 @@ torchmil's models have a single-logit head (binary MIL only); each adapter repla
 ``Linear(·→K)`` and uses cross-entropy over the K fine classes. torchmil is imported only when
 one of its peers is built (it is a ``bench`` extra, not a dependency of ``hmil``).
 
-:func:`train_peer` mirrors ``hmil.train.loop`` so HMIL and the peers get the same budget: Adam,
-gradient accumulation over ``bags_per_step`` bags (their losses averaged), bag order drawn from
-a generator seeded by (seed, epoch), model selection
-on the validation fine macro AUC (ties → lower validation loss), with the same learning-rate
-schedule (:mod:`hmil.train.schedules`) and class balancing (:mod:`hmil.train.balance`) code.
+:func:`train_peer` trains a peer through ``hmil train``'s own fold loop
+(:func:`hmil.train.loop.train_fold` with a :class:`PeerTrainee`), so HMIL and the peers share
+one recipe code path: seeding, bag order, gradient accumulation, class balancing, learning-rate
+schedule, weight average and selection. :data:`RECIPES` picks the options: ``plain`` (the
+peers' own: cosine schedule, no class balancing, no weight average) or ``hmil`` (the HMIL
+defaults' recipe).
 """
 
 from __future__ import annotations
 
-import copy
-import math
+import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,11 +48,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hmil.config import TrainConfig
-from hmil.model.baselines import CLAMMB, FlatGatedMIL, FlatMILConfig
-from hmil.train.balance import epoch_order, inverse_frequency_weights
-from hmil.train.metrics import level_metrics
-from hmil.train.schedules import make_schedule
+from benchmarks.baselines import CLAMMB, FlatGatedMIL, FlatMILConfig
+from hmil.checkpoint import CheckpointInfo
+from hmil.config import Config
+from hmil.data.labels import read_labels
+from hmil.data.splits import Split
+from hmil.hierarchy import Hierarchy
+from hmil.io import atomic_path
+from hmil.model.losses import LossResult, SupConMemory
+from hmil.train.cohort import BagStore, CohortItem
+from hmil.train.loop import FoldResult, train_fold
+from hmil.train.runs import fold_paths
+from hmil.train.trainee import Objective
 
 
 @dataclass
@@ -191,7 +199,7 @@ class CLAMSBPeer(Peer):
 
 
 class CLAMMBPeer(Peer):
-    """:class:`hmil.model.baselines.CLAMMB` as a peer (0.7·CE + 0.3·instance loss, as CLAM)."""
+    """:class:`benchmarks.baselines.CLAMMB` as a peer (0.7·CE + 0.3·instance loss, as CLAM)."""
 
     name = "clam_mb"
     bag_weight = 0.7
@@ -283,7 +291,8 @@ class BagItem:
 
 @dataclass
 class TrainSettings:
-    """The optimisation budget shared by HMIL and the peers (``hmil.config.TrainConfig``)."""
+    """The budget shared by HMIL and the peers (epochs, lr, seed) and the peers' plain recipe
+    (the rest: :data:`RECIPES` ``plain``), in ``hmil.config.TrainConfig`` names."""
 
     epochs: int = 20
     lr: float = 1e-4
@@ -296,35 +305,132 @@ class TrainSettings:
     class_balance: str = "none"
     seed: int = 0
 
-    def train_config(self) -> TrainConfig:
-        """The same budget as an HMIL ``train:`` section (schedules are built from it)."""
-        return TrainConfig(
-            epochs=self.epochs, lr=self.lr, weight_decay=self.weight_decay,
-            bags_per_step=self.bags_per_step, lr_schedule=self.lr_schedule,
-            lr_final_fraction=self.lr_final_fraction, plateau_factor=self.plateau_factor,
-            plateau_patience=self.plateau_patience, class_balance=self.class_balance,
-            seed=self.seed,
-        )  # fmt: skip
+
+def _plain_recipe(settings: TrainSettings) -> dict[str, Any]:
+    """The peers' own recipe: :class:`TrainSettings` as given, no weight average."""
+    train = {f"train.{k}": v for k, v in dataclasses.asdict(settings).items()}
+    return {**train, "train.ema_epochs": 0.0, "train.ema_decay": 0.0}
 
 
-@dataclass
-class PeerTrainResult:
-    """Best epoch and its weights, and one record per epoch."""
-
-    best_epoch: int
-    best_state: dict[str, torch.Tensor]
-    history: list[dict[str, Any]] = field(default_factory=list)
+def _hmil_recipe(settings: TrainSettings) -> dict[str, Any]:
+    """The HMIL defaults' recipe (``hmil train`` with no config: its schedule, weight average
+    horizon, class balancing and selection) with the shared budget."""
+    return {"train.epochs": settings.epochs, "train.lr": settings.lr, "train.seed": settings.seed}
 
 
-def peer_loss(model: Peer, out: PeerOutput, target: int, class_weight: float = 1.0) -> torch.Tensor:
+#: the recipe a peer trains under: dotted ``train.*`` overrides of the run config, on top of
+#: the project's defaults (:class:`hmil.config.Config`)
+RECIPES: dict[str, Callable[[TrainSettings], dict[str, Any]]] = {
+    "plain": _plain_recipe,
+    "hmil": _hmil_recipe,
+}
+
+
+def recipe_overrides(recipe: str, settings: TrainSettings) -> dict[str, Any]:
+    """The ``train.*`` overrides of recipe ``recipe`` (one of :data:`RECIPES`)."""
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown recipe '{recipe}' (known: {', '.join(RECIPES)})")
+    return RECIPES[recipe](settings)
+
+
+def peer_loss(
+    out: PeerOutput, target: int, class_weight: float = 1.0, bag_weight: float = 0.5
+) -> torch.Tensor:
     """Cross-entropy over the K classes (× the class-balancing weight), + the model's
-    weighted auxiliary loss (CLAM's instance loss, DSMIL's max-instance CE)."""
+    auxiliary loss (CLAM's instance loss, DSMIL's max-instance CE) weighted 1 − ``bag_weight``."""
     target_t = torch.tensor([target], device=out.logits.device)
     ce = class_weight * F.cross_entropy(out.logits[None], target_t)
     if out.aux_loss is None:
         return ce
-    weight = getattr(model, "bag_weight", 0.5)
-    return weight * ce + (1.0 - weight) * out.aux_loss
+    return bag_weight * ce + (1.0 - bag_weight) * out.aux_loss
+
+
+@dataclass
+class _PeerObjective:
+    """:func:`peer_loss` as the fold loop's objective (the SupCon memory is not used)."""
+
+    fine_weights: torch.Tensor | None
+    bag_weight: float
+
+    def __call__(self, out: Any, target: int, epoch: int, memory: SupConMemory) -> LossResult:
+        weight = 1.0 if self.fine_weights is None else float(self.fine_weights[target])
+        total = peer_loss(out, target, weight, self.bag_weight)
+        return LossResult(total=total, terms={"peer": total.detach()}, beta=0.0)
+
+
+@dataclass
+class PeerTrainee:
+    """A flat peer as a :class:`hmil.train.trainee.Trainee`: trained by HMIL's own fold loop
+    (:func:`hmil.train.loop.train_fold`), so it gets every recipe option HMIL has.
+
+    Flat peers have no coarse head (the coarse level is Mᵀ p_f); the selected weights are kept
+    as a plain state dict.
+    """
+
+    name: str
+    n_classes: int
+    in_dim: int = 0  # set by build
+
+    def build(self, in_dim: int) -> torch.nn.Module:
+        self.in_dim = in_dim
+        return build_peer(self.name, in_dim, self.n_classes)
+
+    def forward(self, model: torch.nn.Module, bag: torch.Tensor, target: int) -> Any:
+        return model(bag, target=target)
+
+    def objective(
+        self, fine_weights: torch.Tensor | None, coarse_weights: torch.Tensor | None
+    ) -> Objective:
+        return _PeerObjective(fine_weights, float(getattr(PEERS[self.name], "bag_weight", 0.5)))
+
+    @torch.no_grad()
+    def predict(
+        self,
+        model: torch.nn.Module,
+        items: list[CohortItem],
+        store: BagStore,
+        device: torch.device,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        model.eval()
+        probs = [
+            torch.softmax(model(store.get(it.path).to(device)).logits.float(), -1).cpu()
+            for it in items
+        ]
+        if not probs:
+            return np.zeros((0, self.n_classes)), None
+        return torch.stack(probs).double().numpy(), None
+
+    def save(self, path: Path, model: torch.nn.Module, info: CheckpointInfo) -> None:
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        with atomic_path(path) as tmp:
+            torch.save({"peer": self.name, "epoch": info.epoch, "state_dict": state}, tmp)
+
+    def load(self, path: Path) -> torch.nn.Module:
+        model = build_peer(self.name, self.in_dim, self.n_classes)
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["state_dict"])
+        return model
+
+
+def train_peer(
+    name: str,
+    config: Config,
+    hierarchy: Hierarchy,
+    split: Split,
+    run_dir: Path,
+) -> tuple[Peer, FoldResult]:
+    """Train peer ``name`` on the run config's cohort (its ``data.*``) and ``split`` with the
+    fold loop of ``hmil train`` under ``config.train``; the selected weights, in eval mode.
+
+    Fold 0's files (metrics, checkpoint, test metrics) go to ``run_dir``.
+    """
+    labels = read_labels(config.data.labels, hierarchy)
+    trainee = PeerTrainee(name, hierarchy.n_fine)
+    result = train_fold(config, hierarchy, labels, split, 0, run_dir, verbose=False,
+                        trainee=trainee)  # fmt: skip
+    model = trainee.load(fold_paths(run_dir, 0).checkpoint)
+    model.eval()
+    assert isinstance(model, Peer)
+    return model, result
 
 
 @torch.no_grad()
@@ -355,73 +461,3 @@ def predict_peer_maps(
             maps.append(None)
             attention.append(out.attention.float().numpy())
     return np.stack(probs), attention, maps
-
-
-def _val_score(model: Peer, items: list[BagItem], n_classes: int) -> tuple[float, float]:
-    """(selection score = fine macro AUC, falling back to balanced accuracy; val loss)."""
-    probs, _ = predict_peer(model, items)
-    y = np.array([it.fine for it in items])
-    metrics = level_metrics(y, probs, [str(k) for k in range(n_classes)])
-    loss = float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, None)).mean())
-    score = metrics["macro_auc"]
-    if not math.isfinite(score):
-        score = metrics["balanced_accuracy"]
-    return float(score), loss
-
-
-def train_peer(
-    factory: Callable[[], Peer],
-    train: list[BagItem],
-    val: list[BagItem],
-    settings: TrainSettings,
-    n_classes: int,
-) -> tuple[Peer, PeerTrainResult]:
-    """Train a peer built by ``factory`` (after seeding) and load its best validation epoch."""
-    torch.manual_seed(settings.seed)
-    model = factory()
-    config = settings.train_config()
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay, fused=True
-    )
-    schedule = make_schedule(optimizer, config)
-    fine = np.array([it.fine for it in train], dtype=int)
-    weights = (
-        inverse_frequency_weights(fine, n_classes)
-        if settings.class_balance == "loss"
-        else np.ones(n_classes)
-    )
-    sampler = "sampler" if settings.class_balance == "sampler" else ""
-    best = (-math.inf, math.inf, -1)
-    best_state = copy.deepcopy(model.state_dict())
-    history: list[dict[str, Any]] = []
-    step = settings.bags_per_step
-    for epoch in range(settings.epochs):
-        model.train()
-        gen = torch.Generator().manual_seed(settings.seed * 1_000_003 + epoch)
-        order = epoch_order(fine, n_classes, sampler, gen)
-        optimizer.zero_grad(set_to_none=True)
-        loss_sum = 0.0
-        for position, index in enumerate(order):
-            group_start = position - position % step
-            group_size = min(step, len(order) - group_start)
-            item = train[index]
-            out = model(item.features, target=item.fine)
-            loss = peer_loss(model, out, item.fine, float(weights[item.fine]))
-            (loss / group_size).backward()
-            loss_sum += float(loss.detach())
-            if position == group_start + group_size - 1:
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-        score, val_loss = _val_score(model, val, n_classes) if val else (-math.inf, math.inf)
-        improved = score > best[0] or (score == best[0] and val_loss < best[1]) or best[2] < 0
-        if improved:
-            best = (score, val_loss, epoch)
-            best_state = copy.deepcopy(model.state_dict())
-        schedule.step(score if math.isfinite(score) else -val_loss)
-        history.append(
-            {"epoch": epoch, "loss": loss_sum / max(len(train), 1), "val_score": score,
-             "val_loss": val_loss, "best": improved}
-        )  # fmt: skip
-    model.load_state_dict(best_state)
-    model.eval()
-    return model, PeerTrainResult(best_epoch=best[2], best_state=best_state, history=history)

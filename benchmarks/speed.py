@@ -129,7 +129,7 @@ def build_model(name: str, d: int) -> torch.nn.Module:
         # path with the same math
         return model.train() if name == "hmil_oneshot" else model.eval()
     if name == "flat_gated":
-        from hmil.model.baselines import FlatGatedMIL
+        from benchmarks.baselines import FlatGatedMIL
 
         return FlatGatedMIL(d, 7).eval()
     from benchmarks.peers import ABMILPeer

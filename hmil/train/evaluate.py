@@ -77,7 +77,7 @@ def evaluation_report(
     hierarchy: Hierarchy,
     y_fine: np.ndarray,
     fine_probs: np.ndarray,
-    coarse_head_probs: np.ndarray,
+    coarse_head_probs: np.ndarray | None,
     decoding: str = "fine_sum",
 ) -> tuple[dict[str, Any], Decoded]:
     """Metrics of all levels for S slides.
@@ -86,7 +86,7 @@ def evaluation_report(
         hierarchy: the label tree.
         y_fine: ``(S,)`` true fine indices.
         fine_probs: ``(S, Kf)``.
-        coarse_head_probs: ``(S, Kc)``.
+        coarse_head_probs: ``(S, Kc)``, or None for a model without a coarse head.
         decoding: ``fine_sum`` (default: coarse = argmax Mᵀ p_f) or ``top_down``.
 
     Returns:

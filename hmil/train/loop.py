@@ -22,21 +22,20 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-from hmil.checkpoint import CheckpointInfo, load_checkpoint_file, save_checkpoint
+from hmil.checkpoint import CheckpointInfo
 from hmil.config import Config
 from hmil.data.splits import Split
 from hmil.device import resolve_device
 from hmil.errors import ConfigError, RunError
 from hmil.hierarchy import Hierarchy
 from hmil.io import append_jsonl, atomic_path, read_jsonl, write_text_atomic
-from hmil.model import HMIL
-from hmil.model.losses import HMILLoss, SupConMemory
+from hmil.model.losses import SupConMemory
 from hmil.progress import Progress
 from hmil.train.balance import epoch_order, inverse_frequency_weights, resolve_class_balance
 from hmil.train.cohort import (
@@ -48,14 +47,15 @@ from hmil.train.cohort import (
     gather_fold,
 )
 from hmil.train.evaluate import (
-    evaluate_fold,
     evaluation_report,
-    predict_items,
+    predictions_frame,
     selection_description,
+    write_fold_evaluation,
 )
 from hmil.train.experiment_log import ExperimentLogs, LogTarget, open_logs
 from hmil.train.runs import FoldLock, FoldPaths, fold_paths, write_status
 from hmil.train.schedules import Schedule, make_schedule
+from hmil.train.trainee import HMILTrainee, Objective, Trainee
 from hmil.train.weight_average import (
     WeightAverage,
     average_decay,
@@ -90,6 +90,7 @@ def train_fold(
     on_skip: SkipHandler | None = None,
     verbose: bool = True,
     stop_check: Callable[[], bool] | None = None,
+    trainee: Trainee | None = None,
 ) -> FoldResult:
     """Train, select on validation and test one fold; write its files into ``run_dir``.
 
@@ -111,6 +112,8 @@ def train_fold(
         stop_check: polled after each epoch; returning True ends training early (as if the
             last epoch were reached). Default: the fold's ``STOP`` file exists (see
             :attr:`hmil.train.runs.FoldPaths.stop_request`).
+        trainee: the model family trained under this recipe (default: HMIL,
+            :class:`hmil.train.trainee.HMILTrainee`).
 
     Raises:
         RunError: the fold already has results and ``resume`` is False, or another process
@@ -141,7 +144,8 @@ def train_fold(
             paths.stop_request.unlink(missing_ok=True)  # a stale request must not stop us
             stop_check = paths.stop_request.exists
         session = _start_fold(config, hierarchy, labels, split, fold, paths, device, resume,
-                              strict, on_skip, verbose)  # fmt: skip
+                              strict, on_skip, verbose,
+                              trainee or HMILTrainee(config, hierarchy))  # fmt: skip
         session.logs = open_logs(LogTarget(Path(run_dir), fold, config, session.start_epoch))
         with session.logs:  # train.experiment_log: closed as finished, or failed on an error
             last_epoch = _train_epochs(session, stop_check, verbose)
@@ -201,11 +205,12 @@ class _FoldSession:
     device: torch.device
     cohort: FoldCohort
     store: BagStore
-    model: HMIL
+    trainee: Trainee
+    model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     schedule: Schedule
     average: WeightAverage | None  # train.ema_decay / ema_epochs: the weights validated and kept
-    criterion: HMILLoss
+    criterion: Objective
     memory: SupConMemory
     tracker: _Selection
     info: CheckpointInfo
@@ -226,6 +231,7 @@ def _start_fold(
     strict: bool,
     on_skip: SkipHandler | None,
     verbose: bool,
+    trainee: Trainee,
 ) -> _FoldSession:
     """Load the fold's bags, build model/optimiser/schedule/loss, and restore the resume state
     when there is one."""
@@ -243,7 +249,7 @@ def _start_fold(
         verbose=verbose,
     )
     torch.manual_seed(tc.seed)
-    model = HMIL(cohort.in_dim, hierarchy.n_coarse, hierarchy.n_fine, config.model).to(device)
+    model = trainee.build(cohort.in_dim).to(device)
     optimizer = torch.optim.Adam(
         model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, fused=True
     )
@@ -260,9 +266,7 @@ def _start_fold(
         fine_w = torch.from_numpy(inverse_frequency_weights(fine_y, hierarchy.n_fine))
         coarse_y = np.asarray(hierarchy.parent)[fine_y]
         coarse_w = torch.from_numpy(inverse_frequency_weights(coarse_y, hierarchy.n_coarse))
-    criterion = HMILLoss(
-        config.loss, torch.from_numpy(hierarchy.mapping), fine_w, coarse_w, tc.bags_per_step
-    )
+    criterion = trainee.objective(fine_w, coarse_w)
     tracker = _Selection()
     start_epoch = 0
     if state is not None:
@@ -287,9 +291,10 @@ def _start_fold(
     )
     return _FoldSession(
         config=config, hierarchy=hierarchy, paths=paths, fold=fold, device=device,
-        cohort=cohort, store=store, model=model, optimizer=optimizer, schedule=schedule,
-        average=average, criterion=criterion, memory=SupConMemory(config.loss.supcon_memory),
-        tracker=tracker, info=info, start_epoch=start_epoch, class_balance=class_balance,
+        cohort=cohort, store=store, trainee=trainee, model=model, optimizer=optimizer,
+        schedule=schedule, average=average, criterion=criterion,
+        memory=SupConMemory(config.loss.supcon_memory), tracker=tracker, info=info,
+        start_epoch=start_epoch, class_balance=class_balance,
     )  # fmt: skip
 
 
@@ -336,20 +341,20 @@ def _epoch_step(session: _FoldSession, epoch: int) -> dict[str, Any]:
     tc = s.config.train
     t0 = time.monotonic()
     train_stats = _train_epoch(
-        s.model, s.optimizer, s.criterion, s.memory, s.cohort.parts["train"], s.store, epoch,
-        s.config, s.device, s.hierarchy.n_fine, s.class_balance, s.average,
+        s.trainee, s.model, s.optimizer, s.criterion, s.memory, s.cohort.parts["train"], s.store,
+        epoch, s.config, s.device, s.hierarchy.n_fine, s.class_balance, s.average,
     )  # fmt: skip
     # what is validated and saved: the live weights, or their average (train.ema_*)
-    kept = s.model if s.average is None else cast(HMIL, s.average.model)
+    kept = s.model if s.average is None else s.average.model
     val_record, val_loss = _validate(
-        kept, s.cohort.parts.get("val", []), s.store, s.hierarchy, s.device
+        s.trainee, kept, s.cohort.parts.get("val", []), s.store, s.hierarchy, s.device
     )
     score = selection_score(val_record, val_loss, tc.select_metric, epoch)
     improved = s.tracker.update(score, val_loss, epoch)
     if improved:
         s.info.epoch = epoch
         s.info.val_metrics = val_record
-        save_checkpoint(s.paths.checkpoint, kept, s.info)
+        s.trainee.save(s.paths.checkpoint, kept, s.info)
     # plateau watches the selection score; with select_metric 'last' (the epoch index, which
     # always improves) it watches the validation loss instead
     monitor = -val_loss if tc.select_metric == "last" else score
@@ -373,16 +378,19 @@ def _finish_fold(session: _FoldSession, last_epoch: int) -> FoldResult:
     """Test the selected checkpoint and write the fold's result files."""
     s = session
     tc = s.config.train
-    model, _ = load_checkpoint_file(s.paths.checkpoint)
-    report = evaluate_fold(
-        s.paths, model, s.cohort.parts.get("test", []), s.store, s.hierarchy, s.device,
-        extra={
-            "fold": s.fold,
-            "best_epoch": s.tracker.best_epoch,
-            "selection": selection_description(tc.select_metric),
-            "skipped": [{"where": w, "problem": p} for w, p in s.cohort.skipped],
-        },
-    )  # fmt: skip
+    model = s.trainee.load(s.paths.checkpoint).to(s.device)
+    items = s.cohort.parts.get("test", [])
+    fine, head = s.trainee.predict(model, items, s.store, s.device)
+    y = np.array([it.fine for it in items], dtype=int)
+    report, decoded = evaluation_report(s.hierarchy, y, fine, head)
+    report.update({
+        "fold": s.fold,
+        "best_epoch": s.tracker.best_epoch,
+        "selection": selection_description(tc.select_metric),
+        "skipped": [{"where": w, "problem": p} for w, p in s.cohort.skipped],
+    })  # fmt: skip
+    frame = predictions_frame([it.slide_id for it in items], y, decoded, s.hierarchy)
+    write_fold_evaluation(s.paths, report, frame)
     s.logs.log_test(report, step=s.tracker.best_epoch)
     write_status(s.paths, state="finished", epoch=last_epoch, best_epoch=s.tracker.best_epoch,
                  eta_s=0)  # fmt: skip
@@ -424,9 +432,10 @@ def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContext
 
 
 def _train_epoch(
-    model: HMIL,
+    trainee: Trainee,
+    model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
-    criterion: HMILLoss,
+    criterion: Objective,
     memory: SupConMemory,
     items: list[CohortItem],
     store: BagStore,
@@ -460,10 +469,9 @@ def _train_epoch(
             keep = torch.randperm(x.shape[0], generator=gen)[: tc.max_instances]
             x = x[keep.sort().values]
         with _autocast(device, tc.amp):
-            out = model(x.to(device, non_blocking=True))
-        result = criterion(out, item.fine, epoch, tc.epochs, memory)
+            out = trainee.forward(model, x.to(device, non_blocking=True), item.fine)
+        result = criterion(out, item.fine, epoch, memory)
         (result.total / group_size).backward()
-        memory.push(out.fine_embeddings, item.fine)
         if position == group_start + group_size - 1:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -484,7 +492,8 @@ def _train_epoch(
 
 
 def _validate(
-    model: HMIL,
+    trainee: Trainee,
+    model: torch.nn.Module,
     items: list[CohortItem],
     store: BagStore,
     hierarchy: Hierarchy,
@@ -493,13 +502,14 @@ def _validate(
     """Validation record for metrics.jsonl and the validation loss (fine cross-entropy)."""
     if not items:
         return {"n": 0}, math.inf
-    fine, head = predict_items(model, items, store, device)
+    fine, head = trainee.predict(model, items, store, device)
     y = np.array([it.fine for it in items])
     report, _ = evaluation_report(hierarchy, y, fine, head)
     val_loss = float(-np.log(np.clip(fine[np.arange(len(y)), y], 1e-12, None)).mean())
     record: dict[str, Any] = {"n": len(items), "loss": val_loss}
-    for level in ("fine", "coarse", "coarse_head"):
-        record[level] = {m: report[level][m] for m in EPOCH_METRICS}
+    for level in ("fine", "coarse", "coarse_head"):  # no coarse_head: a model without one
+        if level in report:
+            record[level] = {m: report[level][m] for m in EPOCH_METRICS}
     record["consistency"] = report["consistency"]
     return record, val_loss
 

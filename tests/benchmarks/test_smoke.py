@@ -18,7 +18,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = ("accuracy", "speed", "streaming_memory", "gpu_check")
 DEFAULTS = "HMIL defaults (hmil train with no config)"
-FEW = f"{DEFAULTS},HMIL --preset paper,ABMIL gated (torchmil),CLAM-MB (hmil.model.baselines)"
+FEW = (
+    f"{DEFAULTS},HMIL --preset paper,ABMIL gated (torchmil),CLAM-MB (hmil.model.baselines),"
+    "flat gated attention under the HMIL recipe"
+)
 
 
 def _run(args: list[str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
