@@ -1,7 +1,7 @@
 """What every page shares: settings, the sidebar run picker, the SYNTHETIC banner.
 
-Session state used here: ``run`` (the selected run directory as a string, '' for none) and the
-widget keys ``run_picker`` / ``run_path``.
+Session state used here: ``run`` and ``run_picker`` (:mod:`viewer.core.run_pick`), the
+widget key ``run_path`` and its ``run_path_error``.
 """
 
 from __future__ import annotations
@@ -14,12 +14,9 @@ import streamlit as st
 
 from hmil.errors import HMILError
 from viewer.components import cached_ui
-from viewer.core import address, runs, text
-from viewer.core.choices import keep_choice
-from viewer.core.paths import check_under_roots
+from viewer.core import address, choices, run_pick, runs, text
+from viewer.core.run_pick import NO_RUN, PICKER_KEY, RUN_KEY
 from viewer.state import ViewerSettings, settings_from_env
-
-NO_RUN = ""
 
 
 def session_state() -> MutableMapping[str, Any]:
@@ -43,8 +40,7 @@ def settings() -> ViewerSettings:
 
 def current_run() -> Path | None:
     """The run chosen in the sidebar (None: no run, model-only mode)."""
-    value = st.session_state.get("run", NO_RUN)
-    return Path(value) if value else None
+    return run_pick.current_run(session_state())
 
 
 def known_runs(cfg: ViewerSettings) -> list[Path]:
@@ -54,54 +50,40 @@ def known_runs(cfg: ViewerSettings) -> list[Path]:
     return ordered + [r for r in found if r != cfg.run]
 
 
-def _label_run(path: str, cfg: ViewerSettings) -> str:
-    if not path:
-        return "(no run: model only)"
-    p = Path(path)
-    for root in cfg.roots:
-        if p != root and p.is_relative_to(root):
-            return f"{p.relative_to(root)}  ·  {root.name}/"
-    return str(p)
-
-
 def _open_typed_run() -> None:
-    cfg = settings()
-    text = st.session_state.get("run_path", "").strip()
-    if not text:
+    state = session_state()
+    typed = state.get("run_path", "").strip()
+    if not typed:
         return
-    try:
-        path = check_under_roots(text, cfg.roots)
-    except HMILError as exc:
-        st.session_state["run_path_error"] = str(exc)
-        return
-    if not runs.is_run_dir(path):
-        st.session_state["run_path_error"] = f"{path}: not a run directory (no config.yaml)"
-        return
-    st.session_state.pop("run_path_error", None)
-    st.session_state["run"] = str(path)
-    st.session_state["run_picker"] = str(path)
+    problem = run_pick.open_run(state, typed, settings().roots)
+    if problem is None:
+        state.pop("run_path_error", None)
+    else:
+        state["run_path_error"] = problem
 
 
 def _pick_run() -> None:
-    st.session_state["run"] = st.session_state.get("run_picker", NO_RUN)
+    state = session_state()
+    state[RUN_KEY] = state.get(PICKER_KEY, NO_RUN)
 
 
 def sidebar(cfg: ViewerSettings) -> Path | None:
     """Run picker in the sidebar; returns the current run."""
+    state = session_state()
     options = [str(r) for r in known_runs(cfg)]
-    if "run" not in st.session_state:
-        st.session_state["run"] = str(cfg.run) if cfg.run is not None else NO_RUN
-    current = st.session_state["run"]
+    if RUN_KEY not in state:
+        state[RUN_KEY] = str(cfg.run) if cfg.run is not None else NO_RUN
+    current = state[RUN_KEY]
     if current and current not in options:
         options.insert(0, current)
     options.append(NO_RUN)
-    keep_choice(session_state(), "run_picker", options, current)
+    choices.keep_choice(state, PICKER_KEY, options, current)
     with st.sidebar:
         st.selectbox(
             "Run",
             options,
-            key="run_picker",
-            format_func=lambda p: _label_run(p, cfg),
+            key=PICKER_KEY,
+            format_func=lambda p: run_pick.label_run(p, cfg.roots),
             on_change=_pick_run,
             help="Run directories found under the data roots.",
         )
@@ -112,8 +94,8 @@ def sidebar(cfg: ViewerSettings) -> Path | None:
             placeholder="path/to/run",
             help="Any run directory below a data root.",
         )
-        if st.session_state.get("run_path_error"):
-            st.error(st.session_state["run_path_error"])
+        if state.get("run_path_error"):
+            st.error(state["run_path_error"])
         with st.expander("Data roots", expanded=False):
             st.caption("The viewer reads files below these only (`hmil view --data-root DIR`).")
             # plain text: st.code would load a 1.5 MB syntax highlighter into every page
@@ -153,16 +135,9 @@ def apply_address() -> None:
     run = incoming.get(address.RUN)
     notes: list[str] = []
     if run:
-        try:
-            path = check_under_roots(run, settings().roots)
-        except HMILError as exc:
-            notes.append(str(exc))
-        else:
-            if runs.is_run_dir(path):
-                state["run"] = str(path)
-                state["run_picker"] = str(path)
-            else:
-                notes.append(f"{path}: not a run directory")
+        problem = run_pick.open_run(state, run, settings().roots)
+        if problem is not None:
+            notes.append(problem)
     notes += address.apply(state, incoming)
     state[address.NOTES_KEY] = notes
     viewport = {k: incoming[k] for k in address.VIEWPORT if k in incoming}
@@ -197,18 +172,12 @@ def restore(*keys: str) -> None:
     browser at its own default (opacity 0, the first colormap) while the server keeps the old
     value, and the browser's value wins at the next interaction.
     """
-    for key in keys:
-        kept = f"_keep_{key}"
-        if key in st.session_state:
-            st.session_state[key] = st.session_state[key]
-        elif kept in st.session_state:
-            st.session_state[key] = st.session_state[kept]
+    choices.restore_widgets(session_state(), keys)
 
 
 def keep(*keys: str) -> None:
-    for key in keys:
-        if key in st.session_state:
-            st.session_state[f"_keep_{key}"] = st.session_state[key]
+    """Save widget values of this page for :func:`restore` (``_keep_<key>``)."""
+    choices.keep_widgets(session_state(), keys)
 
 
 def show_problem(exc: Exception) -> None:
