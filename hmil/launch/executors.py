@@ -69,7 +69,7 @@ def slurm_parameters(cfg: LauncherConfig, job_name: str) -> dict[str, Any]:
         ConfigError: a value holding a line break or another control character. Each option
             becomes an ``#SBATCH --key=value`` line of the job script, so a line break would
             start a shell line of the script; only ``setup`` entries are shell lines by design
-            (and the viewer never lets anyone set them, see ``viewer/components/training.py``).
+            (and the viewer never lets anyone set them, see ``viewer/core/train_form.py``).
     """
     params: dict[str, Any] = {
         "job_name": job_name,
