@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hmil.errors import ConfigError, HMILError
+from hmil.errors import AttentionError, ConfigError
 
 #: ×1 = a patch holding exactly its uniform share 1/N; patches below are not coloured
 RELATIVE_FLOOR = 1.0
@@ -135,7 +135,7 @@ class AttentionScale:
 def _finite(scores: np.ndarray) -> np.ndarray:
     s = np.asarray(scores, dtype=np.float64).ravel()
     if s.size and not np.isfinite(s).all():
-        raise HMILError("attention", f"{int((~np.isfinite(s)).sum())} non-finite scores")
+        raise AttentionError("attention", f"{int((~np.isfinite(s)).sum())} non-finite scores")
     return s
 
 
@@ -244,7 +244,7 @@ def fit_scales(rows: np.ndarray, kind: str, per_label: bool = False) -> list[Att
     small pictures can be compared; percentile is per label by construction."""
     matrix = np.atleast_2d(np.asarray(rows, dtype=np.float64))
     if matrix.size and not np.isfinite(matrix).all():
-        raise HMILError("attention", f"{int((~np.isfinite(matrix)).sum())} non-finite scores")
+        raise AttentionError("attention", f"{int((~np.isfinite(matrix)).sum())} non-finite scores")
     if matrix.shape[1] == 0:
         return [AttentionScale(kind, 0.0, 1.0)] * matrix.shape[0]
     return SCALES[check_scale(kind)].fit(matrix, per_label)

@@ -32,6 +32,19 @@ class SlideError(HMILError):
     """A slide file that cannot be opened or read (corrupt, truncated, unsupported)."""
 
 
+class TilingError(HMILError):
+    """A tiling input or output that cannot be used: a patch coordinate file, a slide list, a
+    tissue GeoJSON, or a slide whose tissue gives no patch."""
+
+
+class AttentionError(HMILError):
+    """Attention scores that cannot be drawn or exported: non-finite, or not one per patch."""
+
+
+class UploadError(HMILError):
+    """A file uploaded to the viewer that is refused (empty, or over the size limit)."""
+
+
 class HierarchyError(HMILError):
     """A label hierarchy that is not a valid two-level tree."""
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from hmil.errors import HMILError
+from hmil.errors import AttentionError, TilingError
 from hmil.hierarchy import Hierarchy
 from hmil.io import atomic_path
 
@@ -211,15 +211,15 @@ def detection_chunks(
     has been checked."""
     c = np.asarray(coords)
     if c.ndim != 2 or c.shape[1] != 2 or c.shape[0] == 0:
-        raise HMILError("coords", f"expected a non-empty (N, 2) array, got shape {c.shape}")
+        raise AttentionError("coords", f"expected a non-empty (N, 2) array, got shape {c.shape}")
     names = [json.dumps(name) + ":" for name in measurements]
     columns = []
     for name, vals in measurements.items():
         arr = np.asarray(vals, dtype=np.float64).ravel()
         if arr.shape[0] != c.shape[0]:
-            raise HMILError(name, f"{arr.shape[0]} values for {c.shape[0]} patches")
+            raise AttentionError(name, f"{arr.shape[0]} values for {c.shape[0]} patches")
         if not np.isfinite(arr).all():
-            raise HMILError(name, "non-finite measurement values")
+            raise AttentionError(name, "non-finite measurement values")
         columns.append(arr.tolist())
     cls = ""
     if classification is not None:
@@ -270,7 +270,7 @@ def read_features(path: str | Path, offset: tuple[int, int] = (0, 0)) -> list[Fe
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise HMILError(p, f"not a readable GeoJSON file ({str(exc)[:160]})") from None
+        raise TilingError(p, f"not a readable GeoJSON file ({str(exc)[:160]})") from None
     if isinstance(data, list):  # QuPath's "export as array" option
         raw = [f if isinstance(f, dict) else {} for f in data]
     elif isinstance(data, dict) and data.get("type") == "FeatureCollection":
@@ -280,7 +280,7 @@ def read_features(path: str | Path, offset: tuple[int, int] = (0, 0)) -> list[Fe
     elif isinstance(data, dict) and "coordinates" in data:
         raw = [{"geometry": data}]
     else:
-        raise HMILError(p, "not GeoJSON (expected a FeatureCollection, Feature or geometry)")
+        raise TilingError(p, "not GeoJSON (expected a FeatureCollection, Feature or geometry)")
     features: list[Feature] = []
     try:
         for item in raw:
@@ -288,7 +288,7 @@ def read_features(path: str | Path, offset: tuple[int, int] = (0, 0)) -> list[Fe
             if polygons:
                 features.append(_feature(polygons, item.get("properties")))
     except (TypeError, ValueError, IndexError) as exc:
-        raise HMILError(p, f"malformed polygon coordinates ({str(exc)[:160]})") from None
+        raise TilingError(p, f"malformed polygon coordinates ({str(exc)[:160]})") from None
     return features
 
 

@@ -194,14 +194,16 @@ def bag_offset(attrs: Mapping[str, object]) -> tuple[int, int]:
     return (int(x), int(y)) if isinstance(x, int | float) and isinstance(y, int | float) else (0, 0)
 
 
+#: what a refused bag-on-slide check adds to its problem (``hmil heatmap`` names its flags)
+MISMATCH_HINT = " (wrong slide? allow_slide_mismatch draws it anyway)"
+
+
 def _check_on_slide(
     coords: np.ndarray, slide: Slide, attrs: Mapping[str, object], allow_mismatch: bool = False
 ) -> SlideMatch:
     """The shared bag-on-slide check (:func:`hmil.slides.match.check_bag_on_slide`), its
-    refusal pointing at the command's flags."""
+    refusal pointing at the parameters that decide it (:data:`MISMATCH_HINT`)."""
     try:
         return check_bag_on_slide(attrs, coords, slide, allow_mismatch=allow_mismatch)
     except SlideError as exc:
-        raise SlideError(
-            exc.where, f"{exc.problem} (wrong --slide? --allow-slide-mismatch draws it anyway)"
-        ) from None
+        raise SlideError(exc.where, f"{exc.problem}{MISMATCH_HINT}") from None

@@ -31,7 +31,7 @@ from hmil.attention_scale import (
     code_positions,
     fit_scales,
 )
-from hmil.errors import ConfigError, HMILError
+from hmil.errors import AttentionError, ConfigError
 from hmil.params import Interval, Options, param, validate
 from hmil.patch_grid import PatchGrid, patch_grid, smooth_on_grid
 from hmil.slides.reader import Region, Slide, fit_size
@@ -155,7 +155,7 @@ def check_coords(coords: np.ndarray) -> np.ndarray:
     """``coords`` as an ``(N, 2)`` array with N ≥ 1, else HMILError."""
     c = np.asarray(coords)
     if c.ndim != 2 or c.shape[1] != 2 or c.shape[0] == 0:
-        raise HMILError("coords", f"expected a non-empty (N, 2) array, got shape {c.shape}")
+        raise AttentionError("coords", f"expected a non-empty (N, 2) array, got shape {c.shape}")
     return c
 
 
@@ -200,9 +200,9 @@ def level_codes(
     rows = np.atleast_2d(np.asarray(matrix, dtype=np.float64))
     c = check_coords(coords)
     if rows.shape[1] != c.shape[0]:
-        raise HMILError("attention", f"{rows.shape[1]} scores for {c.shape[0]} coords")
+        raise AttentionError("attention", f"{rows.shape[1]} scores for {c.shape[0]} coords")
     if not np.isfinite(rows).all():
-        raise HMILError("attention", f"{int((~np.isfinite(rows)).sum())} non-finite scores")
+        raise AttentionError("attention", f"{int((~np.isfinite(rows)).sum())} non-finite scores")
     if style.smooth > 0:
         grid = patch_grid(c, patch_size)
         rows = np.stack([smooth_on_grid(r, grid, style.smooth) for r in rows])
@@ -242,10 +242,10 @@ def codes_rgba(
     c = check_coords(coords)
     code = np.asarray(codes, dtype=np.uint8).ravel()
     if code.shape[0] != c.shape[0]:
-        raise HMILError("attention", f"{code.shape[0]} scores for {c.shape[0]} coords")
+        raise AttentionError("attention", f"{code.shape[0]} scores for {c.shape[0]} coords")
     out_w, out_h = int(out_size[0]), int(out_size[1])
     if out_w < 1 or out_h < 1 or region.w <= 0 or region.h <= 0:
-        raise HMILError("region", f"empty region {region} or output size {out_size}")
+        raise ConfigError("region", f"empty region {region} or output size {out_size}")
     grid = grid or patch_grid(c, patch_size)
     lut = colormap_code_lut(style.cmap)
     if grid.exact and grid.step * out_w / region.w >= 1.0:
@@ -313,7 +313,7 @@ def rasterize(
     c = check_coords(coords)
     v = np.asarray(values, dtype=np.float64).ravel()
     if v.shape[0] != c.shape[0]:
-        raise HMILError("attention", f"{v.shape[0]} scores for {c.shape[0]} coords")
+        raise AttentionError("attention", f"{v.shape[0]} scores for {c.shape[0]} coords")
     out_w, out_h = int(out_size[0]), int(out_size[1])
     sx, sy = out_w / region.w, out_h / region.h
     x0 = np.rint((c[:, 0] - region.x) * sx).astype(np.int64)

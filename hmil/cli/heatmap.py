@@ -57,8 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hmil.data.bags import level0_coords
-    from hmil.errors import BagError, HMILError
-    from hmil.heatmap import check_patch_size, export_heatmap
+    from hmil.errors import BagError, HMILError, SlideError
+    from hmil.heatmap import MISMATCH_HINT, check_patch_size, export_heatmap
     from hmil.predict import load_checkpoint
     from hmil.slides import open_slide
     from hmil.slides.match import check_bag_on_slide
@@ -110,6 +110,11 @@ def run(args: argparse.Namespace) -> int:
             legend=not args.no_legend,
             hierarchy=predictor.hierarchy,
         )
+    except SlideError as exc:  # the library's hint names parameters; here they are flags
+        if not exc.problem.endswith(MISMATCH_HINT):
+            raise
+        hint = " (wrong --slide? --allow-slide-mismatch draws it anyway)"
+        raise SlideError(exc.where, exc.problem.removesuffix(MISMATCH_HINT) + hint) from None
     finally:
         if slide is not None:
             slide.close()

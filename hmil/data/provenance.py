@@ -24,7 +24,7 @@ from typing import Any
 import h5py
 
 from hmil.data.bags import ENCODER_FROM_FOLDER, folder_encoder, load_bag
-from hmil.errors import BagError, HMILError
+from hmil.errors import BagError
 
 #: other tools' names of the same encoder → TRIDENT's (CLAM calls TRIDENT's resnet50 so)
 ENCODER_ALIASES: dict[str, str] = {"resnet50_trunc": "resnet50"}
@@ -149,7 +149,7 @@ def single_encoder(found: Iterable[tuple[Path, EncoderRef]]) -> EncoderRef:
         if first is None:
             first = (ref, path)
         elif ref.differs_from(first[0]):
-            raise HMILError(
+            raise BagError(
                 path,
                 f"made by {ref}, but {first[1].name} by {first[0]}: features of different "
                 "encoders cannot be trained together (re-extract with one encoder)",

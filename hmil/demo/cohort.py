@@ -40,7 +40,7 @@ from hmil.demo.synthetic_slides import (
     slide_files,
     write_slide,
 )
-from hmil.errors import ConfigError, HMILError
+from hmil.errors import ConfigError, RunError
 from hmil.io import write_json_atomic, write_text_atomic
 from hmil.progress import Progress
 
@@ -81,7 +81,7 @@ class CohortConfig:
             raise ConfigError("min_size", "expected 512 <= min_size <= max_size")
         low, high = self.lesion_fraction
         if not 0 < low <= high <= 0.5:
-            raise HMILError("lesion_fraction", "expected 0 < low <= high <= 0.5")
+            raise ConfigError("lesion_fraction", "expected 0 < low <= high <= 0.5")
 
 
 @dataclass(frozen=True)
@@ -224,7 +224,7 @@ def load_cohort(root: str | Path) -> Cohort:
     """Read a cohort's ``cohort.json`` (written by :func:`build_cohort`)."""
     path = Path(root) / MANIFEST
     if not path.is_file():
-        raise HMILError(path, "not a demo cohort (cohort.json missing)")
+        raise RunError(path, "not a demo cohort (cohort.json missing)")
     data = json.loads(path.read_text(encoding="utf-8"))
     config = _config_from_dict(data["config"])
     slides = tuple(CohortSlide(**entry) for entry in data["slides"])
@@ -274,14 +274,14 @@ def _check_same_config(root: Path, config: CohortConfig) -> None:
     try:
         existing = _config_from_dict(json.loads(path.read_text(encoding="utf-8"))["config"])
     except (OSError, ValueError, KeyError, TypeError):
-        raise HMILError(path, "unreadable cohort manifest; remove the directory") from None
+        raise RunError(path, "unreadable cohort manifest; remove the directory") from None
     if existing != config:
         ours, theirs = asdict(config), asdict(existing)
         changed = [key for key, value in ours.items() if theirs.get(key) != value]
-        raise HMILError(
+        raise RunError(
             root,
             f"holds a demo cohort built with different settings ({', '.join(changed)}); "
-            "use another --out directory or delete this one",
+            "use another folder or delete this one",
         )
 
 

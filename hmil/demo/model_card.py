@@ -26,7 +26,7 @@ import hmil
 from hmil.data.provenance import parse_encoder
 from hmil.demo.classes import DEMO_CLASSES
 from hmil.demo.pipeline import DemoResult
-from hmil.errors import ConfigError, HMILError
+from hmil.errors import ConfigError, RunError
 from hmil.io import atomic_path, read_jsonl, write_text_atomic
 from hmil.train.attention_metrics import RowLocalisation, bag_localisation, mean_localisation
 from hmil.train.runs import fold_paths, list_folds, load_run_config
@@ -96,7 +96,7 @@ def choose_fold(run_dir: Path) -> FoldChoice:
                 epoch=int(record.get("epoch", -1)),
             )
     if choice is None:
-        raise HMILError(run_dir, "no finished fold with a checkpoint and validation metrics")
+        raise RunError(run_dir, "no finished fold with a checkpoint and validation metrics")
     return choice
 
 

@@ -30,7 +30,7 @@ from hmil.data.labels import read_labels
 from hmil.data.splits import list_split_files, make_splits, write_splits
 from hmil.demo import defaults
 from hmil.demo.cohort import Cohort, CohortConfig, build_cohort
-from hmil.errors import ConfigError, HMILError
+from hmil.errors import ConfigError, SplitError
 from hmil.hierarchy import Hierarchy
 from hmil.slides.encoders import DEFAULT_ENCODER
 from hmil.slides.extract import ExtractConfig, extract_slides
@@ -232,9 +232,9 @@ def _split(cohort: Cohort, hierarchy: Hierarchy, splits: Path, config: DemoConfi
     if sorted(existing) == list(range(config.folds)):
         return
     if existing:
-        raise HMILError(
+        raise SplitError(
             splits,
-            f"holds {len(existing)} folds, not {config.folds}; use another --out directory",
+            f"holds {len(existing)} folds, not {config.folds}; use another folder",
         )
     labels = read_labels(cohort.labels_csv, hierarchy)
     write_splits(make_splits(labels, k=config.folds, seed=config.seed, val_frac=0.15), splits)

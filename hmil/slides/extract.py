@@ -41,7 +41,7 @@ import torch
 from PIL import Image
 
 from hmil.data.bags import save_feature_tensor
-from hmil.errors import HMILError
+from hmil.errors import BagError, HMILError, SlideError, TilingError
 from hmil.io import atomic_path
 from hmil.params import Interval, Options, Subset, param, validate
 from hmil.progress import Progress
@@ -171,7 +171,7 @@ def resolve_patches_dir(path: str | Path) -> Path:
     if (root / "patches").is_dir():
         return root / "patches"
     if not root.is_dir():
-        raise HMILError(root, "patches folder not found (the output of `hmil tile`)")
+        raise TilingError(root, "patches folder not found (the output of `hmil tile`)")
     return root
 
 
@@ -218,7 +218,7 @@ def plan_reads(slide: Slide, patches: PatchFile, out_size: int | None = None) ->
     attrs = patches.attrs
     w0, h0 = attrs.get("level0_width"), attrs.get("level0_height")
     if w0 is not None and h0 is not None and (int(w0), int(h0)) != slide.dimensions:
-        raise HMILError(
+        raise TilingError(
             patches.path,
             f"made for a {int(w0)}x{int(h0)} slide, but {slide.path.name} is "
             f"{slide.dimensions[0]}x{slide.dimensions[1]} (wrong slide or patch folder?)",
@@ -226,11 +226,11 @@ def plan_reads(slide: Slide, patches: PatchFile, out_size: int | None = None) ->
     size = attrs.get("patch_size")
     size0_attr = attrs.get("patch_size_level0")
     if not size and not size0_attr:
-        raise HMILError(patches.path, "no patch_size or patch_size_level0 attribute on coords")
+        raise TilingError(patches.path, "no patch_size or patch_size_level0 attribute on coords")
     if "patch_level" in attrs:
         level = int(attrs["patch_level"])
         if not 0 <= level < slide.level_count:
-            raise HMILError(
+            raise TilingError(
                 patches.path, f"patch_level {level} does not exist in {slide.path.name}"
             )
         level_ds = slide.level_downsamples[level]
@@ -341,7 +341,7 @@ def extract_slide(
     patches = load_patches(patch_file)
     n = patches.coords.shape[0]
     if n == 0:
-        raise HMILError(patches.path, "0 patches (nothing to extract)")
+        raise TilingError(patches.path, "0 patches (nothing to extract)")
     targets = bag_paths(out_dir, slide_id_from_path(slide_path), config.formats)
     with open_slide(slide_path) as slide:
         plan = plan_reads(slide, patches)
@@ -403,7 +403,7 @@ def _encode_batches(
             x = x.pin_memory()
         feats = encoder(x).float().cpu().numpy()
         if not np.isfinite(feats).all():
-            raise HMILError(encoder.label, "encoder produced non-finite features (NaN/Inf)")
+            raise BagError(encoder.label, "encoder produced non-finite features (NaN/Inf)")
         bar.update(len(batch))
         yield feats
 
@@ -429,11 +429,11 @@ def _write_h5_streamed(
         row = 0
         for feats in feature_batches:
             if feats.shape[1] != dim:
-                raise HMILError(path, f"encoder returned dimension {feats.shape[1]}, not {dim}")
+                raise BagError(path, f"encoder returned dimension {feats.shape[1]}, not {dim}")
             dset[row : row + feats.shape[0]] = feats
             row += feats.shape[0]
         if row != n:
-            raise HMILError(path, f"encoded {row} patches, expected {n}")
+            raise BagError(path, f"encoded {row} patches, expected {n}")
         cset = f.create_dataset("coords", data=coords.astype(np.int64))
         for key, value in coords_attrs.items():
             cset.attrs[key] = value
@@ -504,7 +504,7 @@ def extract_slides(
         sid = slide_id_from_path(path)
         try:
             if sid in seen:
-                raise HMILError(path, f"duplicate slide id '{sid}' (also {seen[sid]})")
+                raise SlideError(path, f"duplicate slide id '{sid}' (also {seen[sid]})")
             seen[sid] = path
             targets = bag_paths(out_dir, sid, config.formats)
             if not config.overwrite and all(t.is_file() for t in targets):

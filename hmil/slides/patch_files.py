@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 
 from hmil.data.bags import plain_value
-from hmil.errors import HMILError
+from hmil.errors import HMILError, TilingError
 from hmil.io import atomic_path
 from hmil.slides.tiling import TilingResult
 
@@ -60,18 +60,18 @@ def load_patches(path: str | Path) -> PatchFile:
     """
     p = Path(path)
     if not p.is_file():
-        raise HMILError(p, "patch file not found (run `hmil tile` first)")
+        raise TilingError(p, "patch file not found (run `hmil tile` first)")
     try:
         with h5py.File(p, "r") as f:
             if "coords" not in f or not isinstance(f["coords"], h5py.Dataset):
-                raise HMILError(p, "patch file has no 'coords' dataset")
+                raise TilingError(p, "patch file has no 'coords' dataset")
             dset = f["coords"]
             coords = np.asarray(dset[()])
             attrs = {k: plain_value(v) for k, v in dset.attrs.items()}
     except HMILError:
         raise
     except (OSError, KeyError, ValueError, TypeError) as exc:
-        raise HMILError(p, f"not a readable HDF5 patch file ({str(exc)[:200]})") from None
+        raise TilingError(p, f"not a readable HDF5 patch file ({str(exc)[:200]})") from None
     if coords.ndim != 2 or coords.shape[1] != 2 or coords.dtype.kind not in "iuf":
-        raise HMILError(p, f"coords must be an (N, 2) number array, found {coords.shape}")
+        raise TilingError(p, f"coords must be an (N, 2) number array, found {coords.shape}")
     return PatchFile(path=p, coords=coords.astype(np.int64), attrs=attrs)

@@ -6,7 +6,7 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from hmil.errors import HMILError
+from hmil.errors import TilingError
 from hmil.slides.tissue import check_mpp
 
 
@@ -30,17 +30,17 @@ def read_slide_list(path: str | Path, slides_dir: str | Path | None = None) -> l
     """
     p = Path(path)
     if not p.is_file():
-        raise HMILError(p, "slide list not found")
+        raise TilingError(p, "slide list not found")
     try:
         with open(p, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             rows = list(reader)
             columns = [c.strip() for c in reader.fieldnames or []]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise HMILError(p, f"not a readable CSV ({str(exc).splitlines()[0][:160]})") from None
+        raise TilingError(p, f"not a readable CSV ({str(exc).splitlines()[0][:160]})") from None
     column = next((c for c in ("wsi", "slide_id", "slide", "path") if c in columns), None)
     if column is None:
-        raise HMILError(p, f"no slide column (expected wsi or slide_id; found {columns})")
+        raise TilingError(p, f"no slide column (expected wsi or slide_id; found {columns})")
     base = Path(slides_dir) if slides_dir is not None else p.parent
     entries: list[SlideEntry] = []
     for row_number, raw in enumerate(rows, start=2):
@@ -52,6 +52,6 @@ def read_slide_list(path: str | Path, slides_dir: str | Path | None = None) -> l
         try:
             mpp = check_mpp(float(mpp_text), f"{p}: row {row_number}") if mpp_text else None
         except ValueError:
-            raise HMILError(p, f"row {row_number}: mpp '{mpp_text}' is not a number") from None
+            raise TilingError(p, f"row {row_number}: mpp '{mpp_text}' is not a number") from None
         entries.append(SlideEntry(base / name, mpp))
     return entries

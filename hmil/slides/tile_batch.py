@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hmil.errors import HMILError
+from hmil.errors import HMILError, SlideError, TilingError
 from hmil.geojson import Polygon, read_tissue_geojson, write_tissue_geojson
 from hmil.images import save_png
 from hmil.progress import Progress
@@ -135,7 +135,7 @@ class _TileJob:
         """Tile the slide into ``report``; raises HMILError for a slide that must be skipped."""
         path, sid = self.entry.path, self.slide_id
         if sid in seen:
-            raise HMILError(path, f"duplicate slide id '{sid}' (also {seen[sid]})")
+            raise SlideError(path, f"duplicate slide id '{sid}' (also {seen[sid]})")
         seen[sid] = path
         if self.finished():
             report.skipped[sid] = self.outputs()[0]
@@ -159,7 +159,7 @@ class _TileJob:
             for stale in patch_file_paths(self.out, sid):  # no stale coords from a rerun
                 stale.unlink(missing_ok=True)
             share = 100.0 * float(result.mask.mean())
-            raise HMILError(
+            raise TilingError(
                 path,
                 f"0 patches passed the tissue threshold {self.config.tissue_threshold:g} "
                 f"(tissue covers {share:.1f}% of the slide{_too_small_hint(result, self.config)}; "
@@ -199,7 +199,7 @@ def _too_small_hint(result: TilingResult, config: TilingConfig) -> str:
     return (
         f"; stain on {100.0 * stained:.1f}% was dropped as pieces under "
         f"{config.tissue.min_object_patches:g} of a patch ({result.plan.patch_size_level0} px "
-        "at level 0): try a smaller --patch-size"
+        "at level 0): try a smaller patch_size"
     )
 
 

@@ -214,7 +214,7 @@ def plan_patches(slide: Slide, config: TilingConfig, mpp: float | None = None) -
             raise SlideError(
                 slide.path,
                 f"requested {config.magnification:g}x but level 0 is {native:g}x "
-                "(choose a lower --magnification)",
+                "(choose a lower magnification)",
             )
         downsample = max(downsample, 1.0)
     else:

@@ -24,7 +24,7 @@ from skimage.filters import median, threshold_otsu
 from skimage.measure import approximate_polygon, find_contours, label
 from skimage.morphology import closing, disk
 
-from hmil.errors import HMILError
+from hmil.errors import TilingError
 from hmil.geojson import Polygon
 from hmil.params import Interval, OrderedPair, param, validate
 from hmil.slides.reader import PLAUSIBLE_MPP
@@ -141,7 +141,7 @@ def check_mpp(mpp: float, where: str) -> float:
     """``mpp`` if it is a plausible microns-per-pixel value, else HMILError naming ``where``."""
     lo, hi = PLAUSIBLE_MPP
     if not lo <= mpp <= hi:
-        raise HMILError(where, f"microns per pixel must be within [{lo}, {hi}], got {mpp:g}")
+        raise TilingError(where, f"microns per pixel must be within [{lo}, {hi}], got {mpp:g}")
     return float(mpp)
 
 

@@ -146,7 +146,8 @@ def plan_folds(run: Path, folds: list[int], resume: bool) -> tuple[list[int], li
         if view.state == "finished":
             if not resume:
                 raise RunError(
-                    paths.root, "fold already finished; choose a new --out (or --resume to skip it)"
+                    paths.root,
+                    "fold already finished; train into a new run directory (or resume to skip it)",
                 )
             already.append(FoldResult(fold=fold, state="already-finished"))
             continue

@@ -23,7 +23,7 @@ import torch
 from hmil.data.bags import find_bag, load_bag
 from hmil.data.provenance import EncoderRef, encoder_of, parse_encoder, single_encoder
 from hmil.data.splits import Split, check_cases
-from hmil.errors import BagError, ConfigError, HMILError
+from hmil.errors import BagError, ConfigError
 from hmil.progress import Progress
 
 SkipHandler = Callable[[str, str], None]
@@ -180,6 +180,6 @@ def gather_fold(
     progress.close()
     encoder = single_encoder(encoders)
     if not parts.get("train") or dim is None:
-        raise HMILError(features_dir, "no usable training bags for this fold")
+        raise BagError(features_dir, "no usable training bags for this fold")
     store.expected_dim = dim
     return FoldCohort(parts=parts, in_dim=dim, skipped=skipped, encoder=encoder), store

@@ -126,12 +126,13 @@ def train_fold(
         if resume:
             return FoldResult(fold=fold, state="already-finished")
         raise RunError(
-            paths.root, "fold already finished; choose a new --out (or --resume to skip it)"
+            paths.root,
+            "fold already finished; train into a new run directory (or resume to skip it)",
         )
     if paths.started() and not resume:
         raise RunError(
             paths.root,
-            "fold already has training files; pass --resume to continue it or choose a new --out",
+            "fold already has training files; resume it or train into a new run directory",
         )
     check_validation(config, split, fold)
     device = resolve_device(config.train.device)
@@ -159,7 +160,8 @@ def check_validation(config: Config, split: Split, fold: int) -> None:
         raise ConfigError(
             f"fold {fold}",
             "has no validation slides, so no epoch can be selected on validation; make splits "
-            "with --val-frac > 0, or pass --select-metric last to keep the last epoch",
+            "with a validation fraction > 0, or set train.select_metric to last to keep the "
+            "last epoch",
         )
 
 

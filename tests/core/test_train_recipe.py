@@ -46,7 +46,8 @@ def test_training_without_validation_is_an_error_unless_asked_for(small_cohort, 
     assert main(_args(small_cohort, splits, run, "--epochs", "2")) == 2
     err = capsys.readouterr().err
     assert (
-        err.startswith("error: fold 0: has no validation slides") and "--select-metric last" in err
+        err.startswith("error: fold 0: has no validation slides")
+        and "train.select_metric to last" in err
     )
     assert not run.exists()  # nothing written
     assert main(_args(small_cohort, splits, run, "--epochs", "3", "--select-metric", "last")) == 0

@@ -210,7 +210,7 @@ def test_slides_without_tissue_patches_or_unreadable_are_reported(
     kidney = [p for w, p in problems.items() if w.endswith("kidney-48-5.tif")]
     assert kidney and "0 patches passed the tissue threshold 0.5" in kidney[0]
     assert "stain on 0.3% was dropped as pieces under 0.25 of a patch (256 px" in kidney[0]
-    assert "try a smaller --patch-size" in kidney[0] and "\n" not in kidney[0]
+    assert "try a smaller patch_size" in kidney[0] and "\n" not in kidney[0]
     assert (out / "masks" / "kidney-48-5.png").is_file()  # QC still written
     assert not (out / "patches" / "kidney-48-5.h5").exists()
     assert any(w.endswith("unreadable-tiles.svs") for w in problems)

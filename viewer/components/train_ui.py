@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import streamlit as st
 
 from hmil.config import SELECT_METRICS
-from hmil.errors import HMILError, RunError
+from hmil.errors import ConfigError, HMILError, RunError, SplitError
 from viewer.components import cached_ui, shell_ui
 from viewer.core import charts, fold_table, launches, train_form
 from viewer.core.train_form import TrainForm
@@ -198,7 +198,7 @@ def _submit(cfg: ViewerSettings) -> tuple[str, str]:
             raise RunError(paths["out"], launches.already_running(busy[0]))
         if state.get("tr_mk_splits"):
             if train_form.available_folds(paths["splits"]):
-                raise HMILError(
+                raise SplitError(
                     paths["splits"],
                     "already holds splits; untick 'create new splits' to use them, or give "
                     "another folder",
@@ -210,10 +210,10 @@ def _submit(cfg: ViewerSettings) -> tuple[str, str]:
             )  # fmt: skip
         available = train_form.available_folds(paths["splits"])
         if not available:
-            raise HMILError(paths["splits"], "no splits_<k>.csv here (tick 'create new splits')")
+            raise SplitError(paths["splits"], "no splits_<k>.csv here (tick 'create new splits')")
         missing = [f for f in folds if f not in available]
         if missing:
-            raise HMILError("folds", f"no split for fold(s) {missing} (available: {available})")
+            raise ConfigError("folds", f"no split for fold(s) {missing} (available: {available})")
         train_form.check_split_files(paths["splits"], folds or available, cfg.roots)
         config = train_form.build_config(form, paths)
         launches.check_launch(paths["out"], config)

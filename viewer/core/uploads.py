@@ -15,7 +15,7 @@ import shutil
 import time
 from pathlib import Path
 
-from hmil.errors import HMILError
+from hmil.errors import UploadError
 from viewer.core.text import plain
 
 MB = 1024 * 1024
@@ -60,9 +60,11 @@ def save_upload(data: bytes, name: str, folder: Path, limit_mb: int) -> Path:
     """Write ``data`` into ``folder`` (once per content); HMILError over ``limit_mb``."""
     shown = display_name(name)
     if len(data) > limit_mb * MB:
-        raise HMILError(shown, f"upload of {len(data) / MB:.1f} MB exceeds the {limit_mb} MB limit")
+        raise UploadError(
+            shown, f"upload of {len(data) / MB:.1f} MB exceeds the {limit_mb} MB limit"
+        )
     if not data:
-        raise HMILError(shown, "empty upload")
+        raise UploadError(shown, "empty upload")
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / upload_name(name, data)
     if not path.is_file():

@@ -61,7 +61,7 @@ def test_splits_are_written_once_and_another_fold_count_is_refused(
     assert sorted(written) == ["splits_0.csv", "splits_1.csv"]
     _split(cohort, bracs, splits, DemoConfig(folds=2))  # a rerun reuses them untouched
     assert {p.name: p.stat().st_mtime_ns for p in splits.iterdir()} == written
-    with pytest.raises(HMILError, match="holds 2 folds, not 3; use another --out directory"):
+    with pytest.raises(HMILError, match="holds 2 folds, not 3; use another folder"):
         _split(cohort, bracs, splits, DemoConfig(folds=3))
 
 
