@@ -57,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hmil.data.bags import level0_coords
-    from hmil.errors import BagError, HMILError, SlideError
+    from hmil.errors import BagError, ConfigError, SlideError
     from hmil.heatmap import MISMATCH_HINT, check_patch_size, export_heatmap
     from hmil.predict import load_checkpoint
     from hmil.slides import open_slide
@@ -65,13 +65,13 @@ def run(args: argparse.Namespace) -> int:
 
     style = HeatmapStyle(**given(args, {name: name for name in STYLE_FIELDS}))
     if args.topk > 0 and not (args.slide and args.crops):
-        raise HMILError("--topk", "needs --slide and --crops DIR (crops are cut from the slide)")
+        raise ConfigError("--topk", "needs --slide and --crops DIR (crops are cut from the slide)")
     if args.patch_size is not None:
         check_patch_size(args.patch_size)
     predictor = load_checkpoint(args.checkpoint, device=args.device)
     names = getattr(predictor.hierarchy, args.level)
     if args.label not in names:
-        raise HMILError(
+        raise ConfigError(
             "--label",
             f"'{args.label}' is not a {args.level} class of this checkpoint "
             f"(choose from: {', '.join(names)})",

@@ -51,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hmil.errors import HMILError
+    from hmil.errors import ConfigError
     from hmil.slides.slide_list import SlideEntry, read_slide_list
     from hmil.slides.tile_batch import tile_slides
 
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     if args.slide_list:
         slides += read_slide_list(args.slide_list, args.slides_dir)
     if not slides:
-        raise HMILError("SLIDE", "no slides given (name slide files or use --slide-list CSV)")
+        raise ConfigError("SLIDE", "no slides given (name slide files or use --slide-list CSV)")
     result = tile_slides(
         slides,
         args.out,

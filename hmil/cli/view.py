@@ -25,7 +25,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from hmil.cli.flags import add_field_flags
-from hmil.errors import HMILError
+from hmil.errors import CheckpointError, ConfigError, HMILError, RunError
 from viewer.state import ViewerSettings
 
 NAME = "view"
@@ -120,25 +120,25 @@ def run(args: argparse.Namespace) -> int:
     if args.run is not None:
         run_dir = Path(args.run)
         if not (run_dir / "config.yaml").is_file():
-            raise HMILError(
+            raise RunError(
                 run_dir, "not a run directory (no config.yaml); give a `hmil train` --out"
             )
     for root in args.data_root:
         if not Path(root).is_dir():
-            raise HMILError(root, "--data-root is not a folder")
+            raise ConfigError(root, "--data-root is not a folder")
     if args.checkpoint is not None and not Path(args.checkpoint).is_file():
-        raise HMILError(args.checkpoint, "checkpoint not found")
+        raise CheckpointError(args.checkpoint, "checkpoint not found")
     if not 1 <= args.port <= 65535:
-        raise HMILError("--port", f"must be within 1..65535, got {args.port}")
+        raise ConfigError("--port", f"must be within 1..65535, got {args.port}")
     ViewerSettings(None, None, (), (), max_upload_mb=args.max_upload_mb)  # before any work
     from viewer.access import is_loopback, is_wildcard, new_token, valid_host_name, valid_token
 
     for name in args.allow_host:
         if not valid_host_name(name):
-            raise HMILError("--allow-host", f"not a host name or IP address: {name!r}")
+            raise ConfigError("--allow-host", f"not a host name or IP address: {name!r}")
     token = args.token if args.token is not None else os.environ.get(ENV_TOKEN, "")
     if token and not valid_token(token):
-        raise HMILError("--token", "must be 12–256 letters, digits or . _ ~ -")
+        raise ConfigError("--token", "must be 12–256 letters, digits or . _ ~ -")
     shared = not is_loopback(args.host)
     if shared and not token:
         token = new_token()
@@ -157,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
         allow_training=args.allow_training,
     )
     if settings.run is None and settings.checkpoint is None:
-        raise HMILError(
+        raise RunError(
             "hmil view",
             "no RUN given and neither the demo run (hmil-demo/run) nor the demo checkpoint "
             "(checkpoints/demo/checkpoint.pt) exists; run `hmil demo` or pass a run directory",
