@@ -4,6 +4,7 @@
 #   ./run.sh test   install with dev extras, lint + type-check, the whole test suite with coverage
 #                   (./run.sh test ARGS... passes ARGS to pytest and applies no coverage floor)
 #   ./run.sh lint   the pre-commit hooks on every tracked file (ruff, ruff format, mypy, whitespace)
+#                   and TypeScript's check of the viewer's front end (needs node and npm)
 #   ./run.sh docs   build the documentation site into site/ (mkdocs --strict, offline)
 #   ./run.sh dist   build sdist + wheel into dist/ and try the wheel in a fresh virtual environment
 #   ./run.sh setup  install only
@@ -31,6 +32,9 @@ dev_setup() {
 lint() {
   # the same hooks, config and tool versions as a contributor's `git commit` (see docs/contributing.md)
   "$VENV/bin/pre-commit" run --all-files --show-diff-on-failure
+  # the viewer's front end against its JSDoc types (TypeScript as pinned in package-lock.json)
+  npm ci --no-audit --no-fund --silent
+  npm run --silent typecheck
 }
 
 dist() {

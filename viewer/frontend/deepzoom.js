@@ -6,23 +6,61 @@
 // layer: the slide tiles stay. Everything drawn is in level-0 pixel coordinates of the slide
 // (or of the coordinate canvas when there is no slide file).
 //
-// Data from Python (viewer/components/deepzoom_data.py builds it):
-//   osd_url, view_id (changes with the slide shown), slide: {dzi, width, height, mpp, power}
-//   | null, canvas: {x0, y0, w, h}, note (text when there is nothing to overlay),
-//   layer: {strategy, grid, names: {coarse, fine}, predicted: {coarse, fine},
-//           levels: {coarse|fine: {codes: [b64], scales: [{legend, texts}], scale_of: [int]}},
-//           tiles: {coarse: [dzi url], fine: [dzi url]} (server strategy)} | null,
-//   truth: {coarse, fine} | null,
-//   show: {level, label, mode, alpha, lut (b64 256x3 code colours), smooth, outline},
-//   patch_box: [x, y, size] | null, goto: {x, y, size, nonce} | null,
-//   viewport: {x, y, zoom, nonce} | null (a link's view), nav: {has_prev, has_next} | null,
-//   min_height.
-// Triggers to Python: label {level, label}, alpha (number), mode ("single"|"all"),
-// patch (index), nav (-1 | 1).
+// Data from Python: the typedefs below (viewer/tiles/deepzoom_data.py builds them; TypeScript
+// checks this file against them, `npm run typecheck`). Triggers to Python: label {level, label},
+// alpha (number), mode ("single"|"all"), patch (index), nav (-1 | 1).
 // The view writes its own moves into the page's address (level, label, opacity, mode and
 // the viewport x, y, zoom) with history.replaceState, so a reload or a copied link shows the
 // same picture; Python writes the rest (run, slide, fold, style).
 
+// @ts-check
+
+/**
+ * @typedef {"coarse" | "fine"} Level
+ * @typedef {{coarse: string[], fine: string[]}} Names
+ * @typedef {{dzi: string, width: number, height: number, mpp: number | null,
+ *   power: number | null}} SlideInfo the slide's Deep Zoom source; level-0 size and MPP
+ * @typedef {{x0: number, y0: number, w: number, h: number}} CanvasInfo what is drawn on, in
+ *   level-0 px (the slide, or the coords' extent when there is no slide file)
+ * @typedef {{origin: number[], step: number, cols: number, rows: number, span: number,
+ *   exact: boolean, cells: string, n: number}} Grid the patches on a grid of cells: cells is
+ *   base64 of (n, 2) little-endian uint32 (col, row), each patch covering span x span cells
+ * @typedef {{title: string, ticks: Array<[number, string]>, uncoloured: string}} LegendInfo
+ * @typedef {{legend: LegendInfo, texts: string[]}} Scale one colour scale: texts[code] is a
+ *   patch's value in the legend's units
+ * @typedef {{codes: string[], scales: Scale[], scale_of: number[]}} LevelValues per label k:
+ *   codes[k] base64 of one uint8 colour code per patch (0: uncoloured), on scales[scale_of[k]]
+ * @typedef {{strategy: "canvas" | "tiles", grid: Grid, names: Names,
+ *   predicted: {coarse: string, fine: string}, levels: {coarse: LevelValues, fine: LevelValues},
+ *   values_key: string, patch_size: number, n: number,
+ *   tiles?: {coarse: string[], fine: string[]}}} Layer the attention layer (tiles: the
+ *   overlay's DZI URL per label, server-rendered strategy)
+ * @typedef {{level: Level, label: string, mode: string, alpha: number, lut: string,
+ *   smooth: number, outline: number[][]}} Show what to draw (lut: base64 256 x 3 code colours;
+ *   outline: polylines as flat [x0, y0, x1, y1, ...] in level-0 px)
+ * @typedef {{x: number, y: number, size: number, nonce: number}} GoTo a patch to fly to
+ * @typedef {{x: number, y: number, zoom: number, nonce?: number}} Viewport a link's view:
+ *   level-0 centre and zoom (screen px per level-0 px)
+ * @typedef {{has_prev: boolean, has_next: boolean}} Nav
+ * @typedef {{osd_url: string, view_id: string, slide: SlideInfo | null, canvas: CanvasInfo,
+ *   layer: Layer | null, show: Show, truth: {coarse: string, fine: string} | null,
+ *   nav: Nav | null, note: string, patch_box: number[] | null, goto: GoTo | null,
+ *   viewport: Viewport | null, min_height: number}} DeepZoomData the component's data
+ * @typedef {{setTriggerValue: (name: string, value: unknown) => void}} Triggers
+ * @typedef {{level: Level, name: string}} Label
+ * @typedef {{onPatch: (i: number) => void, onOpen: (v: SlideView) => void,
+ *   onSettled: (v: SlideView) => void}} ViewHooks
+ * @typedef {{strategy: string, names: Names, levels: {coarse: LevelValues, fine: LevelValues}
+ *   | null, codes: Partial<Record<Level, Uint8Array[]>>, visible: boolean, alpha: number,
+ *   smooth: number, outline: number[][], patchBox: number[] | null,
+ *   layer: PatchLayer | null}} ViewState what one view draws
+ * @typedef {any} OSDModule OpenSeadragon, loaded at run time (no types shipped with it)
+ */
+
+/** @type {Window & {OpenSeadragon?: OSDModule, __hmilOsdLoading?: Promise<OSDModule>}} */
+const WIN = window;
+
+/** @type {WeakMap<HTMLElement, {gen: number, view: DeepZoom | null}>} */
 const VIEWS = new WeakMap();
 
 // a label chosen on the view reaches the page after this long without another click (ms)
@@ -31,21 +69,23 @@ const LABEL_SETTLE_MS = 350;
 const CLICK_DELAY_MS = 300;
 // the address is rewritten at most this often while the view moves (ms)
 const URL_EVERY_MS = 250;
+/** @type {Level[]} */
 const LEVELS = ["coarse", "fine"];
 
+/** @param {string} url @returns {Promise<OSDModule>} */
 function loadOSD(url) {
-  if (window.OpenSeadragon) return Promise.resolve(window.OpenSeadragon);
-  if (!window.__hmilOsdLoading) {
-    window.__hmilOsdLoading = new Promise((resolve, reject) => {
+  if (WIN.OpenSeadragon) return Promise.resolve(WIN.OpenSeadragon);
+  if (!WIN.__hmilOsdLoading) {
+    WIN.__hmilOsdLoading = new Promise((resolve, reject) => {
       const s = document.createElement("script");
       s.src = url;
       s.async = true;
-      s.onload = () => resolve(window.OpenSeadragon);
+      s.onload = () => resolve(WIN.OpenSeadragon);
       s.onerror = () => reject(new Error("cannot load " + url));
       document.head.appendChild(s);
     });
   }
-  return window.__hmilOsdLoading;
+  return WIN.__hmilOsdLoading;
 }
 
 function bytes(b64) {
@@ -92,6 +132,7 @@ function writeAddress(params) {
 
 class PatchLayer {
   // One image of cols x rows pixels, one pixel per grid cell, recoloured per label.
+  /** @param {Grid} grid */
   constructor(grid) {
     this.grid = grid;
     const cells = new Uint32Array(bytes(grid.cells).buffer);
@@ -111,6 +152,7 @@ class PatchLayer {
     this.key = null;
   }
 
+  /** @param {Uint8Array} codes @param {Uint8Array} lut @param {string} key */
   colour(codes, lut, key) {
     // code 0: not coloured (transparent); code c: colour c of the table
     if (key === this.key) return;
@@ -131,6 +173,7 @@ class PatchLayer {
     this.key = key;
   }
 
+  /** @param {number} x @param {number} y level-0 px @returns {number} the patch, or -1 */
   patchIndex(x, y) {
     const g = this.grid;
     const c = Math.floor((x - g.origin[0]) / g.step), r = Math.floor((y - g.origin[1]) / g.step);
@@ -143,6 +186,7 @@ class PatchLayer {
 
 class Legend {
   // The colour bar of the current label's scale: title, bar, tick values, uncoloured rule.
+  /** @param {HTMLElement} parent */
   constructor(parent) {
     this.box = el("div", "hmil-dz-legend", parent);
     this.title = el("div", "hmil-dz-legend-title", this.box);
@@ -154,6 +198,10 @@ class Legend {
     this.key = null;
   }
 
+  /**
+   * @param {Scale | null} scale none: the legend is hidden
+   * @param {Uint8Array} [lut] @param {string} [lutKey] @param {string} [prefix]
+   */
   set(scale, lut, lutKey, prefix) {
     const key = JSON.stringify([scale && scale.legend, lutKey, prefix]);
     if (key === this.key) return;
@@ -184,10 +232,13 @@ class Legend {
 // ------------------------------------------------------------------ one viewer
 
 class SlideView {
+  /**
+   * @param {HTMLElement} host @param {OSDModule} OSD @param {DeepZoomData} data
+   * @param {Label} label @param {ViewHooks} hooks @param {boolean} primary
+   */
   constructor(host, OSD, data, label, hooks, primary) {
     this.OSD = OSD;
     this.label = label; // {level, name}
-    this.hooks = hooks;
     this.frame = el("div", "hmil-dz-frame", host);
     this.frame.tabIndex = -1;
     this.osdEl = el("div", "hmil-dz-osd", this.frame);
@@ -200,6 +251,17 @@ class SlideView {
     this.canvasInfo = data.canvas;
     this.slide = data.slide;
     this.pointer = null; // last pointer position over the view (null: outside)
+    // what to draw (set by the component, see ViewState)
+    this.strategy = "canvas";
+    /** @type {Names} */ this.names = { coarse: [], fine: [] };
+    /** @type {{coarse: LevelValues, fine: LevelValues} | null} */ this.levels = null;
+    /** @type {Partial<Record<Level, Uint8Array[]>>} */ this.codes = {};
+    this.visible = true;
+    this.alpha = 1;
+    this.smooth = 0;
+    /** @type {number[][]} */ this.outline = [];
+    /** @type {number[] | null} */ this.patchBox = null;
+    /** @type {PatchLayer | null} */ this.layer = null;
     this.clickTimer = null;
     const source = data.slide ? data.slide.dzi : blankImage(data.canvas);
     this.viewer = OSD({
@@ -303,6 +365,7 @@ class SlideView {
     vp.panTo(new this.OSD.Point((v.x - w.x0) / w.w, (v.y - w.y0) / w.w), true);
   }
 
+  /** @param {ViewState} state */
   set(state) {
     Object.assign(this, state);
     this.draw();
@@ -476,8 +539,8 @@ function gridShape(n, width, height) {
 // ------------------------------------------------------------------ the component
 
 class DeepZoom {
+  /** @param {HTMLElement} root @param {OSDModule} OSD */
   constructor(root, OSD) {
-    this.root = root;
     this.OSD = OSD;
     this.box = el("div", "hmil-dz", root);
     this.bar = el("div", "hmil-dz-bar", this.box);
@@ -553,6 +616,7 @@ class DeepZoom {
     document.addEventListener("fullscreenchange", this.onResize);
   }
 
+  /** @param {DeepZoomData} data @param {Triggers} triggers */
   update(data, triggers) {
     this.triggers = triggers;
     this.data = data;
@@ -565,7 +629,6 @@ class DeepZoom {
       clearTimeout(this.labelTimer);
       this.labelTimer = null;
       this.current = null;
-      this.appliedViewport = null;
     }
     // "all labels" chosen on the view holds until the page echoes it
     if (this.pendingMode && show.mode === this.pendingMode) this.pendingMode = null;
@@ -639,6 +702,7 @@ class DeepZoom {
     else view.viewer.addOnceHandler("open", () => fn(view));
   }
 
+  /** @param {DeepZoomData} data */
   build(data) {
     this.views.forEach((v) => v.destroy());
     this.views = [];
@@ -831,6 +895,7 @@ class DeepZoom {
       if (single) v.label = this.current;
       const label = v.label;
       v.title.textContent = single ? "" : shown(label.name);
+      /** @type {ViewState} */
       let state = {
         strategy: this.data.layer ? this.data.layer.strategy : "canvas",
         names: this.names,
@@ -899,6 +964,10 @@ class DeepZoom {
   }
 }
 
+/**
+ * @param {{data: DeepZoomData, parentElement: HTMLElement,
+ *   setTriggerValue: Triggers["setTriggerValue"]}} component
+ */
 export default function (component) {
   const { data, parentElement, setTriggerValue } = component;
   const root = parentElement;
