@@ -65,3 +65,18 @@ def test_cli_style_override_and_documentation():
     lines = describe()
     assert any(line.strip().startswith("epochs: 200  # number of epochs") for line in lines)
     assert all("#" in line for line in lines)  # every field documented
+
+
+def test_legacy_values_and_presets_are_declared_fields_that_pass_their_rules():
+    from hmil.config import LEGACY_VALUES, legacy_values, preset_names
+    from hmil.params import leaves
+
+    fields = {name for name, _, _ in leaves(Config)}
+    assert set(LEGACY_VALUES) <= fields
+    old = Config.from_dict(legacy_values())
+    assert (old.model.head, old.model.init) == ("shared", "kaiming")
+    assert old.train.lr_schedule == "plateau"
+    assert {name: Config.from_preset(name).model.head for name in preset_names()} == {
+        "paper": "shared",
+        "released": "shared",
+    }
