@@ -9,7 +9,7 @@ Target: peak RSS ≤ 1.5 GB for the 1M-instance bag.
 
 Exactness on the same file: the streamed fine probabilities of the whole bag are compared with
 a float64 reference computed chunk-wise with a two-pass softmax (independent of the online
-softmax); the in-memory comparison on multi-chunk bags is ``tests/core/test_streaming.py``.
+softmax); the in-memory comparison on multi-chunk bags is ``tests/hmil/test_predict_streaming.py``.
 
 Usage::
 

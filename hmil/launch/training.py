@@ -5,7 +5,7 @@ local worker processes, or as SLURM jobs — one job per fold, each calling
 Determinism: every fold is seeded by the config alone (not by its order or its worker), and
 :func:`hmil.train.api.pinned_threads` pins torch's threads the same way in every launcher, so
 with the same ``launcher.threads`` a fold trained in a local worker is bit-identical to the
-same fold trained inline (``tests/scaleout``). With ``threads: 0`` the local launcher gives each
+same fold trained inline (``tests/hmil/launch``). With ``threads: 0`` the local launcher gives each
 of ``workers`` folds ``CPUs // workers`` threads, and CPU kernels split their reductions by
 thread count, so results then match an inline run only in the first ~7 digits.
 """

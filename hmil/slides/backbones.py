@@ -7,7 +7,7 @@ attentional pooler. timm (``pip install hmil-studio[encoders]``) needs torchvisi
 not import beside every torch build; so each architecture also exists here in plain torch with
 **timm's state-dict key names and operations** (the same convolutions, ``F.layer_norm`` with eps
 1e-6, ``F.scaled_dot_product_attention``, exact GELU), so a state dict made for timm loads into
-either and gives the same features. ``tests/slides/golden`` checks this against timm's outputs.
+either and gives the same features. ``tests/hmil/slides/golden`` checks this against timm's outputs.
 
 Every network maps ``(B, 3, S, S)`` float32 normalised pixels to ``(B, D)`` features.
 """

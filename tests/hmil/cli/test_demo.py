@@ -1,5 +1,5 @@
 """``hmil demo``: the settings it passes to the pipeline and what it prints (the pipeline itself
-is replaced here; tests/demo runs it for real)."""
+is replaced here; tests/hmil/demo/test_pipeline_end_to_end.py runs it for real)."""
 
 from __future__ import annotations
 

@@ -100,7 +100,7 @@ def build_fixture(root: Path, n_slides: int = 24, epochs: int = 2, folds: str = 
     return run
 
 
-if __name__ == "__main__":  # build a fixture by hand: python tests/viewer/viewer_fixtures.py DIR
+if __name__ == "__main__":  # build a fixture by hand: python tests/helpers/viewer_fixtures.py DIR
     import sys
 
     print(build_fixture(Path(sys.argv[1])))

@@ -149,7 +149,7 @@ def test_heatmap_over_the_slide_geojson_and_crops(
         assert crop.size == (256, 256)
 
 
-DEMO_CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints" / "demo" / "checkpoint.pt"
+DEMO_CHECKPOINT = Path(__file__).resolve().parents[3] / "checkpoints" / "demo" / "checkpoint.pt"
 
 
 @pytest.mark.parametrize("sid", ["cmu-1-small-region", "tcga-cr-7395-01a-01-ts1", "boxes-4-level"])

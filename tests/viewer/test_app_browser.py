@@ -7,7 +7,7 @@ Screenshots go to the test's temporary folder, and also to ``$HMIL_SCREENSHOT_DI
 
 By hand (e.g. for ``docs/screenshots``)::
 
-    python tests/viewer/test_viewer_browser.py hmil-demo/run docs/screenshots [BAG [SLIDE]]
+    python tests/viewer/test_app_browser.py hmil-demo/run docs/screenshots [BAG [SLIDE]]
 """
 
 from __future__ import annotations
@@ -417,7 +417,7 @@ def test_server_overlay_tiles_signal_drawn_also_when_invisible(
 
 
 if __name__ == "__main__":
-    # python tests/viewer/test_viewer_browser.py RUN OUT_DIR [BAG [SLIDE]]
+    # python tests/viewer/test_app_browser.py RUN OUT_DIR [BAG [SLIDE]]
     run_dir, target = Path(sys.argv[1]).resolve(), Path(sys.argv[2])
     bag_slide = None
     if len(sys.argv) > 3:

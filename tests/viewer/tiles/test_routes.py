@@ -22,7 +22,7 @@ from viewer.tiles.registry import AttentionEntry, SlideRegistry
 from viewer.tiles.routes import OSD_URL, OverlaySpec, TileService, slide_dzi_url
 from viewer.tiles.sources import open_deepzoom
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "slides"
+SHARED = Path(__file__).resolve().parents[4] / "shared" / "data" / "slides"
 REAL = ["cmu-1-small-region.svs", "tcga-cr-7395-01a-01-ts1.svs", "boxes-4-level.tiff"]
 OSD_SHA256 = "14d587cd3ee7c4861f1a41077ce642029364a21029956ba635bd8fb1202cf9ad"
 

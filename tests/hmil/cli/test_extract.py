@@ -6,15 +6,12 @@ blocks) with SEEDED RANDOM weights in torchvision's key layout, on 4 patches.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "slides"))
 from seeded_weights import seeded_state_dict
 from slide_helpers import GLASS, TISSUE, write_pyramid_tiff
 

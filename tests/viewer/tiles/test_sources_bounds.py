@@ -1,7 +1,7 @@
 """Tile and crop reads bounded by what they show: added low-zoom levels for slides without a
 pyramid, banded reads and refusals for gaps in a pyramid, slides the viewer refuses outright,
 the shared read budget, and the slide caches bounded in bytes. (Memory itself is measured in
-``tests/reliability/test_memory_bounds.py``.)"""
+``tests/hmil/slides/test_reader_memory.py``.)"""
 
 from __future__ import annotations
 

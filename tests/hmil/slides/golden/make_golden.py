@@ -3,10 +3,10 @@
 Run with timm + torchvision installed (NOT the project venv; e.g. a separate venv with
 ``pip install torch==2.14.1 torchvision==0.29.1 timm safetensors numpy einops einops-exts``)::
 
-    PYTHONPATH=. /work/venv-timm/bin/python tests/slides/golden/make_golden.py \\
+    PYTHONPATH=. /work/venv-timm/bin/python tests/hmil/slides/golden/make_golden.py \\
         [--trident-src DIR]   # a TRIDENT checkout, for the CONCH v1.5 case
 
-It writes ``tests/slides/golden/golden.npz`` (a few kB). Everything is SYNTHETIC: SEEDED RANDOM
+It writes ``tests/hmil/slides/golden/golden.npz`` (a few kB). Everything is SYNTHETIC: SEEDED RANDOM
 weights (``seeded_weights.py``, reproducible without any RNG library) in each architecture's own
 state-dict layout, at SMALL sizes of the same architecture classes, and seeded inputs.
 
@@ -37,7 +37,7 @@ from PIL import Image
 from torchvision import transforms
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))  # seeded_weights
+sys.path.insert(0, str(HERE.parents[2] / "helpers"))  # seeded_weights
 
 from seeded_weights import seeded_image, seeded_state_dict, uniform  # noqa: E402
 from small_encoders import small_architecture  # noqa: E402

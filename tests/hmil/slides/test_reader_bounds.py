@@ -1,7 +1,7 @@
 """The fallback readers' bounds: what they decode is capped per file and checked from the
 header before decoding; a decoded image is held in its own (smallest) form and each read
 converts only its region; compositing and resampling work in bands. (Crafted files claiming
-huge sizes, and the memory they cost, are in ``tests/reliability/test_memory_bounds.py``.)"""
+huge sizes, and the memory they cost, are in ``tests/hmil/slides/test_reader_memory.py``.)"""
 
 from __future__ import annotations
 

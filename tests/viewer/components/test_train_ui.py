@@ -162,7 +162,7 @@ def test_concurrent_launches_from_separate_processes_start_exactly_one(
             [sys.executable, "-c", code, go, str(run), str(sleeper)],
             stdout=subprocess.PIPE,
             text=True,
-            cwd=Path(__file__).resolve().parents[2],
+            cwd=Path(__file__).resolve().parents[3],
         )
         for _ in range(3)
     ]

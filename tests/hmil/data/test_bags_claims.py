@@ -1,7 +1,7 @@
 """Claimed sizes in bags are checked against what the file stores before anything is allocated:
 coords, compressed datasets, data outside the file, ``.pt`` zip records, legacy ``.pt``
 storages; ``hmil predict`` skips such bags with one line each and exits 3. (The memory each
-refusal costs is measured in ``tests/reliability/test_memory_bounds.py``.)"""
+refusal costs is measured in ``tests/hmil/slides/test_reader_memory.py``.)"""
 
 from __future__ import annotations
 
