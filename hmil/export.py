@@ -223,7 +223,7 @@ def _write_onnx(module: ExportModule, metadata: dict[str, Any], out: Path) -> No
         raise ConfigError(
             out,
             f"ONNX export needs the package(s) {', '.join(missing)}: "
-            "pip install 'hmil-studio[export]'",
+            "pip install onnx onnxscript onnxruntime, or hmil's [export] extra",
         )
     example, shapes = _example_and_shapes(int(metadata["in_dim"]))
     with _quiet_onnx_exporter():

@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--format",
         required=True,
         choices=tuple(WRITERS),
-        help="onnx (needs hmil-studio[export]) or exported-program (torch.export.save, .pt2)",
+        help="onnx (needs the [export] extra) or exported-program (torch.export.save, .pt2)",
     )
     parser.add_argument("--out", required=True, help="the file to write (.onnx or .pt2)")
 

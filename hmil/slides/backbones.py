@@ -3,8 +3,9 @@
 The pathology encoders people use are a ResNet-50 cut after layer 3 (CLAM's ``resnet50_trunc``)
 and timm Vision Transformers in a few variants (layer scale, register tokens, SwiGLU MLPs,
 position embeddings with or without the class token), plus CONCH v1.5's ViT-L with an
-attentional pooler. timm (``pip install hmil-studio[encoders]``) needs torchvision, which does
-not import beside every torch build; so each architecture also exists here in plain torch with
+attentional pooler. timm (the ``[encoders]`` extra: ``pip install -e '.[encoders]'`` in a
+clone) needs torchvision, which does not import beside every torch build; so each
+architecture also exists here in plain torch with
 **timm's state-dict key names and operations** (the same convolutions, ``F.layer_norm`` with eps
 1e-6, ``F.scaled_dot_product_attention``, exact GELU), so a state dict made for timm loads into
 either and gives the same features. ``tests/hmil/slides/golden`` checks this against timm's outputs.

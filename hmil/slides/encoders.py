@@ -85,7 +85,7 @@ def create_encoder(
         name: registry name or alias (:func:`available_encoders`).
         weights: the weights file, for encoders that take one.
         device: ``auto``, ``cpu`` or ``cuda[:i]``.
-        backend: for named encoders, ``timm`` (needs ``hmil-studio[encoders]``), ``hmil``
+        backend: for named encoders, ``timm`` (needs the ``[encoders]`` extra), ``hmil``
             (the dependency-free copy) or ``auto`` (timm when importable).
 
     Raises:
@@ -586,7 +586,8 @@ def load_network(
             net, used = build_network(spec.architecture, backend)
     except RuntimeError as exc:  # backend="timm" without timm
         raise ConfigError(
-            "backend", f"{first_line(exc)} (pip install hmil-studio[encoders])"
+            "backend",
+            f"{first_line(exc)} (pip install timm torchvision, or hmil's [encoders] extra)",
         ) from None
     target = weights_module(net)
     expected = {k: tuple(v.shape) for k, v in target.state_dict().items()}

@@ -322,7 +322,9 @@ def _from_hub(where: str, name: str, cache: Path, spec: EncoderSpec | None) -> P
         from huggingface_hub.errors import HFValidationError
     except ImportError:
         raise ConfigError(
-            where, "reading the Hugging Face cache needs `pip install 'hmil-studio[hf]'`"
+            where,
+            "reading the Hugging Face cache needs `pip install huggingface_hub` (or hmil's [hf] "
+            "extra)",
         ) from None
     try:
         snapshot = Path(snapshot_download(repo, cache_dir=cache, local_files_only=True))
