@@ -65,5 +65,10 @@ class CheckpointError(HMILError):
     """A file that is not an HMIL checkpoint, or one that does not fit the data."""
 
 
+class ReviewError(HMILError):
+    """A slide review that cannot be recorded or applied: an unknown verdict, a bad reviewer
+    name, a correction that conflicts with another reviewer's."""
+
+
 class RunError(HMILError):
     """A run directory in a state that forbids the requested action (e.g. already in use)."""

@@ -36,6 +36,7 @@ COMMANDS: dict[str, str] = {
     "heatmap": "hmil.cli.heatmap",
     "view": "hmil.cli.view",
     "status": "hmil.cli.status",
+    "reviews": "hmil.cli.reviews",
     "export": "hmil.cli.export",
 }
 

@@ -1,0 +1,101 @@
+"""``hmil reviews list RUN`` and ``hmil reviews export RUN --labels OUT.csv``: the verdicts
+pathologists gave in the viewer (``RUN/reviews.jsonl``), and a label table with their
+corrections for the next training (docs/review.md)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hmil.cli import EXIT_OK
+from hmil.errors import ReviewError, RunError
+from hmil.hierarchy import Hierarchy
+
+if TYPE_CHECKING:
+    from hmil.reviews import Review
+
+NAME = "reviews"
+HELP = "list the slide reviews of a run, or export its labels with the reviewers' corrections"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    listing = sub.add_parser("list", help="latest verdict per slide and reviewer; disagreements")
+    listing.add_argument("run", metavar="RUN", help="run directory (hmil train --out)")
+    export = sub.add_parser(
+        "export", help="write the run's label table with the label_error corrections applied"
+    )
+    export.add_argument("run", metavar="RUN", help="run directory (hmil train --out)")
+    export.add_argument(
+        "--labels", required=True, metavar="OUT.csv", help="the corrected label table to write"
+    )
+    export.add_argument(
+        "--from", dest="source", metavar="CSV",
+        help="the label table to correct (default: the one the run was trained on)",
+    )  # fmt: skip
+    export.add_argument(
+        "--reviewer", metavar="NAME",
+        help="where reviewers disagree on a slide's label, this reviewer's verdict wins",
+    )  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    from hmil import reviews
+
+    run_dir = Path(args.run)
+    config_file = run_dir / "config.yaml"
+    if not config_file.is_file():
+        raise RunError(run_dir, "not a run directory (no config.yaml)")
+    from hmil.config import Config
+
+    config = Config.from_file(config_file)
+    hierarchy = Hierarchy.resolve(config.data.hierarchy)
+    log = reviews.read_reviews(run_dir, hierarchy.fine)
+    for problem in log.problems:
+        print(f"warning: {run_dir}/{problem}", file=sys.stderr)
+    current = reviews.latest(log.reviews)
+    if args.action == "list":
+        return _list(current)
+    fixed, conflicts = reviews.corrections(current, args.reviewer)
+    if conflicts:
+        lines = [f"{s}: " + "; ".join(reviews.describe(r) for r in rs)
+                 for s, rs in sorted(conflicts.items())]  # fmt: skip
+        pick = "" if args.reviewer else "; name one with --reviewer NAME"
+        raise ReviewError(
+            reviews.reviews_path(run_dir),
+            f"reviewers disagree on the label of {len(conflicts)} slide(s){pick}: "
+            + " | ".join(lines),
+        )
+    source = Path(args.source) if args.source else Path(config.data.labels)
+    result = reviews.export_labels(source, fixed, args.labels, hierarchy.fine)
+    print(f"{result.path}: {len(result.changed)} label(s) corrected, from {source}")
+    for slide_id in result.changed:
+        label, who = fixed[slide_id]
+        print(f"  {slide_id} → {label} ({', '.join(who)})")
+    if result.unknown:
+        print(f"not in {source}, left out: {', '.join(result.unknown)}")
+    return EXIT_OK
+
+
+def _list(current: Mapping[tuple[str, str], Review]) -> int:
+    from hmil import reviews
+
+    rows = [("slide_id", "reviewer", "verdict", "label", "time", "comment")]
+    for review in current.values():
+        comment = " ".join(review.comment.split())
+        rows.append((review.slide_id, review.reviewer, review.verdict, review.label or "-",
+                     review.time, comment[:60] + ("…" if len(comment) > 60 else "")))  # fmt: skip
+    print(f"{len(current)} latest verdict(s) on {len({k[0] for k in current})} slide(s)")
+    if len(rows) > 1:
+        widths = [max(len(row[i]) for row in rows) for i in range(5)]
+        for row in rows:
+            cells = [c.ljust(w) for c, w in zip(row[:5], widths, strict=True)]
+            print("  ".join([*cells, row[5]]).rstrip())
+    disputed = reviews.disagreements(current)
+    print(f"{len(disputed)} slide(s) where reviewers disagree")
+    for slide_id, items in sorted(disputed.items()):
+        print(f"  {slide_id}: " + "; ".join(reviews.describe(r) for r in items))
+    return EXIT_OK
