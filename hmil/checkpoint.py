@@ -9,11 +9,15 @@ instead of executed. Layout (``format_version`` 1)::
     model_config: {...}         encoder: "uni_v1", "uni_v1@<weights sha256>" or "" (unknown)
     config: the run's full config
     fold, epoch, val_metrics    (where it came from; informational)
+    calibration: {temperature: {coarse, fine}, conformal: {...}}  (optional; docs/formats.md)
     content_sha256: SHA-256 of everything above (weights included), checked on load
 
 ``encoder`` is the training bags' encoder (:func:`hmil.train.cohort.checkpoint_encoder`);
 prediction warns on bags of another (:func:`hmil.data.provenance.encoder_mismatch`), and a
 checkpoint recording none never warns.
+
+``calibration`` (:class:`hmil.calibration.Calibration`) is fitted on the validation part after
+training; a checkpoint without it predicts with T = 1 and makes no call.
 
 A file with one flipped bit in its weights still unpickles and predicts — different numbers,
 silently — so the hash is checked on every load. Checkpoints written before the hash existed
@@ -34,6 +38,7 @@ from typing import Any
 import torch
 
 from hmil import __version__
+from hmil.calibration import Calibration
 from hmil.config import ModelConfig, legacy_values
 from hmil.errors import CheckpointError
 from hmil.hierarchy import Hierarchy
@@ -59,6 +64,7 @@ class CheckpointInfo:
     val_metrics: dict[str, Any] = field(default_factory=dict)
     hmil_version: str = __version__
     created: str = ""
+    calibration: dict[str, Any] = field(default_factory=dict)
 
 
 def save_checkpoint(path: str | Path, model: HMIL, info: CheckpointInfo) -> Path:
@@ -79,6 +85,8 @@ def save_checkpoint(path: str | Path, model: HMIL, info: CheckpointInfo) -> Path
         "epoch": info.epoch,
         "val_metrics": info.val_metrics,
     }
+    if info.calibration:  # absent, not empty, in checkpoints without one
+        payload["calibration"] = info.calibration
     payload[HASH_KEY] = content_hash(payload)
     size = sum(t.numel() * t.element_size() for t in state.values())
     with atomic_path(path, expected_bytes=size) as tmp:  # a too-full disk: refused first
@@ -169,7 +177,9 @@ def load_checkpoint_file(
         in_dim = int(payload["in_dim"])
         model = HMIL(in_dim, hierarchy.n_coarse, hierarchy.n_fine, model_config)
         model.load_state_dict(payload["state_dict"])
-    except (KeyError, TypeError, RuntimeError) as exc:
+        calibration = payload.get("calibration") or {}
+        Calibration.from_dict(calibration)  # malformed: refused now, not at the first bag
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0][:160]
         raise CheckpointError(p, f"checkpoint is incomplete or inconsistent ({first})") from None
     info = CheckpointInfo(
@@ -183,6 +193,7 @@ def load_checkpoint_file(
         val_metrics=payload.get("val_metrics") or {},
         hmil_version=str(payload.get("hmil_version", "")),
         created=str(payload.get("created", "")),
+        calibration=calibration,
     )
     model.eval()
     return model, info

@@ -20,7 +20,9 @@ import h5py
 import numpy as np
 import torch
 
+from hmil.calibration import Calibration
 from hmil.checkpoint import CheckpointInfo, load_checkpoint_file
+from hmil.conformal import hierarchical_calls
 from hmil.data.bags import (
     Bag,
     check_stored_size,
@@ -60,6 +62,10 @@ class Prediction:
         warnings: problems that do not stop the prediction but make it doubtful (e.g. the bag's
             encoder is not the one the checkpoint was trained on); shown by ``hmil predict``
             on stderr and in the record's ``warnings``.
+        calibrated: True when the probabilities are temperature-scaled with the checkpoint's
+            calibration (record ``probabilities``: ``calibrated`` or ``raw``).
+        call: the hierarchical call (``{"level", "label", "coverage_target"}``, see
+            :mod:`hmil.conformal`), or None for a checkpoint without one.
     """
 
     slide_id: str
@@ -71,6 +77,8 @@ class Prediction:
     coords: np.ndarray | None = None
     bag_attrs: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
+    calibrated: bool = False
+    call: dict[str, Any] | None = None
 
     @property
     def coarse_probs(self) -> np.ndarray:
@@ -105,7 +113,10 @@ class Prediction:
             },
             "fine": {"pred": self.fine_pred, "probs": _named(h.fine, self.fine_probs)},
             "consistent": self.consistent,
+            "probabilities": "calibrated" if self.calibrated else "raw",
         }
+        if self.call is not None:
+            record["call"] = dict(self.call)
         if self.warnings:
             record["warnings"] = list(self.warnings)
         if attention and self.attention is not None:
@@ -130,6 +141,9 @@ class Predictor:
         precision: ``fp32`` or ``bf16`` (autocast; CUDA only, ignored on CPU).
         stream_bytes: ``.h5`` bags larger than this are streamed in chunks.
         chunk_rows: instances per chunk when streaming.
+        calibrated: divide the logits by the checkpoint's temperatures (False: raw
+            probabilities; the call always uses the calibrated ones).
+        coverage: the call's target coverage (default: the checkpoint's).
     """
 
     def __init__(
@@ -140,9 +154,15 @@ class Predictor:
         precision: str = "fp32",
         stream_bytes: int = DEFAULT_STREAM_BYTES,
         chunk_rows: int = DEFAULT_CHUNK_ROWS,
+        calibrated: bool = True,
+        coverage: float | None = None,
     ) -> None:
         self.model = model.to(device).eval()
         self.info = info
+        self.calibration = Calibration.from_dict(info.calibration)
+        self.calibrated = calibrated
+        self.coverage = self.calibration.coverage_target if coverage is None else coverage
+        self.thresholds = self.calibration.thresholds(self.coverage)  # ValueError: bad coverage
         self.device = device
         self.precision = precision
         self.stream_bytes = stream_bytes
@@ -236,19 +256,31 @@ class Predictor:
                 "coarse": out.coarse_attention.float().cpu().numpy(),
                 "fine": out.fine_attention.float().cpu().numpy(),
             }
+        cal = self.calibration
+        fine = _softmax(out.fine_logits, cal.fine_temperature)
+        head = _softmax(out.coarse_logits, cal.coarse_temperature)
+        call = None
+        if self.thresholds is not None:
+            parent = np.asarray(self.hierarchy.parent)
+            calls = hierarchical_calls(fine[None, :], parent, *self.thresholds)
+            level, index = str(calls.level[0]), int(calls.label[0])
+            names = {"fine": self.hierarchy.fine, "coarse": self.hierarchy.coarse}
+            label = names[level][index] if level in names else None
+            call = {"level": level, "label": label, "coverage_target": self.coverage}
+        if not self.calibrated:
+            fine, head = _softmax(out.fine_logits, 1.0), _softmax(out.coarse_logits, 1.0)
         return Prediction(
             slide_id=slide_id,
             n_instances=n,
             hierarchy=self.hierarchy,
-            fine_probs=torch.softmax(out.fine_logits.float(), -1).cpu().numpy().astype(np.float64),
-            coarse_head_probs=torch.softmax(out.coarse_logits.float(), -1)
-            .cpu()
-            .numpy()
-            .astype(np.float64),
+            fine_probs=fine,
+            coarse_head_probs=head,
             attention=att,
             coords=None if bag is None else bag.coords,
             bag_attrs=None if bag is None else bag.attrs,
             warnings=self._warnings(bag),
+            calibrated=self.calibrated and bool(self.info.calibration),
+            call=call,
         )
 
     def _warnings(self, bag: Bag | None) -> list[str]:
@@ -314,6 +346,12 @@ class Predictor:
             validate_bag(Bag(features=view, path=path), self.in_dim, row_offset=start)
 
         return staged_chunks(n, dset.shape[-1], fill, self.chunk_rows, self.device)
+
+
+def _softmax(logits: torch.Tensor, temperature: float) -> np.ndarray:
+    """``(K,)`` float64 softmax of ``logits / temperature`` (computed in fp32, as in training)."""
+    probs = torch.softmax(logits.float() / temperature, -1)
+    return probs.cpu().numpy().astype(np.float64)
 
 
 def _where(source: object) -> str | Path:

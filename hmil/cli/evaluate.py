@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from hmil.cli import EXIT_OK, EXIT_SKIPPED, report
 from hmil.decoding import DECODINGS
-from hmil.errors import RunError
+from hmil.errors import ConfigError, RunError
 from hmil.train.evaluate import evaluate_run_fold
 from hmil.train.runs import fold_paths, list_folds, summarise_run
 
@@ -25,16 +26,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="fine_sum: coarse = argmax Mᵀp_f (default); top_down: coarse first, then fine",
     )
     parser.add_argument("--strict", action="store_true", help="stop at the first bad bag")
+    parser.add_argument(
+        "--coverage",
+        type=float,
+        default=None,
+        help="target coverage of the hierarchical call, in (0, 1) (default: the checkpoint's)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.coverage is not None and not 0.0 < args.coverage < 1.0:
+        raise ConfigError("--coverage", f"must be in (0, 1), found {args.coverage}")
     folds = [args.fold] if args.fold is not None else list_folds(args.run)
     folds = [f for f in folds if fold_paths(args.run, f).checkpoint.is_file()]
     if not folds:
         raise RunError(args.run, "no fold with a checkpoint to evaluate")
     skipped = 0
     for fold in folds:
-        result = evaluate_run_fold(args.run, fold, args.device, args.decoding, args.strict, report)
+        result = evaluate_run_fold(
+            args.run, fold, args.device, args.decoding, args.strict, report, args.coverage
+        )
         skipped += len(result["skipped"])
         print(
             f"fold {fold}: n={result['n']} fine bacc {result['fine']['balanced_accuracy']:.3f} "
@@ -42,5 +53,29 @@ def run(args: argparse.Namespace) -> int:
             f"{result['coarse']['balanced_accuracy']:.3f} | consistency "
             f"{result['consistency']:.3f} ({args.decoding})"
         )
+        print(f"fold {fold}: {calibration_line(result['calibration'])}")
     summarise_run(args.run)
     return EXIT_SKIPPED if skipped else EXIT_OK
+
+
+def calibration_line(section: dict[str, Any]) -> str:
+    """ECE before → after per level, and the call's coverage and shares, on one line."""
+    temps = section["temperature"]
+    parts = [f"T coarse {temps['coarse']:.3f} fine {temps['fine']:.3f}"]
+    for level in ("fine", "coarse"):
+        before, after = section[level]["before"]["ece"], section[level]["after"]["ece"]
+        parts.append(f"{level} ECE {_num(before)} -> {_num(after)}")
+    call = section.get("call")
+    if call is None:
+        parts.append("no call (checkpoint without conformal calibration)")
+    else:
+        parts.append(
+            f"call coverage {_num(call['coverage'])} (target {call['coverage_target']:g}), "
+            f"fine {_num(call['share_fine'])} coarse {_num(call['share_coarse'])} "
+            f"none {_num(call['share_none'])}, fine-call accuracy {_num(call['accuracy_fine'])}"
+        )
+    return " | ".join(parts)
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None or value != value else f"{value:.3f}"

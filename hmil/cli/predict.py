@@ -7,7 +7,7 @@ import json
 import sys
 
 from hmil.cli import EXIT_OK, EXIT_SKIPPED, EXIT_USAGE, report
-from hmil.errors import BagError
+from hmil.errors import BagError, ConfigError
 from hmil.io import atomic_path
 from hmil.predict import Predictor, load_checkpoint
 
@@ -27,10 +27,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--precision", choices=("fp32", "bf16"), default="fp32", help="bf16 autocast on CUDA"
     )
     parser.add_argument("--strict", action="store_true", help="stop at the first bad bag")
+    parser.add_argument(
+        "--raw-probabilities",
+        action="store_true",
+        help="probabilities without the checkpoint's temperature scaling (the call still uses "
+        "the calibrated ones)",
+    )
+    parser.add_argument(
+        "--coverage",
+        type=float,
+        default=None,
+        help="target coverage of the record's call, in (0, 1) (default: the checkpoint's, 0.9)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    predictor = load_checkpoint(args.checkpoint, device=args.device, precision=args.precision)
+    if args.coverage is not None and not 0.0 < args.coverage < 1.0:
+        raise ConfigError("--coverage", f"must be in (0, 1), found {args.coverage}")
+    predictor = load_checkpoint(
+        args.checkpoint, device=args.device, precision=args.precision,
+        calibrated=not args.raw_probabilities, coverage=args.coverage,
+    )  # fmt: skip
     lines: list[str] = []
     done = skipped = 0
     for bag in args.bags:

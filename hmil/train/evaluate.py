@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from hmil.calibration import Calibration, calibration_report
 from hmil.checkpoint import load_checkpoint_file
 from hmil.data.labels import read_labels
 from hmil.data.splits import Split, list_split_files, read_split
@@ -61,12 +62,21 @@ def evaluate_fold(
     device: torch.device,
     decoding: str = "fine_sum",
     extra: dict[str, Any] | None = None,
+    calibration: Calibration | None = None,
+    coverage: float | None = None,
 ) -> dict[str, Any]:
     """Predict ``items`` with ``model``, write the fold's ``test_metrics.json`` (the report with
-    ``extra`` merged in) and ``predictions.csv``; return the report."""
+    ``extra`` merged in) and ``predictions.csv``; return the report.
+
+    The level metrics are of the raw probabilities (a head's argmax does not depend on its
+    temperature); with ``calibration`` the report gains its ``calibration`` section
+    (:func:`hmil.calibration.calibration_report`, the call at target ``coverage``)."""
     fine, head = predict_items(model.to(device), items, store, device)
     y = np.array([it.fine for it in items], dtype=int)
     report, dec = evaluation_report(hierarchy, y, fine, head, decoding)
+    if calibration is not None:
+        parent = np.asarray(hierarchy.parent)
+        report["calibration"] = calibration_report(calibration, fine, head, y, parent, coverage)
     report.update(extra or {})
     frame = predictions_frame([it.slide_id for it in items], y, dec, hierarchy)
     write_fold_evaluation(paths, report, frame)
@@ -167,10 +177,13 @@ def evaluate_run_fold(
     decoding: str = "fine_sum",
     strict: bool = False,
     on_skip: SkipHandler | None = None,
+    coverage: float | None = None,
 ) -> dict[str, Any]:
     """Recompute a fold's test metrics and predictions from its best checkpoint.
 
-    The run's stored config names the labels, features and splits. Raises
+    The run's stored config names the labels, features and splits; the checkpoint's stored
+    calibration (T = 1 and no call for one without) gives the ``calibration`` section, with
+    the call at target ``coverage`` (default: the checkpoint's). Raises
     :class:`~hmil.errors.CheckpointError` when the checkpoint's hierarchy differs from the
     run's (a checkpoint from another hierarchy) or its input dimension from the bags'.
     """
@@ -202,5 +215,5 @@ def evaluate_run_fold(
     }
     return evaluate_fold(
         paths, model, cohort.parts["test"], store, hierarchy, resolve_device(device), decoding,
-        extra,
+        extra, Calibration.from_dict(info.calibration), coverage,
     )  # fmt: skip

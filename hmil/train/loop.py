@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from hmil.calibration import Calibration, calibration_report, fit_calibration
 from hmil.checkpoint import CheckpointInfo
 from hmil.config import Config
 from hmil.data.splits import Split
@@ -377,14 +378,19 @@ def _epoch_step(session: _FoldSession, epoch: int) -> dict[str, Any]:
 
 
 def _finish_fold(session: _FoldSession, last_epoch: int) -> FoldResult:
-    """Test the selected checkpoint and write the fold's result files."""
+    """Calibrate the selected checkpoint on the validation part (its stored ``calibration``),
+    test it and write the fold's result files."""
     s = session
     tc = s.config.train
     model = s.trainee.load(s.paths.checkpoint).to(s.device)
+    calibration = _calibrate(s, model)
     items = s.cohort.parts.get("test", [])
     fine, head = s.trainee.predict(model, items, s.store, s.device)
     y = np.array([it.fine for it in items], dtype=int)
     report, decoded = evaluation_report(s.hierarchy, y, fine, head)
+    report["calibration"] = calibration_report(
+        calibration, fine, head, y, np.asarray(s.hierarchy.parent)
+    )
     report.update({
         "fold": s.fold,
         "best_epoch": s.tracker.best_epoch,
@@ -403,6 +409,26 @@ def _finish_fold(session: _FoldSession, last_epoch: int) -> FoldResult:
         test_metrics=report,
         skipped=s.cohort.skipped,
     )
+
+
+def _calibrate(session: _FoldSession, model: torch.nn.Module) -> Calibration:
+    """Fit the temperatures and the call on the validation part's raw probabilities and store
+    them in the checkpoint (the same numbers whenever it runs: a resumed fold refits the same).
+    """
+    s = session
+    items = s.cohort.parts.get("val", [])
+    fine, head = s.trainee.predict(model, items, s.store, s.device)
+    y = np.array([it.fine for it in items], dtype=int)
+    calibration = fit_calibration(fine, head, y, np.asarray(s.hierarchy.parent))
+    if items:
+        # a resumed fold whose best epoch ran in an earlier process: its record from the log
+        if s.info.epoch != s.tracker.best_epoch:
+            s.info.epoch = s.tracker.best_epoch
+            best = [r for r in read_jsonl(s.paths.metrics) if r.get("epoch") == s.info.epoch]
+            s.info.val_metrics = best[-1].get("val", {}) if best else {}
+        s.info.calibration = calibration.to_dict()
+        s.trainee.save(s.paths.checkpoint, model, s.info)
+    return calibration
 
 
 @dataclass
