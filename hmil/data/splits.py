@@ -105,8 +105,8 @@ def make_splits(
     folds: list[Split] = []
     if test_frac is None:
         largest = int(np.bincount(y).max())
-        if k > n_groups or k > largest:
-            raise ConfigError(
+        if k > n_groups or k > largest:  # the labels cannot carry k folds
+            raise SplitError(
                 "k", f"{k} folds need at least {k} cases and a class with ≥ {k} slides "
                 f"(found {n_groups} cases, largest class {largest})",
             )  # fmt: skip
