@@ -31,6 +31,7 @@ from hmil.conformal import (
     conformal_threshold,
     hierarchical_calls,
     nonconformity,
+    parent_mapping,
     risk_coverage,
 )
 
@@ -290,8 +291,7 @@ def fit_calibration(
     t_fine = fit_temperature(fine_probs, y_fine)
     t_coarse = 1.0 if coarse_head_probs is None else fit_temperature(coarse_head_probs, y_coarse)
     calibrated = scale(fine_probs, t_fine)
-    mapping = np.zeros((parent.size, int(parent.max()) + 1))
-    mapping[np.arange(parent.size), parent] = 1.0
+    mapping = parent_mapping(parent)
 
     def scores(p: np.ndarray, y: np.ndarray) -> tuple[float, ...]:
         return tuple(sorted(round(float(v), 8) for v in np.clip(nonconformity(p, y), 0, 1)))
@@ -332,8 +332,7 @@ def calibration_report(
     y_fine = np.asarray(y_fine, dtype=int)
     parent = np.asarray(parent, dtype=int)
     y_coarse = parent[y_fine]
-    mapping = np.zeros((parent.size, int(parent.max()) + 1))
-    mapping[np.arange(parent.size), parent] = 1.0
+    mapping = parent_mapping(parent)
     fine_after, head_after = calibration.apply(fine_probs, coarse_head_probs)
     levels = {
         "fine": (np.asarray(fine_probs, dtype=np.float64), fine_after, y_fine),

@@ -38,6 +38,14 @@ CALL_LEVELS = ("fine", "coarse", "none")
 _EPS = 1e-9
 
 
+def parent_mapping(parent: np.ndarray) -> np.ndarray:
+    """``(Kf, Kc)`` 0/1 matrix M of a ``(Kf,)`` parent index array (coarse = fine @ M)."""
+    parent = np.asarray(parent, dtype=int)
+    mapping = np.zeros((parent.size, int(parent.max()) + 1))
+    mapping[np.arange(parent.size), parent] = 1.0
+    return mapping
+
+
 def nonconformity(probs: np.ndarray, y: np.ndarray) -> np.ndarray:
     """``(S,)`` scores ``1 − p[i, y_i]`` of ``(S, K)`` probabilities and true classes ``y``."""
     p = np.asarray(probs, dtype=np.float64)
@@ -88,10 +96,7 @@ def hierarchical_calls(
         coarse_threshold: the coarse level's, on ``p̂_c = Mᵀ p̂_f``.
     """
     p_f = np.atleast_2d(np.asarray(fine_probs, dtype=np.float64))
-    parent = np.asarray(parent, dtype=int)
-    n_coarse = int(parent.max()) + 1
-    mapping = np.zeros((parent.size, n_coarse))
-    mapping[np.arange(parent.size), parent] = 1.0
+    mapping = parent_mapping(parent)
     fine_set = prediction_sets(p_f, fine_threshold)  # (S, Kf)
     coarse_set = prediction_sets(p_f @ mapping, coarse_threshold)  # (S, Kc)
     coarse_set |= (fine_set.astype(np.float64) @ mapping) > 0  # ∪ parents(C_f)
