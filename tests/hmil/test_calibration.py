@@ -79,6 +79,18 @@ def test_the_fit_recovers_a_known_temperature() -> None:
     assert fit_temperature(np.zeros((0, 5)), np.zeros(0, dtype=int)) == 1.0
 
 
+def test_the_prior_keeps_a_few_perfectly_classified_bags_from_sharpening_without_limit() -> None:
+    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6]])
+    y = np.array([0, 1, 2])  # all right: the NLL alone falls as T → 0
+    assert fit_temperature(probs, y, prior_sigma=None) == pytest.approx(0.05, rel=1e-3)
+    t = fit_temperature(probs, y)
+    assert 0.4 < t < 1.0
+    # the prior's minimum by hand: d/dlogT [NLL(T) + (log T)² / (2 · 0.25 · 3)] = 0
+    grid = np.linspace(np.log(0.2), 0, 20001)
+    total = [nll(scale(probs, np.exp(g)), y) + g**2 / (2 * 0.25 * 3) for g in grid]
+    assert np.log(t) == pytest.approx(grid[int(np.argmin(total))], abs=1e-3)
+
+
 def test_fitting_lowers_the_ece_and_nll_of_an_overconfident_model() -> None:
     rng = np.random.default_rng(4)
     z = rng.normal(0, 1.5, (3000, 5))
