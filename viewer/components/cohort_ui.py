@@ -1,8 +1,9 @@
 """Sections of the cohort page (Streamlit layout over :mod:`viewer.core.cohort`).
 
 Widget keys: ``co_level``, ``co_true``, ``co_pred``, ``co_conf``, ``co_miscls``, ``co_folds``,
-``cm_coarse``, ``cm_fine`` (confusion charts, clickable), ``co_listing``, ``co_wrong`` (slide
-tables: a clicked row opens the slide), ``co_open``, ``roc_level``.
+``co_review`` (review status), ``cm_coarse``, ``cm_fine`` (confusion charts, clickable),
+``co_listing``, ``co_wrong`` (slide tables: a clicked row opens the slide), ``co_open``,
+``roc_level``.
 """
 
 from __future__ import annotations
@@ -13,13 +14,16 @@ from typing import cast
 import pandas as pd
 import streamlit as st
 
+from hmil import reviews
 from viewer.components import cached_ui
-from viewer.core import charts, cohort, runs
+from viewer.core import charts, cohort, runs, text
+from viewer.core import reviews as review_core
 from viewer.core.cohort import COHORT_LEVELS, SlideFilter
 
 ANY = "(any)"
 PERSISTENT_KEYS = (
     "co_level", "co_true", "co_pred", "co_conf", "co_miscls", "co_folds", "roc_level",
+    "co_review",
 )  # fmt: skip
 
 
@@ -131,7 +135,8 @@ def listing(run: Path, rows: pd.DataFrame, level: str, title: str, key: str) -> 
     st.markdown(f"**{title}** — {len(rows)} slide(s) · click a row to open it")
     if rows.empty:
         return
-    shown = rows[cohort.listing_columns(level)].copy()
+    extra = [c for c in (review_core.STATUS_COLUMN,) if c in rows]
+    shown = rows[[*cohort.listing_columns(level), *extra]].copy()
     shown[f"confidence_{level}"] = shown[f"confidence_{level}"].round(3)
     ids = [str(s) for s in shown["slide_id"]]
     st.dataframe(
@@ -141,6 +146,31 @@ def listing(run: Path, rows: pd.DataFrame, level: str, title: str, key: str) -> 
         on_select=lambda: _open_listed(key, ids, title.lower()),
         selection_mode="single-row",
     )
+
+
+def review_filter(run: Path, info: runs.RunInfo) -> tuple[dict[str, str], str]:
+    """Each slide's review status (``RUN/reviews.jsonl``, docs/review.md) and the status the
+    listings are filtered by; skipped lines of the file are noted."""
+    log = reviews.read_reviews(run, info.hierarchy.fine)
+    for problem in log.problems[:3]:
+        st.caption(":material/warning: " + text.markdown(problem))
+    options = [review_core.ANY_STATUS, "reviewed", *reviews.STATUSES]
+    if st.session_state.get("co_review") not in options:
+        st.session_state["co_review"] = review_core.ANY_STATUS
+    wanted = st.columns([1.4, 4])[0].selectbox(
+        "Review status", options, key="co_review",
+        help="The pathologists' verdicts saved on the slide page (latest per reviewer; "
+        "disputed: reviewers disagree).",
+    )  # fmt: skip
+    return reviews.slide_status(reviews.latest(log.reviews)), str(wanted)
+
+
+def review_progress(wrong: pd.DataFrame, status: dict[str, str]) -> None:
+    """``reviewed / remaining`` among the misclassified slides."""
+    ids = [str(s) for s in wrong["slide_id"]] if not wrong.empty else []
+    done, left = review_core.review_counts(ids, status)
+    st.markdown(f"Review: **{done} reviewed** / **{left} remaining** of {done + left} "
+                "misclassified slide(s)")  # fmt: skip
 
 
 def open_on_slide_page(rows: pd.DataFrame, title: str) -> None:

@@ -7,6 +7,7 @@ import streamlit as st
 from hmil.errors import HMILError
 from viewer.components import cohort_ui, shell_ui
 from viewer.core import cohort
+from viewer.core.reviews import filter_status, with_status
 
 
 def main() -> None:
@@ -26,14 +27,17 @@ def main() -> None:
         return
     st.subheader("Slides")
     chosen = cohort_ui.filters(info, predictions)
+    status, wanted = cohort_ui.review_filter(run, info)
     cohort_ui.confusion_section(info, predictions, chosen.folds)
-    rows = cohort.filter_slides(predictions, chosen)
+    rows = filter_status(with_status(cohort.filter_slides(predictions, chosen), status), wanted)
     cohort_ui.listing(run, rows, chosen.level, "Matching slides", key="co_listing")
     wrong = cohort.filter_slides(
         predictions,
         cohort.SlideFilter(level=chosen.level, only_misclassified=True, folds=chosen.folds),
     )
     st.subheader(f"Misclassified at the {chosen.level} level — most confident first")
+    cohort_ui.review_progress(wrong, status)
+    wrong = filter_status(with_status(wrong, status), wanted)
     cohort_ui.listing(run, wrong, chosen.level, "Misclassified", key="co_wrong")
     cohort_ui.open_on_slide_page(wrong, f"misclassified at the {chosen.level} level")
     cohort_ui.roc_section(info, predictions)

@@ -10,7 +10,14 @@ import streamlit as st
 from hmil.errors import HMILError
 from hmil.slides.match import SlideMatch
 from hmil.slides.reader import Slide
-from viewer.components import cached_ui, deepzoom_ui, shell_ui, slide_pick_ui, topk_ui
+from viewer.components import (
+    cached_ui,
+    deepzoom_ui,
+    review_ui,
+    shell_ui,
+    slide_pick_ui,
+    topk_ui,
+)
 from viewer.components.shell_ui import session_state
 from viewer.core import address, charts, runs, slide_state
 from viewer.core.inference import SlideResult
@@ -90,6 +97,11 @@ def attention_view(
             slide_pick_ui.prediction_flags(result, picked, run_synthetic)
             deepzoom_ui.style_controls(has_mask)
             slide_pick_ui.prediction_bars(result, picked)
+            if run is not None and picked.browse and picked.true_fine is not None:
+                review_ui.review_panel(
+                    run, picked.slide_id, picked.checkpoint, result.fine,
+                    picked.true_fine != result.fine_pred, picked.browse,
+                )  # fmt: skip
         deepzoom_ui.patch_panel(result, slide, choice)
         topk_ui.topk_gallery(result, slide, choice)
     finally:
