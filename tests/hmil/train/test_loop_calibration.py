@@ -4,12 +4,14 @@ and the call, the test report judges them (SYNTHETIC cohort)."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import torch
 
 from hmil.calibration import Calibration
 from hmil.checkpoint import load_checkpoint_file
+from hmil.cli import main
 from hmil.export import read_temperatures
 
 
@@ -42,3 +44,18 @@ def test_the_test_report_has_calibration_before_and_after_and_the_call(tiny_run:
     assert call["n"] == report["n"] and call["coverage_target"] == 0.9
     shares = call["share_fine"] + call["share_coarse"] + call["share_none"]
     assert abs(shares - 1) < 1e-9 and 0 <= call["coverage"] <= 1
+
+
+def test_a_fold_resumed_after_its_last_epoch_keeps_its_best_epoch_record(
+    tiny_run: Path, tmp_path: Path
+) -> None:
+    """Interrupted between the last epoch and the test: the resumed process calibrates and
+    re-saves the checkpoint without having seen the best epoch itself."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / "fold_0" / "test_metrics.json").unlink()
+    before = load_checkpoint_file(run / "fold_0" / "checkpoint.pt")[1]
+    assert main(["train", "--out", str(run), "--resume", "--quiet"]) == 0
+    _, after = load_checkpoint_file(run / "fold_0" / "checkpoint.pt")
+    assert (after.epoch, after.val_metrics) == (before.epoch, before.val_metrics)
+    assert after.calibration == before.calibration  # the same fit on the same validation bags
