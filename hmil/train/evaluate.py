@@ -164,10 +164,36 @@ def write_fold_evaluation(
     paths: FoldPaths, report: dict[str, Any], predictions: pd.DataFrame
 ) -> None:
     """Write ``test_metrics.json`` and ``predictions.csv`` atomically (predictions first, so a
-    fold counts as finished only when both exist)."""
+    fold counts as finished only when both exist), and ``reliability.csv`` beside them when the
+    report has a ``calibration`` section (:func:`reliability_frame`)."""
     with atomic_path(paths.predictions) as tmp:
         predictions.to_csv(tmp, index=False)
+    if "calibration" in report:
+        with atomic_path(paths.root / RELIABILITY_NAME) as tmp:
+            reliability_frame(report["calibration"]).to_csv(tmp, index=False)
     write_json_atomic(paths.test_metrics, report)
+
+
+#: the reliability-diagram data of a fold's test part, beside its ``test_metrics.json``
+RELIABILITY_NAME = "reliability.csv"
+
+
+def reliability_frame(section: dict[str, Any]) -> pd.DataFrame:
+    """The reliability-diagram data of a report's ``calibration`` section as a table: one row
+    per level (``fine``, ``coarse``, ``coarse_head``), ``before`` / ``after`` calibration and
+    equal-mass bin, with the bin's mean ``confidence``, ``accuracy`` and ``count``."""
+    rows = []
+    for level in ("fine", "coarse", "coarse_head"):
+        for when in ("before", "after"):
+            if level not in section:
+                continue
+            data = section[level][when]["reliability"]
+            for i, (conf, acc, count) in enumerate(
+                zip(data["confidence"], data["accuracy"], data["count"], strict=True)
+            ):
+                rows.append((level, when, i, conf, acc, count))
+    columns = ["level", "calibration", "bin", "confidence", "accuracy", "count"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def evaluate_run_fold(

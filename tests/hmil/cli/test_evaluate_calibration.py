@@ -7,6 +7,7 @@ import re
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from hmil.cli import main
@@ -27,6 +28,14 @@ def test_evaluate_prints_ece_and_the_call_and_writes_them(
     assert re.match(pattern, line), line
     report = json.loads((run / "fold_0" / "test_metrics.json").read_text())
     assert report["calibration"]["call"]["coverage_target"] == 0.8
+    table = pd.read_csv(run / "fold_0" / "reliability.csv")
+    assert list(table.columns) == ["level", "calibration", "bin", "confidence", "accuracy", "count"]
+    fine_after = table[(table.level == "fine") & (table.calibration == "after")]
+    assert fine_after["count"].sum() == report["n"]
+    assert (
+        fine_after["count"].tolist()
+        == report["calibration"]["fine"]["after"]["reliability"]["count"]
+    )
     trained = json.loads((tiny_run / "fold_0" / "test_metrics.json").read_text())
     for when in ("before", "after"):  # the same numbers as the fold's own test
         ours, theirs = report["calibration"]["fine"][when], trained["calibration"]["fine"][when]
