@@ -30,12 +30,25 @@ from typing import Any
 
 import numpy as np
 
+from hmil.errors import ConfigError
+
 #: default target coverage of the call (1 − α)
 DEFAULT_COVERAGE = 0.9
 #: call levels, most to least specific
 CALL_LEVELS = ("fine", "coarse", "none")
 #: slack of the set membership test (scores are differences of float probabilities)
 _EPS = 1e-9
+
+
+def check_coverage(coverage: float) -> float:
+    """``coverage`` when it is a target in (0, 1).
+
+    Raises:
+        ConfigError: naming ``coverage``, for a value outside (0, 1).
+    """
+    if not 0.0 < float(coverage) < 1.0:
+        raise ConfigError("coverage", f"must be in (0, 1), found {coverage}")
+    return float(coverage)
 
 
 def parent_mapping(parent: np.ndarray) -> np.ndarray:

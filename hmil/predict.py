@@ -22,7 +22,7 @@ import torch
 
 from hmil.calibration import Calibration
 from hmil.checkpoint import CheckpointInfo, load_checkpoint_file
-from hmil.conformal import hierarchical_calls
+from hmil.conformal import check_coverage, hierarchical_calls
 from hmil.data.bags import (
     Bag,
     check_stored_size,
@@ -144,6 +144,9 @@ class Predictor:
         calibrated: divide the logits by the checkpoint's temperatures (False: raw
             probabilities; the call always uses the calibrated ones).
         coverage: the call's target coverage (default: the checkpoint's).
+
+    Raises:
+        ConfigError: a ``coverage`` outside (0, 1).
     """
 
     def __init__(
@@ -161,8 +164,9 @@ class Predictor:
         self.info = info
         self.calibration = Calibration.from_dict(info.calibration)
         self.calibrated = calibrated
-        self.coverage = self.calibration.coverage_target if coverage is None else coverage
-        self.thresholds = self.calibration.thresholds(self.coverage)  # ValueError: bad coverage
+        target = self.calibration.coverage_target if coverage is None else coverage
+        self.coverage = check_coverage(target)
+        self.thresholds = self.calibration.thresholds(self.coverage)
         self.device = device
         self.precision = precision
         self.stream_bytes = stream_bytes

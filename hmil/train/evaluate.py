@@ -17,6 +17,7 @@ import torch
 
 from hmil.calibration import Calibration, calibration_report
 from hmil.checkpoint import load_checkpoint_file
+from hmil.conformal import check_coverage
 from hmil.data.labels import read_labels
 from hmil.data.splits import Split, list_split_files, read_split
 from hmil.decoding import Decoded, decode
@@ -211,8 +212,11 @@ def evaluate_run_fold(
     calibration (T = 1 and no call for one without) gives the ``calibration`` section, with
     the call at target ``coverage`` (default: the checkpoint's). Raises
     :class:`~hmil.errors.CheckpointError` when the checkpoint's hierarchy differs from the
-    run's (a checkpoint from another hierarchy) or its input dimension from the bags'.
+    run's (a checkpoint from another hierarchy) or its input dimension from the bags', and
+    :class:`~hmil.errors.ConfigError` for a ``coverage`` outside (0, 1).
     """
+    if coverage is not None:
+        check_coverage(coverage)
     config = load_run_config(run_dir)
     hierarchy = Hierarchy.resolve(config.data.hierarchy)
     paths = fold_paths(run_dir, fold)

@@ -7,11 +7,13 @@ import pytest
 
 from hmil.conformal import (
     call_outcomes,
+    check_coverage,
     conformal_threshold,
     hierarchical_calls,
     nonconformity,
     risk_coverage,
 )
+from hmil.errors import ConfigError
 
 PARENT = np.array([0, 0, 1, 1])  # fine a, b under A; c, d under B
 
@@ -25,6 +27,9 @@ def test_threshold_is_the_finite_sample_corrected_quantile() -> None:
     assert conformal_threshold(np.zeros(0), 0.9) == 1.0
     with pytest.raises(ValueError):
         conformal_threshold(scores, 1.0)
+    assert check_coverage(0.95) == 0.95
+    with pytest.raises(ConfigError, match=r"^coverage: must be in \(0, 1\), found 0$"):
+        check_coverage(0)
     assert nonconformity(np.array([[0.2, 0.8]]), np.array([0])).tolist() == pytest.approx([0.8])
 
 
