@@ -129,13 +129,12 @@ def review_panel(
                 state[core.LABEL_KEY] = fine[0]
             st.selectbox("Correct fine label", list(fine), key=core.LABEL_KEY)
         st.text_area("Comment", key=core.COMMENT_KEY, height=68, max_chars=reviews.MAX_COMMENT)
-        cols = st.columns(2)
-        cols[0].button(
+        st.button(
             "Save", key="rv_save", on_click=_save, args=(run, slide_id, checkpoint, fine),
             disabled=verdict is None, icon=":material/save:", width="stretch",
         )  # fmt: skip
         target = core.next_unreviewed(browse, slide_id, status)
-        cols[1].button(
+        st.button(
             "Next unreviewed", key="rv_next", on_click=_next, args=(target or "",),
             disabled=target is None, icon=":material/skip_next:", width="stretch",
             help="The next slide of the browse list that nobody reviewed yet.",

@@ -95,13 +95,13 @@ def attention_view(
             deepzoom_ui.deepzoom_section(result, slide, reason, choice, cfg, context)
         with right:
             slide_pick_ui.prediction_flags(result, picked, run_synthetic)
-            deepzoom_ui.style_controls(has_mask)
-            slide_pick_ui.prediction_bars(result, picked)
             if run is not None and picked.browse and picked.true_fine is not None:
                 review_ui.review_panel(
                     run, picked.slide_id, picked.checkpoint, result.fine,
                     picked.true_fine != result.fine_pred, picked.browse,
                 )  # fmt: skip
+            deepzoom_ui.style_controls(has_mask)
+            slide_pick_ui.prediction_bars(result, picked)
         deepzoom_ui.patch_panel(result, slide, choice)
         topk_ui.topk_gallery(result, slide, choice)
     finally:
