@@ -54,6 +54,14 @@ def field_help(f: dataclasses.Field[Any], default: Any = dataclasses.MISSING) ->
     return text.replace("%", "%%")  # argparse formats help with %
 
 
+class _SwitchAction(argparse.BooleanOptionalAction):
+    """``--x`` / ``--no-x`` (and the dotted ``--section.x`` / ``--no-section.x``); the usage line
+    names the first pair only, so it stays readable (the help lists all four)."""
+
+    def format_usage(self) -> str:
+        return " | ".join(self.option_strings[:2])
+
+
 def add_field_flag(
     target: ArgumentTarget,
     owner: type,
@@ -73,13 +81,13 @@ def add_field_flag(
     help_text = field_help(f, shown_default)
     if kind is bool:
         return target.add_argument(
-            *option_strings, dest=dest, action=argparse.BooleanOptionalAction,
+            *option_strings, dest=dest, action=_SwitchAction,
             default=default, help=help_text,
         )  # fmt: skip
     rule = rule_of(f)
     kwargs: dict[str, Any] = {"dest": dest, "default": default, "help": help_text}
-    if isinstance(rule, Options):
-        kwargs["choices"] = rule.values()
+    if isinstance(rule, Options):  # the help lists the choices once ("one of ...")
+        kwargs.update(choices=rule.values(), metavar="NAME")
     items = [a for a in typing.get_args(hint) if a is not Ellipsis]
     if kind is tuple and items and all(a in (int, float) for a in items):
         kwargs.update(type=items[0], nargs=len(items), metavar=("LOW", "HIGH")[: len(items)])

@@ -138,7 +138,7 @@ def test_site_builds_strict_and_offline(tmp_path):
     assert "usage: hmil train" in cli and "--print-config" in cli
     bags = (site / "api" / "data" / "bags.html").read_text()
     assert "load_bag" in bags and "CLAM" in bags  # the module docstring rendered
-    launch = (site / "api" / "train" / "launch.html").read_text()
+    launch = (site / "api" / "launch.html").read_text()
     assert "launch_training" in launch and ":func:" not in launch  # Sphinx roles dropped
     for page in ("formats.html", "tutorial.html", "method.html", "changelog.html", "readme.html"):
         assert (site / page).is_file(), page
