@@ -12,6 +12,7 @@ import yaml
 
 from hmil import reviews
 from hmil.cli import main
+from hmil.cli import reviews as reviews_cli
 from hmil.reviews import make_review
 
 
@@ -106,3 +107,15 @@ def test_errors_are_one_line(run: Path, tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["reviews", "export", str(run), "--labels", labels]) == 2
     err = capsys.readouterr().err
     assert err == f"error: {labels}: is the original label table; write the corrections elsewhere\n"
+
+
+def test_help_names_both_actions(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["reviews", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert reviews_cli.HELP in " ".join(out.split())
+    assert "list" in out and "export" in out
+    with pytest.raises(SystemExit):
+        main(["reviews", "export", "run"])  # --labels is required
+    assert "--labels" in capsys.readouterr().err

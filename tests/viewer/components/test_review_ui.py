@@ -165,3 +165,14 @@ def test_cohort_page_review_column_filter_and_counts(reviews_file: Path) -> None
     at.selectbox(key="co_review").set_value("unreviewed")
     _run(at)
     assert target not in set(_listings(at)[0]["slide_id"])
+
+
+def test_checkpoint_hash_is_the_file_sha256(tmp_path: Path) -> None:
+    import hashlib
+
+    from viewer.components import review_ui
+
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(b"weights" * 1000)
+    assert review_ui.checkpoint_sha256(path) == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert review_ui.checkpoint_sha256(tmp_path / "gone.pt") == ""
