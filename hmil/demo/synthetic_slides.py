@@ -21,7 +21,6 @@ Ground truth kept beside the slide (``masks/``):
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from PIL import Image
 from scipy import ndimage
 from skimage import measure
 
-from hmil.demo.classes import demo_class
+from hmil.demo.classes import demo_class, demo_hierarchy
 from hmil.demo.textures import (
     IslandTexture,
     StainTile,
@@ -44,7 +43,8 @@ from hmil.demo.textures import (
     stroma_tile,
 )
 from hmil.demo.tiff import aperio_description, write_pyramid_tiff
-from hmil.io import atomic_path, write_text_atomic
+from hmil.geojson import Classification, polygon_feature, write_features
+from hmil.images import save_png
 
 #: level-0 pixels per cell of the layout grid and of the saved masks
 MASK_DOWNSAMPLE = 16
@@ -246,10 +246,11 @@ def write_slide(slide: SyntheticSlide, cohort_dir: str | Path) -> SlideFiles:
     root = Path(cohort_dir)
     spec = slide.spec
     files = slide_files(spec.slide_id)
-    _save_mask(slide.tissue, root / files.tissue_mask)
-    _save_mask(slide.lesion, root / files.lesion_mask)
-    geojson = lesion_geojson(slide.lesion, spec.label, spec.slide_id)
-    write_text_atomic(root / files.lesion_geojson, json.dumps(geojson) + "\n")
+    save_png(root / files.tissue_mask, slide.tissue.astype(np.uint8) * 255)
+    save_png(root / files.lesion_mask, slide.lesion.astype(np.uint8) * 255)
+    write_features(
+        root / files.lesion_geojson, lesion_features(slide.lesion, spec.label, spec.slide_id)
+    )
     levels = [slide.rgb]
     image = Image.fromarray(slide.rgb)
     for factor in PYRAMID_DOWNSAMPLES:
@@ -269,13 +270,15 @@ def write_slide(slide: SyntheticSlide, cohort_dir: str | Path) -> SlideFiles:
     return files
 
 
-def lesion_geojson(lesion: np.ndarray, label: str, slide_id: str) -> dict[str, Any]:
-    """Outlines of the lesion mask as a GeoJSON FeatureCollection in level-0 pixels.
+def lesion_features(lesion: np.ndarray, label: str, slide_id: str) -> list[dict[str, Any]]:
+    """Outlines of the lesion mask as GeoJSON features in level-0 pixels.
 
     One ``Feature`` per connected lesion component (outer boundary only), QuPath-style
-    (``objectType = annotation``, ``classification.name`` = the fine label), with ``bbox``
+    (``objectType = annotation``, ``classification`` = the fine label with its fixed colour in
+    the demo's hierarchy, as ``hmil heatmap --geojson`` colours it), with ``bbox``
     ``[x0, y0, x1, y1]`` and ``area_px`` (level-0 pixels, from the mask) in its properties.
     """
+    classification = Classification.of(label, demo_hierarchy()).to_json()
     features: list[dict[str, Any]] = []
     labelled, count = ndimage.label(lesion)
     ds = MASK_DOWNSAMPLE
@@ -285,17 +288,14 @@ def lesion_geojson(lesion: np.ndarray, label: str, slide_id: str) -> dict[str, A
         contours = measure.find_contours(padded, 0.5)
         outer = max(contours, key=len)
         # contour is (row, col) in padded mask cells; cell centres sit at (i + 0.5) * ds
-        ring = [[round((c - 0.5) * ds, 1), round((r - 0.5) * ds, 1)] for r, c in outer]
-        if ring[0] != ring[-1]:
-            ring.append(ring[0])
+        ring = np.stack([(outer[:, 1] - 0.5) * ds, (outer[:, 0] - 0.5) * ds], axis=1)
         rows, cols = np.nonzero(component)
         features.append(
-            {
-                "type": "Feature",
-                "geometry": {"type": "Polygon", "coordinates": [ring]},
-                "properties": {
+            polygon_feature(
+                [ring],
+                {
                     "objectType": "annotation",
-                    "classification": {"name": label},
+                    "classification": classification,
                     "slide_id": slide_id,
                     "synthetic": True,
                     "bbox": [
@@ -306,9 +306,9 @@ def lesion_geojson(lesion: np.ndarray, label: str, slide_id: str) -> dict[str, A
                     ],
                     "area_px": int(component.sum()) * ds * ds,
                 },
-            }
+            )
         )
-    return {"type": "FeatureCollection", "features": features}
+    return features
 
 
 # ---- layout on the coarse grid ---------------------------------------------------------------
@@ -554,8 +554,3 @@ def _resize_box(coarse: Image.Image, box: tuple[int, int, int, int]) -> np.ndarr
         (x1 - x0, y1 - y0), Image.Resampling.BILINEAR, box=(x0 / ds, y0 / ds, x1 / ds, y1 / ds)
     )
     return np.asarray(resized, dtype=np.float32).copy()
-
-
-def _save_mask(mask: np.ndarray, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        Image.fromarray(mask.astype(np.uint8) * 255).save(tmp, format="PNG")
