@@ -40,7 +40,7 @@ VERDICT_TEXT = {
 }
 MAX_REVIEWER = 40
 #: a reviewer name: letters (any script), digits, space and . _ ' - ; 1 to MAX_REVIEWER long
-REVIEWER_PATTERN = re.compile(r"[^\W][\w .'\-]*", re.UNICODE)
+REVIEWER_PATTERN = re.compile(r"[^\W_][\w .'\-]*")
 MAX_COMMENT = 2000
 #: columns the export adds to the label table
 EXPORT_COLUMNS = ("original_label", "corrected_by")

@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         return _list(current)
     fixed, conflicts = reviews.corrections(current, args.reviewer)
     if conflicts:
-        lines = [f"{s}: " + "; ".join(reviews.describe(r) for r in rs)
+        lines = [_printable(f"{s}: " + "; ".join(reviews.describe(r) for r in rs))
                  for s, rs in sorted(conflicts.items())]  # fmt: skip
         pick = "" if args.reviewer else "; name one with --reviewer NAME"
         raise ReviewError(
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{result.path}: {len(result.changed)} label(s) corrected, from {source}")
     for slide_id in result.changed:
         label, who = fixed[slide_id]
-        print(f"  {slide_id} → {label} ({', '.join(who)})")
+        print(_printable(f"  {slide_id} → {label} ({', '.join(who)})"))
     if result.unknown:
         print(f"not in {source}, left out: {', '.join(result.unknown)}")
     return EXIT_OK
@@ -85,9 +85,10 @@ def _list(current: Mapping[tuple[str, str], Review]) -> int:
 
     rows = [("slide_id", "reviewer", "verdict", "label", "time", "comment")]
     for review in current.values():
-        comment = " ".join(review.comment.split())
-        rows.append((review.slide_id, review.reviewer, review.verdict, review.label or "-",
-                     review.time, comment[:60] + ("…" if len(comment) > 60 else "")))  # fmt: skip
+        comment = " ".join(_printable(review.comment).split())
+        rows.append((_printable(review.slide_id), review.reviewer, review.verdict,
+                     _printable(review.label or "-"), _printable(review.time),
+                     comment[:60] + ("…" if len(comment) > 60 else "")))  # fmt: skip
     print(f"{len(current)} latest verdict(s) on {len({k[0] for k in current})} slide(s)")
     if len(rows) > 1:
         widths = [max(len(row[i]) for row in rows) for i in range(5)]
@@ -97,5 +98,11 @@ def _list(current: Mapping[tuple[str, str], Review]) -> int:
     disputed = reviews.disagreements(current)
     print(f"{len(disputed)} slide(s) where reviewers disagree")
     for slide_id, items in sorted(disputed.items()):
-        print(f"  {slide_id}: " + "; ".join(reviews.describe(r) for r in items))
+        print(_printable(f"  {slide_id}: " + "; ".join(reviews.describe(r) for r in items)))
     return EXIT_OK
+
+
+def _printable(text: str) -> str:
+    """``text`` with control characters (terminal escape sequences, line breaks) shown as
+    spaces: comments and slide ids come from a file anyone may have edited."""
+    return "".join(c if c.isprintable() else " " for c in text)

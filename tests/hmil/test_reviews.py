@@ -47,7 +47,9 @@ def test_a_label_only_with_label_error() -> None:
         make_review("s1", "agree", "ana", label="IC")
 
 
-@pytest.mark.parametrize("name", ["", " ", "a" * 41, "<script>", "ana\nbob", "-ana", "a/b"])
+@pytest.mark.parametrize(
+    "name", ["", " ", "a" * 41, "<script>", "ana\nbob", "-ana", "_ana", "a/b", "a\x1b[31m"]
+)
 def test_reviewer_names_are_limited(name: str) -> None:
     with pytest.raises(ReviewError):
         reviews.check_reviewer(name)

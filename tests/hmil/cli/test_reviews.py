@@ -44,13 +44,16 @@ def test_list_prints_latest_verdicts_and_disagreements(
     _add(run, s[0], "model_error", "ana")
     _add(run, s[1], "agree", "ana")
     _add(run, s[1], "label_error", "bob", "IC")
+    reviews.append_review(run, make_review(s[2], "ambiguous", "cy", comment="\x1b[2Jwiped\nx"))
     with open(run / "reviews.jsonl", "a") as handle:
         handle.write("garbage\n")
     assert main(["reviews", "list", str(run)]) == 0
     captured = capsys.readouterr()
-    assert captured.err == f"warning: {run}/reviews.jsonl line 5: not JSON (Expecting value)\n"
+    assert captured.err == f"warning: {run}/reviews.jsonl line 6: not JSON (Expecting value)\n"
     out = captured.out.splitlines()
-    assert out[0] == "3 latest verdict(s) on 2 slide(s)"
+    assert out[0] == "4 latest verdict(s) on 3 slide(s)"
+    assert "\x1b" not in captured.out
+    assert out[-3].endswith("  [2Jwiped x")  # the escape character is a space
     assert out[1].split() == ["slide_id", "reviewer", "verdict", "label", "time", "comment"]
     assert out[2].split()[:4] == [s[0], "ana", "model_error", "-"]
     assert "1 slide(s) where reviewers disagree" in out
