@@ -10,13 +10,9 @@ Public API::
 
 from __future__ import annotations
 
-from importlib import metadata as _metadata
 from typing import TYPE_CHECKING, Any
 
-try:  # set from the git tag when the package is built or installed (setuptools-scm)
-    __version__ = _metadata.version("hmil-studio")
-except _metadata.PackageNotFoundError:  # a source tree on sys.path that was never installed
-    __version__ = "0+unknown"
+from hmil.version import __version__
 
 __all__ = ["Hierarchy", "__version__", "load_bag", "load_checkpoint"]
 

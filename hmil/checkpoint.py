@@ -37,13 +37,13 @@ from typing import Any
 
 import torch
 
-from hmil import __version__
 from hmil.calibration import Calibration
 from hmil.config import ModelConfig, legacy_values
 from hmil.errors import CheckpointError
 from hmil.hierarchy import Hierarchy
 from hmil.io import atomic_path
 from hmil.model import HMIL
+from hmil.version import __version__
 
 FORMAT = "hmil-checkpoint"
 FORMAT_VERSION = 1

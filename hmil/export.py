@@ -34,12 +34,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from hmil import __version__
 from hmil.checkpoint import HASH_KEY, CheckpointInfo, load_checkpoint_file
 from hmil.errors import CheckpointError, ConfigError
 from hmil.io import atomic_path
 from hmil.model import HMIL
 from hmil.model.attention import attention_pool
+from hmil.version import __version__
 
 INPUT_NAME = "features"
 #: the exported function's outputs, in order

@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="hmil",
         description="HMIL Studio: hierarchical multiple-instance learning on whole-slide images.",
     )
-    from hmil import __version__
+    from hmil.version import __version__
 
     parser.add_argument("--version", action="version", version=f"hmil {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

@@ -22,7 +22,6 @@ import pandas as pd
 import torch
 import yaml
 
-import hmil
 from hmil.data.provenance import parse_encoder
 from hmil.demo.classes import DEMO_CLASSES
 from hmil.demo.pipeline import DemoResult
@@ -30,6 +29,7 @@ from hmil.errors import ConfigError, RunError
 from hmil.io import atomic_path, read_jsonl, write_text_atomic
 from hmil.train.attention_metrics import RowLocalisation, bag_localisation, mean_localisation
 from hmil.train.runs import fold_paths, list_folds, load_run_config
+from hmil.version import __version__
 
 #: metrics shown on the card, per level
 CARD_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc")
@@ -59,7 +59,7 @@ def default_checkpoint_dir() -> Path:
         HMILError: when ``hmil`` is not imported from a source checkout (no pyproject.toml
             beside the package), where the repository's folder cannot be found.
     """
-    repo = Path(hmil.__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]  # hmil/demo/model_card.py → the checkout
     if not (repo / "pyproject.toml").is_file():
         raise ConfigError(
             "checkpoint_dir", "hmil is not running from a source checkout; name the folder"
@@ -268,7 +268,7 @@ def model_card(result: DemoResult, choice: FoldChoice, command: str, checkpoint_
         "## Provenance",
         f"- Created: {today}",
         f"- Command: `{command}`",
-        f"- hmil {hmil.__version__}, torch {torch.__version__}, Python "
+        f"- hmil {__version__}, torch {torch.__version__}, Python "
         f"{platform.python_version()}, {os.cpu_count()} CPU core(s).",
         "- Wall time per step (s): "
         + ", ".join(f"{step} {secs:g}" for step, secs in result.seconds.items())
