@@ -1,5 +1,6 @@
 """``hmil.demo.model_card``: which fold ships with the demo, where, and how the card words it
-(the card itself is written by the end-to-end demo test, tests/hmil/demo/test_pipeline_end_to_end.py)."""
+(the card itself is written by the end-to-end demo test,
+tests/hmil/demo/test_pipeline_end_to_end.py)."""
 
 from __future__ import annotations
 

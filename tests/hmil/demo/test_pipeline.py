@@ -1,5 +1,6 @@
 """``hmil.demo.pipeline``: the demo's settings, its split step (reused or refused) and the
-training config it hands to ``hmil train`` (the whole pipeline runs in tests/hmil/demo/test_pipeline_end_to_end.py)."""
+training config it hands to ``hmil train`` (the whole pipeline runs in
+tests/hmil/demo/test_pipeline_end_to_end.py)."""
 
 from __future__ import annotations
 
