@@ -5,10 +5,6 @@ the CLI reaches a module only by name). The imports are read from the test files
 (``import`` and ``from … import`` statements, function-level ones included), so
 ``from hmil.cli import split`` counts for ``hmil.cli.split``. Package ``__init__.py`` and
 ``__main__.py`` files are exempt.
-
-:data:`PENDING` lists the modules that no test imports yet (their tests are still to be
-written); a strict test guards every other module, and an expected failure lists what is
-still pending.
 """
 
 from __future__ import annotations
@@ -17,27 +13,9 @@ import ast
 import subprocess
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("hmil", "viewer")
 EXEMPT = frozenset({"__init__.py", "__main__.py"})
-
-#: modules no test imports yet, with tests still to be written
-PENDING = frozenset(
-    {
-        "viewer.app",
-        "viewer.components.cohort_ui",
-        "viewer.components.deepzoom_element_ui",
-        "viewer.components.shell_ui",
-        "viewer.components.slide_pick_ui",
-        "viewer.components.topk_ui",
-        "viewer.components.train_ui",
-        "viewer.views.cohort",
-        "viewer.views.slide",
-        "viewer.views.train",
-    }
-)
 
 
 def package_files() -> list[Path]:
@@ -98,12 +76,7 @@ def test_imports_are_read_from_the_source() -> None:
 
 
 def test_every_module_is_imported_by_a_test() -> None:
-    missing = [name for name in untested() if name not in PENDING]
+    missing = untested()
     assert not missing, "modules no test imports (add tests/<package path>/test_<module>.py):\n" + (
         "\n".join(missing)
     )
-
-
-@pytest.mark.xfail(strict=False, reason="tests of the modules in PENDING are still to be written")
-def test_no_module_is_pending() -> None:
-    assert not untested(), "pending: " + ", ".join(untested())
