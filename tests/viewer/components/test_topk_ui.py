@@ -38,7 +38,7 @@ def test_inspect_rank_picks_the_ranked_patch_once() -> None:
     assert state["patch_pick"] == 13
 
 
-def test_gallery_shows_k_crops_and_inspects_a_rank(viewer_root: Path) -> None:
+def test_gallery_shows_k_crops(viewer_root: Path) -> None:
     checkpoint = fold_paths(viewer_root / "run", 0).checkpoint
     bag = next(iter(sorted((viewer_root / "cohort" / "features").glob("*.h5"))))
     at = AppTest.from_function(_page, args=(str(checkpoint), str(bag)), default_timeout=APP_TIMEOUT)
