@@ -205,8 +205,8 @@ class LossConfig:
 SELECT_METRICS = ("fine_auc", "fine_balanced_accuracy", "fine_macro_f1", "val_loss", "last")
 LR_SCHEDULES = ("cosine", "cosine_tail", "plateau", "constant")
 CLASS_BALANCE = ("auto", "none", "sampler", "loss")
-#: experiment logs written beside ``metrics.jsonl`` (``hmil.train.experiment_log`` writes them)
-EXPERIMENT_LOGS = ("tensorboard", "mlflow")
+#: experiment logs written beside ``metrics.jsonl``: the writers ``hmil.train.experiment_log`` has
+EXPERIMENT_LOGS = Subset(registry_keys("hmil.train.experiment_log", "WRITERS"))
 
 
 @dataclass
@@ -300,7 +300,7 @@ class TrainConfig:
         "also log each fold to these tools, comma-separated: tensorboard (event files in "
         "RUN/fold_K/tensorboard), mlflow (a local file store in RUN/mlruns); '' = metrics.jsonl "
         "only, which the viewer reads either way",
-        Subset(EXPERIMENT_LOGS),
+        EXPERIMENT_LOGS,
     )
 
     def __post_init__(self) -> None:

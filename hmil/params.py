@@ -181,13 +181,17 @@ class Options:
 
 @dataclass(frozen=True)
 class Subset:
-    """Several of a set of names: a tuple of them, or one comma-separated string."""
+    """Several of a set of names (a tuple, or a callable returning it, as :class:`Options`):
+    a tuple of them, or one comma-separated string."""
 
-    choices: tuple[str, ...]
+    choices: tuple[str, ...] | Callable[[], Iterable[str]]
     empty: bool = True
 
+    def values(self) -> tuple[str, ...]:
+        return Options(self.choices).values()
+
     def describe(self) -> str:
-        some = f"a comma-separated list of {', '.join(self.choices)}"
+        some = f"a comma-separated list of {', '.join(self.values())}"
         return f"empty or {some}" if self.empty else some
 
     def problem(self, value: Any, owner: Any) -> str | None:
@@ -197,7 +201,7 @@ class Subset:
             items = list(value)
         else:
             return f"must be {self.describe()}, got {_shown(value)}"
-        if (items or self.empty) and all(item in self.choices for item in items):
+        if (items or self.empty) and all(item in self.values() for item in items):
             return None
         return f"must be {self.describe()}, got {_shown(value)}"
 

@@ -243,7 +243,7 @@ class MlflowWriter(ExperimentWriter):
         self._client.set_terminated(self._run_id, status=self._status.to_string(status))
 
 
-#: ``train.experiment_log`` name → the writer class (the names of hmil.config.EXPERIMENT_LOGS)
+#: ``train.experiment_log`` name → the writer class (the config's choices are these names)
 WRITERS: dict[str, type[ExperimentWriter]] = {
     "tensorboard": TensorBoardWriter,
     "mlflow": MlflowWriter,

@@ -60,8 +60,8 @@ def logged_run(cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run
 
 
-def test_the_registry_is_the_configs_list_of_logs():
-    assert tuple(WRITERS) == EXPERIMENT_LOGS
+def test_the_configs_choices_are_the_registrys_names():
+    assert EXPERIMENT_LOGS.values() == tuple(WRITERS) == ("tensorboard", "mlflow")
 
 
 def test_records_flatten_to_slash_paths_and_configs_to_dotted_keys():
