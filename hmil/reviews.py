@@ -24,8 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
+from hmil.data.tables import read_text_table
 from hmil.errors import LabelError, ReviewError
 from hmil.io import write_text_atomic
 
@@ -378,12 +377,7 @@ def export_labels(
     src, dst = Path(source), Path(out)
     if dst.resolve() == src.resolve():
         raise ReviewError(dst, "is the original label table; write the corrections elsewhere")
-    if not src.is_file():
-        raise LabelError(src, "label table not found")
-    try:
-        table = pd.read_csv(src, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise LabelError(src, f"cannot parse CSV ({str(exc).splitlines()[0]})") from None
+    table = read_text_table(src, LabelError, "label table")
     for column in ("slide_id", "label"):
         if column not in table.columns:
             raise LabelError(src, f"missing column {column}")

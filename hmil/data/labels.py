@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from hmil.data.tables import read_text_table
 from hmil.errors import LabelError
 from hmil.hierarchy import Hierarchy
 
@@ -29,14 +30,9 @@ def read_labels(path: str | Path, hierarchy: Hierarchy | None) -> pd.DataFrame:
             a duplicate slide id.
     """
     p = Path(path)
-    if not p.is_file():
-        raise LabelError(p, "label table not found")
-    try:
-        # header=None: the first line is read as data, so a row longer than the header is a
-        # parser error instead of silently becoming pandas' row index
-        raw = pd.read_csv(p, dtype=str, keep_default_na=False, header=None, index_col=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise LabelError(p, f"cannot parse CSV ({str(exc).splitlines()[0]})") from None
+    # header=None: the first line is read as data, so a row longer than the header is a parser
+    # error instead of silently becoming pandas' row index
+    raw = read_text_table(p, LabelError, "label table", header=None, index_col=False)
     # unnamed columns (a spreadsheet's trailing commas) get unique names, as pandas gives them
     header = [str(c).strip() or f"Unnamed: {i}" for i, c in enumerate(raw.iloc[0])]
     duplicated = sorted({c for c in header if header.count(c) > 1})

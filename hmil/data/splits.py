@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
+from hmil.data.tables import read_text_table
 from hmil.errors import ConfigError, SplitError
 from hmil.io import write_text_atomic
 
@@ -199,12 +200,7 @@ def read_split(
             part or in two), a case in two parts, or a slide that is not in ``known_ids``.
     """
     p = Path(path)
-    if not p.is_file():
-        raise SplitError(p, "split file not found")
-    try:
-        frame = pd.read_csv(p, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise SplitError(p, f"cannot parse CSV ({str(exc).splitlines()[0]})") from None
+    frame = read_text_table(p, SplitError, "split file")
     missing = [c for c in ("train", "val", "test") if c not in frame.columns]
     if missing:
         raise SplitError(p, f"missing column(s) {', '.join(missing)}")
