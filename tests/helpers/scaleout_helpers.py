@@ -1,4 +1,4 @@
-"""Helpers shared by the scale-out tests (a plain module: ``conftest`` names collide)."""
+"""Helpers shared by the training and launcher tests (a plain module, imported by name)."""
 
 from __future__ import annotations
 

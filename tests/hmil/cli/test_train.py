@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from scaleout_helpers import train_args
 
 from hmil.cli import main
 from hmil.io import read_jsonl
@@ -44,23 +45,6 @@ def _split(cohort: Path, out: Path, k: int = 3) -> Path:
     return splits
 
 
-def _train_args(cohort: Path, splits: Path, run: Path, *extra: str) -> list[str]:
-    return [
-        "train",
-        "--labels",
-        str(cohort / "labels.csv"),
-        "--features",
-        str(cohort / "features"),
-        "--splits",
-        str(splits),
-        "--hierarchy",
-        "bracs",
-        "--out",
-        str(run),
-        *extra,
-    ]
-
-
 def _strip_times(records: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "time_s"} for r in records]
 
@@ -69,7 +53,7 @@ def test_split_train_evaluate_predict(small_cohort, tmp_path, capsys):
     start = time.monotonic()
     splits = _split(small_cohort, tmp_path)
     run = tmp_path / "run"
-    assert main(_train_args(small_cohort, splits, run, "--folds", "0,1", *FAST)) == 0
+    assert main(train_args(small_cohort, splits, run, "--folds", "0,1", *FAST)) == 0
     for fold in (0, 1):
         paths = fold_paths(run, fold)
         records = read_jsonl(paths.metrics)
@@ -141,7 +125,7 @@ def test_same_seed_gives_the_same_metrics(small_cohort, tmp_path):
     for name in ("a", "b"):
         assert (
             main(
-                _train_args(
+                train_args(
                     small_cohort,
                     splits,
                     tmp_path / name,
@@ -164,7 +148,7 @@ def test_same_seed_gives_the_same_metrics(small_cohort, tmp_path):
 def test_second_training_into_the_same_run_is_refused(small_cohort, tmp_path, capsys):
     splits = _split(small_cohort, tmp_path)
     run = tmp_path / "run"
-    args = _train_args(small_cohort, splits, run, "--folds", "0", "--epochs", "1", "--quiet")
+    args = train_args(small_cohort, splits, run, "--folds", "0", "--epochs", "1", "--quiet")
     assert main(args) == 0
     capsys.readouterr()
     assert main(args) == 2
@@ -175,9 +159,7 @@ def test_second_training_into_the_same_run_is_refused(small_cohort, tmp_path, ca
     run2 = tmp_path / "run2"
     with FoldLock(fold_paths(run2, 0)):
         assert (
-            main(
-                _train_args(small_cohort, splits, run2, "--folds", "0", "--epochs", "1", "--quiet")
-            )
+            main(train_args(small_cohort, splits, run2, "--folds", "0", "--epochs", "1", "--quiet"))
             == 2
         )
     assert "already being trained by pid" in capsys.readouterr().err
@@ -192,14 +174,14 @@ def test_missing_bag_is_reported_and_skipped(small_cohort, tmp_path, capsys):
     victim = pd.read_csv(splits / "splits_0.csv")["train"].dropna().iloc[0]
     (cohort / "features" / f"{victim}.h5").unlink()
     run = tmp_path / "run"
-    code = main(_train_args(cohort, splits, run, "--folds", "0", "--epochs", "1", "--quiet"))
+    code = main(train_args(cohort, splits, run, "--folds", "0", "--epochs", "1", "--quiet"))
     assert code == 3
     err = capsys.readouterr().err
     assert f"error: {victim}: no bag {victim}.h5 or {victim}.pt" in err
     test = json.loads(fold_paths(run, 0).test_metrics.read_text())
     assert test["skipped"][0]["where"] == victim
     strict = main(
-        _train_args(
+        train_args(
             cohort,
             splits,
             tmp_path / "run_strict",
@@ -220,10 +202,10 @@ def test_killed_training_resumes_to_the_same_result(small_cohort, tmp_path):
     splits = _split(small_cohort, tmp_path)
     common = ["--folds", "0", "--epochs", "6", "--bags-per-step", "4", "--device", "cpu", "--quiet"]
     reference = tmp_path / "reference"
-    assert main(_train_args(small_cohort, splits, reference, *common)) == 0
+    assert main(train_args(small_cohort, splits, reference, *common)) == 0
 
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "hmil", *_train_args(small_cohort, splits, run, *common)]
+    cmd = [sys.executable, "-m", "hmil", *train_args(small_cohort, splits, run, *common)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     metrics = fold_paths(run, 0).metrics
@@ -239,7 +221,7 @@ def test_killed_training_resumes_to_the_same_result(small_cohort, tmp_path):
     assert 2 <= done_before_kill < 6
     assert not fold_paths(run, 0).test_metrics.exists()
 
-    assert main(_train_args(small_cohort, splits, run, *common, "--resume")) == 0
+    assert main(train_args(small_cohort, splits, run, *common, "--resume")) == 0
     got = _strip_times(read_jsonl(metrics))
     want = _strip_times(read_jsonl(fold_paths(reference, 0).metrics))
     assert [r["epoch"] for r in got] == list(range(6))
