@@ -70,5 +70,10 @@ class ReviewError(HMILError):
     name, a correction that conflicts with another reviewer's."""
 
 
+class RegionError(HMILError):
+    """An annotation file or drawn region that cannot be used: not a GeoJSON FeatureCollection,
+    too large, a polygon that crosses itself or leaves the slide, an unknown class name."""
+
+
 class RunError(HMILError):
     """A run directory in a state that forbids the requested action (e.g. already in use)."""
