@@ -8,6 +8,7 @@ and write results through :func:`evaluate_fold`.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,8 @@ def evaluate_fold(
         parent = np.asarray(hierarchy.parent)
         report["calibration"] = calibration_report(calibration, fine, head, y, parent, coverage)
     report.update(extra or {})
-    frame = predictions_frame([it.slide_id for it in items], y, dec, hierarchy)
+    ids = [it.slide_id for it in items]
+    frame = predictions_frame(ids, y, dec, hierarchy, calibration, coverage)
     write_fold_evaluation(paths, report, frame)
     return report
 
@@ -127,7 +129,12 @@ def evaluation_report(
 
 
 def predictions_frame(
-    slide_ids: list[str], y_fine: np.ndarray, dec: Decoded, hierarchy: Hierarchy
+    slide_ids: list[str],
+    y_fine: np.ndarray,
+    dec: Decoded,
+    hierarchy: Hierarchy,
+    calibration: Calibration | None = None,
+    coverage: float | None = None,
 ) -> pd.DataFrame:
     """One row per slide: ids, true and predicted labels per level, flags and probabilities.
 
@@ -135,6 +142,16 @@ def predictions_frame(
     consistent, correct_fine, correct_coarse, confidence`` then ``p_fine_<name>``,
     ``p_coarse_<name>`` (Mᵀ p_f) and ``p_coarse_head_<name>``. ``confidence`` is the
     probability of the predicted fine class.
+
+    With a ``calibration`` that changes something (:func:`calibrates`) the probabilities and
+    ``confidence`` are the calibrated ones (what ``hmil predict`` and the viewer show) and the
+    raw ones follow as ``raw_confidence``, ``raw_p_fine_<name>``, ``raw_p_coarse_<name>``,
+    ``raw_p_coarse_head_<name>``; with conformal scores, ``call_level`` (``fine``, ``coarse``
+    or ``none``), ``call_label`` (empty for ``none``) and ``coverage_target`` (``coverage``,
+    default the checkpoint's) follow ``confidence``. The predicted labels and ``correct_*``
+    stay those of the raw probabilities ``dec``, like the metrics of ``test_metrics.json``
+    (temperature scaling keeps each head's argmax; Mᵀ p_f's may move where two coarse classes
+    are close).
     """
     y_fine = np.asarray(y_fine, dtype=int)
     parent = np.asarray(hierarchy.parent)
@@ -150,15 +167,46 @@ def predictions_frame(
     frame["consistent"] = dec.consistent.tolist()
     frame["correct_fine"] = (dec.fine_pred == y_fine).tolist()
     frame["correct_coarse"] = (dec.coarse_pred == parent[y_fine]).tolist()
-    frame["confidence"] = dec.fine_probs[np.arange(len(y_fine)), dec.fine_pred].round(6).tolist()
+    raw = _probability_columns(dec, hierarchy)
+    if calibration is None or not calibrates(calibration):
+        return pd.DataFrame(frame | raw)
+    fine, head = calibration.apply(dec.fine_probs, dec.coarse_head_probs)
+    mapping = hierarchy.mapping.astype(np.float64)
+    shown = replace(dec, fine_probs=fine, coarse_probs=fine @ mapping, coarse_head_probs=head)
+    calibrated = _probability_columns(shown, hierarchy)
+    frame["confidence"] = calibrated.pop("confidence")
+    calls = calibration.calls(fine, parent, coverage)
+    if calls is not None:
+        names = {"fine": hierarchy.fine, "coarse": hierarchy.coarse}
+        frame["call_level"] = [str(level) for level in calls.level]
+        frame["call_label"] = [
+            names[str(level)][i] if str(level) in names else ""
+            for level, i in zip(calls.level, calls.label, strict=True)
+        ]
+        target = calibration.coverage_target if coverage is None else coverage
+        frame["coverage_target"] = [float(target)] * len(y_fine)
+    return pd.DataFrame(frame | calibrated | {f"raw_{k}": v for k, v in raw.items()})
+
+
+def _probability_columns(dec: Decoded, hierarchy: Hierarchy) -> dict[str, Any]:
+    """``confidence`` and the ``p_<level>_<name>`` columns of ``dec`` (rounded to 6 digits)."""
+    rows = np.arange(len(dec.fine_pred))
+    out: dict[str, Any] = {"confidence": dec.fine_probs[rows, dec.fine_pred].round(6).tolist()}
     for i, name in enumerate(hierarchy.fine):
-        frame[f"p_fine_{name}"] = dec.fine_probs[:, i].round(6)
+        out[f"p_fine_{name}"] = dec.fine_probs[:, i].round(6)
     for i, name in enumerate(hierarchy.coarse):
-        frame[f"p_coarse_{name}"] = dec.coarse_probs[:, i].round(6)
+        out[f"p_coarse_{name}"] = dec.coarse_probs[:, i].round(6)
     if dec.coarse_head_probs is not None:
         for i, name in enumerate(hierarchy.coarse):
-            frame[f"p_coarse_head_{name}"] = dec.coarse_head_probs[:, i].round(6)
-    return pd.DataFrame(frame)
+            out[f"p_coarse_head_{name}"] = dec.coarse_head_probs[:, i].round(6)
+    return out
+
+
+def calibrates(calibration: Calibration) -> bool:
+    """True when ``calibration`` changes a prediction: a temperature other than 1 or a call
+    (``Calibration()``, what a checkpoint without calibration reads as, changes nothing)."""
+    temperatures = (calibration.fine_temperature, calibration.coarse_temperature)
+    return calibration.fitted or any(t != 1.0 for t in temperatures)
 
 
 def write_fold_evaluation(

@@ -397,7 +397,8 @@ def _finish_fold(session: _FoldSession, last_epoch: int) -> FoldResult:
         "selection": selection_description(tc.select_metric),
         "skipped": [{"where": w, "problem": p} for w, p in s.cohort.skipped],
     })  # fmt: skip
-    frame = predictions_frame([it.slide_id for it in items], y, decoded, s.hierarchy)
+    ids = [it.slide_id for it in items]
+    frame = predictions_frame(ids, y, decoded, s.hierarchy, calibration)
     write_fold_evaluation(s.paths, report, frame)
     s.logs.log_test(report, step=s.tracker.best_epoch)
     write_status(s.paths, state="finished", epoch=last_epoch, best_epoch=s.tracker.best_epoch,

@@ -10,10 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from hmil.calibration import Calibration
 from hmil.decoding import decode
 from hmil.errors import CheckpointError, RunError
 from hmil.hierarchy import Hierarchy
 from hmil.train.evaluate import (
+    calibrates,
     evaluate_run_fold,
     evaluation_report,
     predictions_frame,
@@ -90,6 +92,8 @@ def test_a_fold_is_recomputed_from_its_checkpoint(tiny_run: Path, tmp_path: Path
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     trained = json.loads((run / "fold_0" / "test_metrics.json").read_text())
+    written = pd.read_csv(run / "fold_0" / "predictions.csv")  # by training
+    assert {"call_level", "raw_confidence", "raw_p_fine_N"} <= set(written.columns)
     (run / "fold_0" / "test_metrics.json").unlink()
     (run / "fold_0" / "predictions.csv").unlink()
     result = evaluate_run_fold(run, 0, device="cpu")
@@ -97,8 +101,15 @@ def test_a_fold_is_recomputed_from_its_checkpoint(tiny_run: Path, tmp_path: Path
     assert result["fold"] == 0 and result["skipped"] == []
     assert result["selection"] == "best validation " + trained["selection"].split()[-1]
     assert result["fine"]["accuracy"] == pytest.approx(trained["fine"]["accuracy"])
-    frame = pd.read_csv(run / "fold_0" / "predictions.csv")
+    frame = pd.read_csv(run / "fold_0" / "predictions.csv", keep_default_na=False)
     assert len(frame) == 21 and frame["consistent"].dtype == bool
+    # the checkpoint's calibration: calibrated probabilities, the raw ones and the call
+    assert set(frame["call_level"]) <= {"fine", "coarse", "none"}
+    assert (frame["coverage_target"] == 0.9).all()
+    raw = frame[[c for c in frame if c.startswith("raw_p_fine_")]].to_numpy()
+    shown = frame[[c for c in frame if c.startswith("p_fine_")]].to_numpy()
+    assert raw.shape == shown.shape == (21, 7)
+    assert (raw.argmax(axis=1) == shown.argmax(axis=1)).all()  # T moves no fine argmax
 
 
 def test_a_checkpoint_of_another_hierarchy_is_refused(tiny_run: Path, tmp_path: Path) -> None:
@@ -120,3 +131,53 @@ def test_a_fold_without_its_split_file_is_refused(tiny_run: Path, tmp_path: Path
     config.write_text(config.read_text().replace(str(tiny_run.parent / "splits"), str(splits)))
     with pytest.raises(RunError, match=r"no splits_0\.csv"):
         evaluate_run_fold(run, 0, device="cpu")
+
+
+#: T_f = 2 (square roots of the probabilities, renormalised), T_c = 0.5 (squares); nine scores
+#: at target 0.9 give the thresholds 0.5 (fine: a class of ≥ 0.5) and 0.4 (coarse: ≥ 0.6)
+KNOWN = Calibration(0.5, 2.0, (0.5,) * 9, (0.4,) * 9, 0.9)
+
+
+def _renormalised(p: np.ndarray) -> np.ndarray:
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def test_a_calibrated_table_shows_the_calibrated_probabilities_and_the_call() -> None:
+    dec = decode(FINE, TREE, COARSE_HEAD, "fine_sum")
+    frame = predictions_frame(["s0", "s1", "s2", "s3"], Y_FINE, dec, TREE, KNOWN)
+    fine = _renormalised(np.sqrt(FINE))
+    head = _renormalised(COARSE_HEAD**2)
+    assert frame["p_fine_a"].tolist() == pytest.approx(fine[:, 0], abs=1e-6)
+    assert frame["p_fine_c"].tolist() == pytest.approx(fine[:, 2], abs=1e-6)
+    assert frame["p_coarse_benign"].tolist() == pytest.approx(fine[:, :2].sum(1), abs=1e-6)
+    assert frame["p_coarse_head_malignant"].tolist() == pytest.approx(head[:, 1], abs=1e-6)
+    assert frame["confidence"].tolist() == pytest.approx(fine.max(axis=1), abs=1e-6)
+    assert frame["raw_confidence"].tolist() == [0.7, 0.45, 0.8, 0.5]
+    assert frame["raw_p_fine_b"].tolist() == [0.2, 0.25, 0.1, 0.5]
+    assert frame["raw_p_coarse_head_benign"].tolist() == [0.8, 0.6, 0.1, 0.4]
+    # labels and correctness stay the raw decoding's (the argmax of a head does not move)
+    assert frame["pred_fine"].tolist() == ["a", "c", "c", "b"]
+    assert frame["correct_coarse"].tolist() == [True, True, True, False]
+    # s1: 0.39 at most per fine class, benign 0.61: coarse; s3: benign 0.68: coarse
+    assert frame["call_level"].tolist() == ["fine", "coarse", "fine", "coarse"]
+    assert frame["call_label"].tolist() == ["a", "benign", "c", "benign"]
+    assert frame["coverage_target"].tolist() == [0.9] * 4
+    assert list(frame.columns[9:13]) == ["confidence", "call_level", "call_label",
+                                         "coverage_target"]  # fmt: skip
+    assert list(frame.columns[-3:]) == [
+        "raw_p_coarse_malignant", "raw_p_coarse_head_benign", "raw_p_coarse_head_malignant",
+    ]  # fmt: skip
+
+
+def test_another_target_moves_the_call_and_an_uncalibrated_checkpoint_adds_nothing() -> None:
+    dec = decode(FINE, TREE, COARSE_HEAD, "fine_sum")
+    # target 0.5 on nine scores of 0.5: the 5th smallest, still 0.5 (same sets, new target)
+    frame = predictions_frame(list("wxyz"), Y_FINE, dec, TREE, KNOWN, coverage=0.5)
+    assert frame["coverage_target"].tolist() == [0.5] * 4
+    temperature_only = predictions_frame(list("wxyz"), Y_FINE, dec, TREE, Calibration(1.0, 2.0))
+    assert "call_level" not in temperature_only and "raw_p_fine_a" in temperature_only
+    plain = predictions_frame(list("wxyz"), Y_FINE, dec, TREE)
+    assert list(predictions_frame(list("wxyz"), Y_FINE, dec, TREE, Calibration()).columns) == (
+        list(plain.columns)
+    )
+    assert not calibrates(Calibration()) and calibrates(KNOWN)
