@@ -8,7 +8,13 @@
 //
 // Data from Python: the typedefs below (viewer/tiles/deepzoom_data.py builds them; TypeScript
 // checks this file against them, `npm run typecheck`). Triggers to Python: label {level, label},
-// alpha (number), mode ("single"|"all"), patch (index), nav (-1 | 1).
+// alpha (number), mode ("single"|"all"), patch (index), nav (-1 | 1), region {nonce, shape,
+// points} (a rectangle or polygon drawn on the view, level-0 px; the page saves it and sends it
+// back in data.regions). Regions and the lesion outline are drawn by one routine (drawShapes)
+// on the view's own canvas, above the attention layer. Drawing uses the vendored Annotorious
+// (loaded from the viewer's port like OpenSeadragon, only when a drawing tool is chosen); the
+// "PNG" button composes what the view shows (tiles, layer, shapes, legend, scale bar, caption)
+// into one image in the browser.
 // The view writes its own moves into the page's address (level, label, opacity, mode and
 // the viewport x, y, zoom) with history.replaceState, so a reload or a copied link shows the
 // same picture; Python writes the rest (run, slide, fold, style).
@@ -42,10 +48,23 @@
  * @typedef {{x: number, y: number, zoom: number, nonce?: number}} Viewport a link's view:
  *   level-0 centre and zoom (screen px per level-0 px)
  * @typedef {{has_prev: boolean, has_next: boolean}} Nav
+ * @typedef {{name: string, classification: string, colour: number[], rings: number[][]}}
+ *   RegionInfo a saved region: exterior and hole rings, each closed, flat [x0, y0, x1, y1, ...]
+ *   in level-0 px
+ * @typedef {{enabled: boolean, classification: string, colour: number[]}} DrawInfo whether
+ *   regions can be drawn (and saved), and the class and colour a new drawing gets
+ * @typedef {{slide_id: string, label: string, truth: string, model: string}} Caption what the
+ *   PNG export writes on the image
  * @typedef {{osd_url: string, view_id: string, slide: SlideInfo | null, canvas: CanvasInfo,
  *   layer: Layer | null, show: Show, truth: {coarse: string, fine: string} | null,
  *   nav: Nav | null, note: string, patch_box: number[] | null, goto: GoTo | null,
- *   viewport: Viewport | null, min_height: number}} DeepZoomData the component's data
+ *   viewport: Viewport | null, min_height: number, regions?: RegionInfo[], draw?: DrawInfo,
+ *   caption?: Caption}} DeepZoomData the component's data
+ * @typedef {{lines: number[][], closed: boolean, stroke: string, fill: string | null,
+ *   width: number, dash: number[] | null, label: string}} Shape polylines or rings (flat
+ *   level-0 px) drawn on a view: closed rings are filled even-odd (holes stay open)
+ * @typedef {{x: number, y: number, s: number}} ScreenMap level-0 (x0, y0) of the canvas at
+ *   screen (x, y), s screen px per level-0 px (the views never rotate)
  * @typedef {{setTriggerValue: (name: string, value: unknown) => void}} Triggers
  * @typedef {{level: Level, name: string}} Label
  * @typedef {{onPatch: (i: number) => void, onOpen: (v: SlideView) => void,
@@ -53,11 +72,17 @@
  * @typedef {{strategy: string, names: Names, levels: {coarse: LevelValues, fine: LevelValues}
  *   | null, codes: Partial<Record<Level, Uint8Array[]>>, visible: boolean, alpha: number,
  *   smooth: number, outline: number[][], patchBox: number[] | null,
- *   layer: PatchLayer | null}} ViewState what one view draws
+ *   layer: PatchLayer | null, regions: RegionInfo[], drafts: Shape[]}} ViewState what one
+ *   view draws (drafts: drawn shapes sent to the page, not yet back as regions)
  * @typedef {any} OSDModule OpenSeadragon, loaded at run time (no types shipped with it)
  */
 
-/** @type {Window & {OpenSeadragon?: OSDModule, __hmilOsdLoading?: Promise<OSDModule>}} */
+/**
+ * @typedef {any} AnnoModule Annotorious for OpenSeadragon (global AnnotoriousOSD), loaded at
+ *   run time
+ * @type {Window & {OpenSeadragon?: OSDModule, __hmilOsdLoading?: Promise<OSDModule>,
+ *   AnnotoriousOSD?: AnnoModule, __hmilAnnoLoading?: Promise<AnnoModule>}}
+ */
 const WIN = window;
 
 /** @type {WeakMap<HTMLElement, {gen: number, view: DeepZoom | null}>} */
@@ -69,8 +94,29 @@ const LABEL_SETTLE_MS = 350;
 const CLICK_DELAY_MS = 300;
 // the address is rewritten at most this often while the view moves (ms)
 const URL_EVERY_MS = 250;
+// a drawn shape stays drawn (dashed) this long while the page saves it (ms)
+const DRAFT_MS = 20000;
+// the lesion outline's colour (the ground truth mask)
+const OUTLINE_COLOUR = "rgb(0,170,60)";
+// the vendored Annotorious, next to the vendored OpenSeadragon on the viewer's port
+const ANNO_JS = "../annotorious/annotorious-openseadragon.js";
+const ANNO_CSS = "../annotorious/annotorious-openseadragon.css";
 /** @type {Level[]} */
 const LEVELS = ["coarse", "fine"];
+const HELP =
+  "drag: pan · wheel / pinch: zoom · double-click: zoom in (shift: out) · arrows, + / −, 0: " +
+  "keyboard · hover: attention of the patch under every label · click: details · " +
+  "t: true ↔ predicted label · n / p: next / previous slide · f: full screen · " +
+  "PNG: download the view";
+const HELP_DRAW = " · ▭ / ⬠: draw a region (Esc cancels)";
+// the drawing tools: Annotorious's tool name, the button, its tooltip
+const TOOLS = [
+  ["rectangle", "▭ Rectangle", "draw a rectangular region: drag over the slide (Esc cancels)"],
+  ["polygon", "⬠ Polygon", "draw a polygon region: click its corners, double-click or click " +
+    "the first corner to close it (Esc cancels)"],
+];
+/** @type {Record<string, string>} how each tool draws (Annotorious's drawing modes) */
+const DRAWING_MODE = { rectangle: "drag", polygon: "click" };
 
 /** @param {string} url @returns {Promise<OSDModule>} */
 function loadOSD(url) {
@@ -86,6 +132,31 @@ function loadOSD(url) {
     });
   }
   return WIN.__hmilOsdLoading;
+}
+
+/** @param {string} osdUrl @returns {Promise<AnnoModule>} */
+function loadAnnotorious(osdUrl) {
+  // after OpenSeadragon (the UMD build reads window.OpenSeadragon); its CSS once, as a link
+  if (WIN.AnnotoriousOSD) return Promise.resolve(WIN.AnnotoriousOSD);
+  if (!WIN.__hmilAnnoLoading) {
+    const base = new URL(osdUrl, window.location.href);
+    const css = document.createElement("link");
+    css.rel = "stylesheet";
+    css.href = new URL(ANNO_CSS, base).href;
+    document.head.appendChild(css);
+    WIN.__hmilAnnoLoading = new Promise((resolve, reject) => {
+      const s = document.createElement("script");
+      s.src = new URL(ANNO_JS, base).href;
+      s.async = true;
+      s.onload = () => resolve(WIN.AnnotoriousOSD);
+      s.onerror = () => {
+        WIN.__hmilAnnoLoading = undefined; // a later click tries again
+        reject(new Error("cannot load " + s.src));
+      };
+      document.head.appendChild(s);
+    });
+  }
+  return WIN.__hmilAnnoLoading;
 }
 
 function bytes(b64) {
@@ -196,6 +267,7 @@ class Legend {
     this.ticks = el("div", "hmil-dz-legend-ticks", this.box);
     this.note = el("div", "hmil-dz-legend-note", this.box);
     this.key = null;
+    /** @type {Scale | null} */ this.scale = null;
   }
 
   /**
@@ -206,6 +278,7 @@ class Legend {
     const key = JSON.stringify([scale && scale.legend, lutKey, prefix]);
     if (key === this.key) return;
     this.key = key;
+    this.scale = scale;
     this.box.style.display = scale ? "" : "none";
     if (!scale) return;
     const legend = scale.legend;
@@ -227,6 +300,120 @@ class Legend {
     }
     this.note.textContent = legend.uncoloured || "";
   }
+
+  /**
+   * Draw the legend as it is on screen (same box, colours, ticks, texts) onto an export.
+   * @param {CanvasRenderingContext2D} ctx
+   * @param {{left: number, top: number}} origin the exported area's top left on screen
+   */
+  paint(ctx, origin) {
+    if (!this.scale || this.box.style.display === "none") return;
+    const box = this.box.getBoundingClientRect();
+    if (!box.width || !box.height) return;
+    const at = (e) => {
+      const r = e.getBoundingClientRect();
+      return { x: r.left - origin.left, y: r.top - origin.top, w: r.width, h: r.height };
+    };
+    const b = at(this.box);
+    ctx.save();
+    ctx.fillStyle = getComputedStyle(this.box).backgroundColor || "rgba(255,255,255,.92)";
+    roundRect(ctx, b.x, b.y, b.w, b.h, 3);
+    ctx.fill();
+    ctx.textBaseline = "top";
+    for (const e of [this.title, this.note, ...Array.from(this.ticks.children)]) {
+      if (!e.textContent) continue;
+      const r = at(e);
+      const style = getComputedStyle(e);
+      ctx.font = `${style.fontWeight} ${style.fontSize} ${style.fontFamily}`;
+      ctx.fillStyle = style.color;
+      ctx.fillText(e.textContent, r.x, r.y + 1, b.x + b.w - r.x);
+    }
+    const bar = at(this.bar);
+    ctx.imageSmoothingEnabled = true;
+    ctx.drawImage(this.bar, bar.x, bar.y, bar.w, bar.h);
+    ctx.restore();
+  }
+}
+
+// ------------------------------------------------------------------ shapes (outline, regions)
+
+/**
+ * Draw shapes on a view's canvas: one path per shape, closed rings filled even-odd (a hole is
+ * a ring inside the exterior), then the outline, then a small label at the top left.
+ * @param {CanvasRenderingContext2D} ctx @param {Shape[]} shapes @param {ScreenMap} m
+ * @param {number} w @param {number} h the canvas's size (labels off screen are skipped)
+ */
+function drawShapes(ctx, shapes, m, w, h) {
+  for (const shape of shapes) {
+    ctx.beginPath();
+    let minX = Infinity, minY = Infinity;
+    for (const line of shape.lines) {
+      for (let i = 0; i + 1 < line.length; i += 2) {
+        const x = m.x + line[i] * m.s, y = m.y + line[i + 1] * m.s;
+        if (i === 0) ctx.moveTo(x, y);
+        else ctx.lineTo(x, y);
+        if (y < minY || (y === minY && x < minX)) {
+          minY = y;
+          minX = x;
+        }
+      }
+      if (shape.closed) ctx.closePath();
+    }
+    if (shape.fill) {
+      ctx.fillStyle = shape.fill;
+      ctx.fill("evenodd");
+    }
+    ctx.strokeStyle = shape.stroke;
+    ctx.lineWidth = shape.width;
+    ctx.setLineDash(shape.dash || []);
+    ctx.stroke();
+    ctx.setLineDash([]);
+    if (shape.label && minX > -200 && minX < w && minY > -20 && minY < h + 20) {
+      // above the shape's topmost point, a white halo under the text
+      ctx.font = "600 11px sans-serif";
+      ctx.textBaseline = "bottom";
+      ctx.lineJoin = "round";
+      ctx.lineWidth = 3;
+      ctx.strokeStyle = "rgba(255,255,255,0.9)";
+      const y = Math.max(13, minY - 4);
+      ctx.strokeText(shape.label, minX, y);
+      ctx.fillStyle = shape.stroke;
+      ctx.fillText(shape.label, minX, y);
+    }
+  }
+}
+
+/** @param {number[]} rgb @param {number} [alpha] */
+function rgba(rgb, alpha = 1) {
+  const [r, g, b] = (rgb || [0, 0, 0]).map((v) => Math.max(0, Math.min(255, Math.round(v))));
+  return alpha === 1 ? `rgb(${r},${g},${b})` : `rgba(${r},${g},${b},${alpha})`;
+}
+
+/** @param {RegionInfo} region @returns {Shape} */
+function regionShape(region) {
+  return {
+    lines: region.rings || [],
+    closed: true,
+    stroke: rgba(region.colour),
+    fill: rgba(region.colour, 0.15),
+    width: 2,
+    dash: null,
+    label: shown(region.name || ""),
+  };
+}
+
+/**
+ * @param {CanvasRenderingContext2D} ctx @param {number} x @param {number} y
+ * @param {number} w @param {number} h @param {number} r
+ */
+function roundRect(ctx, x, y, w, h, r) {
+  ctx.beginPath();
+  ctx.moveTo(x + r, y);
+  ctx.arcTo(x + w, y, x + w, y + h, r);
+  ctx.arcTo(x + w, y + h, x, y + h, r);
+  ctx.arcTo(x, y + h, x, y, r);
+  ctx.arcTo(x, y, x + w, y, r);
+  ctx.closePath();
 }
 
 // ------------------------------------------------------------------ one viewer
@@ -262,6 +449,11 @@ class SlideView {
     /** @type {number[][]} */ this.outline = [];
     /** @type {number[] | null} */ this.patchBox = null;
     /** @type {PatchLayer | null} */ this.layer = null;
+    /** @type {RegionInfo[]} */ this.regions = [];
+    /** @type {Shape[]} */ this.drafts = [];
+    /** @type {any} the Annotorious annotator, made when a drawing tool is first chosen */
+    this.annotator = null;
+    this.drawing = false;
     this.clickTimer = null;
     const source = data.slide ? data.slide.dzi : blankImage(data.canvas);
     this.viewer = OSD({
@@ -299,7 +491,7 @@ class SlideView {
       this.draw();
     });
     this.viewer.addHandler("canvas-click", (e) => {
-      if (!e.quick) return;
+      if (!e.quick || this.drawing) return; // a click of a drawing tool selects no patch
       const p = this.level0(e.position);
       const i = this.layer ? this.layer.patchIndex(p.x, p.y) : -1;
       clearTimeout(this.clickTimer);
@@ -394,19 +586,7 @@ class SlideView {
       ctx.drawImage(this.layer.canvas, a.x, a.y, b.x - a.x, b.y - a.y);
       ctx.globalAlpha = 1;
     }
-    if (this.outline && this.outline.length) {
-      ctx.strokeStyle = "rgb(0,170,60)";
-      ctx.lineWidth = 2;
-      ctx.beginPath();
-      for (const line of this.outline) {
-        for (let i = 0; i < line.length; i += 2) {
-          const p = this.pixel(line[i], line[i + 1]);
-          if (i === 0) ctx.moveTo(p.x, p.y);
-          else ctx.lineTo(p.x, p.y);
-        }
-      }
-      ctx.stroke();
-    }
+    drawShapes(ctx, this.shapes(), this.screenMap(), w, h);
     if (this.patchBox) {
       const [x, y, s] = this.patchBox;
       const a = this.pixel(x, y), b = this.pixel(x + s, y + s);
@@ -414,6 +594,37 @@ class SlideView {
       ctx.lineWidth = 3;
       ctx.strokeRect(a.x, a.y, b.x - a.x, b.y - a.y);
     }
+  }
+
+  /** @returns {Shape[]} the lesion outline, the saved regions, the drafts (in that order) */
+  shapes() {
+    /** @type {Shape[]} */
+    const shapes = [];
+    if (this.outline && this.outline.length)
+      shapes.push({ lines: this.outline, closed: false, stroke: OUTLINE_COLOUR, fill: null,
+        width: 2, dash: null, label: "" });
+    for (const region of this.regions || []) shapes.push(regionShape(region));
+    return shapes.concat(this.drafts || []);
+  }
+
+  /** @returns {ScreenMap} level-0 px -> this view's screen px */
+  screenMap() {
+    const c = this.canvasInfo;
+    const a = this.pixel(c.x0, c.y0), b = this.pixel(c.x0 + c.w, c.y0);
+    const s = (b.x - a.x) / c.w;
+    return { x: a.x - c.x0 * s, y: a.y - c.y0 * s, s };
+  }
+
+  /**
+   * Level-0 px of a point in the coordinates of the view's first image (Annotorious's
+   * "image coordinates": the slide's level 0, or the blank canvas's own pixels).
+   * @param {number} x @param {number} y @returns {number[]}
+   */
+  imageToLevel0(x, y) {
+    const item = this.viewer.world.getItemAt(0);
+    const v = item.imageToViewportCoordinates(x, y);
+    const c = this.canvasInfo;
+    return [+(c.x0 + v.x * c.w).toFixed(1), +(c.y0 + v.y * c.w).toFixed(1)];
   }
 
   drawScale() {
@@ -445,7 +656,7 @@ class SlideView {
   }
 
   hover(position) {
-    if (!this.layer || !this.codes) {
+    if (!this.layer || !this.codes || this.drawing) {
       this.tip.style.display = "none";
       return;
     }
@@ -502,6 +713,8 @@ class SlideView {
 
   destroy() {
     clearTimeout(this.clickTimer);
+    if (this.annotator) this.annotator.destroy();
+    this.annotator = null;
     this.viewer.destroy();
     this.frame.remove();
   }
@@ -521,6 +734,93 @@ function blankImage(canvas) {
   ctx.fillStyle = "#ffffff";
   ctx.fillRect(0, 0, c.width, c.height);
   return { type: "image", url: c.toDataURL("image/png") };
+}
+
+/**
+ * The level-0 points of an Annotorious selector (rectangle or polygon), without repeats.
+ * @param {SlideView} view @param {any} selector @returns {number[][]}
+ */
+function shapePoints(view, selector) {
+  const g = selector && selector.geometry;
+  if (!g) return [];
+  /** @type {number[][]} */
+  let raw = [];
+  if (selector.type === "RECTANGLE")
+    raw = [[g.x, g.y], [g.x + g.w, g.y], [g.x + g.w, g.y + g.h], [g.x, g.y + g.h]];
+  else if (Array.isArray(g.points)) raw = g.points;
+  const points = [];
+  for (const [x, y] of raw) {
+    if (!isFinite(x) || !isFinite(y)) continue;
+    const p = view.imageToLevel0(x, y);
+    const last = points[points.length - 1];
+    if (!last || last[0] !== p[0] || last[1] !== p[1]) points.push(p);
+  }
+  const first = points[0], last = points[points.length - 1];
+  if (points.length > 1 && first[0] === last[0] && first[1] === last[1]) points.pop();
+  return points;
+}
+
+/** @param {number[][]} points a ring @returns {number} its area (shoelace, absolute) */
+function polygonArea(points) {
+  let a = 0;
+  for (let i = 0; i < points.length; i++) {
+    const [x0, y0] = points[i], [x1, y1] = points[(i + 1) % points.length];
+    a += x0 * y1 - x1 * y0;
+  }
+  return Math.abs(a) / 2;
+}
+
+/** @param {string} name @returns {string} letters, digits, dot, dash and underscore only */
+function safeFileName(name) {
+  const safe = name.replace(/[^A-Za-z0-9._-]+/g, "_").replace(/^[._-]+/, "").slice(0, 150);
+  return safe || "view";
+}
+
+/** @param {Blob} blob @param {string} file */
+function download(blob, file) {
+  const url = URL.createObjectURL(blob);
+  const a = document.createElement("a");
+  a.href = url;
+  a.download = file;
+  a.style.display = "none";
+  document.body.appendChild(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60000);
+}
+
+/**
+ * A view's scale bar as shown (box, bar, text) onto an export.
+ * @param {CanvasRenderingContext2D} ctx @param {SlideView} view
+ * @param {{left: number, top: number}} origin
+ */
+function paintScale(ctx, view, origin) {
+  const box = view.scale.getBoundingClientRect(), bar = view.scaleBar.getBoundingClientRect();
+  const text = view.scaleText.getBoundingClientRect();
+  if (!box.width) return;
+  ctx.fillStyle = "rgba(255,255,255,0.88)";
+  roundRect(ctx, box.left - origin.left, box.top - origin.top, box.width, box.height, 3);
+  ctx.fill();
+  ctx.fillStyle = "#262730";
+  ctx.fillRect(bar.left - origin.left, bar.top - origin.top, bar.width, bar.height);
+  ctx.font = "11px sans-serif";
+  ctx.textBaseline = "top";
+  ctx.fillText(view.scaleText.textContent, text.left - origin.left, text.top - origin.top + 1);
+}
+
+/**
+ * @param {CanvasRenderingContext2D} ctx @param {string} text @param {number} x
+ * @param {number} y @param {string} font
+ */
+function paintLabel(ctx, text, x, y, font) {
+  ctx.font = font;
+  ctx.textBaseline = "top";
+  const w = ctx.measureText(text).width;
+  ctx.fillStyle = "rgba(255,255,255,0.88)";
+  roundRect(ctx, x, y, w + 12, 18, 3);
+  ctx.fill();
+  ctx.fillStyle = "#262730";
+  ctx.fillText(text, x + 6, y + 2);
 }
 
 function gridShape(n, width, height) {
@@ -570,19 +870,27 @@ class DeepZoom {
     this.fit.title = "whole slide (key 0)";
     this.full = el("button", "hmil-dz-full", this.bar, "full screen");
     this.full.title = "full screen (key f; Esc leaves)";
+    // drawing a region (shown when the page can save one) and the PNG export
+    this.drawBox = el("span", "hmil-dz-draw", this.bar);
+    /** @type {Record<string, HTMLButtonElement>} */
+    this.toolButtons = {};
+    for (const [tool, text, title] of TOOLS) {
+      const b = /** @type {HTMLButtonElement} */ (el("button", "hmil-dz-tool", this.drawBox, text));
+      b.dataset.tool = tool;
+      b.title = title;
+      b.addEventListener("click", () => this.chooseTool(tool));
+      this.toolButtons[tool] = b;
+    }
+    this.pngButton = el("button", "hmil-dz-png", this.bar, "PNG");
+    this.pngButton.title = "download the view as a PNG: slide, attention, regions, legend, " +
+      "scale bar and a caption (slide, label, truth, model)";
+    this.pngButton.addEventListener("click", () => this.exportPng());
     this.noteBox = el("div", "hmil-dz-note", this.box);
     // small multiples on one scale share one legend above them
     this.sharedLegend = new Legend(this.box);
     this.sharedLegend.box.classList.add("hmil-dz-legend-shared");
     this.grid = el("div", "hmil-dz-grid", this.box);
-    this.help = el(
-      "div",
-      "hmil-dz-help",
-      this.box,
-      "drag: pan · wheel / pinch: zoom · double-click: zoom in (shift: out) · arrows, + / −, 0: " +
-        "keyboard · hover: attention of the patch under every label · click: details · " +
-        "t: true ↔ predicted label · n / p: next / previous slide · f: full screen"
-    );
+    this.help = el("div", "hmil-dz-help", this.box, HELP);
     this.views = [];
     this.buildKey = null;
     this.viewId = null;
@@ -595,6 +903,12 @@ class DeepZoom {
     this.urlTimer = null;
     this.mode = "single";
     this.pendingMode = null;
+    /** @type {string | null} the drawing tool in use */
+    this.tool = null;
+    /** @type {Shape[]} shapes drawn and sent to the page, until it sends them back */
+    this.drafts = [];
+    this.draftRegions = -1; // the number of saved regions when the drafts were sent
+    this.draftTimer = null;
     this.opacity.addEventListener("input", () => {
       this.alpha = Number(this.opacity.value);
       this.apply();
@@ -667,6 +981,13 @@ class DeepZoom {
     this.buildKey = key;
     this.noteBox.textContent = data.note || "";
     this.noteBox.style.display = data.note ? "" : "none";
+    const drawable = !!(data.draw && data.draw.enabled);
+    this.drawBox.style.display = drawable ? "" : "none";
+    this.help.textContent = HELP + (drawable ? HELP_DRAW : "");
+    if (!drawable && this.tool) this.stopTool();
+    // a drawn shape stays (dashed) until the page sends the saved regions back
+    if (this.drafts.length && (newSlide || (data.regions || []).length !== this.draftRegions))
+      this.clearDrafts(false);
     this.navBox.style.display = data.nav ? "" : "none";
     if (data.nav) {
       this.prevButton.disabled = !data.nav.has_prev;
@@ -704,6 +1025,7 @@ class DeepZoom {
 
   /** @param {DeepZoomData} data */
   build(data) {
+    this.stopTool();
     this.views.forEach((v) => v.destroy());
     this.views = [];
     this.grid.innerHTML = "";
@@ -775,6 +1097,7 @@ class DeepZoom {
       f: () => this.toggleFullScreen(),
       a: () => this.data.layer && this.setMode(this.mode === "all" ? "single" : "all"),
     };
+    if (this.tool) actions.Escape = () => this.stopTool();
     const act = actions[e.key];
     if (!act) return;
     e.preventDefault();
@@ -907,6 +1230,8 @@ class DeepZoom {
         outline: show.outline,
         patchBox: this.data.patch_box,
         layer: null,
+        regions: this.data.regions || [],
+        drafts: this.drafts,
       };
       let scale = null;
       if (this.layer) {
@@ -941,6 +1266,181 @@ class DeepZoom {
     this.triggers.setTriggerValue("patch", index);
   }
 
+  // ---------------------------------------------------------------- drawing a region
+
+  /** @param {string} tool "rectangle" | "polygon"; the tool in use again: stop drawing */
+  chooseTool(tool) {
+    if (this.tool === tool) {
+      this.stopTool();
+      return;
+    }
+    this.stopTool();
+    this.tool = tool;
+    this.markTools();
+    loadAnnotorious(this.data.osd_url).then((Anno) => {
+      if (this.tool !== tool) return; // cancelled while loading
+      for (const v of this.views) this.whenOpen(v, () => this.tool === tool && this.annotate(v, Anno, tool));
+    }).catch((err) => {
+      this.stopTool();
+      this.say(err.message);
+    });
+  }
+
+  /** @param {SlideView} view @param {AnnoModule} Anno @param {string} tool */
+  annotate(view, Anno, tool) {
+    if (!view.annotator) {
+      view.annotator = Anno.createOSDAnnotator(view.viewer, { drawingEnabled: false });
+      view.annotator.on("createAnnotation", (a) => this.finished(view, a));
+    }
+    // a rectangle is dragged (a drag draws instead of panning); a polygon's corners are
+    // clicked (a drag between clicks pans); the wheel zooms either way
+    view.annotator.setDrawingMode(DRAWING_MODE[tool] || "click");
+    view.annotator.setDrawingTool(tool);
+    view.annotator.setDrawingEnabled(true);
+    view.viewer.gestureSettingsMouse.dblClickToZoom = false; // a double-click closes a polygon
+    view.drawing = true;
+    view.tip.style.display = "none";
+    view.frame.classList.add("hmil-dz-drawing");
+  }
+
+  stopTool() {
+    this.tool = null;
+    for (const v of this.views) {
+      if (v.annotator) {
+        v.annotator.cancelDrawing();
+        v.annotator.setDrawingEnabled(false);
+      }
+      v.drawing = false;
+      v.viewer.gestureSettingsMouse.dblClickToZoom = true;
+      v.frame.classList.remove("hmil-dz-drawing");
+    }
+    this.markTools();
+  }
+
+  markTools() {
+    for (const [tool, b] of Object.entries(this.toolButtons)) b.classList.toggle("on", tool === this.tool);
+  }
+
+  /**
+   * A shape is finished: its level-0 points go to the page (which saves it and sends it back
+   * in data.regions); Annotorious forgets it, the view draws it dashed meanwhile.
+   * @param {SlideView} view @param {any} annotation Annotorious's W3C-free image annotation
+   */
+  finished(view, annotation) {
+    const selector = annotation && annotation.target && annotation.target.selector;
+    setTimeout(() => view.annotator && view.annotator.clearAnnotations(), 0);
+    const shape = this.tool || "polygon";
+    this.stopTool();
+    const points = shapePoints(view, selector);
+    if (points.length < 3 || !(polygonArea(points) > 0)) return;
+    const nonce = Date.now().toString(36) + "-" + Math.random().toString(36).slice(2, 10);
+    const kind = selector.type === "RECTANGLE" ? "rectangle" : shape;
+    this.triggers.setTriggerValue("region", { nonce, shape: kind, points });
+    const colour = (this.data.draw && this.data.draw.colour) || [20, 90, 255];
+    this.drafts = this.drafts.concat([{ lines: [points.flat()], closed: true, stroke: rgba(colour),
+      fill: rgba(colour, 0.15), width: 2, dash: [6, 4], label: "saving…" }]);
+    this.draftRegions = (this.data.regions || []).length;
+    clearTimeout(this.draftTimer);
+    this.draftTimer = setTimeout(() => this.clearDrafts(true), DRAFT_MS);
+    this.apply();
+  }
+
+  /** @param {boolean} redraw */
+  clearDrafts(redraw) {
+    clearTimeout(this.draftTimer);
+    this.draftTimer = null;
+    this.drafts = [];
+    if (redraw) this.apply();
+  }
+
+  /** @param {string} text a message above the view until the page's next note */
+  say(text) {
+    this.noteBox.textContent = text;
+    this.noteBox.style.display = "";
+  }
+
+  // ---------------------------------------------------------------- PNG export
+
+  /** @returns {{text: string, file: string}} the caption line and the file name */
+  caption() {
+    const data = this.data, c = data.caption;
+    const multi = this.views.length > 1;
+    const level = this.current.level, name = this.current.name;
+    const slide = (c && c.slide_id) || data.view_id || "view";
+    let label = c ? c.label : "";
+    if (data.layer) label = `${level} · ${multi ? "every label" : name}`;
+    const tru = data.truth && data.truth[level];
+    const truth = (c && c.truth) || (tru ? `${level} · ${tru}` : "");
+    const parts = [slide, label && "shown: " + label, truth && "truth: " + truth,
+      c && c.model && "model: " + c.model].filter(Boolean);
+    const file = safeFileName(`${slide}_${level}-${data.layer && multi ? "all" : name || "slide"}`);
+    return { text: shown(parts.join("   ·   ")), file: file + ".png" };
+  }
+
+  /**
+   * The view as one PNG, at its size on screen: each view's tiles (OpenSeadragon's canvas) and
+   * its own canvas (attention layer, outline, regions) as drawn, its legend and scale bar as
+   * shown, a caption band on top; downloaded through a link to a blob.
+   * @returns {HTMLCanvasElement | null}
+   */
+  exportPng() {
+    if (!this.views.length || !this.data) return null;
+    const multi = this.views.length > 1;
+    const area = (multi ? this.grid : this.views[0].frame).getBoundingClientRect();
+    const W = Math.max(1, Math.round(area.width)), H = Math.max(1, Math.round(area.height));
+    const dpr = window.devicePixelRatio || 1;
+    const out = document.createElement("canvas");
+    out.width = Math.round(W * dpr);
+    out.height = Math.round(H * dpr);
+    const ctx = out.getContext("2d");
+    ctx.scale(dpr, dpr);
+    ctx.fillStyle = "#ffffff";
+    ctx.fillRect(0, 0, W, H);
+    const caption = this.caption();
+    const band = 22;
+    for (const v of this.views) {
+      const r = v.frame.getBoundingClientRect();
+      const x = r.left - area.left, y = r.top - area.top;
+      ctx.save();
+      ctx.beginPath();
+      ctx.rect(x, y, r.width, r.height);
+      ctx.clip();
+      ctx.fillStyle = "#e4e6eb";
+      ctx.fillRect(x, y, r.width, r.height);
+      const drawer = v.viewer.drawer && v.viewer.drawer.canvas;
+      for (const c of [drawer, v.overlay]) {
+        if (!(c instanceof HTMLCanvasElement)) continue;
+        const b = c.getBoundingClientRect();
+        ctx.drawImage(c, b.left - area.left, b.top - area.top, b.width, b.height);
+      }
+      v.legend.paint(ctx, area);
+      if (v.slide && v.slide.mpp) paintScale(ctx, v, area);
+      if (multi && v.title.textContent) {
+        const t = v.title.getBoundingClientRect();
+        const ty = t.top - area.top < band ? band + 2 : t.top - area.top;
+        paintLabel(ctx, v.title.textContent, t.left - area.left, ty, "600 13px sans-serif");
+      }
+      ctx.restore();
+    }
+    if (multi && this.sharedLegend.scale) {
+      // above the views on screen: bottom right of the image here
+      const s = this.sharedLegend.box.getBoundingClientRect();
+      this.sharedLegend.paint(ctx, { left: s.left - (W - s.width - 8), top: s.top - (H - s.height - 8) });
+    }
+    ctx.fillStyle = "rgba(255,255,255,0.9)";
+    ctx.fillRect(0, 0, W, band);
+    ctx.font = "13px sans-serif";
+    ctx.fillStyle = "#262730";
+    ctx.textBaseline = "middle";
+    ctx.fillText(caption.text, 8, band / 2 + 1, W - 16);
+    try {
+      out.toBlob((blob) => blob && download(blob, caption.file), "image/png");
+    } catch (err) {
+      this.say("cannot export the view: " + err.message);
+    }
+    return out;
+  }
+
   goTo(g) {
     const v = this.views[0];
     if (!v) return;
@@ -956,6 +1456,7 @@ class DeepZoom {
   destroy() {
     clearTimeout(this.labelTimer);
     clearTimeout(this.urlTimer);
+    clearTimeout(this.draftTimer);
     document.removeEventListener("keydown", this.onKey);
     window.removeEventListener("resize", this.onResize);
     document.removeEventListener("fullscreenchange", this.onResize);
