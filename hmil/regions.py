@@ -161,9 +161,12 @@ def read_annotations(
     *,
     bounds: tuple[int, int] | None = None,
     classes: Sequence[str] | None = None,
+    allow_empty: bool = False,
 ) -> list[Region]:
-    """:func:`parse_annotations` of a file; its size is checked before it is read."""
-    return _parse(_read_capped(Path(path)), str(path), bounds, classes, allow_empty=False)
+    """:func:`parse_annotations` of a file; its size is checked before it is read.
+    ``allow_empty``: a collection without features gives ``[]`` (a slide with nothing to
+    outline, e.g. the demo's ``normal`` slides) instead of an error."""
+    return _parse(_read_capped(Path(path)), str(path), bounds, classes, allow_empty=allow_empty)
 
 
 def _read_capped(path: Path) -> bytes:
@@ -310,6 +313,22 @@ def unique_name(name: str, taken: Iterable[str]) -> str:
     while f"{base} {n}" in used:
         n += 1
     return f"{base} {n}"
+
+
+def merge_by_class(regions: Sequence[Region]) -> list[Region]:
+    """One region per class: the union of that class's regions, named after the class
+    (``region`` for the unclassified), in order of first appearance.
+
+    A lesion drawn as three polygons is one lesion: asking whether a class's attention finds
+    *its* regions is a question about their union, not about each polygon alone.
+    """
+    groups: dict[str, list[BaseGeometry]] = {}
+    for region in regions:
+        groups.setdefault(region.classification, []).append(region.geometry)
+    return [
+        Region(name or "region", name, shapely.union_all(geometries))
+        for name, geometries in groups.items()
+    ]
 
 
 # --------------------------------------------------------------------------- writing

@@ -365,15 +365,18 @@ def lesion_key_mask(
 ) -> np.ndarray:
     """``(N,)`` bool: which patches of a demo slide's bag lie in its planted lesion.
 
-    A patch counts as a key instance when its centre falls inside the ground-truth lesion
-    mask (``masks/<slide_id>_lesion.png``, 1 pixel = :data:`MASK_DOWNSAMPLE` level-0 pixels);
-    ``coords`` are the bag's level-0 top-left corners, ``attrs`` its patch-size attributes.
+    A patch counts as a key instance when its centre falls inside the lesion outline
+    (``masks/<slide_id>_lesion.geojson``, its polygons as one region): the same
+    :func:`hmil.regions.patches_inside` that ``hmil regions`` and the viewer's regions use, so
+    the model card's localisation and a region's AUROC are one number. ``coords`` are the
+    bag's level-0 top-left corners, ``attrs`` its patch-size attributes.
     """
     from hmil.data.bags import infer_patch_size
+    from hmil.regions import merge_by_class, patches_inside, read_annotations
 
-    lesion = np.asarray(Image.open(Path(root) / "masks" / f"{slide_id}_lesion.png")) > 0
+    path = Path(root) / "masks" / f"{slide_id}_lesion.geojson"
     size = infer_patch_size(coords, attrs)
-    centre = (np.asarray(coords) + size / 2) / MASK_DOWNSAMPLE
-    cx = np.clip(centre[:, 0].astype(int), 0, lesion.shape[1] - 1)
-    cy = np.clip(centre[:, 1].astype(int), 0, lesion.shape[0] - 1)
-    return lesion[cy, cx]
+    inside = np.zeros(len(coords), dtype=bool)
+    for region in merge_by_class(read_annotations(path, allow_empty=True)):
+        inside |= patches_inside(region, coords, size)
+    return inside
