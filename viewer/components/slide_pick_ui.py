@@ -26,7 +26,7 @@ from viewer.components import cached_ui, shell_ui
 from viewer.components.shell_ui import session_state
 from viewer.core import address, charts, runs, slide_lookup, slide_state, text
 from viewer.core.choices import keep_choice
-from viewer.core.inference import SlideResult
+from viewer.core.inference import SlideResult, call_words
 from viewer.core.paths import check_under_roots
 from viewer.core.uploads import (
     UPLOAD_MAX_AGE_S,
@@ -364,7 +364,33 @@ def prediction_flags(result: SlideResult, picked: Picked, run_synthetic: bool) -
         truth = f"**{e(picked.true_fine)}** ({e(picked.true_coarse or '')})"
         verdict = f" · truth {truth} " + ("✓" if ok else "✗ misclassified")
     st.markdown(f"Prediction: **{fine}** (fine) / **{coarse}** (coarse){verdict}")
+    line = call_line(result)
+    if line:
+        st.markdown(line)
     st.caption(f"model: {e(provenance.display_name)} · encoder {e(result.encoder or 'unknown')}")
+
+
+def call_line(result: SlideResult) -> str:
+    """``Call at 90 % coverage: **atypical — subtype uncertain**`` (Markdown, the label
+    escaped); ``""`` for a checkpoint without a call."""
+    call = result.call
+    if call is None:
+        return ""
+    label = None if call.label is None else charts.escape_markdown(call.label)
+    head, _, _ = call.sentence().partition(": ")
+    return f"{head}: **{call_words(call.level, label)}**"
+
+
+def probabilities_caption(result: SlideResult) -> str:
+    """Which probabilities the bars show: calibrated with the checkpoint's temperatures, or
+    raw (a checkpoint without calibration)."""
+    if not result.calibrated:
+        return "Raw probabilities: the checkpoint has no calibration."
+    t_fine, t_coarse = result.temperatures
+    return (
+        f"Probabilities calibrated (T = {t_fine:.2f} fine, {t_coarse:.2f} coarse classifier; "
+        "fitted on the validation slides)."
+    )
 
 
 def prediction_bars(result: SlideResult, picked: Picked) -> None:
@@ -380,3 +406,4 @@ def prediction_bars(result: SlideResult, picked: Picked) -> None:
         (title, charts.probability_rows(names, probs, truth)) for title, names, probs, truth in bars
     ]
     st.markdown(charts.probability_html(levels), unsafe_allow_html=True)
+    st.caption(probabilities_caption(result))

@@ -18,6 +18,34 @@ LEVELS = ("coarse", "fine")
 
 
 @dataclass(frozen=True)
+class SlideCall:
+    """The hierarchical call of a slide (:mod:`hmil.conformal`): ``level`` ``fine``,
+    ``coarse`` or ``none``, the ``label`` called (None for ``none``) and the target coverage."""
+
+    level: str
+    label: str | None
+    coverage_target: float
+
+    def words(self) -> str:
+        """``fine: ADH``, ``atypical — subtype uncertain`` or ``no call``."""
+        return call_words(self.level, self.label)
+
+    def sentence(self) -> str:
+        """``Call at 90 % coverage: atypical — subtype uncertain`` (label as typed)."""
+        return f"Call at {100 * self.coverage_target:.0f} % coverage: {self.words()}"
+
+
+#: what a call of each level says, ``{label}`` filled in
+CALL_WORDS = {"fine": "fine: {label}", "coarse": "{label} — subtype uncertain", "none": "no call"}
+
+
+def call_words(level: str, label: str | None) -> str:
+    """A call in words (:data:`CALL_WORDS`); ``""`` for an unknown level (no call recorded)."""
+    template = CALL_WORDS.get(str(level))
+    return "" if template is None else template.format(label=label or "")
+
+
+@dataclass(frozen=True)
 class SlideResult:
     """Prediction + class-wise attention of one bag.
 
@@ -36,6 +64,10 @@ class SlideResult:
         encoder: encoder name stored with the bag ('' if none).
         bag_attrs: the bag's scalar attributes (slide name, level-0 size, MPP, encoder…), what
             the bag-on-slide check reads.
+        calibrated: True when the probabilities are temperature-scaled with the checkpoint's
+            calibration (False: raw, a checkpoint without one).
+        temperatures: ``(T_f, T_c)`` of the fine and the coarse head (1: unscaled).
+        call: the hierarchical call, or None for a checkpoint without conformal scores.
     """
 
     slide_id: str
@@ -51,6 +83,9 @@ class SlideResult:
     patch_size: int
     encoder: str = ""
     bag_attrs: dict[str, object] = field(default_factory=dict)
+    calibrated: bool = False
+    temperatures: tuple[float, float] = (1.0, 1.0)
+    call: SlideCall | None = None
 
     @property
     def n_instances(self) -> int:
@@ -90,8 +125,11 @@ class SlideResult:
         return self.coarse_head_pred == self.coarse_pred
 
 
-def from_prediction(pred: Prediction) -> SlideResult:
-    """Convert a :class:`hmil.predict.Prediction` made with ``attention=True``."""
+def from_prediction(
+    pred: Prediction, temperatures: tuple[float, float] = (1.0, 1.0)
+) -> SlideResult:
+    """Convert a :class:`hmil.predict.Prediction` made with ``attention=True``;
+    ``temperatures`` ``(T_f, T_c)`` are the predictor's (shown when ``pred.calibrated``)."""
     if pred.attention is None:
         raise ValueError("prediction was made without attention")
     h = pred.hierarchy
@@ -112,6 +150,15 @@ def from_prediction(pred: Prediction) -> SlideResult:
         patch_size=int(patch),
         encoder=str(attrs.get("encoder", "")),
         bag_attrs=scalar_attrs(attrs),
+        calibrated=bool(pred.calibrated),
+        temperatures=(float(temperatures[0]), float(temperatures[1])),
+        call=None
+        if pred.call is None
+        else SlideCall(
+            str(pred.call["level"]),
+            None if pred.call.get("label") is None else str(pred.call["label"]),
+            float(pred.call["coverage_target"]),
+        ),
     )
 
 
@@ -129,8 +176,11 @@ def scalar_attrs(attrs: dict[str, object]) -> dict[str, object]:
 
 
 def predict_slide(predictor: Predictor, bag: Path, slide_id: str | None = None) -> SlideResult:
-    """Run the model on one bag with class-wise attention (raises BagError for a bad bag)."""
-    return from_prediction(predictor.predict(bag, attention=True, slide_id=slide_id))
+    """Run the model on one bag with class-wise attention (raises BagError for a bad bag);
+    the probabilities are calibrated when the checkpoint has a calibration."""
+    cal = predictor.calibration
+    temperatures = (cal.fine_temperature, cal.coarse_temperature)
+    return from_prediction(predictor.predict(bag, attention=True, slide_id=slide_id), temperatures)
 
 
 def patch_attention_rows(result: SlideResult, index: int) -> list[dict[str, object]]:

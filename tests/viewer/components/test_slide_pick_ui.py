@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 from viewer_fixtures import APP_TIMEOUT
 
 from viewer.components import slide_pick_ui
+from viewer.core.inference import SlideCall, SlideResult
 
 pytestmark = pytest.mark.usefixtures("app_env")
 
@@ -62,3 +64,31 @@ def test_a_slide_file_alone(viewer_root: Path) -> None:
     assert chosen.is_file() and chosen.is_relative_to(viewer_root)
     options = at.selectbox(key="file_pick").options
     assert "cohort/slides/synth-0000.tiff" in " ".join(options)
+
+
+def _result(calibrated: bool, call: SlideCall | None) -> SlideResult:
+    return SlideResult(
+        slide_id="s", coarse=("benign", "atypical"), fine=("N", "A*B"), parent=(0, 1),
+        fine_probs=np.array([0.3, 0.7]), coarse_probs=np.array([0.3, 0.7]),
+        coarse_head_probs=np.array([0.4, 0.6]), attention_coarse=np.full((2, 1), 1.0),
+        attention_fine=np.full((2, 1), 1.0), coords=None, patch_size=256,
+        calibrated=calibrated, temperatures=(1.8, 1.25), call=call,
+    )  # fmt: skip
+
+
+def test_the_call_and_which_probabilities_are_shown() -> None:
+    coarse = _result(True, SlideCall("coarse", "atypical", 0.9))
+    assert slide_pick_ui.call_line(coarse) == (
+        "Call at 90 % coverage: **atypical — subtype uncertain**"
+    )
+    fine = _result(True, SlideCall("fine", "A*B", 0.9))
+    assert slide_pick_ui.call_line(fine) == r"Call at 90 % coverage: **fine: A\*B**"
+    assert slide_pick_ui.call_line(_result(True, SlideCall("none", None, 0.8))) == (
+        "Call at 80 % coverage: **no call**"
+    )
+    assert slide_pick_ui.call_line(_result(False, None)) == ""
+    assert slide_pick_ui.probabilities_caption(coarse) == (
+        "Probabilities calibrated (T = 1.80 fine, 1.25 coarse classifier; fitted on the "
+        "validation slides)."
+    )
+    assert slide_pick_ui.probabilities_caption(_result(False, None)).startswith("Raw ")

@@ -12,10 +12,11 @@ import pandas as pd
 import pytest
 from viewer_fixtures import NO_SLIDE_ID
 
+from hmil.calibration import scale
 from hmil.errors import ConfigError
 from hmil.predict import load_checkpoint
 from viewer.core import charts, cohort, fold_table, launches, runs, train_form
-from viewer.core.inference import patch_attention_rows, predict_slide
+from viewer.core.inference import SlideCall, call_words, patch_attention_rows, predict_slide
 from viewer.core.paths import PathRefused
 
 
@@ -158,6 +159,36 @@ def test_prediction_and_patch_attention(viewer_run: Path, info: runs.RunInfo) ->
     top = rows[len(result.coarse) + 2]
     assert top["percentile"] == pytest.approx(100.0)
     assert top["× average patch"] == pytest.approx(top["attention"] * n)
+
+
+def test_the_slide_result_carries_the_calibration_and_the_call(
+    viewer_run: Path, info: runs.RunInfo
+) -> None:
+    predictor = load_checkpoint(viewer_run / "fold_0" / "checkpoint.pt", device="cpu")
+    cal = predictor.calibration
+    result = predict_slide(predictor, runs.find_bag_file(info, "synth-0001"))
+    assert result.calibrated and cal.fitted
+    assert result.temperatures == (cal.fine_temperature, cal.coarse_temperature)
+    raw = load_checkpoint(viewer_run / "fold_0" / "checkpoint.pt", device="cpu")
+    raw.calibrated = False
+    record = raw.predict(runs.find_bag_file(info, "synth-0001")).to_dict()
+    assert record["probabilities"] == "raw"
+    assert result.fine_probs == pytest.approx(
+        scale(np.array([list(record["fine"]["probs"].values())]), cal.fine_temperature)[0],
+        abs=1e-5,
+    )
+    assert result.call is not None and result.call.coverage_target == cal.coverage_target
+    assert result.call.level == record["call"]["level"]
+    assert result.call.sentence().startswith("Call at 90 % coverage: ")
+
+
+def test_a_call_in_words() -> None:
+    assert SlideCall("coarse", "atypical", 0.9).sentence() == (
+        "Call at 90 % coverage: atypical — subtype uncertain"
+    )
+    assert SlideCall("fine", "ADH", 0.8).words() == "fine: ADH"
+    assert SlideCall("none", None, 0.95).sentence() == "Call at 95 % coverage: no call"
+    assert call_words("nan", None) == ""  # a table row without a call
 
 
 def test_training_curves_and_overview(viewer_run: Path) -> None:
