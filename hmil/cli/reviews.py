@@ -1,6 +1,7 @@
-"""``hmil reviews list RUN`` and ``hmil reviews export RUN --labels OUT.csv``: the verdicts
-pathologists gave in the viewer (``RUN/reviews.jsonl``), and a label table with their
-corrections for the next training (docs/review.md)."""
+"""``hmil reviews list RUN``, ``hmil reviews export RUN --labels OUT.csv`` and ``hmil reviews
+report RUN --out DIR``: the verdicts pathologists gave in the viewer (``RUN/reviews.jsonl``), a
+label table with their corrections for the next training, and a page per reviewer to share
+(docs/review.md)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,12 @@ if TYPE_CHECKING:
     from hmil.reviews import Review
 
 NAME = "reviews"
-HELP = "list the slide reviews of a run, or export its labels with the reviewers' corrections"
+HELP = (
+    "list the slide reviews of a run, export its labels with the reviewers' corrections, or "
+    "write a report per reviewer"
+)
+#: output arguments, checked before the command runs (hmil.cli.outputs)
+OUTPUTS = {"out": "folder"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,6 +46,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--reviewer", metavar="NAME",
         help="where reviewers disagree on a slide's label, this reviewer's verdict wins",
     )  # fmt: skip
+    report = sub.add_parser(
+        "report", help="one HTML page and CSV per reviewer: verdicts, corrections, thumbnails"
+    )
+    report.add_argument("run", metavar="RUN", help="run directory (hmil train --out)")
+    report.add_argument(
+        "--out", required=True, metavar="DIR",
+        help="folder for <reviewer>.html, <reviewer>.csv and disagreements.csv",
+    )  # fmt: skip
+    report.add_argument("--reviewer", metavar="NAME", help="this reviewer's report only")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
         raise RunError(run_dir, "not a run directory (no config.yaml)")
     from hmil.config import Config
 
+    if args.action == "report":
+        return _report(run_dir, args.out, args.reviewer)
     config = Config.from_file(config_file)
     hierarchy = Hierarchy.resolve(config.data.hierarchy)
     log = reviews.read_reviews(run_dir, hierarchy.fine)
@@ -99,6 +116,25 @@ def _list(current: Mapping[tuple[str, str], Review]) -> int:
     print(f"{len(disputed)} slide(s) where reviewers disagree")
     for slide_id, items in sorted(disputed.items()):
         print(_printable(f"  {slide_id}: " + "; ".join(reviews.describe(r) for r in items)))
+    return EXIT_OK
+
+
+def _report(run_dir: Path, out: str, reviewer: str | None) -> int:
+    from hmil.review_report import ReportSource, write_reports
+    from hmil.reviews import check_reviewer
+
+    if reviewer is not None:
+        try:
+            reviewer = check_reviewer(reviewer)
+        except ReviewError as exc:
+            raise ReviewError("--reviewer", exc.problem) from None
+    files = write_reports(ReportSource(run_dir), out, reviewer)
+    for problem in files.problems:
+        print(f"warning: {run_dir}/{problem}", file=sys.stderr)
+    for name, (page, table) in files.reports.items():
+        print(_printable(f"{page}, {table.name}: report of {name}"))
+    if files.disagreements is not None:
+        print(f"{files.disagreements}: slides where reviewers disagree")
     return EXIT_OK
 
 
