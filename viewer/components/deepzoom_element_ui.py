@@ -34,10 +34,12 @@ def deepzoom_view(
     on_mode: Callable[[], None],
     on_nav: Callable[[], None],
     key: str = KEY,
+    on_region: Callable[[], None] | None = None,
 ) -> Any:
     """Mount the view; the callbacks run (before the next script run) when the browser reports
     a label chosen on the view, the opacity slider released, a patch clicked, "all labels"
-    switched, or the next / previous slide asked for (button or key)."""
+    switched, the next / previous slide asked for (button or key), or a region drawn
+    (``on_region``: only where regions can be saved)."""
     return _mount(
         key=key,
         data=data,
@@ -46,5 +48,10 @@ def deepzoom_view(
         on_patch_change=on_patch,
         on_mode_change=on_mode,
         on_nav_change=on_nav,
+        on_region_change=on_region if on_region is not None else _nothing,
         height="content",
     )
+
+
+def _nothing() -> None:
+    """A drawing where regions cannot be saved: the view offers no drawing there."""

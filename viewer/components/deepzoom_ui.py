@@ -17,8 +17,9 @@ re-runs and the browser re-reads the layer).
 from __future__ import annotations
 
 import functools
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -215,9 +216,15 @@ def deepzoom_section(
     choice: OverlayChoice | None,
     cfg: ViewerSettings,
     context: ViewContext,
+    regions: dict[str, Any] | None = None,
+    on_region: Callable[[], None] | None = None,
 ) -> None:
     """The deep-zoom view with the attention layer (or the slide alone when ``result`` is
-    None), and one line of slide facts."""
+    None), and one line of slide facts.
+
+    ``regions`` holds the data's ``regions``, ``draw`` and ``caption``
+    (:func:`viewer.components.regions_ui.view_parts`; none drawn and drawing off when None);
+    ``on_region`` runs when a region was drawn on the view."""
     if result is not None and result.coords is None:
         st.info("This bag has no patch coordinates: predictions only, no attention map.")
         return
@@ -265,6 +272,7 @@ def deepzoom_section(
         viewport=st.session_state.get(VIEWPORT_KEY),
         note=note,
     )
+    data.update(regions or _no_regions(context))
     state = session_state()
     deepzoom_element_ui.deepzoom_view(
         data,
@@ -273,8 +281,17 @@ def deepzoom_section(
         on_patch=functools.partial(slide_state.on_patch, state, deepzoom_element_ui.KEY),
         on_mode=functools.partial(slide_state.on_mode, state, deepzoom_element_ui.KEY),
         on_nav=functools.partial(slide_state.on_nav, state, deepzoom_element_ui.KEY),
+        on_region=on_region,
     )
     st.caption(_facts(slide, canvas))
+
+
+def _no_regions(context: ViewContext) -> dict[str, Any]:
+    """The data's region fields where regions are not offered (no run open, a file alone)."""
+    name = Path(str(context.slide_file)).stem if context.slide_file is not None else ""
+    caption = {"slide_id": name, "label": "", "truth": "", "model": ""}
+    draw = {"enabled": False, "classification": "", "colour": [127, 127, 127]}
+    return {"regions": [], "draw": draw, "caption": caption}
 
 
 def _default_style() -> dict[str, Any]:

@@ -3,6 +3,7 @@ next / previous along a browse list, and an address that reproduces the view."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import streamlit as st
@@ -12,14 +13,16 @@ from hmil.slides.match import SlideMatch
 from hmil.slides.reader import Slide
 from viewer.components import (
     cached_ui,
+    deepzoom_element_ui,
     deepzoom_ui,
+    regions_ui,
     review_ui,
     shell_ui,
     slide_pick_ui,
     topk_ui,
 )
 from viewer.components.shell_ui import session_state
-from viewer.core import address, charts, runs, slide_state
+from viewer.core import address, charts, regions, reviews, runs, slide_state
 from viewer.core.inference import SlideResult
 from viewer.state import ViewerSettings
 
@@ -70,6 +73,18 @@ def match_line(match: SlideMatch | None, picked: slide_pick_ui.Picked) -> None:
         )
 
 
+def caption(
+    picked: slide_pick_ui.Picked,
+    choice: deepzoom_ui.OverlayChoice,
+    context: deepzoom_ui.ViewContext,
+    run: Path | None,
+) -> dict[str, str]:
+    """What the view's PNG export writes under the image: slide, label shown, truth, model."""
+    model = reviews.checkpoint_name(run, picked.checkpoint) if run else picked.checkpoint.name
+    label = "all labels" if choice.all_labels else choice.label
+    return regions.caption_part(picked.slide_id, choice.level, label, context.truth, model)
+
+
 @st.fragment
 def attention_view(
     picked: slide_pick_ui.Picked,
@@ -90,9 +105,20 @@ def attention_view(
         slide_state.apply_patch_request(state)
         has_mask = picked.mask_file is not None
         choice = deepzoom_ui.resolve_choice(state, result, has_mask)
+        dimensions = slide.dimensions if slide is not None else None
+        target = regions_ui.target_for(
+            run if picked.browse else None, picked.slide_id, result, dimensions, picked.true_fine
+        )
+        shown = regions_ui.load(target) if target is not None else []
+        on_region = None
+        if target is not None:
+            on_region = functools.partial(regions_ui.on_region, target, deepzoom_element_ui.KEY)
+        view = regions_ui.view_parts(target, shown, caption(picked, choice, context, run))
         left, right = st.columns(VIEW_COLUMNS)
         with left:
-            deepzoom_ui.deepzoom_section(result, slide, reason, choice, cfg, context)
+            deepzoom_ui.deepzoom_section(
+                result, slide, reason, choice, cfg, context, view, on_region
+            )
         with right:
             slide_pick_ui.prediction_flags(result, picked, run_synthetic)
             if run is not None and picked.browse and picked.true_fine is not None:
@@ -100,6 +126,10 @@ def attention_view(
                     run, picked.slide_id, picked.checkpoint, result.fine,
                     picked.true_fine != result.fine_pred, picked.browse,
                 )  # fmt: skip
+            if target is not None:
+                regions_ui.regions_panel(
+                    target, shown, result, choice.level, choice.label, context.truth
+                )
             deepzoom_ui.style_controls(has_mask)
             slide_pick_ui.prediction_bars(result, picked)
         deepzoom_ui.patch_panel(result, slide, choice)
