@@ -202,7 +202,8 @@ def _parse(
         raise RegionError(source, f"{len(features)} features, more than the {MAX_REGIONS} allowed")
     if not features and not allow_empty:
         raise RegionError(source, "no regions (the file holds no feature)")
-    allowed = None if classes is None else {*classes, UNCLASSIFIED}
+    #: in the caller's order, for the error's list of known names
+    allowed = None if classes is None else [*dict.fromkeys(classes)]
     regions: list[Region] = []
     taken: set[str] = set()
     for number, item in enumerate(features, start=1):
@@ -229,7 +230,7 @@ def _features(data: Any, source: str) -> list[Any]:
 
 
 def _region(
-    item: Any, number: int, bounds: tuple[int, int] | None, allowed: set[str] | None
+    item: Any, number: int, bounds: tuple[int, int] | None, allowed: list[str] | None
 ) -> Region:
     """One feature as a region; ``RegionError("", problem)`` (the caller names the file)."""
     where = f"feature {number}"
@@ -249,8 +250,8 @@ def _region(
     raw_props = item.get("properties")
     props: dict[str, Any] = raw_props if isinstance(raw_props, dict) else {}
     classification = _class_name(props.get("classification"), where)
-    if allowed is not None and classification not in allowed:
-        known = ", ".join(sorted(allowed - {UNCLASSIFIED}))
+    if allowed is not None and classification not in (*allowed, UNCLASSIFIED):
+        known = ", ".join(c for c in allowed if c != UNCLASSIFIED)
         raise RegionError("", f"{where}: unknown class '{classification}' (known: {known})")
     default = f"{classification or 'region'} {number}"
     return Region(_clean_name(props.get("name")) or _clean_name(default), classification, geometry)

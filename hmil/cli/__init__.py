@@ -38,6 +38,7 @@ COMMANDS: dict[str, str] = {
     "status": "hmil.cli.status",
     "reviews": "hmil.cli.reviews",
     "export": "hmil.cli.export",
+    "regions": "hmil.cli.regions",
 }
 
 EXIT_OK = 0
