@@ -316,18 +316,15 @@ class Legend {
     };
     const b = at(this.box);
     ctx.save();
-    ctx.fillStyle = getComputedStyle(this.box).backgroundColor || "rgba(255,255,255,.92)";
-    roundRect(ctx, b.x, b.y, b.w, b.h, 3);
+    // the shared legend has no box of its own on screen (it sits on the page): one here
+    const bg = getComputedStyle(this.box).backgroundColor;
+    const bare = !bg || bg === "rgba(0, 0, 0, 0)" || bg === "transparent";
+    const pad = bare ? 6 : 0;
+    ctx.fillStyle = bare ? "rgba(255,255,255,0.92)" : bg;
+    roundRect(ctx, b.x - pad, b.y - pad, b.w + 2 * pad, b.h + 2 * pad, 3);
     ctx.fill();
-    ctx.textBaseline = "top";
-    for (const e of [this.title, this.note, ...Array.from(this.ticks.children)]) {
-      if (!e.textContent) continue;
-      const r = at(e);
-      const style = getComputedStyle(e);
-      ctx.font = `${style.fontWeight} ${style.fontSize} ${style.fontFamily}`;
-      ctx.fillStyle = style.color;
-      ctx.fillText(e.textContent, r.x, r.y + 1, b.x + b.w - r.x);
-    }
+    for (const e of [this.title, this.note, ...Array.from(this.ticks.children)])
+      paintText(ctx, /** @type {HTMLElement} */ (e), origin);
     const bar = at(this.bar);
     ctx.imageSmoothingEnabled = true;
     ctx.drawImage(this.bar, bar.x, bar.y, bar.w, bar.h);
@@ -796,16 +793,43 @@ function download(blob, file) {
  */
 function paintScale(ctx, view, origin) {
   const box = view.scale.getBoundingClientRect(), bar = view.scaleBar.getBoundingClientRect();
-  const text = view.scaleText.getBoundingClientRect();
   if (!box.width) return;
   ctx.fillStyle = "rgba(255,255,255,0.88)";
   roundRect(ctx, box.left - origin.left, box.top - origin.top, box.width, box.height, 3);
   ctx.fill();
   ctx.fillStyle = "#262730";
   ctx.fillRect(bar.left - origin.left, bar.top - origin.top, bar.width, bar.height);
-  ctx.font = "11px sans-serif";
+  paintText(ctx, view.scaleText, origin);
+}
+
+/**
+ * An element's text where it is on screen, in its font and colour, wrapped at its width as
+ * the page wraps it (word by word).
+ * @param {CanvasRenderingContext2D} ctx @param {HTMLElement} e
+ * @param {{left: number, top: number}} origin
+ */
+function paintText(ctx, e, origin) {
+  const text = e.textContent;
+  if (!text) return;
+  const r = e.getBoundingClientRect();
+  const style = getComputedStyle(e);
+  ctx.font = `${style.fontWeight} ${style.fontSize} ${style.fontFamily}`;
+  ctx.fillStyle = style.color;
   ctx.textBaseline = "top";
-  ctx.fillText(view.scaleText.textContent, text.left - origin.left, text.top - origin.top + 1);
+  const size = parseFloat(style.fontSize) || 11;
+  const step = parseFloat(style.lineHeight) || size * 1.3;
+  const lines = [];
+  let line = "";
+  for (const word of text.split(" ")) {
+    const next = line ? line + " " + word : word;
+    if (line && ctx.measureText(next).width > r.width + 1) {
+      lines.push(line);
+      line = word;
+    } else line = next;
+  }
+  lines.push(line);
+  const x = r.left - origin.left, y = r.top - origin.top + (step - size) / 2;
+  lines.forEach((t, i) => ctx.fillText(t, x, y + i * step));
 }
 
 /**
@@ -1425,7 +1449,7 @@ class DeepZoom {
     if (multi && this.sharedLegend.scale) {
       // above the views on screen: bottom right of the image here
       const s = this.sharedLegend.box.getBoundingClientRect();
-      this.sharedLegend.paint(ctx, { left: s.left - (W - s.width - 8), top: s.top - (H - s.height - 8) });
+      this.sharedLegend.paint(ctx, { left: s.left - (W - s.width - 8), top: s.top - (H - s.height - 34) });
     }
     ctx.fillStyle = "rgba(255,255,255,0.9)";
     ctx.fillRect(0, 0, W, band);
