@@ -1,15 +1,16 @@
 """Sections of the cohort page (Streamlit layout over :mod:`viewer.core.cohort`).
 
 Widget keys: ``co_level``, ``co_true``, ``co_pred``, ``co_conf``, ``co_miscls``, ``co_folds``,
-``co_review`` (review status), ``cm_coarse``, ``cm_fine`` (confusion charts, clickable),
+``co_review`` (review status), ``co_withheld`` (the call withheld the fine answer),
+``cm_coarse``, ``cm_fine`` (confusion charts, clickable),
 ``co_listing``, ``co_wrong`` (slide tables: a clicked row opens the slide), ``co_open``,
-``roc_level``.
+``roc_level``, ``co_report_of`` and ``co_report`` (a reviewer's report to download).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pandas as pd
 import streamlit as st
@@ -23,7 +24,7 @@ from viewer.core.cohort import COHORT_LEVELS, SlideFilter
 ANY = "(any)"
 PERSISTENT_KEYS = (
     "co_level", "co_true", "co_pred", "co_conf", "co_miscls", "co_folds", "roc_level",
-    "co_review",
+    "co_review", "co_withheld",
 )  # fmt: skip
 
 
@@ -92,6 +93,15 @@ def filters(info: runs.RunInfo, predictions: pd.DataFrame) -> SlideFilter:
     conf = cols[3].slider("Confidence", 0.0, 1.0, key="co_conf", step=0.05)
     lo, hi = cast(tuple[float, float], conf)
     miscls = bool(cols[4].checkbox("Misclassified only", key="co_miscls"))
+    calls = cohort.has_calls(predictions)
+    withheld = bool(
+        cols[4].checkbox(
+            "Fine answer withheld", key="co_withheld", disabled=not calls,
+            help="Slides whose call at the target coverage is coarse only or none."
+            if calls else "This run's predictions have no call (a checkpoint without "
+            "calibration): hmil evaluate rewrites them from a calibrated checkpoint.",
+        )
+    )  # fmt: skip
     chosen = cols[5].multiselect("Folds", folds, key="co_folds", placeholder="all folds")
     return SlideFilter(
         level=level,
@@ -101,6 +111,7 @@ def filters(info: runs.RunInfo, predictions: pd.DataFrame) -> SlideFilter:
         max_conf=float(hi),
         only_misclassified=miscls,
         folds=tuple(int(f) for f in chosen),
+        only_withheld=withheld and calls,
     )
 
 
@@ -135,7 +146,7 @@ def listing(run: Path, rows: pd.DataFrame, level: str, title: str, key: str) -> 
     st.markdown(f"**{title}** — {len(rows)} slide(s) · click a row to open it")
     if rows.empty:
         return
-    extra = [c for c in (review_core.STATUS_COLUMN,) if c in rows]
+    extra = [c for c in (cohort.CALL_COLUMN, review_core.STATUS_COLUMN) if c in rows]
     shown = rows[[*cohort.listing_columns(level), *extra]].copy()
     shown[f"confidence_{level}"] = shown[f"confidence_{level}"].round(3)
     ids = [str(s) for s in shown["slide_id"]]
@@ -169,8 +180,37 @@ def review_progress(wrong: pd.DataFrame, status: dict[str, str]) -> None:
     """``reviewed / remaining`` among the misclassified slides."""
     ids = [str(s) for s in wrong["slide_id"]] if not wrong.empty else []
     done, left = review_core.review_counts(ids, status)
-    st.markdown(f"Review: **{done} reviewed** / **{left} remaining** of {done + left} "
-                "misclassified slide(s)")  # fmt: skip
+    counts, pick, button = st.columns([3, 1, 1], vertical_alignment="center")
+    counts.markdown(f"Review: **{done} reviewed** / **{left} remaining** of {done + left} "
+                    "misclassified slide(s)")  # fmt: skip
+    report_download(pick, button)
+
+
+def report_download(pick: Any, button: Any) -> None:
+    """A reviewer's report (:mod:`hmil.review_report`: the page ``hmil reviews report``
+    writes), built when the button is clicked; slide files are read under the data roots only.
+    ``pick`` and ``button`` are the columns the reviewer choice and the button go in."""
+    from hmil import review_report
+    from viewer.components import shell_ui
+    from viewer.core import slide_lookup
+
+    run, cfg = shell_ui.current_run(), shell_ui.settings()
+    if run is None:
+        return
+    names = review_report.reviewers(reviews.latest(reviews.read_reviews(run).reviews))
+    if not names:
+        return
+    who = str(pick.selectbox("Report of", names, key="co_report_of", label_visibility="collapsed"))
+    folders = runs.cohort_dirs(load(run, cfg.roots)[0], cfg.data_roots)
+    button.download_button(
+        "Review report", key="co_report", icon=":material/download:", mime="text/html",
+        file_name=f"{review_report.safe_name(who)}.html", on_click="ignore",
+        data=lambda: review_report.report_html(
+            run, who, find_slide=lambda sid: slide_lookup.locate_slide(sid, folders, cfg.roots)[0]
+        ),
+        help="One page to share: this reviewer's verdicts, corrected labels and, per slide, "
+        "the attention of the fold that held it out with the saved regions (docs/review.md).",
+    )  # fmt: skip
 
 
 def open_on_slide_page(rows: pd.DataFrame, title: str) -> None:
