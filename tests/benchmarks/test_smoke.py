@@ -20,7 +20,7 @@ SCRIPTS = ("accuracy", "speed", "streaming_memory", "gpu_check")
 DEFAULTS = "HMIL defaults (hmil train with no config)"
 FEW = (
     f"{DEFAULTS},HMIL --preset paper,ABMIL gated (torchmil),CLAM-MB (hmil.model.baselines),"
-    "flat gated attention under the HMIL recipe"
+    "flat gated attention (hmil recipe: EMA + constant lr + sampler if imbalanced)"
 )
 
 
