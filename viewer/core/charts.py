@@ -229,3 +229,65 @@ def patch_attention_figure(rows: pd.DataFrame, title: str) -> go.Figure:
         barmode="group",
     )
     return fig
+
+
+#: colours of the reliability diagrams: raw probabilities grey-orange, calibrated blue
+CALIBRATION_COLOURS = {"before": "#e8853d", "after": BAR_COLOUR}
+CALIBRATION_NAMES = {"before": "before calibration (raw)", "after": "after calibration"}
+
+
+def reliability_figure(
+    table: pd.DataFrame, levels: Sequence[tuple[str, str]], title: str
+) -> go.Figure:
+    """Reliability diagrams side by side, one per ``(level key, title)`` of ``levels`` that
+    ``table`` has: per fold and ``before`` / ``after`` calibration, the equal-mass bins' mean
+    top-label confidence (x) against their accuracy (y), a marker per bin (hover: fold, bin,
+    count) joined by a line, and the diagonal of perfect calibration.
+
+    ``table`` has the columns of :func:`viewer.core.cohort.load_reliability` (``fold, level,
+    calibration, bin, confidence, accuracy, count``)."""
+    from plotly.subplots import make_subplots
+
+    shown = [(key, name) for key, name in levels if (table["level"] == key).any()]
+    fig = make_subplots(rows=1, cols=max(1, len(shown)), subplot_titles=[n for _, n in shown])
+    legend: set[str] = set()
+    for col, (key, _) in enumerate(shown, start=1):
+        part = table[table["level"] == key]
+        fig.add_trace(
+            go.Scatter(
+                x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot", "color": "#999"},
+                name="perfect calibration", hoverinfo="skip", showlegend=col == 1,
+                legendgroup="diagonal",
+            ),
+            row=1, col=col,
+        )  # fmt: skip
+        for (fold, when), bins in part.groupby(["fold", "calibration"], sort=True):
+            bins = bins.sort_values("bin")
+            fig.add_trace(
+                go.Scatter(
+                    x=bins["confidence"].to_numpy(dtype=float),
+                    y=bins["accuracy"].to_numpy(dtype=float),
+                    mode="lines+markers",
+                    name=CALIBRATION_NAMES.get(str(when), text.plotly(str(when))),
+                    legendgroup=str(when),
+                    showlegend=str(when) not in legend,
+                    line={"color": CALIBRATION_COLOURS.get(str(when), "#555"), "width": 1},
+                    marker={"size": 7, "opacity": 0.8},
+                    customdata=np.stack([bins["bin"], bins["count"]], axis=1),
+                    hovertemplate=f"fold {fold} · {text.plotly(str(when))}<br>"
+                    "bin %{customdata[0]} (%{customdata[1]} slides)<br>"
+                    "confidence %{x:.3f}, accuracy %{y:.3f}<extra></extra>",
+                ),
+                row=1, col=col,
+            )  # fmt: skip
+            legend.add(str(when))
+    fig.update_xaxes(title_text="mean confidence of the bin", range=[0, 1.02])
+    fig.update_yaxes(title_text="accuracy of the bin", range=[-0.02, 1.02], col=1)
+    fig.update_yaxes(range=[-0.02, 1.02])
+    fig.update_layout(
+        title={"text": title, "font": {"size": 14}},
+        height=380,
+        margin={"l": 10, "r": 10, "t": 60, "b": 40},
+        legend={"orientation": "h", "y": -0.2},
+    )
+    return fig

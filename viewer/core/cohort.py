@@ -1,8 +1,11 @@
-"""Cohort page tables: metrics per fold with mean ± std, confusion counts, filters, ROC data.
+"""Cohort page tables: metrics per fold with mean ± std, confusion counts, filters, ROC data,
+the call of each slide and the calibration numbers of the folds.
 
 Input is the stacked ``predictions.csv`` of a run (:func:`viewer.core.runs.load_predictions`,
 one row per slide and fold, columns ``true_<level>``, ``pred_<level>``, ``correct_<level>``,
-``confidence_<level>``, ``p_<level>_<class>``) and the folds' ``test_metrics.json``.
+``confidence_<level>``, ``p_<level>_<class>``; with a calibrated checkpoint also
+``raw_p_<level>_<class>``, ``call_level``, ``call_label``, ``coverage_target``), the folds'
+``test_metrics.json`` and ``reliability.csv``.
 """
 
 from __future__ import annotations
@@ -10,10 +13,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from hmil.train.evaluate import RELIABILITY_NAME
+from hmil.train.runs import fold_paths, list_folds
+from viewer.core.inference import call_words
+from viewer.core.paths import run_file
 
 COHORT_LEVELS = ("coarse", "fine")
 #: metrics shown per fold: (level key in test_metrics.json, metric key, column title)
@@ -92,6 +101,8 @@ class SlideFilter:
         min_conf, max_conf: keep slides whose confidence at ``level`` lies in this range.
         only_misclassified: keep wrong predictions at ``level`` only.
         folds: keep these folds only (empty = all).
+        only_withheld: keep slides whose call withheld the fine answer (a ``coarse`` call or
+            ``none``); a table without calls keeps nothing.
     """
 
     level: str = "fine"
@@ -101,6 +112,7 @@ class SlideFilter:
     max_conf: float = 1.0
     only_misclassified: bool = False
     folds: tuple[int, ...] = ()
+    only_withheld: bool = False
 
 
 def filter_slides(df: pd.DataFrame, f: SlideFilter) -> pd.DataFrame:
@@ -120,6 +132,9 @@ def filter_slides(df: pd.DataFrame, f: SlideFilter) -> pd.DataFrame:
         keep &= ~df[f"correct_{lv}"].to_numpy(dtype=bool)
     if f.folds:
         keep &= df["fold"].isin(f.folds).to_numpy()
+    if f.only_withheld:
+        levels = df["call_level"] if "call_level" in df else pd.Series("", index=df.index)
+        keep &= levels.isin(WITHHELD).to_numpy()
     out = df[keep].sort_values(f"confidence_{lv}", ascending=False, kind="stable")
     return out.reset_index(drop=True)
 
@@ -139,11 +154,38 @@ def listing_columns(level: str) -> list[str]:
     ]
 
 
+#: the column of the listing with the call in words (:func:`with_calls`)
+CALL_COLUMN = "call"
+#: call levels that withhold the fine answer
+WITHHELD = ("coarse", "none")
+
+
+def has_calls(df: pd.DataFrame) -> bool:
+    """True when the predictions carry a call (a calibrated checkpoint's)."""
+    return "call_level" in df and bool(df["call_level"].notna().any())
+
+
+def with_calls(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with a :data:`CALL_COLUMN` in words (``fine: ADH``, ``atypical — subtype
+    uncertain``, ``no call``) when it has ``call_level``; ``df`` itself otherwise (a run
+    trained before calls, or without validation slides)."""
+    if "call_level" not in df:
+        return df
+    labels = df["call_label"] if "call_label" in df else pd.Series(None, index=df.index)
+    words = [
+        call_words(str(level), None if pd.isna(label) else str(label))
+        for level, label in zip(df["call_level"], labels, strict=True)
+    ]
+    return df.assign(**{CALL_COLUMN: words})
+
+
 def roc_curves(
     df: pd.DataFrame, level: str, classes: Sequence[str]
 ) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
     """One-vs-rest ROC per class from ``p_<level>_<class>``: ``name -> (fpr, tpr, auc)``.
 
+    The raw probabilities (``raw_p_…``) when the table has them, as the AUCs of
+    ``test_metrics.json``: a temperature can reorder one class's probabilities across slides.
     A class with no positive or no negative slide gets an empty curve and AUC NaN.
     """
     from sklearn.metrics import roc_auc_score, roc_curve
@@ -154,6 +196,7 @@ def roc_curves(
     truth = df[f"true_{level}"].to_numpy()
     for name in classes:
         column = f"p_{level}_{name}"
+        column = f"raw_{column}" if f"raw_{column}" in df else column
         if column not in df:
             continue
         y = (truth == name).astype(int)
@@ -178,3 +221,61 @@ def cell_from_selection(selection: Any) -> tuple[str, str] | None:
         if x is not None and y is not None:
             return str(y), str(x)
     return None
+
+
+#: reliability.csv files larger than this are not read (a fold's holds 6 × 15 rows)
+RELIABILITY_MAX_BYTES = 1 << 20
+#: calibration levels of ``test_metrics.json`` and how the page names them
+CALIBRATION_LEVELS = (
+    ("fine", "fine"),
+    ("coarse", "coarse (fine summed)"),
+    ("coarse_head", "coarse classifier"),
+)
+
+
+def load_reliability(run: Path) -> pd.DataFrame:
+    """Every finished fold's ``reliability.csv`` stacked with a ``fold`` column: ``fold,
+    level, calibration (before | after), bin, confidence, accuracy, count``. Empty when no
+    fold has one; a file that leads out of the run, is over :data:`RELIABILITY_MAX_BYTES` or
+    does not parse is skipped."""
+    frames = []
+    for fold in list_folds(run):
+        path = run_file(run, fold_paths(run, fold).root / RELIABILITY_NAME)
+        if path is None or path.stat().st_size > RELIABILITY_MAX_BYTES:
+            continue
+        try:
+            frame = pd.read_csv(path, dtype={"level": str, "calibration": str})
+        except (OSError, ValueError):
+            continue
+        columns = {"level", "calibration", "bin", "confidence", "accuracy", "count"}
+        if columns <= set(frame.columns):
+            frames.append(frame.assign(fold=fold))
+    if not frames:
+        return pd.DataFrame()
+    return pd.concat(frames, ignore_index=True)
+
+
+def calibration_table(per_fold: dict[int, dict[str, Any]]) -> pd.DataFrame:
+    """One row per fold with a ``calibration`` section: ``fold``, ``T_fine``, ``T_coarse``,
+    ``ece_<level>_before`` / ``ece_<level>_after`` per :data:`CALIBRATION_LEVELS`, and the
+    call's ``coverage_target``, ``coverage``, ``share_fine``, ``n`` (NaN when absent)."""
+    rows = []
+    for fold in sorted(per_fold):
+        section = per_fold[fold].get("calibration")
+        if not isinstance(section, dict):
+            continue
+        temps = section.get("temperature") or {}
+        row: dict[str, Any] = {
+            "fold": fold,
+            "T_fine": _number(temps.get("fine")),
+            "T_coarse": _number(temps.get("coarse")),
+        }
+        for level, _ in CALIBRATION_LEVELS:
+            data = section.get(level) or {}
+            for when in ("before", "after"):
+                row[f"ece_{level}_{when}"] = _number((data.get(when) or {}).get("ece"))
+        call = section.get("call") or {}
+        for key in ("coverage_target", "coverage", "share_fine", "n"):
+            row[key] = _number(call.get(key))
+        rows.append(row)
+    return pd.DataFrame(rows).astype({"fold": int}) if rows else pd.DataFrame()

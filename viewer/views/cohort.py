@@ -1,12 +1,13 @@
-"""Cohort page: metrics per fold, confusion matrices, slide lists, misclassified slides, ROC."""
+"""Cohort page: metrics per fold, confusion matrices, slide lists, misclassified slides, ROC,
+reliability diagrams."""
 
 from __future__ import annotations
 
 import streamlit as st
 
 from hmil.errors import HMILError
-from viewer.components import cohort_ui, shell_ui
-from viewer.core import cohort
+from viewer.components import calibration_ui, cohort_ui, shell_ui
+from viewer.core import cohort, runs
 from viewer.core.reviews import filter_status, with_status
 
 
@@ -25,6 +26,7 @@ def main() -> None:
     cohort_ui.metrics_section(run)
     if predictions.empty:
         return
+    predictions = cohort.with_calls(predictions)
     st.subheader("Slides")
     chosen = cohort_ui.filters(info, predictions)
     status, wanted = cohort_ui.review_filter(run, info)
@@ -41,6 +43,7 @@ def main() -> None:
     cohort_ui.listing(run, wrong, chosen.level, "Misclassified", key="co_wrong")
     cohort_ui.open_on_slide_page(wrong, f"misclassified at the {chosen.level} level")
     cohort_ui.roc_section(info, predictions)
+    calibration_ui.reliability_section(run, runs.fold_test_metrics(run))
 
 
 shell_ui.restore(*cohort_ui.PERSISTENT_KEYS)

@@ -32,6 +32,16 @@ def test_cohort_page_of_a_run() -> None:
     assert "Slides" in subheaders
     assert any(s.startswith("Misclassified at the ") for s in subheaders)
     assert at.dataframe, "the slide tables"
+    assert "Calibration: reliability diagrams" in subheaders
+    assert not at.checkbox(key="co_withheld").disabled  # the fixture run has calls
+    listing = at.dataframe(key="co_listing").value
+    forms = ("no call", "fine: ", " — subtype uncertain")
+    assert all(w == forms[0] or w.startswith(forms[1]) or w.endswith(forms[2])
+               for w in listing["call"])  # fmt: skip
+    at.checkbox(key="co_withheld").check().run()
+    assert not at.exception, [e.value for e in at.exception]
+    withheld = at.dataframe(key="co_listing").value
+    assert not withheld["call"].str.startswith("fine: ").any()
 
 
 def test_cohort_page_without_a_run() -> None:
