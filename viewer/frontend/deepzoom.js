@@ -61,8 +61,11 @@
  *   viewport: Viewport | null, min_height: number, regions?: RegionInfo[], draw?: DrawInfo,
  *   caption?: Caption}} DeepZoomData the component's data
  * @typedef {{lines: number[][], closed: boolean, stroke: string, fill: string | null,
- *   width: number, dash: number[] | null, label: string}} Shape polylines or rings (flat
- *   level-0 px) drawn on a view: closed rings are filled even-odd (holes stay open)
+ *   width: number, dash: number[] | null, label: string, casing: string | null,
+ *   ink: string}} Shape polylines or rings (flat level-0 px) drawn on a view: closed rings
+ *   are filled even-odd (holes stay open); casing: a wider dark line under the stroke (a
+ *   light class colour stays visible on pink tissue); the label on a tag of the stroke's
+ *   colour in ink
  * @typedef {{x: number, y: number, s: number}} ScreenMap level-0 (x0, y0) of the canvas at
  *   screen (x, y), s screen px per level-0 px (the views never rotate)
  * @typedef {{setTriggerValue: (name: string, value: unknown) => void}} Triggers
@@ -360,22 +363,33 @@ function drawShapes(ctx, shapes, m, w, h) {
       ctx.fillStyle = shape.fill;
       ctx.fill("evenodd");
     }
+    ctx.setLineDash(shape.dash || []);
+    ctx.lineJoin = "round";
+    if (shape.casing) {
+      ctx.strokeStyle = shape.casing;
+      ctx.lineWidth = shape.width + 2;
+      ctx.stroke();
+    }
     ctx.strokeStyle = shape.stroke;
     ctx.lineWidth = shape.width;
-    ctx.setLineDash(shape.dash || []);
     ctx.stroke();
     ctx.setLineDash([]);
     if (shape.label && minX > -200 && minX < w && minY > -20 && minY < h + 20) {
-      // above the shape's topmost point, a white halo under the text
+      // a tag of the shape's colour just above its topmost point
       ctx.font = "600 11px sans-serif";
-      ctx.textBaseline = "bottom";
-      ctx.lineJoin = "round";
-      ctx.lineWidth = 3;
-      ctx.strokeStyle = "rgba(255,255,255,0.9)";
-      const y = Math.max(13, minY - 4);
-      ctx.strokeText(shape.label, minX, y);
+      ctx.textBaseline = "middle";
+      const tw = ctx.measureText(shape.label).width;
+      const y = Math.max(1, minY - 19);
+      roundRect(ctx, minX - 1, y, tw + 10, 16, 3);
       ctx.fillStyle = shape.stroke;
-      ctx.fillText(shape.label, minX, y);
+      ctx.fill();
+      if (shape.casing) {
+        ctx.strokeStyle = shape.casing;
+        ctx.lineWidth = 1;
+        ctx.stroke();
+      }
+      ctx.fillStyle = shape.ink;
+      ctx.fillText(shape.label, minX + 4, y + 8.5);
     }
   }
 }
@@ -386,17 +400,35 @@ function rgba(rgb, alpha = 1) {
   return alpha === 1 ? `rgb(${r},${g},${b})` : `rgba(${r},${g},${b},${alpha})`;
 }
 
+/** @param {number[]} rgb @returns {string} black or white, whichever reads on rgb */
+function inkOn(rgb) {
+  const [r, g, b] = rgb || [0, 0, 0];
+  return 0.299 * r + 0.587 * g + 0.114 * b > 150 ? "#1b1c22" : "#ffffff";
+}
+
+const CASING = "rgba(25,25,35,0.6)";
+
+/**
+ * @param {number[]} colour @param {number[][]} rings @param {string} label
+ * @param {number[] | null} dash @returns {Shape}
+ */
+function ringShape(colour, rings, label, dash) {
+  return {
+    lines: rings || [],
+    closed: true,
+    stroke: rgba(colour),
+    fill: rgba(colour, 0.15),
+    width: 2,
+    dash,
+    label: shown(label || ""),
+    casing: CASING,
+    ink: inkOn(colour),
+  };
+}
+
 /** @param {RegionInfo} region @returns {Shape} */
 function regionShape(region) {
-  return {
-    lines: region.rings || [],
-    closed: true,
-    stroke: rgba(region.colour),
-    fill: rgba(region.colour, 0.15),
-    width: 2,
-    dash: null,
-    label: shown(region.name || ""),
-  };
+  return ringShape(region.colour, region.rings, region.name, null);
 }
 
 /**
@@ -599,7 +631,7 @@ class SlideView {
     const shapes = [];
     if (this.outline && this.outline.length)
       shapes.push({ lines: this.outline, closed: false, stroke: OUTLINE_COLOUR, fill: null,
-        width: 2, dash: null, label: "" });
+        width: 2, dash: null, label: "", casing: null, ink: "" });
     for (const region of this.regions || []) shapes.push(regionShape(region));
     return shapes.concat(this.drafts || []);
   }
@@ -1361,8 +1393,7 @@ class DeepZoom {
     const kind = selector.type === "RECTANGLE" ? "rectangle" : shape;
     this.triggers.setTriggerValue("region", { nonce, shape: kind, points });
     const colour = (this.data.draw && this.data.draw.colour) || [20, 90, 255];
-    this.drafts = this.drafts.concat([{ lines: [points.flat()], closed: true, stroke: rgba(colour),
-      fill: rgba(colour, 0.15), width: 2, dash: [6, 4], label: "saving…" }]);
+    this.drafts = this.drafts.concat([ringShape(colour, [points.flat()], "saving…", [6, 4])]);
     this.draftRegions = (this.data.regions || []).length;
     clearTimeout(this.draftTimer);
     this.draftTimer = setTimeout(() => this.clearDrafts(true), DRAFT_MS);
