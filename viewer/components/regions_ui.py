@@ -1,6 +1,7 @@
 """The slide page's regions: annotation polygons drawn on the view or imported from QuPath
 GeoJSON, saved per run and slide in ``RUN/regions/<slide_id>.geojson`` (:mod:`hmil.regions`),
-listed in a "Regions" expander under the review panel with the attention-vs-region table.
+listed in a "Regions" expander under the review panel; the attention-vs-region table goes
+under the view, where its columns fit.
 
 Session keys: widgets ``rg_class`` (the class of new drawings), ``rg_all_labels`` (the table
 shows every label), ``rg_upload_<n>`` (the GeoJSON upload; ``n`` = ``_rg_upload_n`` moves on
@@ -221,13 +222,18 @@ def _region_rows(target: Target, regions: Sequence[lib.Region]) -> None:
         )  # fmt: skip
 
 
-def _stats(
+def stats_section(
     regions: Sequence[lib.Region],
     result: SlideResult,
     level: str,
     label: str,
     truth: dict[str, str] | None,
 ) -> None:
+    """The attention-vs-region table under the view (where its six columns fit; the panel's
+    column is a fifth of the page): per region, the label shown and the true label, or every
+    label with the switch. Nothing when the slide has no region."""
+    if not regions:
+        return
     if result.coords is None:
         st.caption("The bag has no patch coordinates: no attention to compare with the regions.")
         return
@@ -238,33 +244,32 @@ def _stats(
         {"coarse": result.attention_coarse, "fine": result.attention_fine},
         {"coarse": list(result.coarse), "fine": list(result.fine)},
     )
-    every = st.toggle(
+    head, switch = st.columns([3, 1], vertical_alignment="bottom")
+    head.markdown("**Attention in the regions**")
+    every = switch.toggle(
         "All labels", key=ALL_LABELS_KEY,
         help="Off: the label shown on the view and the slide's true label only.",
     )  # fmt: skip
+    decimals = {name: st.column_config.NumberColumn(format="%.3f") for name in core.NUMBERS}
     st.dataframe(
         core.stats_table(frame, level, label, truth, every),
         hide_index=True,
         key="rg_stats",
+        width="stretch",
+        column_config=decimals,
     )
     st.caption(
-        "mean attention: N × a averaged over the patches inside (1 = an average patch); "
-        "share: the region's part of the label's attention; AUROC: attention ranks inside "
-        "above outside."
+        "mean attention: N × a averaged over the patches inside (1 = an average patch, "
+        "empty: no patch centre inside); share: the region's part of the label's attention; "
+        "AUROC: how well the label's attention ranks the patches inside above those outside "
+        "(0.5 = no better than chance)."
     )
 
 
-def regions_panel(
-    target: Target,
-    regions: Sequence[lib.Region],
-    result: SlideResult,
-    level: str,
-    label: str,
-    truth: dict[str, str] | None,
-) -> None:
+def regions_panel(target: Target, regions: Sequence[lib.Region]) -> None:
     """The "Regions" expander (open when the slide has regions): the list with delete
-    buttons, the class of new drawings, the GeoJSON import and export, and the table of
-    attention inside each region."""
+    buttons, the class of new drawings, the GeoJSON import and export (the table of attention
+    inside each region is under the view: :func:`stats_section`)."""
     state = session_state()
     message = state.pop(MESSAGE_KEY, None)
     title = f"Regions · {len(regions)}" if regions else "Regions"
@@ -301,4 +306,4 @@ def regions_panel(
             width="stretch",
         )
         if regions:
-            _stats(regions, result, level, label, truth)
+            st.caption("The attention inside each region: the table under the view.")

@@ -46,6 +46,9 @@ STATS_COLUMNS = {
     "auroc": "AUROC",
 }
 
+#: the table's number columns
+NUMBERS = tuple(STATS_COLUMNS[c] for c in ("mean_attention", "attention_share", "auroc"))
+
 
 @dataclass(frozen=True)
 class Drawing:
@@ -215,8 +218,7 @@ def stats_table(
         wanted = {label, (truth or {}).get(level, label)}
         rows = frame[(frame["level"] == level) & frame["label"].isin(wanted)]
     out = rows[list(STATS_COLUMNS)].rename(columns=STATS_COLUMNS).reset_index(drop=True)
-    numeric = [STATS_COLUMNS[c] for c in ("mean_attention", "attention_share", "auroc")]
-    return out.round({c: 3 for c in numeric})
+    return out.round({c: 3 for c in NUMBERS})
 
 
 def safe_file_stem(slide_id: str) -> str:

@@ -119,6 +119,7 @@ def attention_view(
             deepzoom_ui.deepzoom_section(
                 result, slide, reason, choice, cfg, context, view, on_region
             )
+            regions_ui.stats_section(shown, result, choice.level, choice.label, context.truth)
         with right:
             slide_pick_ui.prediction_flags(result, picked, run_synthetic)
             if run is not None and picked.browse and picked.true_fine is not None:
@@ -127,9 +128,7 @@ def attention_view(
                     picked.true_fine != result.fine_pred, picked.browse,
                 )  # fmt: skip
             if target is not None:
-                regions_ui.regions_panel(
-                    target, shown, result, choice.level, choice.label, context.truth
-                )
+                regions_ui.regions_panel(target, shown)
             deepzoom_ui.style_controls(has_mask)
             slide_pick_ui.prediction_bars(result, picked)
         deepzoom_ui.patch_panel(result, slide, choice)

@@ -51,7 +51,8 @@ def _page(run: str) -> None:
     caption = {"slide_id": "s-1", "label": "fine · ADH", "truth": "", "model": "m.pt"}
     st.session_state["_view"] = regions_ui.view_parts(target, shown, caption)
     truth = {"fine": "ADH", "coarse": "atypical"}
-    regions_ui.regions_panel(target, shown, result, "fine", "ADH", truth)
+    regions_ui.regions_panel(target, shown)
+    regions_ui.stats_section(shown, result, "fine", "ADH", truth)
 
 
 def _feature(ring: list[list[int]], cls: str | None = "ADH", name: str = "") -> dict[str, Any]:
