@@ -265,6 +265,7 @@ def model_card(result: DemoResult, choice: FoldChoice, command: str, checkpoint_
         f"These numbers come from {len(cohort.slides)} synthetic slides and describe this demo",
         "only, not how HMIL performs on real data.",
         "",
+        *calibration_section(*read_calibration(run), shipped=choice.fold),
         "## Provenance",
         f"- Created: {today}",
         f"- Command: `{command}`",
@@ -276,6 +277,117 @@ def model_card(result: DemoResult, choice: FoldChoice, command: str, checkpoint_
         "",
     ]
     return "\n".join(lines)
+
+
+#: the levels of a ``calibration`` section and how the card names them
+CALIBRATION_LEVELS = (
+    ("fine", "fine"),
+    ("coarse", "coarse (fine probabilities summed)"),
+    ("coarse_head", "coarse classifier"),
+)
+
+
+def read_calibration(run_dir: Path) -> tuple[dict[int, dict[str, Any]], dict[int, int]]:
+    """Each finished fold's ``calibration`` section of ``test_metrics.json`` and the number of
+    validation slides its checkpoint's call was fitted on (``calibration.conformal.n``)."""
+    sections: dict[int, dict[str, Any]] = {}
+    validation_n: dict[int, int] = {}
+    for fold in list_folds(run_dir):
+        paths = fold_paths(run_dir, fold)
+        if not paths.finished():
+            continue
+        report = json.loads(paths.test_metrics.read_text(encoding="utf-8"))
+        if isinstance(report.get("calibration"), dict):
+            sections[fold] = report["calibration"]
+        conformal = (_checkpoint(paths.checkpoint).get("calibration") or {}).get("conformal")
+        if isinstance(conformal, dict) and isinstance(conformal.get("n"), int):
+            validation_n[fold] = int(conformal["n"])
+    return sections, validation_n
+
+
+def smallest_calibration_n(coverage: float) -> int:
+    """The fewest validation bags whose split-conformal threshold at ``coverage`` is one of
+    their scores (``⌈(n + 1)·coverage⌉ ≤ n``); with fewer the threshold is 1 and every set
+    holds every label, so no call is made (:func:`hmil.conformal.conformal_threshold`)."""
+    n = 1
+    while math.ceil((n + 1) * coverage - 1e-9) > n:
+        n += 1
+    return n
+
+
+def calibration_section(
+    sections: dict[int, dict[str, Any]], validation_n: dict[int, int], shipped: int
+) -> list[str]:
+    """The card's lines on calibrated confidence: ECE before → after per level (mean over the
+    folds), the temperatures, and the call's empirical coverage and fine share on the test
+    slides pooled over the folds (each fold weighted by its slides). No lines without
+    sections (a run trained before calibration)."""
+    if not sections:
+        return []
+    folds = sorted(sections)
+    lines = [
+        "## Calibrated confidence (held-out test slides of all folds)",
+        "",
+        "Temperatures fitted per fold on its validation slides (`hmil.calibration`); ECE with "
+        f"15 equal-mass bins, mean over the {len(folds)} folds' test slides:",
+        "",
+        "| level | ECE raw | ECE calibrated |",
+        "|---|---|---|",
+    ]
+    for level, name in CALIBRATION_LEVELS:
+        before = [_ece(sections[f], level, "before") for f in folds]
+        after = [_ece(sections[f], level, "after") for f in folds]
+        if all(math.isfinite(v) for v in before + after):
+            lines.append(f"| {name} | {_fmt(_mean(before))} | {_fmt(_mean(after))} |")
+    temps = [sections[f].get("temperature") or {} for f in folds]
+    shipped_t = sections.get(shipped, {}).get("temperature") or {}
+    lines += [
+        "",
+        f"- Temperatures: fine T = {_fmt(shipped_t.get('fine'), 2)}, coarse classifier T = "
+        f"{_fmt(shipped_t.get('coarse'), 2)} in the shipped fold {shipped} (per fold: fine "
+        + ", ".join(_fmt(t.get("fine"), 2) for t in temps)
+        + "; coarse classifier "
+        + ", ".join(_fmt(t.get("coarse"), 2) for t in temps)
+        + ").",
+    ]
+    calls = {f: sections[f]["call"] for f in folds if isinstance(sections[f].get("call"), dict)}
+    n = sum(int(c.get("n") or 0) for c in calls.values())
+    if n:
+        target = float(next(iter(calls.values()))["coverage_target"])
+
+        def pooled(key: str) -> float:
+            return sum(float(c.get(key) or 0.0) * int(c.get("n") or 0) for c in calls.values()) / n
+
+        lines.append(
+            f"- Call at {100 * target:.0f} % target coverage (`hmil.conformal`): right on "
+            f"{_fmt(pooled('coverage'), 2)} of the {n} test slides; fine answer on "
+            f"{_percent(pooled('share_fine'))}, coarse only on "
+            f"{_percent(pooled('share_coarse'))}, no call on {_percent(pooled('share_none'))}."
+        )
+        needed = smallest_calibration_n(target)
+        fitted = sorted({validation_n[f] for f in calls if f in validation_n})
+        if fitted and max(fitted) < needed:
+            lines.append(
+                f"- Each fold fitted its call on {' or '.join(map(str, fitted))} validation "
+                f"slides; a {100 * target:.0f} % guarantee needs at least {needed}, so the "
+                "call withholds every answer here (a larger cohort, or a lower target such "
+                "as `hmil predict --coverage`, gives calls)."
+            )
+    return [*lines, ""]
+
+
+def _ece(section: dict[str, Any], level: str, when: str) -> float:
+    value = ((section.get(level) or {}).get(when) or {}).get("ece")
+    return float(value) if isinstance(value, int | float) else float("nan")
+
+
+def _percent(share: float) -> str:
+    """``71 %`` of a share in [0, 1]."""
+    return f"{100 * share:.0f} %"
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
 
 
 def _finite(value: Any, default: float) -> float:
@@ -290,8 +402,9 @@ def _load() -> float:
         return float("nan")
 
 
-def _fmt(value: Any) -> str:
-    return f"{value:.3f}" if isinstance(value, int | float) and math.isfinite(value) else "n/a"
+def _fmt(value: Any, digits: int = 3) -> str:
+    ok = isinstance(value, int | float) and math.isfinite(value)
+    return f"{value:.{digits}f}" if ok else "n/a"
 
 
 def _checkpoint(path: Path) -> dict[str, Any]:

@@ -73,3 +73,46 @@ def test_card_wording() -> None:
     assert model_card._averaging(0.999, 0.5).endswith("average (decay 0.999)")
     assert model_card._fmt(0.12345) == "0.123" and model_card._fmt(math.nan) == "n/a"
     assert model_card._fmt(None) == "n/a"
+
+
+def _calibration(before: float, after: float, t_fine: float, call: dict[str, Any]) -> Any:
+    level = {"before": {"ece": before}, "after": {"ece": after}}
+    return {"temperature": {"fine": t_fine, "coarse": 1.0}, "fine": level, "coarse": level,
+            "coarse_head": level, "call": call}  # fmt: skip
+
+
+def test_the_card_states_ece_temperatures_and_the_call_pooled_over_folds() -> None:
+    calls = [
+        {"coverage_target": 0.9, "n": 10, "coverage": 1.0, "share_fine": 0.6,
+         "share_coarse": 0.2, "share_none": 0.2},
+        {"coverage_target": 0.9, "n": 30, "coverage": 0.8, "share_fine": 0.2,
+         "share_coarse": 0.4, "share_none": 0.4},
+    ]  # fmt: skip
+    sections = {
+        0: _calibration(0.10, 0.04, 1.8, calls[0]),
+        1: _calibration(0.2, 0.06, 1.2, calls[1]),
+    }
+    text = "\n".join(model_card.calibration_section(sections, {0: 12, 1: 12}, shipped=1))
+    assert "| fine | 0.150 | 0.050 |" in text and "| coarse classifier | 0.150 | 0.050 |" in text
+    assert "fine T = 1.20, coarse classifier T = 1.00 in the shipped fold 1" in text
+    assert "per fold: fine 1.80, 1.20;" in text
+    # (10·1.0 + 30·0.8) / 40 = 0.85; fine (6 + 6) / 40 = 30 %; coarse (2 + 12) / 40 = 35 %
+    assert "right on 0.85 of the 40 test slides; fine answer on 30 %, coarse only on 35 %" in text
+    assert "guarantee needs" not in text  # 12 validation slides are enough at 90 %
+    few = "\n".join(model_card.calibration_section(sections, {0: 7, 1: 8}, shipped=0))
+    assert "fitted its call on 7 or 8 validation slides; a 90 % guarantee needs at least 9" in few
+    assert model_card.calibration_section({}, {}, shipped=0) == []
+
+
+def test_the_fewest_validation_bags_a_call_needs() -> None:
+    # ⌈(n + 1)·c⌉ ≤ n first holds at n = 9 for 0.9, 4 for 0.8, 19 for 0.95
+    assert [model_card.smallest_calibration_n(c) for c in (0.9, 0.8, 0.95, 0.5)] == [9, 4, 19, 1]
+
+
+def test_the_calibration_of_a_trained_run_is_read_from_its_files(tiny_run: Path) -> None:
+    sections, validation_n = model_card.read_calibration(tiny_run)
+    assert list(sections) == [0]  # fold 1 never trained
+    assert sections[0]["call"]["coverage_target"] == pytest.approx(0.9)
+    assert validation_n[0] > 0  # the validation slides the call was fitted on
+    lines = model_card.calibration_section(sections, validation_n, shipped=0)
+    assert lines[0] == "## Calibrated confidence (held-out test slides of all folds)"
