@@ -44,8 +44,9 @@ from hmil.slides.reader import fit_size
 THUMB_SIDE = 480
 #: height of the canvas the legend is drawn on before it is cropped to its box (pixels)
 LEGEND_CANVAS = 120
-#: width of a region's outline in the thumbnail (pixels)
+#: width of a region's outline in the thumbnail (pixels), drawn over a dark edge 2 px wider
 OUTLINE_WIDTH = 2
+HALO = (40, 40, 40)
 #: the CSV's columns, one row per reviewed slide
 CSV_COLUMNS = (
     "slide_id",
@@ -236,6 +237,11 @@ def attention_picture(
     coded = level_codes(matrix, coords, patch_size, style)
     index = list(names).index(label)
     strip = legend_strip(coded.legend(index), style.cmap, label, width=side)
+    # every thumbnail of a page gets the strip of a two-line title, so pictures share a size
+    tallest = legend_strip(coded.legend(index), style.cmap, "W" * 80, width=side).shape[0]
+    if strip.shape[0] < tallest:
+        white = np.full((tallest - strip.shape[0], *strip.shape[1:]), 255, dtype=np.uint8)
+        strip = np.concatenate([white, strip])
     region = whole_region(coords, patch_size, slide)
     room = side - strip.shape[0]
     longest = max(region.w, region.h)
@@ -249,7 +255,8 @@ def attention_picture(
         for parts, colour in outlines:
             for ring in parts:
                 points = [((x - region.x) * sx, (y - region.y) * sy) for x, y in ring]
-                if len(points) >= 2:
+                if len(points) >= 2:  # a dark edge first: light class colours show on pink
+                    draw.line([*points, points[0]], fill=HALO, width=OUTLINE_WIDTH + 2)
                     draw.line([*points, points[0]], fill=tuple(colour), width=OUTLINE_WIDTH)
         image = np.asarray(canvas)
     width = max(image.shape[1], strip.shape[1])
@@ -699,7 +706,8 @@ max-width:1500px;color:#222;padding:0 16px}
 h1{font-size:1.6em;margin-bottom:4px}h2{font-size:1.25em;margin-top:28px;border-bottom:1px solid
 #ddd;padding-bottom:4px}table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ddd;
 padding:4px 10px;text-align:left;vertical-align:top}th{background:#f4f4f6}
-.meta td:first-child{color:#555}.slide{border:1px solid #ddd;border-radius:6px;padding:12px 16px;
+.meta td:first-child{color:#555}.summary{display:flex;flex-wrap:wrap;column-gap:48px}
+.summary h2{margin-top:12px}.slide{border:1px solid #ddd;border-radius:6px;padding:12px 16px;
 margin:16px 0;page-break-inside:avoid}.slide h3{margin:0 0 8px 0;font-size:1.1em}
 .body{display:flex;flex-wrap:wrap;gap:24px}.facts{flex:0 1 500px}
 .pics{display:flex;flex-wrap:wrap;gap:16px}figure{margin:0}
@@ -802,9 +810,11 @@ def render_html(report: ReviewReport) -> str:
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>Review report · {_e(report.reviewer)} · {_e(report.run_name)}</title>"
         f"<style>{_STYLE}</style></head><body>"
-        f'<h1>Review report</h1><table class="meta">{meta_rows}</table>'
-        f"<h2>Verdicts</h2><table><tr><th>verdict</th><th>slides</th></tr>{count_rows}</table>"
-        f"<h2>Corrected labels</h2>{fixed_html}{problems}"
+        f'<h1>Review report · {_e(report.reviewer)}</h1><div class="summary">'
+        f'<div><h2>Run</h2><table class="meta">{meta_rows}</table></div>'
+        "<div><h2>Verdicts</h2><table><tr><th>verdict</th><th>slides</th></tr>"
+        f"{count_rows}</table></div>"
+        f"<div><h2>Corrected labels</h2>{fixed_html}</div></div>{problems}"
         f'<h2>Reviewed slides</h2><p class="small">{_e(legend)}</p>{slides}'
         "</body></html>\n"
     )
