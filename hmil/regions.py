@@ -197,6 +197,8 @@ def _parse(
         data = json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RegionError(source, f"not JSON ({str(exc)[:120]})") from None
+    except RecursionError:
+        raise RegionError(source, "not JSON a reader can take (nested too deeply)") from None
     features = _features(data, source)
     if len(features) > MAX_REGIONS:
         raise RegionError(source, f"{len(features)} features, more than the {MAX_REGIONS} allowed")
@@ -418,8 +420,12 @@ def _store(path: Path, regions: list[Region]) -> list[Region]:
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
     """An exclusive ``flock`` on ``RUN/regions/.lock`` around a read-modify-write of a slide's
-    file: two viewers adding regions at once both keep theirs."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    file: two viewers adding regions at once both keep theirs. The run directory must exist:
+    nothing is written elsewhere."""
+    run = path.parent.parent
+    if not run.is_dir():
+        raise RegionError(run, "not a run directory")
+    path.parent.mkdir(exist_ok=True)
     fd = os.open(path.parent / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)

@@ -106,6 +106,10 @@ def test_names_lose_control_characters() -> None:
     assert region.name == "a [31m b"
 
 
+def test_json_nested_too_deeply_is_one_error() -> None:
+    assert refusal("[" * 100_000 + "]" * 100_000).startswith("not JSON")
+
+
 def test_bytes_are_accepted() -> None:
     assert len(parse_annotations(collection(polygon(SQUARE)).encode(), "ann.geojson")) == 1
 
@@ -259,6 +263,9 @@ def test_merge_by_class_unions_each_class() -> None:
 
 def test_regions_are_stored_per_run_and_slide(tmp_path: Path) -> None:
     run = tmp_path / "run"
+    with pytest.raises(RegionError, match="not a run directory"):
+        save_regions(run, "s1", [Region("r", "", box(0, 0, 1, 1))])
+    run.mkdir()
     assert load_regions(run, "s1") == []
     path = save_regions(run, "s1", [Region("region 1", "", box(0, 0, 10, 10))])
     assert path == run / "regions" / "s1.geojson" == regions_path(run, "s1")
