@@ -503,6 +503,9 @@ class SlideView {
       imageLoaderLimit: 8,
       maxTilesPerFrame: 8, // the default 1 loads one tile per frame: ~20 ms apart here
       timeout: 60000,
+      // the server-rendered layer is a second image of the same extent: the viewport's image
+      // coordinates (Annotorious's) stay those of the slide
+      silenceMultiImageWarnings: true,
       gestureSettingsMouse: { clickToZoom: false, dblClickToZoom: true, scrollToZoom: true },
       gestureSettingsTouch: { pinchToZoom: true, dblClickToZoom: true, flickEnabled: true },
     });
@@ -645,13 +648,12 @@ class SlideView {
   }
 
   /**
-   * Level-0 px of a point in the coordinates of the view's first image (Annotorious's
-   * "image coordinates": the slide's level 0, or the blank canvas's own pixels).
+   * Level-0 px of a point in Annotorious's "image coordinates" (the viewport's: the slide's
+   * level 0, or the blank canvas's own pixels), undone the way Annotorious made them.
    * @param {number} x @param {number} y @returns {number[]}
    */
   imageToLevel0(x, y) {
-    const item = this.viewer.world.getItemAt(0);
-    const v = item.imageToViewportCoordinates(x, y);
+    const v = this.viewer.viewport.imageToViewportCoordinates(x, y);
     const c = this.canvasInfo;
     return [+(c.x0 + v.x * c.w).toFixed(1), +(c.y0 + v.y * c.w).toFixed(1)];
   }

@@ -31,6 +31,7 @@ import numpy as np
 import pytest
 
 from benchmarks import browser
+from hmil.geojson import colour_for_class
 
 REPO = Path(__file__).resolve().parents[3]
 PORTS = range(8611, 8620)
@@ -192,11 +193,22 @@ def _image(png: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
 
 
-#: page px of level-0 points of the first view, asked of its OpenSeadragon viewer
+#: page px of level-0 points of the first view, asked of its OpenSeadragon viewer (its canvas
+#: is ``w`` level-0 px wide)
 TO_PAGE = """([x, y, w]) => {
   const OSD = window.OpenSeadragon;
   const v = Array.from(OSD._viewers.values()).filter((v) => !(v instanceof OSD.Navigator))[0];
   const p = v.viewport.pixelFromPoint(new OSD.Point(x / w, y / w), true);
+  const r = v.element.getBoundingClientRect();
+  return [r.left + p.x, r.top + p.y];
+}"""
+
+
+#: page px of level-0 points of the app's first view (the slide is its first image)
+SLIDE_TO_PAGE = """([x, y]) => {
+  const OSD = window.OpenSeadragon;
+  const v = Array.from(OSD._viewers.values()).filter((v) => !(v instanceof OSD.Navigator))[0];
+  const p = v.world.getItemAt(0).imageToViewerElementCoordinates(new OSD.Point(x, y));
   const r = v.element.getBoundingClientRect();
   return [r.left + p.x, r.top + p.y];
 }"""
@@ -308,6 +320,10 @@ def test_regions_drawing_and_png_export_on_a_minimal_page(tmp_path: Path) -> Non
         _drag(page, screen.at(3000, 9000), screen.at(6000, 12000))
         page.wait_for_timeout(800)
         assert len(_triggers(page, "region")) == 2
+        # with the tools off a click selects a patch again
+        page.mouse.click(*Screen(page).at(17500, 12500))
+        page.wait_for_function("window.__triggers.some(t => t[0] === 'patch')", timeout=5_000)
+        assert _triggers(page, "patch") == [11]  # the last cell of the 4 x 3 grid
 
         # the page sends the saved region back: drawn solid, the draft gone
         data = page_data()
@@ -430,6 +446,17 @@ def test_saved_region_drawn_and_a_drawn_rectangle_saved_in_the_app(
             browser.settle(page)
             assert browser.problems(page) == []
             frame = page.locator(".hmil-dz-frame").first
+            # the saved region is drawn in its class's colour along its edge (the slide's image
+            # pixels are level-0 px)
+            shot = _image(frame.screenshot())
+            fb = frame.bounding_box()
+            colour = np.array(colour_for_class("ADH"))
+            hits = []
+            for x in range(650, 1400, 25):
+                sx, sy = page.evaluate(SLIDE_TO_PAGE, [x, 600])
+                col = shot[int(sy - fb["y"]) - 3 : int(sy - fb["y"]) + 4, int(sx - fb["x"])]
+                hits.append(bool((np.abs(col - colour).max(axis=1) <= 30).any()))
+            assert np.mean(hits) > 0.6, hits
             page.get_by_role("button", name="▭ Rectangle").click()
             page.wait_for_function("!!window.AnnotoriousOSD", timeout=30_000)
             page.wait_for_timeout(300)
