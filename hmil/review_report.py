@@ -368,12 +368,15 @@ class ReportSource:
         run: the run directory.
         find_slide: slide id → slide file (None: not found); the CLI searches beside the
             cohort, the viewer only under its data roots.
+        readable: whether a file outside the run (a bag, the label table) may be read (None:
+            any); the viewer allows its data roots only.
         device: where the fold checkpoints predict (``auto``: CUDA when present).
         pictures: draw the thumbnails (False: tables only, fast).
     """
 
     run: Path
     find_slide: SlideFinder | None = None
+    readable: Callable[[Path], bool] | None = None
     device: str = "auto"
     pictures: bool = True
     hierarchy: Any = field(default=None, init=False, repr=False)
@@ -411,6 +414,8 @@ class ReportSource:
             from hmil.errors import LabelError
 
             self._labels = {}
+            if not self._may_read(Path(self._config.data.labels)):
+                return self._labels
             try:
                 table = read_text_table(self._config.data.labels, LabelError, "label table")
             except HMILError:
@@ -439,6 +444,9 @@ class ReportSource:
             base.regions,
             base.note,
         )
+
+    def _may_read(self, path: Path) -> bool:
+        return self.readable is None or self.readable(path)
 
     def _checkpoint(self, review: Review, fold: int | None) -> Path | None:
         from hmil.train.runs import fold_paths
@@ -488,6 +496,9 @@ class ReportSource:
             return _with(
                 entry, note="no bag of this slide in the run's features folder: no attention drawn"
             )
+        if not self._may_read(bag):
+            note = "the slide's bag lies outside the readable folders: no attention drawn"
+            return _with(entry, note=note)
         pred = self._predictor(checkpoint).predict(bag, attention=True, slide_id=slide_id)
         if pred.coords is None or pred.attention is None:
             raise BagError(bag, "the bag has no patch coordinates: no attention picture")
@@ -691,10 +702,15 @@ def write_reports(
 
 
 def report_html(
-    run: str | Path, reviewer: str, find_slide: SlideFinder | None = None, device: str = "auto"
+    run: str | Path,
+    reviewer: str,
+    find_slide: SlideFinder | None = None,
+    readable: Callable[[Path], bool] | None = None,
+    device: str = "auto",
 ) -> str:
-    """One reviewer's page (what the viewer offers as a download)."""
-    source = ReportSource(Path(run), find_slide=find_slide, device=device)
+    """One reviewer's page (what the viewer offers as a download; see :class:`ReportSource`
+    for ``find_slide`` and ``readable``)."""
+    source = ReportSource(Path(run), find_slide=find_slide, readable=readable, device=device)
     return build_report(source, reviewer).html()
 
 

@@ -250,3 +250,19 @@ def test_no_reviews_or_unknown_reviewer_is_a_review_error(
     with pytest.raises(ReviewError, match="no reviews in this run"):
         write_reports(ReportSource(empty, pictures=False), tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_files_outside_the_readable_folders_are_not_read(reviewed: tuple[Path, dict]) -> None:
+    run, facts = reviewed
+    asked: list[Path] = []
+
+    def nothing(path: Path) -> bool:
+        asked.append(path)
+        return False
+
+    report = build_report(ReportSource(run, readable=nothing, device="cpu"), "bob")
+    (entry,) = report.slides
+    assert entry.pictures == () and entry.attention_checkpoint == ""
+    assert entry.note == "the slide's bag lies outside the readable folders: no attention drawn"
+    assert [p.name for p in asked] == [f"{facts['first']}.h5"]
+    assert entry.pred_fine == facts["held"].at[facts["first"], "pred_fine"]  # the tables still

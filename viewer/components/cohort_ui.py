@@ -193,6 +193,7 @@ def report_download(pick: Any, button: Any) -> None:
     from hmil import review_report
     from viewer.components import shell_ui
     from viewer.core import slide_lookup
+    from viewer.core.paths import is_under
 
     run, cfg = shell_ui.current_run(), shell_ui.settings()
     if run is None:
@@ -206,7 +207,8 @@ def report_download(pick: Any, button: Any) -> None:
         "Review report", key="co_report", icon=":material/download:", mime="text/html",
         file_name=f"{review_report.safe_name(who)}.html", on_click="ignore",
         data=lambda: review_report.report_html(
-            run, who, find_slide=lambda sid: slide_lookup.locate_slide(sid, folders, cfg.roots)[0]
+            run, who, find_slide=lambda sid: slide_lookup.locate_slide(sid, folders, cfg.roots)[0],
+            readable=lambda path: is_under(path, cfg.roots),
         ),
         help="One page to share: this reviewer's verdicts, corrected labels and, per slide, "
         "the attention of the fold that held it out with the saved regions (docs/review.md).",
