@@ -338,8 +338,9 @@ class Legend {
 // ------------------------------------------------------------------ shapes (outline, regions)
 
 /**
- * Draw shapes on a view's canvas: one path per shape, closed rings filled even-odd (a hole is
- * a ring inside the exterior), then the outline, then a small label at the top left.
+ * Draw shapes on a view's canvas (the lesion outline and the regions alike): one path per
+ * shape, closed rings filled even-odd (a hole is a ring inside the exterior), the casing and
+ * the stroke over it, then the label on a tag above the shape's topmost point.
  * @param {CanvasRenderingContext2D} ctx @param {Shape[]} shapes @param {ScreenMap} m
  * @param {number} w @param {number} h the canvas's size (labels off screen are skipped)
  */

@@ -363,6 +363,22 @@ def test_regions_drawing_and_png_export_on_a_minimal_page(tmp_path: Path) -> Non
         ]
         assert edge[0] > 150 and edge[1] < 90, edge
         (tmp_path / "export.png").write_bytes(png)
+
+        # every small-multiple view draws the regions; the export holds them all
+        page.locator(".hmil-dz-mode").click()
+        page.wait_for_function("document.querySelectorAll('.hmil-dz-frame').length === 2")
+        page.wait_for_timeout(1200)
+        for k in range(2):
+            view = _image(page.locator(".hmil-dz-frame").nth(k).screenshot())
+            red = np.abs(view - np.array(RED)).max(axis=2) <= 12
+            assert red.sum() > 100, (k, red.sum())
+        with page.expect_download() as info:
+            page.locator(".hmil-dz-png").click()
+        assert info.value.suggested_filename == "synth-demo_fine-all.png"
+        both = _image(Path(info.value.path()).read_bytes())
+        grid = page.locator(".hmil-dz-grid").bounding_box()
+        assert both.shape[:2] == (round(grid["height"]), round(grid["width"]))
+        assert (np.abs(both - np.array(RED)).max(axis=2) <= 12).sum() > 200
         assert errors == []
 
 
