@@ -2,8 +2,8 @@
 
 Two ways in: a minimal page that mounts ``viewer/frontend/deepzoom.js`` with data written
 here (the view's side of the protocol alone: what it draws, what it sends, what it downloads),
-and the real app (``hmil view`` on a run with one saved region in ``RUN/regions``), which
-runs only once the slide page sends regions to the view.
+and the real app (``hmil view`` on a run with one saved region in ``RUN/regions``: drawn on
+the view, a rectangle dragged on the view saved next to it, the PNG export).
 
 Needs Debian's ``/usr/bin/chromium`` and the ``playwright`` package; skipped otherwise.
 Servers listen on ports 8611-8619 only.
@@ -41,8 +41,6 @@ CANVAS_W, CANVAS_H = 20000, 15000
 OUTER = [2000, 2000, 8000, 2000, 8000, 6000, 2000, 6000, 2000, 2000]
 HOLE = [4000, 3000, 5000, 3000, 5000, 4000, 4000, 4000, 4000, 3000]
 RED = (200, 30, 30)
-#: the first ``LUT_STEPS`` colours of the colour table are a ramp from blue to yellow
-LUT_STEPS = 256
 
 
 def _needs_chromium() -> None:
@@ -68,7 +66,7 @@ def _b64(a: np.ndarray) -> str:
 
 def _lut() -> np.ndarray:
     """(256, 3) uint8: code c -> a colour from blue (1) to yellow (255)."""
-    t = np.linspace(0, 1, LUT_STEPS)
+    t = np.linspace(0, 1, 256)
     lut = np.stack([255 * t, 200 * t + 30, 255 * (1 - t)], axis=1)
     return lut.round().astype(np.uint8)
 
@@ -435,20 +433,11 @@ def _serve(run: Path, roots: list[Path], log: Path) -> Iterator[str]:
             proc.wait()
 
 
-def _view_data_has_regions() -> bool:
-    """Whether the slide page sends regions to the view (the page's side of the protocol)."""
-    ui = REPO / "viewer" / "components" / "deepzoom_ui.py"
-    element = REPO / "viewer" / "components" / "deepzoom_element_ui.py"
-    return '"regions"' in ui.read_text() and "on_region" in element.read_text()
-
-
 @pytest.mark.browser
 def test_saved_region_drawn_and_a_drawn_rectangle_saved_in_the_app(
     viewer_root: Path, tmp_path: Path
 ) -> None:
     _needs_chromium()
-    if not _view_data_has_regions():
-        pytest.skip("the slide page does not send regions to the view yet")
     run = viewer_root / "run"
     saved = _write_region(run, "synth-0000")
     try:
@@ -486,6 +475,15 @@ def test_saved_region_drawn_and_a_drawn_rectangle_saved_in_the_app(
                     break
                 page.wait_for_timeout(300)
             assert len(features) == 2
+            # saved where it was drawn: the dragged corners in level-0 px (within 3 screen px)
+            a, b = page.evaluate(SLIDE_TO_PAGE, [0, 0]), page.evaluate(SLIDE_TO_PAGE, [1000, 0])
+            per_px = 1000 / (b[0] - a[0])  # level-0 px per page px
+            x0, y0 = (cx - a[0]) * per_px, (cy - a[1]) * per_px
+            ring = np.array(features[1]["geometry"]["coordinates"][0])  # (5, 2) closed
+            assert ring.min(axis=0) == pytest.approx([x0, y0], abs=3 * per_px)
+            assert ring.max(axis=0) == pytest.approx(
+                [x0 + 120 * per_px, y0 + 90 * per_px], abs=3 * per_px
+            )
             browser.settle(page)
             assert browser.problems(page) == []
             with page.expect_download() as info:
