@@ -25,7 +25,7 @@ import numpy as np
 import streamlit as st
 
 from hmil import regions as lib
-from hmil.errors import RegionError
+from hmil.errors import HMILError, RegionError
 from hmil.geojson import colour_for_class
 from viewer.components.shell_ui import session_state
 from viewer.core import regions as core
@@ -237,13 +237,17 @@ def stats_section(
     if result.coords is None:
         st.caption("The bag has no patch coordinates: no attention to compare with the regions.")
         return
-    frame = lib.region_stats(
-        regions,
-        result.coords,
-        float(result.patch_size),
-        {"coarse": result.attention_coarse, "fine": result.attention_fine},
-        {"coarse": list(result.coarse), "fine": list(result.fine)},
-    )
+    try:
+        frame = lib.region_stats(
+            regions,
+            result.coords,
+            float(result.patch_size),
+            {"coarse": result.attention_coarse, "fine": result.attention_fine},
+            {"coarse": list(result.coarse), "fine": list(result.fine)},
+        )
+    except HMILError as exc:  # attention that does not fit the patches: one line, no table
+        st.caption(":material/warning: " + text.markdown(str(exc)))
+        return
     head, switch = st.columns([3, 1], vertical_alignment="bottom")
     head.markdown("**Attention in the regions**")
     every = switch.toggle(
@@ -273,10 +277,10 @@ def regions_panel(target: Target, regions: Sequence[lib.Region]) -> None:
     state = session_state()
     message = state.pop(MESSAGE_KEY, None)
     title = f"Regions · {len(regions)}" if regions else "Regions"
+    if message is not None:  # above the panel: seen even while it is closed
+        kind, line = message
+        (st.success if kind == "ok" else st.error)(text.markdown(line))
     with st.expander(title, expanded=bool(regions), icon=":material/shape_line:"):
-        if message is not None:
-            kind, line = message
-            (st.success if kind == "ok" else st.error)(text.markdown(line))
         _region_rows(target, regions)
         draw_class(target)
         st.selectbox(
