@@ -123,6 +123,11 @@ def verdict_line(
         caught = {c.peer for c in open_}
         head = "NO CLEAR WIN over " + ", ".join(p for p in compared if p in caught)
         result = f"{head}: {_not_ahead(open_)}"
+    seeds = _seeds(hmil)
+    few = [f"{n} n={_seeds(rows[n])}" for n in rows if n in peers and _seeds(rows[n]) < seeds]
+    if few:  # a mean over other seeds' cohorts, and a std of 0 from one seed: not yet a verdict
+        result += f" (provisional: peer rows on fewer seeds than the defaults' {seeds}: "
+        result += "; ".join(few) + ")"
     fine = _mean(hmil, "fine_balanced_accuracy")
     true_row = _mean(hmil, "attention_auroc")
     others = _mean(hmil, "other_rows_auroc")
@@ -147,6 +152,11 @@ def verdicts(
         if hmil and any(name in peers for name in rows):
             out.append(verdict_line(cohort, hmil, rows, peers))
     return out
+
+
+def _seeds(stats: Stats) -> int:
+    """How many seeds a row's fine balanced accuracy averages (0 when it has none)."""
+    return int(stats.get("fine_balanced_accuracy", {}).get("n", 0))
 
 
 def _mean(stats: Stats, metric: str) -> Any:

@@ -73,6 +73,20 @@ def test_a_peer_ahead_beyond_the_standard_error_is_called_ahead():
     assert "each peer's hmil-recipe row (CLAM-MB;" in line
 
 
+def test_peer_rows_on_fewer_seeds_make_the_verdict_provisional():
+    summary = {"c": {HMIL: row(0.80), MB_PLAIN: row(0.70), MB_HMIL: row(0.75, std=0.0, n=1)}}
+    (line,) = verdicts(summary, HMIL, PEERS)
+    provisional = (
+        "(provisional: peer rows on fewer seeds than the defaults' 5: CLAM-MB (hmil recipe) n=1)"
+    )
+    assert (
+        f"→ WIN: ahead of each on every metric by more than the standard error {provisional}"
+        in line
+    )
+    summary["c"][MB_HMIL] = row(0.75)
+    assert "provisional" not in verdicts(summary, HMIL, PEERS)[0]
+
+
 def test_tables_without_the_defaults_or_a_peer_get_no_verdict():
     summary = {"search": {HMIL: row(0.8)}, "ablation": {MB_PLAIN: row(0.7)}}
     assert verdicts(summary, HMIL, PEERS) == []
