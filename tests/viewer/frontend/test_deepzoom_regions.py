@@ -377,6 +377,18 @@ def test_regions_drawing_and_png_export_on_a_minimal_page(tmp_path: Path) -> Non
         grid = page.locator(".hmil-dz-grid").bounding_box()
         assert both.shape[:2] == (round(grid["height"]), round(grid["width"]))
         assert (np.abs(both - np.array(RED)).max(axis=2) <= 12).sum() > 200
+
+        # where regions cannot be saved the tools are hidden; the export still works
+        bare = {**page_data(), "regions": [], "view_id": "a b/../c"}
+        bare["draw"] = {"enabled": False, "classification": "", "colour": [127, 127, 127]}
+        del bare["caption"]
+        page.evaluate("(d) => window.__mount(d)", bare)
+        page.wait_for_timeout(1200)
+        assert not page.locator(".hmil-dz-draw").is_visible()
+        with page.expect_download() as info:
+            page.locator(".hmil-dz-png").click()
+        # safe characters only; still all labels (the page never echoed the switch here)
+        assert info.value.suggested_filename == "a_b_.._c_fine-all.png"
         assert errors == []
 
 
