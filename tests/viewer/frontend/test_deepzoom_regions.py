@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import functools
+import hashlib
 import http.server
 import io
 import json
@@ -41,6 +42,22 @@ CANVAS_W, CANVAS_H = 20000, 15000
 OUTER = [2000, 2000, 8000, 2000, 8000, 6000, 2000, 6000, 2000, 2000]
 HOLE = [4000, 3000, 5000, 3000, 5000, 4000, 4000, 4000, 4000, 3000]
 RED = (200, 30, 30)
+
+
+ANNOTORIOUS = REPO / "viewer" / "static" / "annotorious"
+
+
+def test_vendored_annotorious_is_the_pinned_unmodified_build() -> None:
+    """The files the view loads for drawing are the npm package's, as the README states."""
+    readme = (ANNOTORIOUS / "README.md").read_text(encoding="utf-8")
+    assert "@annotorious/openseadragon 3.8.10" in readme
+    for name in ("annotorious-openseadragon.js", "annotorious-openseadragon.css"):
+        digest = hashlib.sha256((ANNOTORIOUS / name).read_bytes()).hexdigest()
+        assert f"| `{name}` | `{digest}` |" in readme, name
+    licence = (ANNOTORIOUS / "LICENSE.txt").read_text(encoding="utf-8")
+    assert "BSD 3-Clause License" in licence and "Copyright (c) Rainer Simon" in licence
+    js = (REPO / "viewer" / "frontend" / "deepzoom.js").read_text(encoding="utf-8")
+    assert "../annotorious/annotorious-openseadragon.js" in js  # next to OpenSeadragon
 
 
 def _needs_chromium() -> None:
