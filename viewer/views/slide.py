@@ -119,7 +119,9 @@ def attention_view(
             deepzoom_ui.deepzoom_section(
                 result, slide, reason, choice, cfg, context, view, on_region
             )
-            regions_ui.stats_section(shown, result, choice.level, choice.label, context.truth)
+            regions_ui.stats_section(
+                shown, result, choice.level, choice.label, context.truth, context.identity
+            )
         with right:
             slide_pick_ui.prediction_flags(result, picked, run_synthetic)
             if run is not None and picked.browse and picked.true_fine is not None:

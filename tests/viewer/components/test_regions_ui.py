@@ -52,7 +52,7 @@ def _page(run: str) -> None:
     st.session_state["_view"] = regions_ui.view_parts(target, shown, caption)
     truth = {"fine": "ADH", "coarse": "atypical"}
     regions_ui.regions_panel(target, shown)
-    regions_ui.stats_section(shown, result, "fine", "ADH", truth)
+    regions_ui.stats_section(shown, result, "fine", "ADH", truth, run)
 
 
 def _feature(ring: list[list[int]], cls: str | None = "ADH", name: str = "") -> dict[str, Any]:
