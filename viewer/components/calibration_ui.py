@@ -63,9 +63,9 @@ def calibration_caption(table: pd.DataFrame) -> str:
     """What the diagrams show, with the ECE, temperatures and call numbers of the folds."""
     folds = len(table)
     text = (
-        "Test slides of each fold in 15 equal-mass bins of top-label confidence; a point under "
-        "the diagonal promises more than it delivers. Temperatures fitted on each fold's "
-        "validation slides."
+        "Test slides of each fold in 15 equal-mass bins of top-label confidence, a point per "
+        "bin (larger for more slides); a point under the diagonal promises more than it "
+        "delivers. Temperatures fitted on each fold's validation slides."
     )
     ece = ece_words(table) if folds else ""
     if ece:

@@ -81,7 +81,7 @@ def filters(info: runs.RunInfo, predictions: pd.DataFrame) -> SlideFilter:
     state.setdefault("co_miscls", False)
     folds = sorted(int(f) for f in predictions["fold"].unique())
     state["co_folds"] = [f for f in state.get("co_folds", []) if f in folds]
-    cols = st.columns([1, 1, 1, 1.4, 1, 1.2])
+    cols = st.columns([1, 1, 1, 1.4, 1.35, 1.2])
     level = str(cols[0].radio("Level", list(COHORT_LEVELS), key="co_level", horizontal=True))
     classes = [ANY, *(info.hierarchy.coarse if level == "coarse" else info.hierarchy.fine)]
     for key in ("co_true", "co_pred"):

@@ -367,7 +367,10 @@ def prediction_flags(result: SlideResult, picked: Picked, run_synthetic: bool) -
     line = call_line(result)
     if line:
         st.markdown(line)
-    st.caption(f"model: {e(provenance.display_name)} · encoder {e(result.encoder or 'unknown')}")
+    st.caption(
+        f"model: {e(provenance.display_name)} · encoder {e(result.encoder or 'unknown')} · "
+        + probabilities_caption(result)
+    )
 
 
 def call_line(result: SlideResult) -> str:
@@ -382,15 +385,12 @@ def call_line(result: SlideResult) -> str:
 
 
 def probabilities_caption(result: SlideResult) -> str:
-    """Which probabilities the bars show: calibrated with the checkpoint's temperatures, or
-    raw (a checkpoint without calibration)."""
+    """Which probabilities the page shows: calibrated with the checkpoint's temperatures
+    (fitted on its validation slides), or raw (a checkpoint without calibration)."""
     if not result.calibrated:
-        return "Raw probabilities: the checkpoint has no calibration."
+        return "raw probabilities (the checkpoint has no calibration)"
     t_fine, t_coarse = result.temperatures
-    return (
-        f"Probabilities calibrated (T = {t_fine:.2f} fine, {t_coarse:.2f} coarse classifier; "
-        "fitted on the validation slides)."
-    )
+    return f"probabilities calibrated (T = {t_fine:.2f} fine, {t_coarse:.2f} coarse classifier)"
 
 
 def prediction_bars(result: SlideResult, picked: Picked) -> None:
@@ -406,4 +406,3 @@ def prediction_bars(result: SlideResult, picked: Picked) -> None:
         (title, charts.probability_rows(names, probs, truth)) for title, names, probs, truth in bars
     ]
     st.markdown(charts.probability_html(levels), unsafe_allow_html=True)
-    st.caption(probabilities_caption(result))

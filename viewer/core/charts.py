@@ -9,6 +9,7 @@ typed and cannot add a link, markup or a bidirectional override.
 from __future__ import annotations
 
 import html
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import cast
@@ -241,8 +242,10 @@ def reliability_figure(
 ) -> go.Figure:
     """Reliability diagrams side by side, one per ``(level key, title)`` of ``levels`` that
     ``table`` has: per fold and ``before`` / ``after`` calibration, the equal-mass bins' mean
-    top-label confidence (x) against their accuracy (y), a marker per bin (hover: fold, bin,
-    count) joined by a line, and the diagonal of perfect calibration.
+    top-label confidence (x) against their accuracy (y), a marker per bin as large as its
+    count (hover: fold, bin, count), and the diagonal of perfect calibration. A panel's x axis
+    starts at the tenth below its least confident bin: a confident model's bins crowd near 1
+    (lines between the few slides of a fold's bins zig-zag, so the bins are points).
 
     ``table`` has the columns of :func:`viewer.core.cohort.load_reliability` (``fold, level,
     calibration, bin, confidence, accuracy, count``)."""
@@ -267,12 +270,15 @@ def reliability_figure(
                 go.Scatter(
                     x=bins["confidence"].to_numpy(dtype=float),
                     y=bins["accuracy"].to_numpy(dtype=float),
-                    mode="lines+markers",
+                    mode="markers",
                     name=CALIBRATION_NAMES.get(str(when), text.plotly(str(when))),
                     legendgroup=str(when),
                     showlegend=str(when) not in legend,
-                    line={"color": CALIBRATION_COLOURS.get(str(when), "#555"), "width": 1},
-                    marker={"size": 7, "opacity": 0.8},
+                    marker={
+                        "size": np.clip(5 + 2 * bins["count"].to_numpy(dtype=float), 6, 18),
+                        "opacity": 0.7,
+                        "color": CALIBRATION_COLOURS.get(str(when), "#555"),
+                    },
                     customdata=np.stack([bins["bin"], bins["count"]], axis=1),
                     hovertemplate=f"fold {fold} · {text.plotly(str(when))}<br>"
                     "bin %{customdata[0]} (%{customdata[1]} slides)<br>"
@@ -281,7 +287,9 @@ def reliability_figure(
                 row=1, col=col,
             )  # fmt: skip
             legend.add(str(when))
-    fig.update_xaxes(title_text="mean confidence of the bin", range=[0, 1.02])
+        low = math.floor(10 * float(part["confidence"].min())) / 10 if len(part) else 0.0
+        fig.update_xaxes(range=[max(0.0, min(low, 0.9)) - 0.01, 1.01], row=1, col=col)
+    fig.update_xaxes(title_text="mean confidence of the bin")
     fig.update_yaxes(title_text="accuracy of the bin", range=[-0.02, 1.02], col=1)
     fig.update_yaxes(range=[-0.02, 1.02])
     fig.update_layout(

@@ -88,7 +88,8 @@ def test_the_call_and_which_probabilities_are_shown() -> None:
     )
     assert slide_pick_ui.call_line(_result(False, None)) == ""
     assert slide_pick_ui.probabilities_caption(coarse) == (
-        "Probabilities calibrated (T = 1.80 fine, 1.25 coarse classifier; fitted on the "
-        "validation slides)."
+        "probabilities calibrated (T = 1.80 fine, 1.25 coarse classifier)"
     )
-    assert slide_pick_ui.probabilities_caption(_result(False, None)).startswith("Raw ")
+    assert slide_pick_ui.probabilities_caption(_result(False, None)) == (
+        "raw probabilities (the checkpoint has no calibration)"
+    )

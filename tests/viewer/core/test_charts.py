@@ -32,7 +32,10 @@ def test_reliability_points_are_the_bins_per_fold_and_calibration() -> None:
     fold0_before = next(t for t in lines if "fold 0 · before" in t.hovertemplate)
     assert list(fold0_before.x) == [0.6, 0.95] and list(fold0_before.y) == [0.4, 0.5]
     assert fold0_before.customdata.tolist() == [[0, 2], [1, 3]]
-    assert fold0_before.line.color == charts.CALIBRATION_COLOURS["before"]
+    assert fold0_before.marker.color == charts.CALIBRATION_COLOURS["before"]
+    assert list(fold0_before.marker.size) == [9, 11]  # grows with the bin's count
+    assert list(fig.layout.xaxis.range) == [0.39, 1.01]  # least confident fine bin 0.45
+    assert list(fig.layout.xaxis2.range) == [0.79, 1.01]
     coarse = lines[-1]
     assert list(coarse.x) == [0.8] and coarse.xaxis == "x2"
     assert [t.showlegend for t in lines] == [True, True, False, False]  # one entry per kind
