@@ -97,8 +97,9 @@ const LABEL_SETTLE_MS = 350;
 const CLICK_DELAY_MS = 300;
 // the address is rewritten at most this often while the view moves (ms)
 const URL_EVERY_MS = 250;
-// a drawn shape stays drawn (dashed) this long while the page saves it (ms)
-const DRAFT_MS = 20000;
+// a drawn shape stays drawn (dashed) while the page saves it, at most this long (ms): a
+// refused drawing (the page says why) leaves the view
+const DRAFT_MS = 10000;
 // the lesion outline's colour (the ground truth mask)
 const OUTLINE_COLOUR = "rgb(0,170,60)";
 // the vendored Annotorious, next to the vendored OpenSeadragon on the viewer's port
