@@ -66,6 +66,18 @@ def nonconformity(probs: np.ndarray, y: np.ndarray) -> np.ndarray:
     return 1.0 - p[np.arange(y.size), y]
 
 
+def min_calibration_size(coverage: float) -> int:
+    """The fewest validation bags whose threshold can be below 1 at target ``coverage``: the
+    least ``n`` with ``⌈(n + 1)·coverage⌉ ≤ n`` (9 at 0.9, 4 at 0.8, 19 at 0.95). With fewer,
+    every set holds every label and the call is always ``none`` — a statement about the size
+    of the validation part, not about the bag."""
+    check_coverage(coverage)
+    n = 1
+    while math.ceil((n + 1) * coverage - 1e-9) > n:
+        n += 1
+    return n
+
+
 def conformal_threshold(scores: np.ndarray, coverage: float) -> float:
     """The ``k``-th smallest of ``n`` scores, ``k = ⌈(n + 1)·coverage⌉``; 1 when ``k > n``
     (including n = 0), so that the set then holds every label.

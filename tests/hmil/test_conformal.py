@@ -10,6 +10,7 @@ from hmil.conformal import (
     check_coverage,
     conformal_threshold,
     hierarchical_calls,
+    min_calibration_size,
     nonconformity,
     risk_coverage,
 )
@@ -78,3 +79,11 @@ def test_risk_coverage_answers_the_most_confident_first() -> None:
     assert curve["risk"] == [0.0, 0.5, pytest.approx(1 / 3, abs=1e-6), 0.5]
     assert curve["confidence"] == [0.9, 0.8, 0.6, 0.55]
     assert risk_coverage(probs[:0], np.zeros(0, dtype=int))["risk"] == []
+
+
+@pytest.mark.parametrize(("coverage", "needed"), [(0.9, 9), (0.8, 4), (0.95, 19), (0.5, 1)])
+def test_the_fewest_validation_bags_a_target_can_use(coverage: float, needed: int) -> None:
+    assert min_calibration_size(coverage) == needed
+    scores = np.linspace(0.0, 0.5, needed)
+    assert conformal_threshold(scores, coverage) < 1.0
+    assert conformal_threshold(scores[: needed - 1], coverage) == 1.0

@@ -53,10 +53,16 @@ def call_words(table: pd.DataFrame) -> str:
     fine = float((rows["share_fine"] * rows["n"]).sum() / n)
     targets = sorted({round(100 * float(t)) for t in rows["coverage_target"]})
     target = " / ".join(f"{t}" for t in targets)
-    return (
+    text = (
         f"Call at {target} % coverage: right on {coverage:.2f} of {int(n)} test slides, "
         f"fine answer on {100 * fine:.0f} %."
     )
+    if "coarse_threshold" in rows and bool((rows["coarse_threshold"] >= 1.0).all()):
+        text += (
+            " No fold can make any call at this target: its validation part is too small for "
+            "the guarantee (every label stays in every set), whatever the slide."
+        )
+    return text
 
 
 def calibration_caption(table: pd.DataFrame) -> str:

@@ -367,6 +367,8 @@ def prediction_flags(result: SlideResult, picked: Picked, run_synthetic: bool) -
     line = call_line(result)
     if line:
         st.markdown(line)
+    if result.call is not None and result.call.limit_note():
+        st.caption("No call: " + result.call.limit_note() + ".")
     st.caption(
         f"model: {e(provenance.display_name)} · encoder {e(result.encoder or 'unknown')} · "
         + probabilities_caption(result)

@@ -258,7 +258,8 @@ def load_reliability(run: Path) -> pd.DataFrame:
 def calibration_table(per_fold: dict[int, dict[str, Any]]) -> pd.DataFrame:
     """One row per fold with a ``calibration`` section: ``fold``, ``T_fine``, ``T_coarse``,
     ``ece_<level>_before`` / ``ece_<level>_after`` per :data:`CALIBRATION_LEVELS`, and the
-    call's ``coverage_target``, ``coverage``, ``share_fine``, ``n`` (NaN when absent)."""
+    call's ``coverage_target``, ``coverage``, ``share_fine``, ``n`` and ``coarse_threshold``
+    (NaN when absent)."""
     rows = []
     for fold in sorted(per_fold):
         section = per_fold[fold].get("calibration")
@@ -275,7 +276,7 @@ def calibration_table(per_fold: dict[int, dict[str, Any]]) -> pd.DataFrame:
             for when in ("before", "after"):
                 row[f"ece_{level}_{when}"] = _number((data.get(when) or {}).get("ece"))
         call = section.get("call") or {}
-        for key in ("coverage_target", "coverage", "share_fine", "n"):
+        for key in ("coverage_target", "coverage", "share_fine", "n", "coarse_threshold"):
             row[key] = _number(call.get(key))
         rows.append(row)
     return pd.DataFrame(rows).astype({"fold": int}) if rows else pd.DataFrame()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hmil.conformal import min_calibration_size
 from hmil.data.bags import infer_patch_size
 from hmil.predict import Prediction, Predictor
 
@@ -25,6 +26,7 @@ class SlideCall:
     level: str
     label: str | None
     coverage_target: float
+    n_calibration: int | None = None
 
     def words(self) -> str:
         """``fine: ADH``, ``atypical — subtype uncertain`` or ``no call``."""
@@ -33,6 +35,21 @@ class SlideCall:
     def sentence(self) -> str:
         """``Call at 90 % coverage: atypical — subtype uncertain`` (label as typed)."""
         return f"Call at {100 * self.coverage_target:.0f} % coverage: {self.words()}"
+
+    def limit_note(self) -> str:
+        """Why there is no call when the cause is the validation part, not the slide: with
+        fewer validation bags than :func:`hmil.conformal.min_calibration_size` the guarantee
+        cannot be met by any answer (``""`` otherwise)."""
+        if self.level != "none" or self.n_calibration is None:
+            return ""
+        needed = min_calibration_size(self.coverage_target)
+        if self.n_calibration >= needed:
+            return ""
+        return (
+            f"the model's {self.n_calibration} validation slides cannot support a "
+            f"{100 * self.coverage_target:.0f} % guarantee (at least {needed} needed), so no "
+            "slide gets a call; this says nothing about this slide"
+        )
 
 
 #: what a call of each level says, ``{label}`` filled in
@@ -126,10 +143,13 @@ class SlideResult:
 
 
 def from_prediction(
-    pred: Prediction, temperatures: tuple[float, float] = (1.0, 1.0)
+    pred: Prediction,
+    temperatures: tuple[float, float] = (1.0, 1.0),
+    n_calibration: int | None = None,
 ) -> SlideResult:
     """Convert a :class:`hmil.predict.Prediction` made with ``attention=True``;
-    ``temperatures`` ``(T_f, T_c)`` are the predictor's (shown when ``pred.calibrated``)."""
+    ``temperatures`` ``(T_f, T_c)`` are the predictor's (shown when ``pred.calibrated``),
+    ``n_calibration`` the number of validation bags its call was calibrated on."""
     if pred.attention is None:
         raise ValueError("prediction was made without attention")
     h = pred.hierarchy
@@ -158,6 +178,7 @@ def from_prediction(
             str(pred.call["level"]),
             None if pred.call.get("label") is None else str(pred.call["label"]),
             float(pred.call["coverage_target"]),
+            n_calibration,
         ),
     )
 
@@ -180,7 +201,9 @@ def predict_slide(predictor: Predictor, bag: Path, slide_id: str | None = None) 
     the probabilities are calibrated when the checkpoint has a calibration."""
     cal = predictor.calibration
     temperatures = (cal.fine_temperature, cal.coarse_temperature)
-    return from_prediction(predictor.predict(bag, attention=True, slide_id=slide_id), temperatures)
+    n_cal = None if cal.fine_scores is None else len(cal.fine_scores)
+    prediction = predictor.predict(bag, attention=True, slide_id=slide_id)
+    return from_prediction(prediction, temperatures, n_cal)
 
 
 def patch_attention_rows(result: SlideResult, index: int) -> list[dict[str, object]]:

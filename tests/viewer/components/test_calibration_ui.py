@@ -49,3 +49,11 @@ def test_the_caption_names_ece_temperatures_and_call() -> None:
     assert "T per fold: fine 0.92, 1.35; coarse classifier 0.87, 0.86." in caption
     assert caption.endswith("fine answer on 12 %.")
     assert "ECE" not in calibration_ui.calibration_caption(pd.DataFrame())
+
+
+def test_a_target_no_fold_can_meet_is_said_to_be_the_validation_parts_fault() -> None:
+    words = calibration_ui.call_words(_table().assign(coarse_threshold=[1.0, 1.0]))
+    assert words.endswith("its validation part is too small for the guarantee (every label "
+                          "stays in every set), whatever the slide.")  # fmt: skip
+    partial = calibration_ui.call_words(_table().assign(coarse_threshold=[1.0, 0.2]))
+    assert partial.endswith("fine answer on 12 %.")

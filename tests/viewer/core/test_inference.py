@@ -191,6 +191,17 @@ def test_a_call_in_words() -> None:
     assert call_words("nan", None) == ""  # a table row without a call
 
 
+def test_no_call_from_a_validation_part_too_small_says_so() -> None:
+    # 7 validation slides: ⌈8 · 0.9⌉ = 8 > 7, so no threshold under 1 exists at 90 %
+    note = SlideCall("none", None, 0.9, n_calibration=7).limit_note()
+    assert note.startswith("the model's 7 validation slides cannot support a 90 % guarantee")
+    assert "(at least 9 needed)" in note
+    assert SlideCall("none", None, 0.9, n_calibration=9).limit_note() == ""
+    assert SlideCall("none", None, 0.8, n_calibration=7).limit_note() == ""  # 4 suffice
+    assert SlideCall("coarse", "atypical", 0.9, n_calibration=3).limit_note() == ""
+    assert SlideCall("none", None, 0.9).limit_note() == ""  # size unknown: no claim
+
+
 def test_training_curves_and_overview(viewer_run: Path) -> None:
     overview = fold_table.fold_overview(viewer_run)
     assert list(overview["fold"]) == [0, 1]
