@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 import yaml
 
+from hmil.conformal import min_calibration_size
 from hmil.data.provenance import parse_encoder
 from hmil.demo.classes import DEMO_CLASSES
 from hmil.demo.pipeline import DemoResult
@@ -305,16 +306,6 @@ def read_calibration(run_dir: Path) -> tuple[dict[int, dict[str, Any]], dict[int
     return sections, validation_n
 
 
-def smallest_calibration_n(coverage: float) -> int:
-    """The fewest validation bags whose split-conformal threshold at ``coverage`` is one of
-    their scores (``⌈(n + 1)·coverage⌉ ≤ n``); with fewer the threshold is 1 and every set
-    holds every label, so no call is made (:func:`hmil.conformal.conformal_threshold`)."""
-    n = 1
-    while math.ceil((n + 1) * coverage - 1e-9) > n:
-        n += 1
-    return n
-
-
 def calibration_section(
     sections: dict[int, dict[str, Any]], validation_n: dict[int, int], shipped: int
 ) -> list[str]:
@@ -364,7 +355,7 @@ def calibration_section(
             f"{_percent(pooled('share_fine'))}, coarse only on "
             f"{_percent(pooled('share_coarse'))}, no call on {_percent(pooled('share_none'))}."
         )
-        needed = smallest_calibration_n(target)
+        needed = min_calibration_size(target)
         fitted = sorted({validation_n[f] for f in calls if f in validation_n})
         if fitted and max(fitted) < needed:
             lines.append(

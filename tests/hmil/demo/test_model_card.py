@@ -104,11 +104,6 @@ def test_the_card_states_ece_temperatures_and_the_call_pooled_over_folds() -> No
     assert model_card.calibration_section({}, {}, shipped=0) == []
 
 
-def test_the_fewest_validation_bags_a_call_needs() -> None:
-    # ⌈(n + 1)·c⌉ ≤ n first holds at n = 9 for 0.9, 4 for 0.8, 19 for 0.95
-    assert [model_card.smallest_calibration_n(c) for c in (0.9, 0.8, 0.95, 0.5)] == [9, 4, 19, 1]
-
-
 def test_the_calibration_of_a_trained_run_is_read_from_its_files(tiny_run: Path) -> None:
     sections, validation_n = model_card.read_calibration(tiny_run)
     assert list(sections) == [0]  # fold 1 never trained
