@@ -66,6 +66,12 @@ class Prediction:
             calibration (record ``probabilities``: ``calibrated`` or ``raw``).
         call: the hierarchical call (``{"level", "label", "coverage_target"}``, see
             :mod:`hmil.conformal`), or None for a checkpoint without one.
+        raw_fine_probs: ``(Kf,)`` the fine head's softmax before temperature scaling, or None
+            when ``fine_probs`` are raw already. The predicted labels come from the raw
+            probabilities: a temperature changes how sure a prediction says it is, never which
+            label it names (a fine argmax cannot move, but the coarse argmax of Mᵀ p_f can when
+            two coarse classes nearly tie), so ``hmil predict``, the viewer and the fold's
+            ``predictions.csv`` name the same labels.
     """
 
     slide_id: str
@@ -79,6 +85,7 @@ class Prediction:
     warnings: list[str] = field(default_factory=list)
     calibrated: bool = False
     call: dict[str, Any] | None = None
+    raw_fine_probs: np.ndarray | None = None
 
     @property
     def coarse_probs(self) -> np.ndarray:
@@ -92,7 +99,9 @@ class Prediction:
 
     @property
     def coarse_pred(self) -> str:
-        return self.hierarchy.coarse[int(np.argmax(self.coarse_probs))]
+        """The coarse class of Mᵀ p_f with the raw fine probabilities (see ``raw_fine_probs``)."""
+        raw = self.fine_probs if self.raw_fine_probs is None else self.raw_fine_probs
+        return self.hierarchy.coarse[int(np.argmax(raw @ self.hierarchy.mapping))]
 
     @property
     def consistent(self) -> bool:
@@ -108,7 +117,7 @@ class Prediction:
             "coarse": {
                 "pred": self.coarse_pred,
                 "probs": _named(h.coarse, self.coarse_probs),
-                "head_pred": h.coarse[int(np.argmax(self.coarse_head_probs))],
+                "head_pred": h.coarse[int(np.argmax(self.coarse_head_probs))],  # T cannot move it
                 "head_probs": _named(h.coarse, self.coarse_head_probs),
             },
             "fine": {"pred": self.fine_pred, "probs": _named(h.fine, self.fine_probs)},
@@ -271,8 +280,9 @@ class Predictor:
             names = {"fine": self.hierarchy.fine, "coarse": self.hierarchy.coarse}
             label = names[level][index] if level in names else None
             call = {"level": level, "label": label, "coverage_target": self.coverage}
+        raw = _softmax(out.fine_logits, 1.0)
         if not self.calibrated:
-            fine, head = _softmax(out.fine_logits, 1.0), _softmax(out.coarse_logits, 1.0)
+            fine, head = raw, _softmax(out.coarse_logits, 1.0)
         return Prediction(
             slide_id=slide_id,
             n_instances=n,
@@ -285,6 +295,7 @@ class Predictor:
             warnings=self._warnings(bag),
             calibrated=self.calibrated and bool(self.info.calibration),
             call=call,
+            raw_fine_probs=None if fine is raw else raw,
         )
 
     def _warnings(self, bag: Bag | None) -> list[str]:

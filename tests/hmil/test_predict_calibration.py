@@ -11,7 +11,8 @@ import pytest
 
 from hmil.checkpoint import load_checkpoint_file, save_checkpoint
 from hmil.cli import main
-from hmil.predict import load_checkpoint
+from hmil.hierarchy import Hierarchy
+from hmil.predict import Prediction, load_checkpoint
 
 
 def _records(capsys: pytest.CaptureFixture[str], *argv: str) -> list[dict]:
@@ -66,3 +67,19 @@ def test_a_target_coverage_outside_the_unit_interval_is_refused(
     argv = ["predict", "--checkpoint", str(tiny_run / "fold_0" / "checkpoint.pt"), bag]
     assert main([*argv, "--coverage", "1.5"]) != 0
     assert "error: --coverage: must be in (0, 1), found 1.5" in capsys.readouterr().err
+
+
+def test_the_labels_come_from_the_raw_probabilities_when_a_temperature_would_move_them() -> None:
+    # two coarse classes over fine (a, b | c): raw p = (0.26, 0.26, 0.48) sums to 0.52 vs 0.48,
+    # while T = 0.5 sharpens it to (0.18, 0.18, 0.63): Mᵀp̂ = 0.37 vs 0.63 — the coarse argmax moves
+    hierarchy = Hierarchy(name="t", coarse=("x", "y"), fine=("a", "b", "c"), parent=(0, 0, 1))
+    raw = np.array([0.26, 0.26, 0.48])
+    sharp = raw**2 / (raw**2).sum()
+    pred = Prediction(
+        slide_id="s", n_instances=3, hierarchy=hierarchy, fine_probs=sharp,
+        coarse_head_probs=np.array([0.5, 0.5]), calibrated=True, raw_fine_probs=raw,
+    )  # fmt: skip
+    assert pred.coarse_probs[1] > pred.coarse_probs[0]  # the shown (calibrated) numbers
+    assert (pred.fine_pred, pred.coarse_pred) == ("c", "x")  # the model's decision, as in training
+    record = pred.to_dict()
+    assert record["coarse"]["pred"] == "x" and record["consistent"] is False

@@ -85,6 +85,9 @@ class SlideResult:
             calibration (False: raw, a checkpoint without one).
         temperatures: ``(T_f, T_c)`` of the fine and the coarse head (1: unscaled).
         call: the hierarchical call, or None for a checkpoint without conformal scores.
+        raw_coarse_probs: ``(Kc,)`` Mᵀ p_f of the raw fine probabilities when the shown ones
+            are calibrated (None otherwise): the coarse prediction is read from them, as
+            :attr:`hmil.predict.Prediction.coarse_pred` and the fold's ``predictions.csv`` do.
     """
 
     slide_id: str
@@ -103,6 +106,7 @@ class SlideResult:
     calibrated: bool = False
     temperatures: tuple[float, float] = (1.0, 1.0)
     call: SlideCall | None = None
+    raw_coarse_probs: np.ndarray | None = None
 
     @property
     def n_instances(self) -> int:
@@ -125,7 +129,8 @@ class SlideResult:
 
     @property
     def coarse_pred(self) -> str:
-        return self.coarse[int(np.argmax(self.coarse_probs))]
+        decide = self.coarse_probs if self.raw_coarse_probs is None else self.raw_coarse_probs
+        return self.coarse[int(np.argmax(decide))]
 
     @property
     def coarse_head_pred(self) -> str:
@@ -180,6 +185,9 @@ def from_prediction(
             float(pred.call["coverage_target"]),
             n_calibration,
         ),
+        raw_coarse_probs=None
+        if pred.raw_fine_probs is None
+        else np.asarray(pred.raw_fine_probs @ h.mapping, dtype=np.float64),
     )
 
 

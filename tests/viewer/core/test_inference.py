@@ -14,9 +14,16 @@ from viewer_fixtures import NO_SLIDE_ID
 
 from hmil.calibration import scale
 from hmil.errors import ConfigError
-from hmil.predict import load_checkpoint
+from hmil.hierarchy import Hierarchy
+from hmil.predict import Prediction, load_checkpoint
 from viewer.core import charts, cohort, fold_table, launches, runs, train_form
-from viewer.core.inference import SlideCall, call_words, patch_attention_rows, predict_slide
+from viewer.core.inference import (
+    SlideCall,
+    call_words,
+    from_prediction,
+    patch_attention_rows,
+    predict_slide,
+)
 from viewer.core.paths import PathRefused
 
 
@@ -356,3 +363,18 @@ def test_patch_bars_show_multiples_of_an_average_patch_on_a_log_axis() -> None:
     assert "&lt;b&gt;IC&lt;/b&gt;" in html and "<b>IC</b>" not in html  # names escaped
     assert "<b>DCIS</b>" in html and "×12.3" in html and "<×0.01" in html
     assert html.count("width:1px") == 2  # the ×1 tick on every bar
+
+
+def test_the_coarse_prediction_is_read_from_the_raw_probabilities() -> None:
+    # raw fine p = (0.26, 0.26, 0.48) → coarse x; the T = 0.5 probabilities shown say y
+    hierarchy = Hierarchy(name="t", coarse=("x", "y"), fine=("a", "b", "c"), parent=(0, 0, 1))
+    raw = np.array([0.26, 0.26, 0.48])
+    pred = Prediction(
+        slide_id="s", n_instances=3, hierarchy=hierarchy, fine_probs=raw**2 / (raw**2).sum(),
+        coarse_head_probs=np.array([0.5, 0.5]), calibrated=True, raw_fine_probs=raw,
+        attention={"coarse": np.full((2, 3), 1 / 3), "fine": np.full((3, 3), 1 / 3)},
+    )  # fmt: skip
+    result = from_prediction(pred)
+    assert result.coarse_probs[1] > 0.6 and result.coarse_pred == "x"
+    np.testing.assert_allclose(result.raw_coarse_probs, [0.52, 0.48])
+    assert not result.consistent  # fine c under y, coarse decision x: flagged, as in the record
