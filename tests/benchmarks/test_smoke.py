@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPTS = ("accuracy", "speed", "streaming_memory", "gpu_check")
+SCRIPTS = ("accuracy", "calibration", "speed", "streaming_memory", "gpu_check")
 DEFAULTS = "HMIL defaults (hmil train with no config)"
 FEW = (
     f"{DEFAULTS},HMIL --preset paper,ABMIL gated (torchmil),CLAM-MB (hmil.model.baselines),"
@@ -82,6 +82,41 @@ def test_accuracy_merge_renames_cohorts(tmp_path):
     merged = json.loads((tmp_path / "m.json").read_text())
     assert set(merged["summary"]) == {"gen-small", "gen-small-longer"}
     assert {r["cohort"] for r in merged["runs"]} == {"gen-small", "gen-small-longer"}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _has("matplotlib"), reason="needs the bench extra (matplotlib)")
+def test_calibration_quick(tmp_path):
+    proc = _run(["benchmarks.calibration", "--quick", "--out", str(tmp_path), "--work",
+                 str(tmp_path / "work")])  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((tmp_path / "calibration.json").read_text())
+    assert result["synthetic"] is True
+    (run,) = result["runs"]
+    assert run["cohort"] == "digits" and run["T_fine"] > 0
+    for level in ("fine", "coarse", "coarse_head"):
+        # temperature scaling never moves the argmax
+        assert run[f"{level}.bacc_before"] == run[f"{level}.bacc_after"]
+        assert 0 <= run[f"{level}.ece_after"] <= 1
+    for target in (0.8, 0.9, 0.95):
+        shares = [run[f"call{target}.share_{k}"] for k in ("fine", "coarse", "none")]
+        assert sum(shares) == pytest.approx(1.0)
+        assert 0 <= run[f"call{target}.coverage"] <= 1
+    assert set(run["risk_coverage"]) == {"fine", "coarse", "coarse_head"}
+    text = (tmp_path / "calibration.md").read_text()
+    assert "SYNTHETIC" in text and "| digits | 1 |" in text
+    assert (tmp_path / "calibration_risk.png").stat().st_size > 1000
+    # a second invocation with --resume trains nothing and reports the same run
+    again = _run(["benchmarks.calibration", "--quick", "--resume", "--out", str(tmp_path),
+                  "--work", str(tmp_path / "work")])  # fmt: skip
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads((tmp_path / "calibration.json").read_text())["runs"] == result["runs"]
+
+
+def test_unknown_calibration_cohort_is_one_error_line(tmp_path):
+    proc = _run(["benchmarks.calibration", "--cohorts", "nope", "--work", str(tmp_path)], 120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: --cohorts: unknown ['nope']"
 
 
 def test_unknown_variant_is_one_error_line(tmp_path):
