@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -174,13 +175,44 @@ def _qupath_file(path: Path, width: int, height: int, classification: str) -> Pa
     return path
 
 
-def _hmil(*args: str | Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """``hmil ARGS`` as a user runs it (a process of its own)."""
+#: the ``hmil`` processes a test started, ended at its teardown if still running
+STARTED: list[subprocess.Popen[bytes]] = []
+
+
+@pytest.fixture
+def hmil_processes() -> Iterator[None]:
+    yield
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _start(*args: str | Path, log: Path) -> subprocess.Popen[bytes]:
+    """``hmil ARGS`` as a user runs it (a process of its own), its output into ``log``; the
+    loop's commands that do not wait for each other run side by side."""
     command = [sys.executable, "-m", "hmil", *(str(a) for a in args)]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+    with open(log, "wb") as out:
+        STARTED.append(subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT))
+    return STARTED[-1]
+
+
+def _finish(proc: subprocess.Popen[bytes], log: Path, timeout: float = 300) -> str:
+    """Wait for ``proc`` (started by :func:`_start`); its output, once it exited 0."""
+    try:
+        code = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise
+    output = log.read_text(errors="replace")
+    assert code == 0, output[-2000:]
+    return output
 
 
 @pytest.mark.browser
+@pytest.mark.usefixtures("hmil_processes")
 def test_review_loop_from_verdicts_to_a_model_trained_on_the_corrections(
     viewer_root: Path, review_run: Path, tmp_path: Path
 ) -> None:
@@ -221,6 +253,11 @@ def test_review_loop_from_verdicts_to_a_model_trained_on_the_corrections(
         assert rb.next_unreviewed(page) == m3
         rb.save_verdict(page, "carol", "ambiguous", comment="poor fixation")
         assert browser.problems(page) == []
+        # the report and the corrected labels, written while the viewer is still open
+        report, labels = tmp_path / "report", tmp_path / "labels_reviewed.csv"
+        reporting = _start("reviews", "report", review_run, "--out", report, log=tmp_path / "r.log")
+        exporting = _start("reviews", "export", review_run, "--labels", labels,
+                           log=tmp_path / "export.log")  # fmt: skip
     _keep_screenshots(tmp_path)
 
     # what the browser wrote
@@ -240,19 +277,26 @@ def test_review_loop_from_verdicts_to_a_model_trained_on_the_corrections(
     assert saved["features"][1]["properties"]["classification"]["name"] == pred1
 
     # the corrected labels
-    labels = tmp_path / "labels_reviewed.csv"
-    done = _hmil("reviews", "export", review_run, "--labels", labels)
-    assert done.returncode == 0, done.stderr
-    assert "1 label(s) corrected" in done.stdout
+    done = _finish(exporting, tmp_path / "export.log")
+    assert "1 label(s) corrected" in done
     table = pd.read_csv(labels, dtype=str, keep_default_na=False).set_index("slide_id")
     assert table.loc[m1, "label"] == pred1 and table.loc[m1, "original_label"] == true1
     assert table.loc[m1, "corrected_by"] == "carol"
     assert (table.drop(index=m1)["original_label"] == "").all()
 
+    # retrain the fold that held the corrected slide out, on the corrected labels
+    fold = next(int(p.parent.name.split("_")[1]) for p in review_run.glob("fold_*/predictions.csv")
+                if m1 in set(pd.read_csv(p, dtype=str)["slide_id"]))  # fmt: skip
+    again = tmp_path / "run_reviewed"
+    training = _start(
+        "train", "--config", viewer_root / "small.yaml", "--labels", labels,
+        "--features", viewer_root / "cohort" / "features", "--splits", viewer_root / "splits",
+        "--hierarchy", "bracs", "--out", again, "--epochs", "1", "--folds", str(fold), "--quiet",
+        log=tmp_path / "train.log",
+    )  # fmt: skip
+
     # the report: one page and table per reviewer, the regions outlined on the thumbnails
-    report = tmp_path / "report"
-    made = _hmil("reviews", "report", review_run, "--out", report)
-    assert made.returncode == 0, made.stderr
+    _finish(reporting, tmp_path / "r.log")
     rows = pd.read_csv(report / "carol.csv", dtype=str, keep_default_na=False)
     assert sorted(
         zip(rows["slide_id"], rows["verdict"], rows["corrected_label"], strict=True)
@@ -274,16 +318,8 @@ def test_review_loop_from_verdicts_to_a_model_trained_on_the_corrections(
         reader.screenshot(path=str(tmp_path / "review_loop_report.png"))
         assert [u for u in fetched if not u.startswith(("file:", "data:"))] == []
 
-    # retrain the fold that held the corrected slide out, on the corrected labels
-    fold = next(int(p.parent.name.split("_")[1]) for p in review_run.glob("fold_*/predictions.csv")
-                if m1 in set(pd.read_csv(p, dtype=str)["slide_id"]))  # fmt: skip
-    again = tmp_path / "run_reviewed"
-    trained = _hmil(
-        "train", "--config", viewer_root / "small.yaml", "--labels", labels,
-        "--features", viewer_root / "cohort" / "features", "--splits", viewer_root / "splits",
-        "--hierarchy", "bracs", "--out", again, "--epochs", "1", "--folds", str(fold), "--quiet",
-    )  # fmt: skip
-    assert trained.returncode == 0, trained.stderr[-2000:]
+    # the retrained fold: its predictions carry the corrected label
+    _finish(training, tmp_path / "train.log")
     predicted = pd.read_csv(again / f"fold_{fold}" / "predictions.csv", dtype=str)
     row = predicted[predicted["slide_id"] == m1].iloc[0]
     assert row["true_fine"] == pred1  # the corrected label, not the original
