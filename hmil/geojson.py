@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,13 +37,24 @@ PALETTE: tuple[RGB, ...] = (
 )  # fmt: skip
 
 
-def colour_for_class(name: str, hierarchy: Hierarchy | None = None) -> RGB:
-    """The fixed colour of class ``name``: its place among the hierarchy's class names (coarse,
-    then fine, each name once) in :data:`PALETTE`; a name the hierarchy lacks (or without a
-    hierarchy) takes the palette entry its CRC-32 picks, so it too is the same in every file."""
-    names = list(dict.fromkeys((*hierarchy.coarse, *hierarchy.fine))) if hierarchy else []
-    index = names.index(name) if name in names else zlib.crc32(name.encode("utf-8"))
+def class_order(hierarchy: Hierarchy) -> tuple[str, ...]:
+    """The hierarchy's class names in palette order: coarse, then fine, each name once."""
+    return tuple(dict.fromkeys((*hierarchy.coarse, *hierarchy.fine)))
+
+
+def colour_among(name: str, names: Sequence[str]) -> RGB:
+    """The fixed colour of class ``name``: its place among ``names`` (a hierarchy's
+    :func:`class_order`) in :data:`PALETTE`; a name not among them takes the palette entry its
+    CRC-32 picks, so it too is the same in every file."""
+    order = list(dict.fromkeys(names))
+    index = order.index(name) if name in order else zlib.crc32(name.encode("utf-8"))
     return PALETTE[index % len(PALETTE)]
+
+
+def colour_for_class(name: str, hierarchy: Hierarchy | None = None) -> RGB:
+    """The fixed colour of class ``name`` under ``hierarchy`` (:func:`colour_among` its
+    :func:`class_order`; without a hierarchy, the CRC-32 entry)."""
+    return colour_among(name, class_order(hierarchy) if hierarchy else ())
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ import math
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ from shapely.validation import explain_validity
 
 from hmil.crops import safe_name
 from hmil.errors import AttentionError, RegionError
-from hmil.geojson import colour_for_class, polygon_feature, write_features
+from hmil.geojson import colour_among, polygon_feature, write_features
 from hmil.io import atomic_path
 
 #: size cap of one annotation file or upload, checked before it is read
@@ -78,17 +78,23 @@ class Region:
         name: unique per slide (``lesion 1``, ``region 3``).
         classification: a class name, or :data:`UNCLASSIFIED`.
         geometry: a valid ``Polygon`` or ``MultiPolygon`` in level-0 pixels (holes kept).
+        palette: the run's class names in palette order (:func:`hmil.geojson.class_order`:
+            coarse, then fine), set when the region was read against a run's classes; it
+            fixes :attr:`colour`. Not part of equality.
     """
 
     name: str
     classification: str
     geometry: BaseGeometry
+    palette: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def colour(self) -> tuple[int, int, int]:
-        """The class's fixed RGB colour (:func:`hmil.geojson.colour_for_class`): the same in
-        the viewer and in every exported file."""
-        return colour_for_class(self.classification)
+        """The class's fixed RGB colour (:func:`hmil.geojson.colour_among` the palette): the
+        one ``hmil heatmap --geojson`` and the demo's lesion files give the class, so a class
+        has one colour in the viewer and in every file of the run — and two classes of one
+        hierarchy never share one (a name hash alone made ``UDH`` and ``ADH`` alike)."""
+        return colour_among(self.classification, self.palette)
 
     def feature(self) -> dict[str, Any]:
         """This region as a QuPath annotation ``Feature`` (level-0 pixels, holes as interior
@@ -215,7 +221,7 @@ def _parse(
             raise RegionError(source, exc.problem) from None
         name = unique_name(region.name, taken)
         taken.add(name)
-        regions.append(Region(name, region.classification, region.geometry))
+        regions.append(Region(name, region.classification, region.geometry, tuple(allowed or ())))
     return regions
 
 
@@ -326,10 +332,11 @@ def merge_by_class(regions: Sequence[Region]) -> list[Region]:
     *its* regions is a question about their union, not about each polygon alone.
     """
     groups: dict[str, list[BaseGeometry]] = {}
+    palette = regions[0].palette if regions else ()
     for region in regions:
         groups.setdefault(region.classification, []).append(region.geometry)
     return [
-        Region(name or "region", name, shapely.union_all(geometries))
+        Region(name or "region", name, shapely.union_all(geometries), palette)
         for name, geometries in groups.items()
     ]
 
@@ -362,12 +369,16 @@ def regions_path(run: str | Path, slide_id: str) -> Path:
     return Path(run) / REGIONS_DIR / f"{slide_id}.geojson"
 
 
-def load_regions(run: str | Path, slide_id: str) -> list[Region]:
-    """The regions saved for the slide; ``[]`` when none are."""
+def load_regions(
+    run: str | Path, slide_id: str, classes: Sequence[str] | None = None
+) -> list[Region]:
+    """The regions saved for the slide; ``[]`` when none are. ``classes``: the run's class
+    names in palette order (:func:`hmil.geojson.class_order`), which fix the colours (and are
+    checked, as on import)."""
     path = regions_path(run, slide_id)
     if not path.is_file():
         return []
-    return _parse(_read_capped(path), str(path), None, None, allow_empty=True)
+    return _parse(_read_capped(path), str(path), None, classes, allow_empty=True)
 
 
 def save_regions(run: str | Path, slide_id: str, regions: Sequence[Region]) -> Path:
@@ -379,16 +390,21 @@ def save_regions(run: str | Path, slide_id: str, regions: Sequence[Region]) -> P
     return path
 
 
-def add_regions(run: str | Path, slide_id: str, new: Sequence[Region]) -> list[Region]:
+def add_regions(
+    run: str | Path, slide_id: str, new: Sequence[Region], classes: Sequence[str] | None = None
+) -> list[Region]:
     """Add ``new`` after the slide's saved regions (a name already used is renamed:
-    :func:`unique_name`) and save; returns all of them."""
+    :func:`unique_name`) and save; returns all of them (``classes`` as in
+    :func:`load_regions`)."""
     path = regions_path(run, slide_id)
     with _locked(path):
-        regions = load_regions(run, slide_id) + list(new)
+        regions = load_regions(run, slide_id, classes) + list(new)
         return _store(path, regions)
 
 
-def remove_region(run: str | Path, slide_id: str, name: str) -> list[Region]:
+def remove_region(
+    run: str | Path, slide_id: str, name: str, classes: Sequence[str] | None = None
+) -> list[Region]:
     """Remove the region called ``name`` and save; returns the ones left.
 
     Raises:
@@ -396,7 +412,7 @@ def remove_region(run: str | Path, slide_id: str, name: str) -> list[Region]:
     """
     path = regions_path(run, slide_id)
     with _locked(path):
-        regions = load_regions(run, slide_id)
+        regions = load_regions(run, slide_id, classes)
         kept = [r for r in regions if r.name != name]
         if len(kept) == len(regions):
             raise RegionError(slide_id, f"no region named '{_clean_name(name)[:80]}'")
@@ -409,7 +425,7 @@ def _store(path: Path, regions: list[Region]) -> list[Region]:
     for region in regions:
         name = unique_name(region.name, taken)
         taken.add(name)
-        named.append(Region(name, region.classification, region.geometry))
+        named.append(Region(name, region.classification, region.geometry, region.palette))
     if named:
         write_annotations(path, named)
     else:

@@ -36,6 +36,7 @@ from PIL import Image, ImageDraw
 
 from hmil import reviews
 from hmil.errors import HMILError, ReviewError, RunError
+from hmil.geojson import class_order
 from hmil.overlay import HeatmapStyle, draw_legend, level_codes, render_codes, whole_region
 from hmil.reviews import Review
 from hmil.slides.reader import fit_size
@@ -511,7 +512,7 @@ class ReportSource:
         labels = [("predicted", pred_fine)]
         if entry.true_fine in names and entry.true_fine != pred_fine:
             labels.append(("true", entry.true_fine))
-        regions = _regions(self.run, slide_id)
+        regions = _regions(self.run, slide_id, class_order(pred.hierarchy))
         outlines = [(r.outline(), r.colour) for r in regions]
         slide, note = self._open_slide(slide_id, pred.bag_attrs, coords)
         try:
@@ -585,13 +586,14 @@ def _relative(path: Path, run: Path) -> str:
         return path.name
 
 
-def _regions(run: Path, slide_id: str) -> list[Any]:
-    """The regions saved for the slide (:func:`hmil.regions.load_regions`); a file that
-    cannot be read draws none rather than failing the whole report."""
+def _regions(run: Path, slide_id: str, classes: Sequence[str]) -> list[Any]:
+    """The regions saved for the slide (:func:`hmil.regions.load_regions`, coloured by the
+    run's ``classes``); a file that cannot be read draws none rather than failing the whole
+    report."""
     from hmil.regions import load_regions
 
     try:
-        return list(load_regions(run, slide_id))
+        return list(load_regions(run, slide_id, classes))
     except HMILError:
         return []
 

@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
 
     from hmil.data.bags import level0_coords
     from hmil.errors import BagError
+    from hmil.geojson import class_order
     from hmil.heatmap import bag_offset, check_patch_size
     from hmil.predict import load_checkpoint
     from hmil.regions import Region, merge_by_class, read_annotations, region_stats, write_stats
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     regions = read_annotations(
         args.annotations,
         bounds=RecordedSlide.from_attrs(attrs).size,
-        classes=[*hierarchy.fine, *hierarchy.coarse],
+        classes=class_order(hierarchy),
     )
     dx, dy = bag_offset(attrs)
     if dx or dy:  # QuPath's pixels start at the scanned area's corner, the bag's at level 0

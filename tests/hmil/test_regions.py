@@ -15,7 +15,8 @@ import pytest
 from shapely.geometry import MultiPolygon, Polygon, box
 
 from hmil.errors import AttentionError, RegionError
-from hmil.geojson import colour_for_class, read_features
+from hmil.geojson import class_order, colour_for_class, read_features
+from hmil.hierarchy import Hierarchy
 from hmil.regions import (
     MAX_ANNOTATION_BYTES,
     MAX_REGIONS,
@@ -357,3 +358,20 @@ def test_write_stats_is_a_csv(tmp_path: Path) -> None:
     assert lines[0] == ",".join(STATS_COLUMNS)
     assert lines[1] == "r,,fine,T,4,1,2.8,0.7,1"
     assert [p.name for p in tmp_path.iterdir()] == ["stats.csv"]  # no temporary file left
+
+
+def test_colours_follow_the_runs_class_order_in_the_viewer_and_every_file(tmp_path: Path) -> None:
+    bracs = Hierarchy.resolve("bracs")
+    classes = class_order(bracs)
+    text = collection(polygon(SQUARE, classification="UDH"), polygon(SQUARE, classification="ADH"))
+    udh, adh = parse_annotations(text, "ann.geojson", classes=classes)
+    # the colours `hmil heatmap --geojson` and the demo's lesion files give these classes
+    assert udh.colour == colour_for_class("UDH", bracs) and adh.colour == colour_for_class(
+        "ADH", bracs
+    )
+    assert udh.colour != adh.colour  # two classes of one hierarchy never share a colour
+    add_regions(tmp_path, "s1", [udh, adh], classes)
+    saved = json.loads(regions_path(tmp_path, "s1").read_text(encoding="utf-8"))
+    colours = [f["properties"]["classification"]["color"] for f in saved["features"]]
+    assert colours == [list(udh.colour), list(adh.colour)]
+    assert [r.colour for r in load_regions(tmp_path, "s1", classes)] == [udh.colour, adh.colour]

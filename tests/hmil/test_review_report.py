@@ -20,6 +20,7 @@ from viewer_fixtures import NO_SLIDE_ID
 from hmil import regions, reviews
 from hmil.errors import ReviewError
 from hmil.geojson import colour_for_class
+from hmil.hierarchy import Hierarchy
 from hmil.overlay import blend, colormap_code_lut
 from hmil.review_report import (
     CSV_COLUMNS,
@@ -221,7 +222,7 @@ def test_thumbnails_held_out_fold_legend_regions_and_blank_canvas(
         assert max(image.shape[:2]) <= THUMB_SIDE
         strip = image[-60:]  # the legend: the bar's end colours under the picture
         assert _count(strip, BOTTOM) >= 5 and _count(strip, TOP) >= 5
-    dcis = colour_for_class("DCIS")
+    dcis = colour_for_class("DCIS", Hierarchy.resolve("bracs"))  # the run's class colour
     with_region = _pngs(page.split(f'id="slide-{first}"')[1].split("</section>")[0])
     assert _count(with_region[0], dcis) > 200  # the region's outline in its class colour
     others = [

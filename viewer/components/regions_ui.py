@@ -28,7 +28,7 @@ import streamlit as st
 
 from hmil import regions as lib
 from hmil.errors import HMILError, RegionError
-from hmil.geojson import colour_for_class
+from hmil.geojson import colour_among
 from viewer.components.shell_ui import session_state
 from viewer.core import regions as core
 from viewer.core import text
@@ -95,7 +95,7 @@ def _say(kind: str, message: str) -> None:
 def load(target: Target) -> list[lib.Region]:
     """The slide's saved regions ([] when none; a file that cannot be read is reported once)."""
     try:
-        return lib.load_regions(target.run, target.slide_id)
+        return lib.load_regions(target.run, target.slide_id, target.classes)
     except RegionError as exc:
         _say("error", f"{exc.where}: {exc.problem}")
     except OSError as exc:
@@ -113,9 +113,10 @@ def draw_class(target: Target) -> str:
     return str(state[CLASS_KEY])
 
 
-def colour_of(classification: str) -> tuple[int, int, int]:
-    """The colour a region of ``classification`` is drawn in (as :attr:`Region.colour`)."""
-    return colour_for_class(classification)
+def colour_of(classification: str, classes: Sequence[str] = ()) -> tuple[int, int, int]:
+    """The colour a region of ``classification`` is drawn in (as :attr:`Region.colour`, with
+    the run's ``classes`` in palette order)."""
+    return colour_among(classification, classes)
 
 
 def view_parts(
@@ -127,14 +128,14 @@ def view_parts(
         draw = core.draw_part(False, lib.UNCLASSIFIED, colour_of(lib.UNCLASSIFIED))
         return {"regions": [], "draw": draw, "caption": caption}
     cls = draw_class(target)
-    draw = core.draw_part(target.bounds is not None, cls, colour_of(cls))
+    draw = core.draw_part(target.bounds is not None, cls, colour_of(cls, target.classes))
     return {"regions": core.regions_part(regions), "draw": draw, "caption": caption}
 
 
 def _save_new(target: Target, new: Sequence[lib.Region]) -> list[lib.Region]:
     if target.bounds is None:
         raise RegionError(target.slide_id, "no slide image: regions cannot be checked")
-    return lib.add_regions(target.run, target.slide_id, new)
+    return lib.add_regions(target.run, target.slide_id, new, target.classes)
 
 
 def on_region(target: Target | None, component_key: str) -> None:
@@ -152,7 +153,7 @@ def on_region(target: Target | None, component_key: str) -> None:
         state[NONCES_KEY] = [*seen, drawing.nonce][-KEEP_NONCES:]
         if target.bounds is None:
             raise RegionError(core.DRAWN, "no slide image: the drawing cannot be checked")
-        existing = lib.load_regions(target.run, target.slide_id)
+        existing = lib.load_regions(target.run, target.slide_id, target.classes)
         region = core.checked_region(
             drawing, core.next_name(existing), draw_class(target), target.bounds, target.classes
         )
@@ -198,7 +199,7 @@ def _import(target: Target, key: str) -> None:
 
 def _delete(target: Target, name: str) -> None:
     try:
-        lib.remove_region(target.run, target.slide_id, name)
+        lib.remove_region(target.run, target.slide_id, name, target.classes)
     except RegionError as exc:
         _say("error", f"{exc.where}: {exc.problem}")
         return

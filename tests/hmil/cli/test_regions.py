@@ -142,8 +142,8 @@ def test_qupath_pixels_are_shifted_by_the_bags_bounds_offset(
         ([polygon([[[0, 0], [2000, 0], [2000, 10], [0, 0]]])],
          "feature 1 lies outside the slide (1024 x 768 px)"),
         ([polygon(LEFT, classification="Tumour")],
-         "feature 1: unknown class 'Tumour' (known: N, PB, UDH, FEA, ADH, DCIS, IC, benign, "
-         "atypical, malignant)"),
+         "feature 1: unknown class 'Tumour' (known: benign, atypical, malignant, N, PB, UDH, "
+         "FEA, ADH, DCIS, IC)"),
         ([], "no regions (the file holds no feature)"),
     ],
 )  # fmt: skip

@@ -16,6 +16,8 @@ from streamlit.testing.v1.element_tree import FileUploader
 from viewer_fixtures import APP_TIMEOUT
 
 from hmil import regions as lib
+from hmil.geojson import PALETTE, colour_for_class
+from hmil.hierarchy import Hierarchy
 from viewer.components import regions_ui
 from viewer.core.inference import SlideResult
 
@@ -104,8 +106,11 @@ def test_an_import_is_saved_listed_and_compared_with_attention(run: Path) -> Non
     assert panel.label == "Regions" and not at.dataframe
     view = at.session_state["_view"]
     assert view["regions"] == []
-    assert view["draw"] == {"enabled": True, "classification": "ADH",
-                            "colour": list(lib.Region("x", "ADH", _left()).colour)}  # fmt: skip
+    # the page's hierarchy in palette order: benign, atypical, normal, ADH, FEA
+    tree = Hierarchy("t", ("benign", "atypical"), ("normal", "ADH", "FEA"), (0, 1, 1))
+    adh = colour_for_class("ADH", tree)
+    assert adh == PALETTE[3]
+    assert view["draw"] == {"enabled": True, "classification": "ADH", "colour": list(adh)}
     assert at.selectbox(key=regions_ui.CLASS_KEY).value == "ADH"  # the slide's true label
     at = _upload(at, "lesion.geojson", _collection(_feature(LEFT, name="lesion 1")))
     assert [s.value for s in at.success] == [r"imported 1 region\(s\) from lesion\.geojson"]
