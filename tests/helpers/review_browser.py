@@ -277,3 +277,15 @@ def next_unreviewed(page: Any) -> str:
     browser.wait_event(page, "slide-loaded", t0, timeout_s=120)
     browser.settle(page)
     return parse_qs(urlparse(page.url).query)["slide"][0]
+
+
+def download_report(page: Any, reviewer: str, folder: Path) -> Path:
+    """Pick ``reviewer`` beside the cohort page's "Review report" button and download the
+    page it builds into ``folder``; the file."""
+    pick_option(page, page, "Report of", reviewer)
+    with page.expect_download(timeout=120_000) as got:
+        page.get_by_role("button", name="Review report").click()
+    download = got.value
+    target = folder / download.suggested_filename
+    download.save_as(str(target))
+    return target

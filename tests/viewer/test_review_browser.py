@@ -62,7 +62,8 @@ def test_two_reviewers_at_once_lose_nothing_and_see_each_other(
     """Alice and Bob, each in a browser context of their own (separate viewer sessions),
     save verdicts on five slides interleaved, the same slide included, and once both at the
     same moment: every record is in ``reviews.jsonl``, each one's cohort page lists the
-    other's verdicts after a reload, and the slide they disagree on is disputed."""
+    other's verdicts after a reload, the slide they disagree on is disputed, and Bob's cohort
+    page hands him Alice's report."""
     _need_browser()
     fine = Hierarchy.preset("bracs").fine
     s1, s2, s3, s4, s5 = rb.misclassified(review_run, _slides_with_files(viewer_root))[:5]
@@ -132,6 +133,12 @@ def test_two_reviewers_at_once_lose_nothing_and_see_each_other(
         assert rb.cohort_statuses(bob, "disputed") == {s1: "disputed"}
         bob.locator("p", has_text="Matching slides —").first.scroll_into_view_if_needed()
         bob.screenshot(path=str(tmp_path / "review_two_cohort.png"))
+        # bob downloads alice's report from his cohort page: her latest verdicts, his absent
+        report = rb.download_report(bob, "alice", tmp_path)
+        assert report.name == "alice.html"
+        text = report.read_text()
+        assert all(f'id="slide-{s}"' in text for s in (s1, s2, s3, s4))
+        assert f'id="slide-{s5}"' not in text and "looks right" in text
         # alice's slide page on the disputed slide: both verdicts; her name fills the form
         rb.open_slide(alice, url, s1)
         box = rb.panel(alice)
