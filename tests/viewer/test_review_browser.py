@@ -56,6 +56,7 @@ def _slides_with_files(viewer_root: Path) -> set[str]:
 
 
 @pytest.mark.browser
+@pytest.mark.slow
 def test_two_reviewers_at_once_lose_nothing_and_see_each_other(
     viewer_root: Path, review_run: Path, tmp_path: Path
 ) -> None:
@@ -219,6 +220,7 @@ def _finish(proc: subprocess.Popen[bytes], log: Path, timeout: float = 300) -> s
 
 
 @pytest.mark.browser
+@pytest.mark.slow
 @pytest.mark.usefixtures("hmil_processes")
 def test_review_loop_from_verdicts_to_a_model_trained_on_the_corrections(
     viewer_root: Path, review_run: Path, tmp_path: Path
