@@ -26,8 +26,9 @@ VERDICT_KEY, LABEL_KEY, COMMENT_KEY, REVIEWER_KEY = (
     "rv_reviewer",
 )
 REVIEWER_MEMORY = "review_reviewer"
-#: which slide and reviewer the panel's widgets were filled for
+#: which slide and reviewer the panel's widgets were filled for, and what they were filled with
 FILLED_FOR = "_rv_for"
+FILLED_WITH = "_rv_with"
 
 
 def with_status(rows: pd.DataFrame, status: Mapping[str, str]) -> pd.DataFrame:
@@ -103,20 +104,30 @@ def slide_reviews(
     return SlideReviews(items, current.get((slide_id, reviewer.strip())))
 
 
+def _form(state: MutableMapping[str, Any]) -> tuple[Any, Any, str]:
+    return state.get(VERDICT_KEY), state.get(LABEL_KEY), str(state.get(COMMENT_KEY) or "")
+
+
 def fill_form(state: MutableMapping[str, Any], slide_id: str, mine: Review | None) -> None:
     """Set the panel's widgets to the reviewer's saved verdict on ``slide_id`` (blank when
-    none) once per slide and reviewer, before the widgets are drawn; later edits stay. A
-    name typed after the verdict was chosen keeps the form unless that reviewer saved one."""
+    none) once per slide and reviewer, before the widgets are drawn.
+
+    What the user changed in the form since it was last filled is never replaced: a name typed
+    (or its Enter still on its way) while a verdict is clicked arrives in the same run as the
+    click, and filling the form then would save that reviewer's older verdict in place of the
+    one just chosen. Another slide starts from that slide's saved verdict (or blank)."""
     who = str(state.get(REVIEWER_KEY, "")).strip()
     filled = state.get(FILLED_FOR)
     if filled == (slide_id, who):
         return
+    same_slide = isinstance(filled, tuple) and filled[0] == slide_id
     state[FILLED_FOR] = (slide_id, who)
-    if mine is None and isinstance(filled, tuple) and filled[0] == slide_id:
-        return
+    if same_slide and (mine is None or _form(state) != state.get(FILLED_WITH)):
+        return  # no saved verdict to show, or the user's own edits: keep the form
     state[COMMENT_KEY] = mine.comment if mine else ""
     for key, value in ((VERDICT_KEY, mine and mine.verdict), (LABEL_KEY, mine and mine.label)):
         if value:
             state[key] = value
         else:  # the widget starts empty
             state.pop(key, None)
+    state[FILLED_WITH] = _form(state)

@@ -52,3 +52,22 @@ def test_form_is_filled_once_per_slide_and_keeps_edits() -> None:
     state[core.REVIEWER_KEY] = "bob"  # a name typed after the verdict: the form stays
     core.fill_form(state, "s2", None)
     assert state[core.VERDICT_KEY] == "agree"
+
+
+def test_a_verdict_clicked_while_the_name_arrives_is_not_replaced_by_an_older_one() -> None:
+    older = make_review("s1", "ambiguous", "ana", comment="first look")
+    state: dict = {core.REVIEWER_KEY: ""}
+    core.fill_form(state, "s1", None)  # the panel drawn before the name is typed
+    # one run brings the typed name and the verdict just clicked
+    state[core.REVIEWER_KEY], state[core.VERDICT_KEY] = "ana", "model_error"
+    core.fill_form(state, "s1", older)
+    assert (state[core.VERDICT_KEY], state[core.COMMENT_KEY]) == ("model_error", "")
+    # an untouched form does show the reviewer's saved verdict when the name arrives
+    fresh: dict = {core.REVIEWER_KEY: ""}
+    core.fill_form(fresh, "s1", None)
+    fresh[core.REVIEWER_KEY] = "ana"
+    core.fill_form(fresh, "s1", older)
+    assert (fresh[core.VERDICT_KEY], fresh[core.COMMENT_KEY]) == ("ambiguous", "first look")
+    # another slide starts from its own saved verdict whatever was edited here
+    core.fill_form(state, "s2", make_review("s2", "agree", "ana"))
+    assert state[core.VERDICT_KEY] == "agree"
