@@ -40,6 +40,8 @@ UPLOAD_COUNTER = "_rg_upload_n"
 FOR_KEY = "_rg_for"
 NONCES_KEY = "_rg_nonces"
 MESSAGE_KEY = "_rg_message"
+#: the slide the last message was first shown on (it stays until another action or slide)
+MESSAGE_FOR = "_rg_message_for"
 #: how many received nonces are remembered (a replay is older than a handful of drawings)
 KEEP_NONCES = 256
 SWATCH_PX = 14
@@ -88,8 +90,25 @@ def target_for(
     )
 
 
+def current_message(state: Any, slide_id: str) -> tuple[str, str] | None:
+    """The last region action's line while its slide is shown. It is not dropped after one
+    run: a drawing's save is followed at once by the view's own re-run, which used to wipe
+    the "saved region N" line before anyone could read it."""
+    message = state.get(MESSAGE_KEY)
+    if message is None:
+        return None
+    if state.setdefault(MESSAGE_FOR, slide_id) != slide_id:
+        state.pop(MESSAGE_KEY, None)
+        state.pop(MESSAGE_FOR, None)
+        return None
+    kind, line = message
+    return str(kind), str(line)
+
+
 def _say(kind: str, message: str) -> None:
-    session_state()[MESSAGE_KEY] = (kind, message)
+    state = session_state()
+    state[MESSAGE_KEY] = (kind, message)
+    state.pop(MESSAGE_FOR, None)
 
 
 def load(target: Target) -> list[lib.Region]:
@@ -292,7 +311,7 @@ def regions_panel(target: Target, regions: Sequence[lib.Region]) -> None:
     buttons, the class of new drawings, the GeoJSON import and export (the table of attention
     inside each region is under the view: :func:`stats_section`)."""
     state = session_state()
-    message = state.pop(MESSAGE_KEY, None)
+    message = current_message(state, target.slide_id)
     title = f"Regions · {len(regions)}" if regions else "Regions"
     if message is not None:  # above the panel: seen even while it is closed
         kind, line = message

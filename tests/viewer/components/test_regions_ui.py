@@ -287,3 +287,15 @@ def test_the_slide_page_draws_saved_regions_and_their_table(app_env: Path) -> No
         assert set(table["region"]) == {"lesion 1"} and set(table["level"]) == {"fine"}
     finally:
         path.unlink()
+
+
+def test_an_actions_line_outlives_the_views_rerun_and_leaves_with_its_slide(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    state: dict = {}
+    monkeypatch.setattr(regions_ui, "session_state", lambda: state)
+    regions_ui._say("ok", "saved region 1 (ADH)")
+    assert regions_ui.current_message(state, "s-1") == ("ok", "saved region 1 (ADH)")
+    assert regions_ui.current_message(state, "s-1") == ("ok", "saved region 1 (ADH)")  # rerun
+    assert regions_ui.current_message(state, "s-2") is None  # another slide
+    assert regions_ui.current_message(state, "s-1") is None  # gone for good
