@@ -4,6 +4,7 @@ slide's bounds offset, and bad input as one ``error:`` line, exit 2 and no CSV."
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from shapely.geometry import box
 
 from hmil.checkpoint import CheckpointInfo, save_checkpoint
 from hmil.cli import main
+from hmil.cli import regions as regions_cli
 from hmil.config import ModelConfig
 from hmil.data.bags import save_bag
 from hmil.hierarchy import Hierarchy
@@ -189,3 +191,14 @@ def test_a_bag_without_coords_is_one_line(
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: {plain}: bag has no coords; regions are compared with patch positions"]
     assert not out.exists()
+
+
+def test_the_command_declares_its_four_required_inputs() -> None:
+    parser = argparse.ArgumentParser(prog="hmil regions")
+    regions_cli.add_arguments(parser)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--checkpoint", "c.pt", "--bag", "b.h5"])  # no annotations, no out
+    args = parser.parse_args(
+        ["--checkpoint", "c.pt", "--bag", "b.h5", "--annotations", "a.geojson", "--out", "s.csv"]
+    )
+    assert (args.checkpoint, args.annotations, args.out) == ("c.pt", "a.geojson", "s.csv")
