@@ -318,7 +318,8 @@ def test_cohort_page_rows_open_slides_in_this_tab_with_their_list() -> None:
     metrics = _frame(at, "fine bal. acc")
     assert list(metrics["fold"]) == ["0", "1", "mean ± std"]
     assert "coarse classifier bal. acc" in metrics.columns
-    assert len(at.get("plotly_chart")) == 3  # two confusion matrices + ROC
+    charts = [c.key for c in at.get("plotly_chart")]
+    assert charts == ["cm_coarse", "cm_fine", "roc_chart", "reliability"]  # + calibration
     listing = _frame(at, "slide_id")
     assert len(listing) == 24 and "open" not in listing.columns
     at.checkbox(key="co_miscls").check().run()
