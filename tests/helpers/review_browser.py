@@ -264,13 +264,17 @@ def import_geojson(page: Any, path: Path, count: int) -> list[str]:
     return wait_regions(page, count)
 
 
-def next_unreviewed(page: Any) -> str:
-    """Press the review panel's "Next unreviewed"; the slide id the page then shows."""
+def next_unreviewed(page: Any, key: bool = False) -> str:
+    """Press the review panel's "Next unreviewed" (``key``: the view's key u instead); the
+    slide id the page then shows."""
     from urllib.parse import parse_qs, urlparse
 
     before = parse_qs(urlparse(page.url).query).get("slide", [""])[0]
     t0 = browser.now(page)
-    panel(page).get_by_role("button", name="Next unreviewed").click()
+    if key:
+        page.locator("body").press("u")
+    else:
+        panel(page).get_by_role("button", name="Next unreviewed").click()
     page.wait_for_function(
         "(s) => new URLSearchParams(location.search).get('slide') !== s", arg=before
     )

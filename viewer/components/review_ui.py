@@ -22,7 +22,7 @@ from hmil.errors import HMILError
 from viewer.components.cached_ui import signature
 from viewer.components.shell_ui import session_state
 from viewer.core import reviews as core
-from viewer.core import text
+from viewer.core import slide_state, text
 
 SAVED_KEY = "_rv_saved"
 
@@ -85,7 +85,7 @@ def _save(run: Path, slide_id: str, checkpoint: Path, fine: Sequence[str]) -> No
 
 
 def _next(target: str) -> None:
-    session_state()["open_slide"] = target  # read before the picker is drawn (slide_pick_ui)
+    session_state()[slide_state.OPEN_REQUEST] = target  # read before the picker is drawn
 
 
 @st.fragment
@@ -100,7 +100,7 @@ def review_panel(
     """The panel, in an expander that is open when the slide is misclassified or reviewed.
     A fragment: typing a comment or picking a verdict re-runs the panel only."""
     state = session_state()
-    if "open_slide" in state:  # "Next unreviewed" in a run of this fragment alone
+    if slide_state.OPEN_REQUEST in state:  # "Next unreviewed" in a run of this fragment alone
         st.rerun()  # the slide picker must move: the whole page
     log = run_reviews(run, fine)
     current = reviews.latest(log.reviews)
@@ -134,10 +134,11 @@ def review_panel(
             disabled=verdict is None, icon=":material/save:", width="stretch",
         )  # fmt: skip
         target = core.next_unreviewed(browse, slide_id, status)
+        state[slide_state.NEXT_UNREVIEWED_KEY] = (slide_id, target)  # the view's key u
         st.button(
             "Next unreviewed", key="rv_next", on_click=_next, args=(target or "",),
             disabled=target is None, icon=":material/skip_next:", width="stretch",
-            help="The next slide of the browse list that nobody reviewed yet.",
+            help="The next slide of the browse list that nobody reviewed yet (key u on the view).",
         )  # fmt: skip
         saved = state.pop(SAVED_KEY, None)
         if saved is not None:

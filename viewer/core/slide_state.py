@@ -21,6 +21,11 @@ from viewer.core.inference import LEVELS
 GOTO_KEY = "dz_goto"
 PATCH_REQUEST = "dz_patch"
 NAV_REQUEST = "dz_nav"
+#: ``(slide_id, target)``: the next slide of the browse list nobody reviewed yet, as the review
+#: panel last computed it for ``slide_id`` (the view's key u opens it)
+NEXT_UNREVIEWED_KEY = "_rv_next_target"
+#: a slide to open before the pickers are drawn (the cohort page, "Next unreviewed", key u)
+OPEN_REQUEST = "open_slide"
 #: "the slide file was renamed: draw anyway" (reset whenever another slide is shown)
 MISMATCH_KEY = "slide_mismatch_ok"
 
@@ -63,10 +68,25 @@ def on_mode(state: MutableMapping[str, Any], component_key: str) -> None:
 
 def on_nav(state: MutableMapping[str, Any], component_key: str) -> None:
     """Next (1) or previous (-1) slide was asked for on the view (button or key n / p): the
-    page moves along its browse list before it draws the picker (:data:`NAV_REQUEST`)."""
+    page moves along its browse list before it draws the picker (:data:`NAV_REQUEST`); the
+    next unreviewed slide (key u, ``"unreviewed"``) is opened like the review panel's button
+    (:data:`OPEN_REQUEST`), when the panel found one for the slide shown."""
     value = _trigger(state, component_key, "nav")
     if value in (-1, 1):
         state[NAV_REQUEST] = int(value)
+    elif value == "unreviewed":
+        target = next_unreviewed_target(state)
+        if target is not None:
+            state[OPEN_REQUEST] = target
+
+
+def next_unreviewed_target(state: MutableMapping[str, Any]) -> str | None:
+    """The review panel's next unreviewed slide when it was computed for the slide shown."""
+    found = state.get(NEXT_UNREVIEWED_KEY)
+    if not isinstance(found, tuple) or len(found) != 2:
+        return None
+    shown, target = found
+    return str(target) if target and shown == state.get("slide_pick") else None
 
 
 def apply_patch_request(state: MutableMapping[str, Any]) -> None:
@@ -113,10 +133,19 @@ def forget_previous_slide(state: MutableMapping[str, Any], shown: str) -> bool:
     return True
 
 
-def browse_nav(state: MutableMapping[str, Any], ids: Sequence[str]) -> dict[str, bool]:
-    """Whether the current slide has a previous / next one in its browse list ``ids``."""
+def browse_nav(
+    state: MutableMapping[str, Any], ids: Sequence[str], reviewing: bool = False
+) -> dict[str, bool]:
+    """Whether the current slide has a previous / next one in its browse list ``ids``; when
+    ``reviewing`` (a run whose slides can be reviewed), ``unreviewed`` True: key u may ask
+    for the next unreviewed slide. Whether there is one is decided when it is asked
+    (:func:`on_nav`): the review panel finds it after the view was drawn, and a save in the
+    panel re-runs the panel alone, so a flag sent with the view would be one step late."""
     current = state.get("slide_pick")
-    return {
+    nav = {
         "has_prev": slide_lookup.neighbour(ids, current, -1) is not None,
         "has_next": slide_lookup.neighbour(ids, current, 1) is not None,
     }
+    if reviewing:
+        nav["unreviewed"] = True
+    return nav

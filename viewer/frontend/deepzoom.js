@@ -8,7 +8,7 @@
 //
 // Data from Python: the typedefs below (viewer/tiles/deepzoom_data.py builds them; TypeScript
 // checks this file against them, `npm run typecheck`). Triggers to Python: label {level, label},
-// alpha (number), mode ("single"|"all"), patch (index), nav (-1 | 1), region {nonce, shape,
+// alpha (number), mode ("single"|"all"), patch (index), nav (-1 | 1 | "unreviewed"), region {nonce, shape,
 // points} (a rectangle or polygon drawn on the view, level-0 px; the page saves it and sends it
 // back in data.regions). Regions and the lesion outline are drawn by one routine (drawShapes)
 // on the view's own canvas, above the attention layer. Drawing uses the vendored Annotorious
@@ -47,7 +47,8 @@
  * @typedef {{x: number, y: number, size: number, nonce: number}} GoTo a patch to fly to
  * @typedef {{x: number, y: number, zoom: number, nonce?: number}} Viewport a link's view:
  *   level-0 centre and zoom (screen px per level-0 px)
- * @typedef {{has_prev: boolean, has_next: boolean}} Nav
+ * @typedef {{has_prev: boolean, has_next: boolean, unreviewed?: boolean}} Nav (unreviewed:
+ *   the slide can be reviewed, so key u asks the page for the next unreviewed slide)
  * @typedef {{name: string, classification: string, colour: number[], rings: number[][]}}
  *   RegionInfo a saved region: exterior and hole rings, each closed, flat [x0, y0, x1, y1, ...]
  *   in level-0 px
@@ -113,6 +114,7 @@ const HELP =
   "t: true ↔ predicted label · n / p: next / previous slide · f: full screen · " +
   "PNG: download the view";
 const HELP_DRAW = " · ▭ / ⬠: draw a region (Esc cancels)";
+const HELP_REVIEW = " · u: next unreviewed slide";
 // the drawing tools: Annotorious's tool name, the button, its tooltip
 const TOOLS = [
   ["rectangle", "▭ Rectangle", "draw a rectangular region: drag over the slide (Esc cancels)"],
@@ -1043,7 +1045,8 @@ class DeepZoom {
     this.noteBox.style.display = data.note ? "" : "none";
     const drawable = !!(data.draw && data.draw.enabled);
     this.drawBox.style.display = drawable ? "" : "none";
-    this.help.textContent = HELP + (drawable ? HELP_DRAW : "");
+    const reviewing = Boolean(data.nav && data.nav.unreviewed !== undefined);
+    this.help.textContent = HELP + (reviewing ? HELP_REVIEW : "") + (drawable ? HELP_DRAW : "");
     if (!drawable && this.tool) this.stopTool();
     // a drawn shape stays (dashed) until the page sends the saved regions back
     if (this.drafts.length && (newSlide || (data.regions || []).length !== this.draftRegions))
@@ -1153,6 +1156,7 @@ class DeepZoom {
     const actions = {
       n: () => this.navigate(1),
       p: () => this.navigate(-1),
+      u: () => this.nextUnreviewed(),
       t: () => this.toggleTruth(),
       f: () => this.toggleFullScreen(),
       a: () => this.data.layer && this.setMode(this.mode === "all" ? "single" : "all"),
@@ -1162,6 +1166,13 @@ class DeepZoom {
     if (!act) return;
     e.preventDefault();
     act();
+  }
+
+  nextUnreviewed() {
+    const nav = this.data && this.data.nav;
+    if (!nav || !nav.unreviewed) return;
+    this.tipsOff();
+    this.triggers.setTriggerValue("nav", "unreviewed");
   }
 
   navigate(step) {

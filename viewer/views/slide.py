@@ -99,8 +99,8 @@ def attention_view(
     """The view, the prediction beside it, the inspected patch and the gallery. A fragment: a
     label, style or patch change re-runs only this part, not the pickers above."""
     state = session_state()
-    if slide_state.NAV_REQUEST in state:  # next / previous slide: the pickers must move
-        st.rerun()
+    if slide_state.NAV_REQUEST in state or slide_state.OPEN_REQUEST in state:
+        st.rerun()  # next / previous / next unreviewed slide: the pickers must move
     try:
         slide_state.apply_patch_request(state)
         has_mask = picked.mask_file is not None
@@ -192,7 +192,7 @@ def main(cfg: ViewerSettings, run: Path | None) -> None:
     if source == "run" and run is not None:
         info, _, _ = cached_ui.run_tables(run, cfg.roots)
         run_synthetic = runs.is_synthetic(info)
-        nav = slide_state.browse_nav(state, picked.browse)
+        nav = slide_state.browse_nav(state, picked.browse, reviewing=picked.true_fine is not None)
     outline = None
     if picked.mask_file is not None and slide is not None:
         outline = cached_ui.mask_outline(picked.mask_file, slide.dimensions[0])

@@ -15,6 +15,7 @@ from viewer_fixtures import APP
 from viewer_fixtures import APP_TIMEOUT as TIMEOUT
 
 from hmil.reviews import REVIEWS_FILE
+from viewer.core import slide_state
 
 
 @pytest.fixture()
@@ -128,9 +129,11 @@ def test_next_unreviewed_skips_reviewed_slides(reviews_file: Path) -> None:
                                      "reviewer": "ana", "comment": "", "time": stamp,
                                      "checkpoint": ""}) + "\n")  # fmt: skip
     _run(at)
+    target = ids[ids.index(first) + 3]
+    assert at.session_state[slide_state.NEXT_UNREVIEWED_KEY] == (first, target)  # for key u
     at.button(key="rv_next").click()
     _run(at)
-    assert at.selectbox(key="slide_pick").value == ids[ids.index(first) + 3]
+    assert at.selectbox(key="slide_pick").value == target
 
 
 def _listings(at: AppTest) -> list:

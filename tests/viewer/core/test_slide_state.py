@@ -39,3 +39,21 @@ def test_another_slide_drops_what_belonged_to_the_previous_one() -> None:
     state[address.VIEWPORT_KEY] = {"x": 1}
     assert slide_state.forget_previous_slide(state, "b")
     assert state == {address.SLIDE_SHOWN_KEY: "b"}
+
+
+def test_key_u_opens_the_next_unreviewed_slide_the_panel_found_for_the_slide_shown() -> None:
+    state: dict[str, Any] = {"slide_pick": "a", "dz": {"nav": "unreviewed"}}
+    assert slide_state.browse_nav(state, IDS, reviewing=True)["unreviewed"] is True  # key u on
+    slide_state.on_nav(state, "dz")
+    assert slide_state.OPEN_REQUEST not in state  # the panel has not looked yet
+    state[slide_state.NEXT_UNREVIEWED_KEY] = ("a", "c")
+    slide_state.on_nav(state, "dz")
+    assert state[slide_state.OPEN_REQUEST] == "c" and slide_state.NAV_REQUEST not in state
+    state.pop(slide_state.OPEN_REQUEST)
+    state["slide_pick"] = "b"  # found for another slide: stale, not used
+    slide_state.on_nav(state, "dz")
+    assert slide_state.OPEN_REQUEST not in state
+    state[slide_state.NEXT_UNREVIEWED_KEY] = ("b", None)  # everything reviewed
+    slide_state.on_nav(state, "dz")
+    assert slide_state.OPEN_REQUEST not in state
+    assert "unreviewed" not in slide_state.browse_nav(state, IDS)  # not a review context
