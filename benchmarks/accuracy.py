@@ -843,7 +843,7 @@ def _span(parts: list[dict[str, Any]]) -> dict[str, Any]:
     notes of every part (``--load-note``)."""
     machines = [m for p in parts for m in p.get("parts_machines", [p["machine"]])]
     dates = sorted(str(m["date"])[:10] for m in machines)
-    first = dict(parts[0]["machine"])
+    first = dict(machines[0])  # a merged file's own machine is the merging one's
     first["date"] = dates[0] if dates[0] == dates[-1] else f"{dates[0]} to {dates[-1]}"
     loads = sorted({m["load"] for m in machines if m.get("load")})
     first.pop("load", None)
