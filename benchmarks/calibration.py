@@ -33,6 +33,7 @@ import argparse
 import json
 import math
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -643,8 +644,8 @@ def main(argv: list[str] | None = None) -> int:
     done = {(r["cohort"], r["seed"]) for r in runs}
     settings = {"cohorts": cohorts, "seeds": seeds, "epochs": epochs, "lr": args.lr,
                 "val_frac": fracs[0], "test_frac": fracs[1], "quick": args.quick}  # fmt: skip
-    command = "python -m benchmarks.calibration " + " ".join(argv if argv is not None
-                                                              else sys.argv[1:])  # fmt: skip
+    command = shlex.join(["python", "-m", "benchmarks.calibration",
+                          *(argv if argv is not None else sys.argv[1:])])  # fmt: skip
     t_start = time.monotonic()
     load = {"start": os.getloadavg()[0], "trained": False, "note": args.load_note}
     for cohort in cohorts:
