@@ -33,6 +33,7 @@ import pytest
 
 from benchmarks import browser
 from hmil.geojson import colour_for_class
+from hmil.hierarchy import Hierarchy
 
 REPO = Path(__file__).resolve().parents[3]
 PORTS = range(8611, 8620)
@@ -484,7 +485,7 @@ def test_saved_region_drawn_and_a_drawn_rectangle_saved_in_the_app(
             # pixels are level-0 px)
             shot = _image(frame.screenshot())
             fb = frame.bounding_box()
-            colour = np.array(colour_for_class("ADH"))
+            colour = np.array(colour_for_class("ADH", Hierarchy.resolve("bracs")))  # the run's
             hits = []
             for x in range(650, 1400, 25):
                 sx, sy = page.evaluate(SLIDE_TO_PAGE, [x, 600])
