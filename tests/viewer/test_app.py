@@ -195,7 +195,7 @@ def test_next_slide_forgets_the_previous_slides_label_and_patch() -> None:
     view = _view(at)
     assert view["show"]["label"] == view["layer"]["predicted"]["fine"]  # its own prediction
     assert view["patch_box"] is None and at.selectbox(key="patch_pick").value is None
-    assert view["nav"] == {"has_prev": True, "has_next": True}
+    assert view["nav"] == {"has_prev": True, "has_next": True, "unreviewed": True}  # key u on
     at.session_state["dz_nav"] = -1
     at.run()
     assert at.selectbox(key="slide_pick").value == first
