@@ -18,18 +18,15 @@ import hashlib
 import http.server
 import io
 import json
-import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from review_browser import port_in_range
 
 from benchmarks import browser
 from hmil.geojson import colour_for_class
@@ -65,17 +62,6 @@ def _needs_chromium() -> None:
     if not browser.CHROMIUM.is_file():
         pytest.skip("Debian chromium (/usr/bin/chromium) is not installed")
     pytest.importorskip("playwright.sync_api")
-
-
-def _free_port() -> int:
-    for port in PORTS:
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 8611-8619")
 
 
 def _b64(a: np.ndarray) -> str:
@@ -192,7 +178,7 @@ def minimal_page(tmp: Path) -> Iterator[str]:
             pass
 
     handler = functools.partial(Quiet, directory=str(tmp))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", _free_port()), handler)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port_in_range(PORTS)), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -430,49 +416,17 @@ def _write_region(run: Path, slide_id: str) -> Path:
     return path
 
 
-@contextlib.contextmanager
-def _serve(run: Path, roots: list[Path], log: Path) -> Iterator[str]:
-    """``hmil view RUN`` on a port of 8611-8619 (what :func:`benchmarks.browser.serve` does on
-    any free port)."""
-    port = _free_port()
-    command = [sys.executable, "-m", "hmil", "view", str(run), "--port", str(port)]
-    for root in roots:
-        command += ["--data-root", str(root)]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"viewer did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 @pytest.mark.browser
 def test_saved_region_drawn_and_a_drawn_rectangle_saved_in_the_app(
-    viewer_root: Path, tmp_path: Path
+    viewer_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _needs_chromium()
+    monkeypatch.setattr(browser, "free_port", lambda: port_in_range(PORTS))
     run = viewer_root / "run"
     saved = _write_region(run, "synth-0000")
     try:
         with (
-            _serve(run, [viewer_root], tmp_path / "viewer.log") as url,
+            browser.serve(run, [viewer_root], tmp_path / "viewer.log") as url,
             browser.chromium() as chrome,
         ):
             page = browser.new_page(chrome)
