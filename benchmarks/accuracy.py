@@ -47,7 +47,7 @@ from sklearn.metrics import roc_auc_score
 from benchmarks.accuracy_verdicts import PeerRow
 from benchmarks.accuracy_verdicts import verdicts as cohort_verdicts
 from benchmarks.cohorts import COHORTS, BenchCohort
-from benchmarks.common import RESULTS, machine, machine_line, write_json
+from benchmarks.common import RESULTS, machine, machine_line, resumed_runs, write_json
 from benchmarks.peers import (
     BagItem,
     TrainSettings,
@@ -748,11 +748,7 @@ def main(argv: list[str] | None = None) -> int:
         seeds = [0]
         cohorts = [c for c in cohorts if c != "demo"][:1] or ["gen-small"]
     log = work / "runs.jsonl"
-    runs: list[dict[str, Any]] = []
-    if args.resume and log.is_file():
-        runs = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    elif log.exists():
-        log.unlink()
+    runs = resumed_runs(log, args.resume)
     done = {(r["cohort"], r["seed"], r["variant"]) for r in runs}
     t_start = time.monotonic()
     spec_text: dict[str, str] = {}

@@ -53,7 +53,7 @@ from benchmarks.accuracy import (
     run_hmil,
 )
 from benchmarks.cohorts import COHORTS
-from benchmarks.common import RESULTS, clean, machine, machine_line
+from benchmarks.common import RESULTS, clean, machine, machine_line, resumed_runs
 from benchmarks.peers import TrainSettings
 from hmil.calibration import Calibration, calibration_report, ece
 from hmil.checkpoint import load_checkpoint_file
@@ -635,11 +635,7 @@ def main(argv: list[str] | None = None) -> int:
     work, out = Path(args.work), Path(args.out)
     work.mkdir(parents=True, exist_ok=True)
     log = work / "runs.jsonl"
-    runs: list[dict[str, Any]] = []
-    if args.resume and log.is_file():
-        runs = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    elif log.exists():
-        log.unlink()
+    runs = resumed_runs(log, args.resume)
     runs = [r for r in runs if r["cohort"] in cohorts and r["seed"] in seeds]
     done = {(r["cohort"], r["seed"]) for r in runs}
     settings = {"cohorts": cohorts, "seeds": seeds, "epochs": epochs, "lr": args.lr,

@@ -86,6 +86,16 @@ def clean(obj: Any) -> Any:
     return obj
 
 
+def resumed_runs(log: Path, resume: bool) -> list[dict[str, Any]]:
+    """The finished runs recorded in ``log`` (one JSON object a line) when ``resume``; else
+    ``[]`` with the old log removed, so a fresh benchmark never mixes in an earlier one."""
+    if resume and log.is_file():
+        return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    if log.exists():
+        log.unlink()
+    return []
+
+
 def write_json(path: str | Path, obj: Any) -> Path:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
