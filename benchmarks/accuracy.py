@@ -548,7 +548,7 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, dict[
 
 def markdown(summary: dict, info: dict, settings: dict, specs: dict, verdicts: list[str]) -> str:
     cols = ("fine bacc", "fine F1", "fine AUC", "coarse bacc", "coarse F1", "coarse AUC",
-            "attn AUROC true row", "other rows", "row corr", "train s")  # fmt: skip
+            "attn AUROC true row", "other rows", "row corr")  # fmt: skip
     lines = [
         "# Accuracy and attention: HMIL vs flat MIL peers",
         "",
@@ -567,6 +567,9 @@ def markdown(summary: dict, info: dict, settings: dict, specs: dict, verdicts: l
         "the other classes' rows, and the mean pairwise Pearson correlation of the rows; "
         "averaged over bags. Oracle: projection on the true class's ground-truth signal "
         "direction (the ceiling of any per-instance scorer).",
+        "Training time: `timing.md` times every compared row of these tables in one process "
+        "under one load; the runs' own wall times (`train_time_s` in the json) were taken "
+        "under whatever else ran on the machine and are not compared.",
         "",
     ]
     for cohort, variants in summary.items():
@@ -578,12 +581,10 @@ def markdown(summary: dict, info: dict, settings: dict, specs: dict, verdicts: l
         lines.append("|---" * (len(cols) + 1) + "|")
         for variant, stats in variants.items():
             cells = []
-            for metric in (*METRICS, "train_time_s"):
+            for metric in METRICS:
                 s = stats.get(metric)
                 if s is None:
                     cells.append("–")
-                elif metric == "train_time_s":
-                    cells.append(f"{s['mean']:.0f}")
                 else:
                     cells.append(f"{s['mean']:.3f} ± {s['std']:.3f}")
             n = max((s["n"] for s in stats.values()), default=0)
