@@ -113,6 +113,32 @@ def test_calibration_quick(tmp_path):
     assert json.loads((tmp_path / "calibration.json").read_text())["runs"] == result["runs"]
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not _has("matplotlib"), reason="needs the bench extra (matplotlib)")
+def test_calibration_quick_with_a_further_draw(tmp_path):
+    proc = _run(["benchmarks.calibration", "--quick", "--cohorts", "gen-small", "--extra-test",
+                 "60", "--out", str(tmp_path), "--work", str(tmp_path / "work")])  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (run,) = json.loads((tmp_path / "calibration.json").read_text())["runs"]
+    assert run["cohort"] == "gen-small" and run["draw.n"] == 60
+    for key in ("fine.ece_before", "fine.ece_after", "fine.ece_floor", "fine.bacc_after",
+                "call0.9.coverage", "call0.9.share_fine"):  # fmt: skip
+        assert 0 <= run[f"draw.{key}"] <= 1, key
+    assert 0 <= run["draw.fine.brier_after"] <= 2 and run["draw.fine.nll_after"] >= 0
+    assert run["draw.fine.bacc_before"] == run["draw.fine.bacc_after"]
+    text = (tmp_path / "calibration.md").read_text()
+    said = "a further draw of 60 SYNTHETIC bags from the same generator (same class directions"
+    assert said + ", new bags)" in text
+    assert "| fine ECE after, 60-bag draw | floor at 60 |" in text
+    assert "on the 60-bag draw" in text
+
+
+def test_negative_extra_test_is_one_error_line(tmp_path):
+    proc = _run(["benchmarks.calibration", "--extra-test", "-1", "--work", str(tmp_path)], 120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: --extra-test: -1 is below 0"
+
+
 def test_unknown_calibration_cohort_is_one_error_line(tmp_path):
     proc = _run(["benchmarks.calibration", "--cohorts", "nope", "--work", str(tmp_path)], 120)
     assert proc.returncode == 2
