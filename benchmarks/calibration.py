@@ -589,8 +589,13 @@ def _verdict(g: dict[str, Any]) -> str:
     why = []
     if g["fine_ece_after"] > ECE_GOAL:
         why.append(f"ECE {g['excess']:.3f} above the goal")
-    if not g["no_bacc_loss"]:
-        why.append("balanced accuracy lost")
+    losses = [m for m in g["moved"] if m["after"] < m["before"]]
+    if losses:
+        worst = max(losses, key=lambda m: m["before"] - m["after"])
+        drop = worst["before"] - worst["after"]
+        levels = ", ".join(sorted({LEVEL_NAMES[m["level"]] for m in losses}))
+        why.append(f"balanced accuracy lost ({levels}; at most {drop:.4f}, seed "
+                   f"{worst['seed']}, {worst.get('part', 'test')} part)")  # fmt: skip
     return f"DOES NOT HOLD{on}{seeds}: " + "; ".join(why)
 
 
@@ -675,7 +680,8 @@ def _moved_lines(summary: dict[str, Any]) -> list[str]:
     lines = [
         "Balanced accuracy changed with the temperature only here (the fine and coarse heads' "
         "argmax cannot move; coarse = Mᵀ p̂_f sums the calibrated fine probabilities per parent "
-        "and T_f can reorder those sums):",
+        "and T_f can reorder those sums; the product names its labels from the raw "
+        "probabilities, so none of its outputs moves, but the goal counts the reordering):",
         "",
     ]
     lines += [f"- {cohort} seed {m['seed']}, {m.get('part', 'test')} part, "

@@ -113,6 +113,13 @@ def test_goal_is_judged_on_the_draw_when_every_seed_has_one():
     assert calibration._verdict(bad) == (
         "DOES NOT HOLD on the 2,100-bag draw (0/1 seeds ≤ 0.05): ECE 0.020 above the goal"
     )
+    lost = _row(2, 0.14, 0.04) | {"draw.coarse.bacc_after": 0.4994}
+    g = calibration.goal([lost])
+    assert not g["holds"] and g["moved"][0]["part"] == "draw"
+    assert calibration._verdict(g) == (
+        "DOES NOT HOLD on the 2,100-bag draw (1/1 seeds ≤ 0.05): balanced accuracy lost "
+        "(coarse = Mᵀ p_f (T_f); at most 0.0006, seed 2, draw part)"
+    )
 
 
 def test_draw_spec_of_a_balanced_cohort_only_changes_the_count():
