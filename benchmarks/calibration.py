@@ -712,31 +712,53 @@ def _load_line(load: dict[str, Any]) -> str:
 
 
 def _why_lines(summary: dict[str, Any]) -> list[str]:
-    """Where the goal fails: the validation part the temperature was fitted on and the ECE
-    floor of the bags it was judged on (the further draw where there is one), per cohort."""
+    """Where the goal fails, per cohort: for the ECE, the validation part the temperature was
+    fitted on and the ECE floor of the bags it was judged on (the further draw where there is
+    one); for balanced accuracy, which levels lost it in how many seeds."""
     lines = []
     for cohort, st in summary.items():
         g = st["goal"]
         if g["holds"]:
             continue
-        per_class = np.array(st["val_per_class"])
-        pre, bags = ("draw.", f"the {g['draw_n']:,}-bag draw") if g["on_draw"] else ("", "")
-        floor = st.get(f"{pre}fine.ece_floor", {}).get("mean", float("nan"))
+        bags = f"the {g['draw_n']:,}-bag draw" if g["on_draw"] else ""
         where = f" on {bags}" if bags else ""
-        lines.append(
-            f"- {cohort}: fine ECE after {g['fine_ece_after']:.3f}{where}, {g['excess']:.3f} "
-            f"above the goal; {g['seeds_meeting']} of {g['n_seeds']} seeds meet it. T_f was "
-            f"fitted on {_m(st, 'n_val', 0)} validation bags, {_span(per_class)} per "
-            f"fine class (validation ECE after fitting {_m(st, 'val.fine.ece_after')}, "
-            f"before {_m(st, 'val.fine.ece_before')}); the ECE floor of "
-            f"{bags or 'the test part'} is {floor:.3f}, so "
-            f"{max(0.0, g['fine_ece_after'] - floor):.3f} of the ECE is above what a perfectly "
-            f"calibrated model would show on this many bags."
-            + ("" if bags else _sizes_text(st.get("fine_ece_floor_by_test_size", {})))
-        )
+        if g["excess"] > 0:
+            lines.append(_ece_why(cohort, st, bags, where))
+        else:
+            lines.append(f"- {cohort}: fine ECE after {g['fine_ece_after']:.3f}{where} meets "
+                         f"the goal ({g['seeds_meeting']} of {g['n_seeds']} seeds).")  # fmt: skip
+        losses = [m for m in g["moved"] if m["after"] < m["before"]]
+        if losses:
+            levels = ", ".join(sorted({LEVEL_NAMES[m["level"]] for m in losses}))
+            parts = " and ".join(sorted({m["part"] for m in losses}))
+            lines[-1] += (
+                f" Balanced accuracy fell with the temperature in {len(losses)} of "
+                f"{g['n_seeds']} seeds ({levels}, {parts} part; listed above): the argmax of "
+                "the summed calibrated fine probabilities, which no output of the product "
+                "names (its labels come from the raw probabilities)."
+            )
     if lines:
         lines = ["### Where it does not hold", "", *lines, ""]
     return lines
+
+
+def _ece_why(cohort: str, st: dict[str, Any], bags: str, where: str) -> str:
+    """One cohort's ECE above the goal: the validation fit and the floor of the judged bags."""
+    g = st["goal"]
+    per_class = np.array(st["val_per_class"])
+    pre = "draw." if bags else ""
+    floor = st.get(f"{pre}fine.ece_floor", {}).get("mean", float("nan"))
+    return (
+        f"- {cohort}: fine ECE after {g['fine_ece_after']:.3f}{where}, {g['excess']:.3f} "
+        f"above the goal; {g['seeds_meeting']} of {g['n_seeds']} seeds meet it. T_f was "
+        f"fitted on {_m(st, 'n_val', 0)} validation bags, {_span(per_class)} per "
+        f"fine class (validation ECE after fitting {_m(st, 'val.fine.ece_after')}, "
+        f"before {_m(st, 'val.fine.ece_before')}); the ECE floor of "
+        f"{bags or 'the test part'} is {floor:.3f}, so "
+        f"{max(0.0, g['fine_ece_after'] - floor):.3f} of the ECE is above what a perfectly "
+        f"calibrated model would show on this many bags."
+        + ("" if bags else _sizes_text(st.get("fine_ece_floor_by_test_size", {})))
+    )
 
 
 def figure(summary: dict[str, Any], path: Path) -> None:

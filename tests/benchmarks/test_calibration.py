@@ -124,3 +124,12 @@ def test_goal_is_judged_on_the_draw_when_every_seed_has_one():
 
 def test_draw_spec_of_a_balanced_cohort_only_changes_the_count():
     assert calibration.draw_spec(SMALL, 700) == dataclasses.replace(SMALL, n_slides=700)
+
+
+def test_where_it_does_not_hold_names_a_balanced_accuracy_loss_when_the_ece_meets_the_goal():
+    lost = _row(2, 0.14, 0.04) | {"draw.coarse.bacc_after": 0.4994}
+    (line,) = calibration._why_lines({"gen-small": {"goal": calibration.goal([lost])}})[2:3]
+    assert line.startswith("- gen-small: fine ECE after 0.040 on the 2,100-bag draw meets the "
+                           "goal (1 of 1 seeds). Balanced accuracy fell")  # fmt: skip
+    assert "in 1 of 1 seeds (coarse = Mᵀ p_f (T_f), draw part; listed above)" in line
+    assert "above the goal" not in line
