@@ -1,14 +1,18 @@
-"""``hmil evaluate``: recompute test metrics of a run's folds from their checkpoints."""
+"""``hmil evaluate``: recompute test metrics of a run's folds from their checkpoints, and draw
+the folds' reliability diagrams into ``RUN/reliability.html``."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from hmil.cli import EXIT_OK, EXIT_SKIPPED, report
 from hmil.decoding import DECODINGS
 from hmil.errors import ConfigError, RunError
-from hmil.train.evaluate import evaluate_run_fold
+from hmil.io import write_text_atomic
+from hmil.reliability_figure import RELIABILITY_HTML, reliability_html
+from hmil.train.evaluate import evaluate_run_fold, read_reliability
 from hmil.train.runs import fold_paths, list_folds, summarise_run
 
 NAME = "evaluate"
@@ -55,7 +59,20 @@ def run(args: argparse.Namespace) -> int:
         )
         print(f"fold {fold}: {calibration_line(result['calibration'])}")
     summarise_run(args.run)
+    print(write_reliability(args.run))
     return EXIT_SKIPPED if skipped else EXIT_OK
+
+
+def write_reliability(run_dir: str | Path) -> str:
+    """Write the reliability diagrams of every fold that has a ``reliability.csv`` (all of
+    them, not only the folds evaluated now) to ``RUN/reliability.html`` atomically; return
+    the line that says where, or that there was nothing to draw (then nothing is written)."""
+    table = read_reliability(run_dir)
+    if table.empty:
+        return "reliability diagrams: none written (no fold has a reliability.csv)"
+    path = Path(run_dir) / RELIABILITY_HTML
+    write_text_atomic(path, reliability_html(table, Path(run_dir).resolve().name))
+    return f"reliability diagrams: {path}"
 
 
 def calibration_line(section: dict[str, Any]) -> str:

@@ -29,7 +29,7 @@ from hmil.io import atomic_path, write_json_atomic
 from hmil.model import HMIL
 from hmil.train.cohort import BagStore, CohortItem, SkipHandler, gather_fold
 from hmil.train.metrics import level_metrics, specificity
-from hmil.train.runs import FoldPaths, fold_paths, load_run_config
+from hmil.train.runs import FoldPaths, fold_paths, list_folds, load_run_config
 
 
 @torch.no_grad()
@@ -225,6 +225,10 @@ def write_fold_evaluation(
 
 #: the reliability-diagram data of a fold's test part, beside its ``test_metrics.json``
 RELIABILITY_NAME = "reliability.csv"
+#: the columns of ``reliability.csv`` (:func:`reliability_frame`)
+RELIABILITY_COLUMNS = ("level", "calibration", "bin", "confidence", "accuracy", "count")
+#: reliability.csv files larger than this are not read (a fold's holds 3 levels × 2 × 15 rows)
+RELIABILITY_MAX_BYTES = 1 << 20
 
 
 def reliability_frame(section: dict[str, Any]) -> pd.DataFrame:
@@ -241,8 +245,41 @@ def reliability_frame(section: dict[str, Any]) -> pd.DataFrame:
                 zip(data["confidence"], data["accuracy"], data["count"], strict=True)
             ):
                 rows.append((level, when, i, conf, acc, count))
-    columns = ["level", "calibration", "bin", "confidence", "accuracy", "count"]
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows, columns=list(RELIABILITY_COLUMNS))
+
+
+def read_reliability(run_dir: str | Path) -> pd.DataFrame:
+    """Every fold's ``reliability.csv`` stacked with a ``fold`` column: ``level, calibration
+    (before | after), bin, confidence, accuracy, count, fold``; empty when no fold has one.
+
+    One reader for the cohort page and ``hmil evaluate``'s ``reliability.html``. A file that
+    leads out of the run (a symlink), is over :data:`RELIABILITY_MAX_BYTES`, does not parse,
+    lacks a column or holds a number that is not one is skipped: the diagrams show the folds
+    whose data can be drawn, and a damaged fold must not hide the others."""
+    run = Path(run_dir).resolve()
+    frames = []
+    for fold in list_folds(run):
+        try:
+            path = (fold_paths(run, fold).root / RELIABILITY_NAME).resolve()
+            if not (path.is_relative_to(run) and path.is_file()):
+                continue
+            if path.stat().st_size > RELIABILITY_MAX_BYTES:
+                continue
+            frame = pd.read_csv(path, dtype={"level": str, "calibration": str})
+        except (OSError, RuntimeError, ValueError):  # RuntimeError: a symlink loop
+            continue
+        if not set(RELIABILITY_COLUMNS) <= set(frame.columns):
+            continue
+        numbers = ["bin", "confidence", "accuracy", "count"]
+        values = frame[numbers].apply(pd.to_numeric, errors="coerce")
+        if values.isna().any().any():
+            continue
+        frame = frame[list(RELIABILITY_COLUMNS)].copy()
+        frame[numbers] = values
+        frames.append(frame.assign(fold=fold))
+    if not frames:
+        return pd.DataFrame()
+    return pd.concat(frames, ignore_index=True)
 
 
 def evaluate_run_fold(

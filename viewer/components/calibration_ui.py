@@ -15,7 +15,8 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from viewer.core import charts, cohort
+from hmil.reliability_figure import reliability_figure
+from viewer.core import cohort
 
 
 def _mean(values: pd.Series) -> float:
@@ -96,7 +97,5 @@ def reliability_section(run: Path, per_fold: dict[int, dict[str, Any]]) -> None:
         )
         return
     title = "before (raw) and after calibration, per fold"
-    st.plotly_chart(
-        charts.reliability_figure(table, cohort.CALIBRATION_LEVELS, title), key="reliability"
-    )
+    st.plotly_chart(reliability_figure(table, cohort.CALIBRATION_LEVELS, title), key="reliability")
     st.caption(calibration_caption(cohort.calibration_table(per_fold)))

@@ -1,4 +1,5 @@
-"""Figures of the viewer: probability rows, and Plotly confusion matrices, ROC and training curves.
+"""Figures of the viewer: probability rows, and Plotly confusion matrices, ROC and training curves
+(the reliability diagrams are :mod:`hmil.reliability_figure`'s, shared with ``hmil evaluate``).
 
 Pure builders (data in, rows or a ``go.Figure`` out) so tests can inspect what is drawn. Class
 names come from the run's hierarchy file: every one is shown through :mod:`.text` (HTML-escaped
@@ -9,7 +10,6 @@ typed and cannot add a link, markup or a bidirectional override.
 from __future__ import annotations
 
 import html
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import cast
@@ -228,74 +228,5 @@ def patch_attention_figure(rows: pd.DataFrame, title: str) -> go.Figure:
         height=280,
         margin={"l": 10, "r": 10, "t": 40, "b": 30},
         barmode="group",
-    )
-    return fig
-
-
-#: colours of the reliability diagrams: raw probabilities grey-orange, calibrated blue
-CALIBRATION_COLOURS = {"before": "#e8853d", "after": BAR_COLOUR}
-CALIBRATION_NAMES = {"before": "before calibration (raw)", "after": "after calibration"}
-
-
-def reliability_figure(
-    table: pd.DataFrame, levels: Sequence[tuple[str, str]], title: str
-) -> go.Figure:
-    """Reliability diagrams side by side, one per ``(level key, title)`` of ``levels`` that
-    ``table`` has: per fold and ``before`` / ``after`` calibration, the equal-mass bins' mean
-    top-label confidence (x) against their accuracy (y), a marker per bin as large as its
-    count (hover: fold, bin, count), and the diagonal of perfect calibration. A panel's x axis
-    starts at the tenth below its least confident bin: a confident model's bins crowd near 1
-    (lines between the few slides of a fold's bins zig-zag, so the bins are points).
-
-    ``table`` has the columns of :func:`viewer.core.cohort.load_reliability` (``fold, level,
-    calibration, bin, confidence, accuracy, count``)."""
-    from plotly.subplots import make_subplots
-
-    shown = [(key, name) for key, name in levels if (table["level"] == key).any()]
-    fig = make_subplots(rows=1, cols=max(1, len(shown)), subplot_titles=[n for _, n in shown])
-    legend: set[str] = set()
-    for col, (key, _) in enumerate(shown, start=1):
-        part = table[table["level"] == key]
-        fig.add_trace(
-            go.Scatter(
-                x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot", "color": "#999"},
-                name="perfect calibration", hoverinfo="skip", showlegend=col == 1,
-                legendgroup="diagonal",
-            ),
-            row=1, col=col,
-        )  # fmt: skip
-        for (fold, when), bins in part.groupby(["fold", "calibration"], sort=True):
-            bins = bins.sort_values("bin")
-            fig.add_trace(
-                go.Scatter(
-                    x=bins["confidence"].to_numpy(dtype=float),
-                    y=bins["accuracy"].to_numpy(dtype=float),
-                    mode="markers",
-                    name=CALIBRATION_NAMES.get(str(when), text.plotly(str(when))),
-                    legendgroup=str(when),
-                    showlegend=str(when) not in legend,
-                    marker={
-                        "size": np.clip(5 + 2 * bins["count"].to_numpy(dtype=float), 6, 18),
-                        "opacity": 0.7,
-                        "color": CALIBRATION_COLOURS.get(str(when), "#555"),
-                    },
-                    customdata=np.stack([bins["bin"], bins["count"]], axis=1),
-                    hovertemplate=f"fold {fold} · {text.plotly(str(when))}<br>"
-                    "bin %{customdata[0]} (%{customdata[1]} slides)<br>"
-                    "confidence %{x:.3f}, accuracy %{y:.3f}<extra></extra>",
-                ),
-                row=1, col=col,
-            )  # fmt: skip
-            legend.add(str(when))
-        low = math.floor(10 * float(part["confidence"].min())) / 10 if len(part) else 0.0
-        fig.update_xaxes(range=[max(0.0, min(low, 0.9)) - 0.01, 1.01], row=1, col=col)
-    fig.update_xaxes(title_text="mean confidence of the bin")
-    fig.update_yaxes(title_text="accuracy of the bin", range=[-0.02, 1.02], col=1)
-    fig.update_yaxes(range=[-0.02, 1.02])
-    fig.update_layout(
-        title={"text": title, "font": {"size": 14}},
-        height=380,
-        margin={"l": 10, "r": 10, "t": 60, "b": 40},
-        legend={"orientation": "h", "y": -0.2},
     )
     return fig

@@ -19,10 +19,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hmil.train.evaluate import RELIABILITY_NAME
-from hmil.train.runs import fold_paths, list_folds
+from hmil.reliability_figure import CALIBRATION_LEVELS
+from hmil.train.evaluate import read_reliability
 from viewer.core.inference import call_words
-from viewer.core.paths import run_file
 
 COHORT_LEVELS = ("coarse", "fine")
 #: metrics shown per fold: (level key in test_metrics.json, metric key, column title)
@@ -223,36 +222,13 @@ def cell_from_selection(selection: Any) -> tuple[str, str] | None:
     return None
 
 
-#: reliability.csv files larger than this are not read (a fold's holds 6 × 15 rows)
-RELIABILITY_MAX_BYTES = 1 << 20
-#: calibration levels of ``test_metrics.json`` and how the page names them
-CALIBRATION_LEVELS = (
-    ("fine", "fine"),
-    ("coarse", "coarse (fine summed)"),
-    ("coarse_head", "coarse classifier"),
-)
-
-
 def load_reliability(run: Path) -> pd.DataFrame:
-    """Every finished fold's ``reliability.csv`` stacked with a ``fold`` column: ``fold,
-    level, calibration (before | after), bin, confidence, accuracy, count``. Empty when no
-    fold has one; a file that leads out of the run, is over :data:`RELIABILITY_MAX_BYTES` or
-    does not parse is skipped."""
-    frames = []
-    for fold in list_folds(run):
-        path = run_file(run, fold_paths(run, fold).root / RELIABILITY_NAME)
-        if path is None or path.stat().st_size > RELIABILITY_MAX_BYTES:
-            continue
-        try:
-            frame = pd.read_csv(path, dtype={"level": str, "calibration": str})
-        except (OSError, ValueError):
-            continue
-        columns = {"level", "calibration", "bin", "confidence", "accuracy", "count"}
-        if columns <= set(frame.columns):
-            frames.append(frame.assign(fold=fold))
-    if not frames:
-        return pd.DataFrame()
-    return pd.concat(frames, ignore_index=True)
+    """Every fold's ``reliability.csv`` stacked with a ``fold`` column: ``fold, level,
+    calibration (before | after), bin, confidence, accuracy, count``. Empty when no fold has
+    one; a file that leads out of the run, is over ``RELIABILITY_MAX_BYTES`` or does not
+    parse is skipped (:func:`hmil.train.evaluate.read_reliability`, the reader ``hmil
+    evaluate`` draws its ``reliability.html`` from)."""
+    return read_reliability(run)
 
 
 def calibration_table(per_fold: dict[int, dict[str, Any]]) -> pd.DataFrame:

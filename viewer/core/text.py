@@ -26,21 +26,16 @@ They are pure functions of one string: no state, no Streamlit import.
 from __future__ import annotations
 
 import re
-import unicodedata
 
-#: the bidirectional controls: marks, embeddings, overrides and isolates (all category Cf,
-#: removed by :func:`plain` like every other format character not in :data:`KEPT_FORMAT`)
-BIDI_CONTROLS = frozenset(
-    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
-)
-#: format characters kept: the zero-width (non-)joiner shape emoji sequences and Persian or
-#: Indic words, and never reorder or hide text
-KEPT_FORMAT = frozenset("\u200c\u200d")
-#: categories shown as a space: control characters (newline, tab, …) and line/paragraph
-#: separators, which would break a one-line caption (or start a Markdown block)
-AS_SPACE = frozenset({"Cc", "Zl", "Zp"})
-#: lone surrogates cannot be encoded as UTF-8 (Streamlit would fail to send the page)
-REPLACEMENT = "\ufffd"
+# the renderer-independent part and Plotly's escaping live in hmil (its figures need them too)
+from hmil.text import AS_SPACE as AS_SPACE
+from hmil.text import BIDI_CONTROLS as BIDI_CONTROLS
+from hmil.text import KEPT_FORMAT as KEPT_FORMAT
+from hmil.text import PLOTLY_ENTITIES as PLOTLY_ENTITIES
+from hmil.text import REPLACEMENT as REPLACEMENT
+from hmil.text import plain as plain
+from hmil.text import plotly as plotly
+
 #: what Markdown (CommonMark + GFM, Streamlit's emoji ``:name:``, colour ``:red[…]`` and
 #: LaTeX ``$…$`` directives) gives a meaning; ``&`` starts entities, ``@`` e-mail autolinks
 MARKDOWN_SPECIAL = frozenset("\\`*_{}[]<>()#+-.!|~:$&@")
@@ -50,32 +45,6 @@ AUTOLINK_STARTS = re.compile(r"(?i)https?(?=:)|www(?=\.)|mailto(?=:)|xmpp(?=:)|@
 #: invisible, and not a character a URL or an e-mail address may contain: after a link start
 #: it leaves the text as it looks and stops the link
 WORD_JOINER = "\u2060"
-#: what Plotly's text renderer reads as markup: ``<tag>``, ``&entity;``, and ``$…$`` (LaTeX
-#: where MathJax is loaded)
-PLOTLY_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "$": "&#36;"}
-
-
-def plain(text: object) -> str:
-    """``str(text)`` without invisible formatting characters, as one line.
-
-    Bidirectional controls (:data:`BIDI_CONTROLS`) and the other format characters (Unicode
-    category Cf: zero-width spaces, the byte-order mark, tag characters) are removed, except
-    the joiners in :data:`KEPT_FORMAT`; control characters and line or paragraph separators
-    become a space; lone surrogates become U+FFFD. Everything else is kept, right-to-left
-    scripts included: they still show right to left, but cannot reorder what follows them.
-    """
-    out = []
-    for char in str(text):
-        category = unicodedata.category(char)
-        if category == "Cf" and char not in KEPT_FORMAT:
-            continue
-        if category in AS_SPACE:
-            out.append(" ")
-        elif category == "Cs":
-            out.append(REPLACEMENT)
-        else:
-            out.append(char)
-    return "".join(out)
 
 
 def markdown(text: object) -> str:
@@ -84,9 +53,3 @@ def markdown(text: object) -> str:
     shows it as typed (no bold, link, heading, emoji, colour or formula)."""
     unlinked = AUTOLINK_STARTS.sub(lambda m: m.group() + WORD_JOINER, plain(text))
     return "".join("\\" + c if c in MARKDOWN_SPECIAL else c for c in unlinked)
-
-
-def plotly(text: object) -> str:
-    """:func:`plain` ``text`` with Plotly's markup characters written as entities, so that a
-    tick label, legend entry or hover label shows it as typed (no link, no bold, no LaTeX)."""
-    return "".join(PLOTLY_ENTITIES.get(c, c) for c in plain(text))

@@ -1,43 +1,38 @@
-"""Reliability diagrams: one panel per level, a line per fold and calibration whose points
-are the bins of the folds' reliability.csv, and the diagonal."""
+"""The cohort page's reliability diagrams: the folds' reliability.csv drawn by the engine that
+``hmil evaluate`` shares (hmil.reliability_figure, whose figure tests are in
+tests/hmil/test_reliability_figure.py), a panel per level the run has, under the page's names."""
 
 from __future__ import annotations
 
-import pandas as pd
+from pathlib import Path
 
-from viewer.core import charts
-
-LEVELS = (("fine", "fine"), ("coarse", "coarse (fine summed)"), ("coarse_head", "classifier"))
-
-
-def _table() -> pd.DataFrame:
-    rows = [
-        (0, "fine", "before", 1, 0.95, 0.5, 3),
-        (0, "fine", "before", 0, 0.6, 0.4, 2),  # out of order: drawn by bin
-        (0, "fine", "after", 0, 0.5, 0.4, 2),
-        (0, "fine", "after", 1, 0.7, 0.5, 3),
-        (1, "fine", "after", 0, 0.45, 1.0, 4),
-        (0, "coarse", "after", 0, 0.8, 0.75, 5),
-    ]
-    columns = ["fold", "level", "calibration", "bin", "confidence", "accuracy", "count"]
-    return pd.DataFrame(rows, columns=columns)
+from hmil import reliability_figure as rf
+from hmil.train.evaluate import reliability_frame
+from viewer.components import calibration_ui
+from viewer.core import cohort
 
 
-def test_reliability_points_are_the_bins_per_fold_and_calibration() -> None:
-    fig = charts.reliability_figure(_table(), LEVELS, "t")
-    titles = [a.text for a in fig.layout.annotations]
-    assert titles == ["fine", "coarse (fine summed)"]  # no coarse_head rows: no panel
-    lines = [t for t in fig.data if t.name != "perfect calibration"]
-    assert len(lines) == 4  # fold 0 after/before, fold 1 after (fine); fold 0 after (coarse)
-    fold0_before = next(t for t in lines if "fold 0 · before" in t.hovertemplate)
-    assert list(fold0_before.x) == [0.6, 0.95] and list(fold0_before.y) == [0.4, 0.5]
-    assert fold0_before.customdata.tolist() == [[0, 2], [1, 3]]
-    assert fold0_before.marker.color == charts.CALIBRATION_COLOURS["before"]
-    assert list(fold0_before.marker.size) == [9, 11]  # grows with the bin's count
-    assert list(fig.layout.xaxis.range) == [0.39, 1.01]  # least confident fine bin 0.45
-    assert list(fig.layout.xaxis2.range) == [0.79, 1.01]
-    coarse = lines[-1]
-    assert list(coarse.x) == [0.8] and coarse.xaxis == "x2"
-    assert [t.showlegend for t in lines] == [True, True, False, False]  # one entry per kind
-    diagonals = [t for t in fig.data if t.name == "perfect calibration"]
-    assert [list(t.x) for t in diagonals] == [[0, 1], [0, 1]]
+def _section(confidence: list[float]) -> dict[str, object]:
+    bins = {"confidence": confidence, "accuracy": [0.5, 1.0], "count": [2, 3]}
+    level = {"before": {"reliability": bins}, "after": {"reliability": bins}}
+    return {"fine": level, "coarse": level}
+
+
+def test_the_cohort_page_draws_the_folds_reliability_files_with_the_shared_engine(
+    tmp_path: Path,
+) -> None:
+    run = tmp_path / "run"
+    for fold, confidence in ((0, [0.6, 0.9]), (2, [0.35, 0.8])):
+        (run / f"fold_{fold}").mkdir(parents=True)
+        path = run / f"fold_{fold}" / "reliability.csv"
+        reliability_frame(_section(confidence)).to_csv(path, index=False)
+    assert calibration_ui.reliability_figure is rf.reliability_figure  # one engine
+    assert cohort.CALIBRATION_LEVELS is rf.CALIBRATION_LEVELS
+    table = cohort.load_reliability(run)
+    fig = calibration_ui.reliability_figure(table, cohort.CALIBRATION_LEVELS, "t")
+    assert [a.text for a in fig.layout.annotations] == ["fine", "coarse (fine summed)"]
+    points = [t for t in fig.data if t.name != "perfect calibration"]
+    assert len(points) == 2 * 2 * 2  # levels × folds × before/after
+    fold2 = [t for t in points if t.hovertemplate.startswith("fold 2 · after")]
+    assert [list(t.x) for t in fold2] == [[0.35, 0.8], [0.35, 0.8]]
+    assert list(fig.layout.xaxis.range) == [0.29, 1.01]
