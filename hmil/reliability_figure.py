@@ -161,7 +161,11 @@ def reliability_html(table: pd.DataFrame, run_name: str) -> str:
     if table.empty:
         raise ValueError("no reliability rows to draw")
     folds = ", ".join(str(f) for f in sorted({int(f) for f in table["fold"]}))
-    note = "ECE: mean over the folds, 15 equal-mass bins of the test slides' top-label confidence"
+    note = (
+        "a point per bin of a fold's test slides (larger for more slides; under the diagonal: "
+        "more confident than right) · ECE: mean over the folds, 15 equal-mass bins of the "
+        "top-label confidence"
+    )
     if unchanged(table):
         note += "; checkpoint without calibration (T = 1): before = after"
     title = (
@@ -169,7 +173,7 @@ def reliability_html(table: pd.DataFrame, run_name: str) -> str:
         f"after calibration<br><sub>{note}</sub>"
     )
     fig = reliability_figure(table, ece_titles(table, CALIBRATION_LEVELS), title)
-    fig.update_layout(height=460, margin={"l": 10, "r": 10, "t": 90, "b": 40})
+    fig.update_layout(height=520, margin={"l": 10, "r": 10, "t": 120, "b": 40})
     page = fig.to_html(include_plotlyjs=True, full_html=True)
     head = f"<head><title>Reliability diagrams: {html.escape(text.plain(run_name))}</title>"
     return page.replace("<head>", head, 1)
