@@ -113,12 +113,17 @@ def test_goal_is_judged_on_the_draw_when_every_seed_has_one():
     assert calibration._verdict(bad) == (
         "DOES NOT HOLD on the 2,100-bag draw (0/1 seeds ≤ 0.05): ECE 0.020 above the goal"
     )
-    lost = _row(2, 0.14, 0.04) | {"draw.coarse.bacc_after": 0.4994}
+    # the calibrated sums Mᵀ p̂_f reordered: listed, but no product label moved
+    moved = _row(2, 0.14, 0.04) | {"draw.coarse.bacc_after": 0.4994}
+    g = calibration.goal([moved])
+    assert g["holds"] and g["moved"][0]["part"] == "draw" and g["moved"][0]["level"] == "coarse"
+    # a head's argmax cannot move with a temperature; if it did, the goal would fail
+    lost = _row(2, 0.14, 0.04) | {"draw.coarse_head.bacc_after": 0.4994}
     g = calibration.goal([lost])
-    assert not g["holds"] and g["moved"][0]["part"] == "draw"
+    assert not g["holds"]
     assert calibration._verdict(g) == (
         "DOES NOT HOLD on the 2,100-bag draw (1/1 seeds ≤ 0.05): balanced accuracy lost "
-        "(coarse = Mᵀ p_f (T_f); at most 0.0006, seed 2, draw part)"
+        "(coarse head (T_c); at most 0.0006, seed 2, draw part)"
     )
 
 
@@ -127,9 +132,11 @@ def test_draw_spec_of_a_balanced_cohort_only_changes_the_count():
 
 
 def test_where_it_does_not_hold_names_a_balanced_accuracy_loss_when_the_ece_meets_the_goal():
-    lost = _row(2, 0.14, 0.04) | {"draw.coarse.bacc_after": 0.4994}
+    lost = _row(2, 0.14, 0.04) | {"draw.coarse_head.bacc_after": 0.4994}
     (line,) = calibration._why_lines({"gen-small": {"goal": calibration.goal([lost])}})[2:3]
     assert line.startswith("- gen-small: fine ECE after 0.040 on the 2,100-bag draw meets the "
                            "goal (1 of 1 seeds). Balanced accuracy fell")  # fmt: skip
-    assert "in 1 of 1 seeds (coarse = Mᵀ p_f (T_f), draw part; listed above)" in line
+    assert "in 1 of 1 seeds (coarse head (T_c), draw part; listed above)" in line
+    moved = _row(2, 0.14, 0.04) | {"draw.coarse.bacc_after": 0.4994}
+    assert calibration._why_lines({"gen-small": {"goal": calibration.goal([moved])}}) == []
     assert "above the goal" not in line
