@@ -868,6 +868,8 @@ def merge(paths: list[str], out: Path, tag: str) -> int:
             part["summary"] = {rename: next(iter(part["summary"].values()))}
             specs_in = list(part.get("cohort_specs", {}).values())
             part["cohort_specs"] = {rename: specs_in[0]} if specs_in else {}
+            budgets = list(_part_settings(part).values())  # the budget goes with the rows
+            part["settings_per_cohort"] = {rename: budgets[0]} if budgets else {}
         parts.append(part)
     runs, seen = [], set()
     for run in (r for part in parts for r in part["runs"]):

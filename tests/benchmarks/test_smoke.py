@@ -82,6 +82,9 @@ def test_accuracy_merge_renames_cohorts(tmp_path):
     merged = json.loads((tmp_path / "m.json").read_text())
     assert set(merged["summary"]) == {"gen-small", "gen-small-longer"}
     assert {r["cohort"] for r in merged["runs"]} == {"gen-small", "gen-small-longer"}
+    # the renamed rows keep their budget in the header
+    assert merged["settings_per_cohort"]["gen-small-longer"]["epochs"] == 2
+    assert "gen-small-longer: epochs 2," in (tmp_path / "m.md").read_text()
 
 
 @pytest.mark.slow
