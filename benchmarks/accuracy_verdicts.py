@@ -10,6 +10,8 @@ that never got the weight average or the balanced sampler says little about the 
 the seeds, ``sqrt(s_a² / n_a + s_b² / n_b)`` (sample stds; the seeds are treated as
 independent, which is conservative, as both rows of a seed share its cohort and split); a
 difference within it is a tie, and the verdict says so plainly instead of counting it as a win.
+So is a difference below :data:`RESOLUTION`, which the table's three decimals cannot show (two
+rows at the ceiling, 1.000 ± 0.000, have a standard error of almost 0).
 
 Works on the summaries of :func:`benchmarks.accuracy.summarise`:
 ``{cohort: {row: {metric: {"mean", "std", "n"}}}}``.
@@ -35,6 +37,10 @@ METRIC_NAMES: dict[str, str] = {
 }
 
 
+#: the smallest difference of two means that counts: half a unit of the table's last decimal
+RESOLUTION = 0.0005
+
+
 @dataclass(frozen=True)
 class PeerRow:
     """A row of the table that is a flat peer: which peer, under which recipe."""
@@ -56,11 +62,13 @@ class Comparison:
 
     @property
     def outcome(self) -> str:
-        """``ahead`` (the defaults, by more than ``se``), ``level`` or ``behind``."""
+        """``ahead`` (the defaults, by more than ``se`` and :data:`RESOLUTION`), ``level``
+        or ``behind``."""
         diff = self.hmil - self.other
-        if diff > self.se:
+        margin = max(self.se, RESOLUTION)
+        if diff > margin:
             return "ahead"
-        return "behind" if diff < -self.se else "level"
+        return "behind" if diff < -margin else "level"
 
 
 def standard_error(a: Mapping[str, float], b: Mapping[str, float]) -> float:

@@ -116,3 +116,15 @@ def test_a_load_note_reaches_the_merged_header():
     text = accuracy.markdown({}, info, {}, {}, [])
     assert "Load while measuring: some parts: shared, loaded machine." in text
     assert "load" not in accuracy._span(parts[:1])
+
+
+def test_a_difference_the_table_cannot_show_is_level_even_without_spread():
+    # both rows at the ceiling with no spread over the seeds: SE 0, difference 0.0002
+    summary = {"c": {HMIL: row(0.9995, std=0.0), MB_HMIL: row(0.9995, std=0.0, fine_macro_auc=1.0)}}
+    (line,) = verdicts(summary, HMIL, PEERS)
+    assert "level on fine AUC: 1.000 vs defaults 1.000 (SE 0.000)" in line
+    assert "AHEAD" not in line
+    # one unit of the last decimal is a difference
+    summary["c"][MB_HMIL] = row(0.9995, std=0.0, fine_macro_auc=0.9985)
+    (line,) = verdicts(summary, HMIL, PEERS)
+    assert "fine AUC" not in line
