@@ -842,6 +842,10 @@ def _span(parts: list[dict[str, Any]]) -> dict[str, Any]:
     dates = sorted(str(m["date"])[:10] for m in machines)
     first = dict(machines[0])  # a merged file's own machine is the merging one's
     first["date"] = dates[0] if dates[0] == dates[-1] else f"{dates[0]} to {dates[-1]}"
+    for key in ("host_cpu", "torch_threads"):  # parts measured on different machines say so
+        values = sorted({str(m[key]) for m in machines if key in m})
+        if len(values) > 1:
+            first[key] = " / ".join(values)
     loads = sorted({m["load"] for m in machines if m.get("load")})
     first.pop("load", None)
     if loads:  # a loaded part's train s is inflated: the merged header keeps saying so
@@ -892,7 +896,8 @@ def merge(paths: list[str], out: Path, tag: str) -> int:
     checks = verdicts(summary)
     info = machine()
     info["note"] = "merged; the runs were measured on the machines named in the parts"
-    result = {"machine": info, "parts_machines": [p["machine"] for p in parts], "synthetic": True,
+    machines = [m for p in parts for m in p.get("parts_machines", [p["machine"]])]
+    result = {"machine": info, "parts_machines": machines, "synthetic": True,
               "settings_per_cohort": settings, "cohort_specs": specs, "summary": summary,
               "verdicts": checks, "runs": runs}  # fmt: skip
     write_json(out / f"{tag}.json", result)

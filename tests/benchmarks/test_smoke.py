@@ -85,6 +85,12 @@ def test_accuracy_merge_renames_cohorts(tmp_path):
     # the renamed rows keep their budget in the header
     assert merged["settings_per_cohort"]["gen-small-longer"]["epochs"] == 2
     assert "gen-small-longer: epochs 2," in (tmp_path / "m.md").read_text()
+    # a merged file merged again keeps the machines of its parts, not the merging one's
+    again = [str(tmp_path / "m.json"), f"{tmp_path / 'a.json'}=gen-small-again"]
+    proc = _run(["benchmarks.accuracy", "--merge", *again, "--out", str(tmp_path), "--tag", "m2"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    machines = json.loads((tmp_path / "m2.json").read_text())["parts_machines"]
+    assert len(machines) == 3 and all("note" not in m for m in machines)
 
 
 @pytest.mark.slow
