@@ -491,7 +491,9 @@ def markdown(result: dict[str, Any]) -> str:
         f"{FLOOR_DRAWS} draws): the 15-bin estimate's upward bias on a test part this size. "
         "The verdict is judged on the further draw where a cohort has one, else on the test "
         "part. Balanced accuracy is compared per seed and per level (fine, coarse, coarse "
-        "head) for exact equality.",
+        "head) for exact equality; a loss fails the goal on the levels whose labels the "
+        "product shows (the fine and the coarse head's argmax; its coarse label sums the raw "
+        "fine probabilities).",
         "",
         *_moved_lines(summary),
     ]
