@@ -202,7 +202,9 @@ def main(argv: list[str] | None = None) -> int:
         info["load"] = args.load_note
     out = Path(args.out)
     write_json(out / f"{args.tag}.json", {"machine": info, "rows": records})
-    (out / f"{args.tag}.md").write_text(markdown(records, info) + "\n", encoding="utf-8")
+    (out / f"{args.tag}.md").write_text(
+        markdown(records, info).rstrip("\n") + "\n", encoding="utf-8"
+    )
     print(f"wrote {out / args.tag}.{{json,md}}")
     return 0
 

@@ -47,6 +47,7 @@ def test_quick_run_writes_one_table_per_cohort(tmp_path):
         assert r["budget_s"] == pytest.approx(r["fixed_s"] + 20 * r["per_epoch_s"], abs=0.2)
     text = (tmp_path / "timing.md").read_text()
     assert "## gen-small" in text and "Load: test." in text and TIMED_ROWS[3] in text
+    assert text.endswith("|\n")  # one newline at the end, as the repository's hooks want
 
 
 def test_unknown_cohort_is_one_error_line(tmp_path):
