@@ -47,7 +47,15 @@ from sklearn.metrics import roc_auc_score
 from benchmarks.accuracy_verdicts import PeerRow
 from benchmarks.accuracy_verdicts import verdicts as cohort_verdicts
 from benchmarks.cohorts import COHORTS, BenchCohort
-from benchmarks.common import RESULTS, machine, machine_line, resumed_runs, write_json
+from benchmarks.common import (
+    RESULTS,
+    machine,
+    machine_line,
+    option_names,
+    resumed_runs,
+    seed_list,
+    write_json,
+)
 from benchmarks.peers import (
     BagItem,
     TrainSettings,
@@ -715,7 +723,7 @@ assert not any("," in v.name for v in VARIANTS), "--variants separates names by 
 
 def select_variants(spec: str) -> list[Variant]:
     """Variants named by ``spec``: names or group names, comma-separated, in table order."""
-    wanted = [w.strip() for w in spec.split(",") if w.strip()]
+    wanted = option_names(spec)
     names = {v.name for v in VARIANTS}
     groups = {g for v in VARIANTS for g in v.groups}
     unknown = [w for w in wanted if w not in names and w not in groups and w != "all"]
@@ -738,10 +746,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    cohorts = [c.strip() for c in args.cohorts.split(",") if c.strip()]
+    cohorts = option_names(args.cohorts)
     variants = select_variants(args.variants)
-    seeds = ([int(x) for x in args.seeds.split(",")] if "," in args.seeds
-             else list(range(int(args.seeds))))  # fmt: skip
+    seeds = seed_list(args.seeds)
     fracs = (0.15, 0.3)
     epochs = {c: COHORT_EPOCHS.get(c, args.epochs) for c in cohorts}
     if args.quick:

@@ -54,14 +54,22 @@ from benchmarks.accuracy import (
     run_hmil,
 )
 from benchmarks.cohorts import COHORTS, IMBALANCED, LARGE, SMALL
-from benchmarks.common import RESULTS, clean, machine, machine_line, resumed_runs
+from benchmarks.common import (
+    RESULTS,
+    clean,
+    machine,
+    machine_line,
+    option_names,
+    resumed_runs,
+    seed_list,
+)
 from benchmarks.peers import TrainSettings
 from hmil.calibration import Calibration, calibration_report, ece
 from hmil.checkpoint import load_checkpoint_file
 from hmil.conformal import parent_mapping, prediction_sets
 from hmil.hierarchy import Hierarchy
 from hmil.io import append_jsonl, write_json_atomic, write_text_atomic
-from hmil.predict import load_checkpoint
+from hmil.predict import Predictor, load_checkpoint
 from hmil.synthetic import CohortSpec, SyntheticBag, make_cohort
 from hmil.train.metrics import level_metrics
 
@@ -255,12 +263,11 @@ def further_draw(cohort: str, seed: int, n_bags: int) -> tuple[list[SyntheticBag
 
 
 def raw_probs(
-    checkpoint: Path, features: list[np.ndarray] | list[torch.Tensor]
+    predictor: Predictor, features: list[np.ndarray] | list[torch.Tensor]
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(S, Kf)`` fine and ``(S, Kc)`` coarse-head probabilities before temperature scaling
-    of ``S`` bags of ``(N, D)`` features, through the product's predictor
+    of ``S`` bags of ``(N, D)`` features, through the product's ``predictor``
     (:func:`hmil.predict.load_checkpoint`, CPU, ``calibrated=False``)."""
-    predictor = load_checkpoint(checkpoint, device="cpu", calibrated=False)
     preds = [predictor.predict(x) for x in features]
     return np.stack([p.fine_probs for p in preds]), np.stack([p.coarse_head_probs for p in preds])
 
@@ -281,10 +288,11 @@ def measure_draw(
     if drawn is None or n_bags <= 0:
         return {}
     bags, skipped = drawn
-    again, _ = raw_probs(checkpoint, [it.features for it in prepared.items["test"]])
+    predictor = load_checkpoint(checkpoint, device="cpu", calibrated=False)
+    again, _ = raw_probs(predictor, [it.features for it in prepared.items["test"]])
     if not np.allclose(again, test_fine, atol=1e-6):
         raise RuntimeError("the predictor's test-part probabilities differ from the run's")
-    fine, head = raw_probs(checkpoint, [b.features for b in bags])
+    fine, head = raw_probs(predictor, [b.features for b in bags])
     y = np.array([b.fine for b in bags], dtype=int)
     record = measure(calibration, fine, head, y, prepared)
     return {"draw.n": len(bags), "draw.skipped": skipped,
@@ -400,6 +408,12 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def product_losses(moved: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The entries of a goal's ``moved`` list that fail it: balanced accuracy lost on a level
+    whose label the product shows (:data:`LABEL_LEVELS`)."""
+    return [m for m in moved if m["after"] < m["before"] and m["level"] in LABEL_LEVELS]
+
+
 def goal(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Does fine ECE ≤ :data:`ECE_GOAL` (mean over seeds, after scaling) hold with no loss of
     the product's balanced accuracy (:data:`LABEL_LEVELS`) in any seed? Judged on the further
@@ -415,7 +429,7 @@ def goal(rows: list[dict[str, Any]]) -> dict[str, Any]:
               "after": r[f"{pre}{lv}.bacc_after"], "T_fine": r["T_fine"]}
              for r in rows for part, pre in parts.items() for lv in LEVELS
              if r[f"{pre}{lv}.bacc_before"] != r[f"{pre}{lv}.bacc_after"]]  # fmt: skip
-    no_loss = all(m["after"] >= m["before"] for m in moved if m["level"] in LABEL_LEVELS)
+    no_loss = not product_losses(moved)
     test = [r["fine.ece_after"] for r in rows]
     judged = [r["draw.fine.ece_after"] for r in rows] if on_draw else test
     mean_ece = float(np.mean(judged))
@@ -596,7 +610,7 @@ def _verdict(g: dict[str, Any]) -> str:
     why = []
     if g["fine_ece_after"] > ECE_GOAL:
         why.append(f"ECE {g['excess']:.3f} above the goal")
-    losses = [m for m in g["moved"] if m["after"] < m["before"] and m["level"] in LABEL_LEVELS]
+    losses = product_losses(g["moved"])
     if losses:
         worst = max(losses, key=lambda m: m["before"] - m["after"])
         drop = worst["before"] - worst["after"]
@@ -735,7 +749,7 @@ def _why_lines(summary: dict[str, Any]) -> list[str]:
         else:
             lines.append(f"- {cohort}: fine ECE after {g['fine_ece_after']:.3f}{where} meets "
                          f"the goal ({g['seeds_meeting']} of {g['n_seeds']} seeds).")  # fmt: skip
-        losses = [m for m in g["moved"] if m["after"] < m["before"] and m["level"] in LABEL_LEVELS]
+        losses = product_losses(g["moved"])
         if losses:
             levels = ", ".join(sorted({LEVEL_NAMES[m["level"]] for m in losses}))
             parts = " and ".join(sorted({m["part"] for m in losses}))
@@ -821,7 +835,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    cohorts = [c.strip() for c in args.cohorts.split(",") if c.strip()]
+    cohorts = option_names(args.cohorts)
     unknown = [c for c in cohorts if c not in COHORTS]
     if unknown:
         print(f"error: --cohorts: unknown {unknown}", file=sys.stderr)
@@ -830,8 +844,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --extra-test: {args.extra_test} is below 0", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
-    seeds = ([int(x) for x in args.seeds.split(",")] if "," in args.seeds
-             else list(range(int(args.seeds))))  # fmt: skip
+    seeds = seed_list(args.seeds)
     epochs = {c: COHORT_EPOCHS.get(c, args.epochs) for c in cohorts}
     if args.quick:
         cohorts, seeds = cohorts[:1], [0]

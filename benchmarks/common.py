@@ -96,6 +96,16 @@ def resumed_runs(log: Path, resume: bool) -> list[dict[str, Any]]:
     return []
 
 
+def option_names(spec: str) -> list[str]:
+    """The names of a comma-separated option (``--cohorts a,b``), stripped, empty ones dropped."""
+    return [name.strip() for name in spec.split(",") if name.strip()]
+
+
+def seed_list(spec: str) -> list[int]:
+    """``--seeds``: a count (``5`` → 0..4) or a list (``0,3,4``)."""
+    return [int(x) for x in spec.split(",")] if "," in spec else list(range(int(spec)))
+
+
 def write_json(path: str | Path, obj: Any) -> Path:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)

@@ -44,7 +44,7 @@ from benchmarks.accuracy import (
     run_peer,
 )
 from benchmarks.cohorts import COHORTS
-from benchmarks.common import RESULTS, machine, machine_line, write_json
+from benchmarks.common import RESULTS, machine, machine_line, option_names, write_json
 from benchmarks.peers import TrainSettings
 from hmil.config import Config
 
@@ -181,7 +181,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    cohorts = [c.strip() for c in args.cohorts.split(",") if c.strip()]
+    cohorts = option_names(args.cohorts)
     unknown = [c for c in cohorts if c not in COHORTS]
     if unknown:
         print(f"error: --cohorts: unknown {unknown} (known: {', '.join(COHORTS)})",
